@@ -1,0 +1,33 @@
+# The two commands: `make demo` and `make test`. Everything else is a building block.
+SHELL := bash
+CARGO ?= cargo
+
+.PHONY: demo test verify fmt-check lint tools prereqs clean-tools
+
+## demo: start a local etcd + kube-apiserver with Gardener's CRDs and show them served
+demo: tools
+	$(CARGO) run --locked --quiet -p sandbox-testenv --bin local-control-plane -- $(DEMO_ARGS)
+
+## test: build the pinned tools if missing, then run every test
+test: tools
+	$(CARGO) test --workspace --locked
+
+## verify: formatting, clippy with -D warnings, then every test (what CI runs)
+verify: fmt-check lint test
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+lint:
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+## tools: build the pinned kube-apiserver and etcd and fetch Gardener's CRDs (cached by version)
+tools:
+	hack/tools.sh ensure all
+
+## prereqs: check (and where possible install) Go, Rust components and system packages
+prereqs:
+	hack/prereqs.sh
+
+clean-tools:
+	rm -rf .cache/tools

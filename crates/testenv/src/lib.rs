@@ -1,0 +1,357 @@
+//! A real control plane for tests: etcd and kube-apiserver on free loopback ports, with
+//! private data and certificate folders, serving Gardener's real CRDs.
+//!
+//! ```no_run
+//! # async fn t() {
+//! let cp = sandbox_testenv::shared();
+//! let _logs = cp.logs_on_panic();
+//! let client = cp.client().await.unwrap();
+//! let ns = cp.namespace(&client, "smoke").await.unwrap();
+//! # }
+//! ```
+//!
+//! One control plane may serve all tests of a test binary ([`shared`]); tests isolate
+//! themselves by namespace. Each test builds its own [`kube::Client`], because a client is
+//! bound to the Tokio runtime it was made on and every `#[tokio::test]` has its own.
+//! The servers run under a small watchdog that stops them when its standard input closes,
+//! which the kernel does when the test process ends however it ends, so no server outlives
+//! its tests, also when a test panics or the process is killed.
+
+mod pki;
+mod server;
+mod tools;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+pub use server::Server;
+pub use tools::{Tools, repo_root};
+
+/// What can go wrong while bringing up or talking to the control plane.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Tools(String),
+    #[error("I/O error at {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("could not create test certificates: {0}")]
+    Pki(#[from] rcgen::Error),
+    #[error("{server} did not become ready within {seconds}s; last log lines:\n{log_tail}")]
+    NotReady {
+        server: &'static str,
+        seconds: u64,
+        log_tail: String,
+    },
+    #[error("invalid CRD file {path}: {message}")]
+    CrdFile { path: PathBuf, message: String },
+    #[error("CRD {name} was not Established within {seconds}s")]
+    CrdNotEstablished { name: String, seconds: u64 },
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(String),
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.into();
+    move |source| Error::Io { path, source }
+}
+
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+const CRD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running etcd + kube-apiserver with Gardener's CRDs installed.
+///
+/// Dropping it stops both servers and removes their folder.
+pub struct ControlPlane {
+    // Field order is drop order: the API server stops before etcd, etcd's watchdog
+    // removes the folder last.
+    apiserver: Server,
+    etcd: Server,
+    root: PathBuf,
+    server_url: String,
+    kubeconfig_path: PathBuf,
+    kubeconfig: Kubeconfig,
+    crds: Vec<String>,
+}
+
+impl ControlPlane {
+    /// Starts etcd and kube-apiserver, waits until `/readyz` is ok, installs Gardener's
+    /// CRDs and waits until they are Established. Builds the tools first if they are missing.
+    pub async fn start() -> Result<Self> {
+        let tools = Tools::locate()?;
+        let root = tempfile::Builder::new()
+            .prefix("sandbox-testenv-")
+            .tempdir()
+            .map_err(io_err(std::env::temp_dir()))?
+            .keep();
+        let etcd_client = server::free_port()?;
+        let etcd_peer = server::free_port()?;
+        let etcd = Server::start(
+            "etcd",
+            &tools.etcd,
+            &[
+                "--name=testenv".into(),
+                format!("--data-dir={}", root.join("etcd").display()),
+                format!("--listen-client-urls=http://127.0.0.1:{etcd_client}"),
+                format!("--advertise-client-urls=http://127.0.0.1:{etcd_client}"),
+                format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"),
+                format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"),
+                format!("--initial-cluster=testenv=http://127.0.0.1:{etcd_peer}"),
+                "--unsafe-no-fsync=true".into(),
+                "--log-level=warn".into(),
+            ],
+            &root,
+            Some(&root),
+        )?;
+
+        let pki = pki::Pki::write(&root.join("pki"))?;
+        let secure_port = server::free_port()?;
+        let apiserver = Server::start(
+            "kube-apiserver",
+            &tools.kube_apiserver,
+            &[
+                format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
+                "--bind-address=127.0.0.1".into(),
+                "--advertise-address=127.0.0.1".into(),
+                format!("--secure-port={secure_port}"),
+                format!("--cert-dir={}", root.join("apiserver-certs").display()),
+                format!("--tls-cert-file={}", pki.serving_cert.display()),
+                format!("--tls-private-key-file={}", pki.serving_key.display()),
+                format!("--client-ca-file={}", pki.ca_cert.display()),
+                format!("--service-account-issuer=https://127.0.0.1:{secure_port}"),
+                format!(
+                    "--service-account-key-file={}",
+                    pki.service_account_public_key.display()
+                ),
+                format!(
+                    "--service-account-signing-key-file={}",
+                    pki.service_account_key.display()
+                ),
+                "--service-cluster-ip-range=10.0.0.0/24".into(),
+                "--authorization-mode=RBAC".into(),
+                "--allow-privileged=true".into(),
+                // No controller-manager creates default ServiceAccounts here.
+                "--disable-admission-plugins=ServiceAccount".into(),
+                "--enable-priority-and-fairness=false".into(),
+                "--profiling=false".into(),
+                "--v=1".into(),
+            ],
+            &root,
+            None,
+        )?;
+
+        let server_url = format!("https://127.0.0.1:{secure_port}");
+        let yaml = pki.kubeconfig_yaml(&server_url);
+        let kubeconfig =
+            Kubeconfig::from_yaml(&yaml).map_err(|e| Error::Kubeconfig(e.to_string()))?;
+        let kubeconfig_path = root.join("kubeconfig");
+        std::fs::write(&kubeconfig_path, yaml).map_err(io_err(&kubeconfig_path))?;
+
+        let mut cp = ControlPlane {
+            apiserver,
+            etcd,
+            root,
+            server_url,
+            kubeconfig_path,
+            kubeconfig,
+            crds: Vec::new(),
+        };
+        cp.wait_ready().await?;
+        cp.crds = cp.install_crds(&tools.gardener_crds).await?;
+        Ok(cp)
+    }
+
+    /// A new client for this control plane, authenticated as a cluster admin
+    /// (`system:masters`). Make one per Tokio runtime.
+    pub async fn client(&self) -> Result<kube::Client> {
+        let config = kube::Config::from_custom_kubeconfig(
+            self.kubeconfig.clone(),
+            &KubeConfigOptions::default(),
+        )
+        .await
+        .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    /// The kubeconfig of a cluster admin, for programs run by tests (and for people).
+    pub fn kubeconfig(&self) -> &Kubeconfig {
+        &self.kubeconfig
+    }
+
+    /// The API server's URL, `https://127.0.0.1:<port>`.
+    pub fn server_url(&self) -> &str {
+        &self.server_url
+    }
+
+    /// Path of the admin kubeconfig file.
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig_path
+    }
+
+    /// The folder holding the servers' data, certificates and logs.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Names of the CRDs installed at start-up.
+    pub fn crds(&self) -> &[String] {
+        &self.crds
+    }
+
+    /// Creates a namespace of its own for one test: `<prefix>-<pid>-<n>`.
+    pub async fn namespace(&self, client: &kube::Client, prefix: &str) -> Result<String> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await?;
+        Ok(name)
+    }
+
+    /// The last `lines` lines of each server's log.
+    pub fn log_tails(&self, lines: usize) -> String {
+        format!(
+            "--- etcd ({}) ---\n{}\n--- kube-apiserver ({}) ---\n{}",
+            self.etcd.log_path().display(),
+            self.etcd.log_tail(lines),
+            self.apiserver.log_path().display(),
+            self.apiserver.log_tail(lines),
+        )
+    }
+
+    /// A guard that prints the servers' log tails if the test holding it panics.
+    pub fn logs_on_panic(&self) -> LogsOnPanic<'_> {
+        LogsOnPanic(self)
+    }
+
+    async fn wait_ready(&self) -> Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let client = self.client().await?;
+        loop {
+            let request = http::Request::get("/readyz")
+                .body(Vec::new())
+                .expect("static request");
+            match client.request_text(request).await {
+                Ok(body) if body.trim() == "ok" => return Ok(()),
+                _ if Instant::now() > deadline || !self.apiserver.is_running() => {
+                    return Err(Error::NotReady {
+                        server: "kube-apiserver",
+                        seconds: READY_TIMEOUT.as_secs(),
+                        log_tail: self.log_tails(30),
+                    });
+                }
+                _ => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    }
+
+    async fn install_crds(&self, dir: &Path) -> Result<Vec<String>> {
+        let client = self.client().await?;
+        let api = Api::<CustomResourceDefinition>::all(client);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(io_err(dir))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .collect();
+        files.sort();
+        let mut names = Vec::new();
+        for path in &files {
+            let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+            let crd: CustomResourceDefinition =
+                serde_saphyr::from_str(&text).map_err(|e| Error::CrdFile {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            let created = api.create(&PostParams::default(), &crd).await?;
+            names.push(created.metadata.name.unwrap_or_default());
+        }
+        let deadline = Instant::now() + CRD_TIMEOUT;
+        for name in &names {
+            loop {
+                let crd = api.get(name).await?;
+                if is_established(&crd) {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(Error::CrdNotEstablished {
+                        name: name.clone(),
+                        seconds: CRD_TIMEOUT.as_secs(),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(names)
+    }
+}
+
+/// Whether a CRD's `Established` condition is `True`.
+pub fn is_established(crd: &CustomResourceDefinition) -> bool {
+    crd.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+        })
+}
+
+/// Prints the control plane's log tails when dropped during a panic.
+pub struct LogsOnPanic<'a>(&'a ControlPlane);
+
+impl Drop for LogsOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test failed; control plane logs:\n{}", self.0.log_tails(40));
+        }
+    }
+}
+
+/// The control plane shared by all tests of this test binary, started on first use.
+///
+/// Panics with the reason (including server log tails) if it cannot be started.
+pub fn shared() -> &'static ControlPlane {
+    static SHARED: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
+    let started = SHARED.get_or_init(|| {
+        // Start on a thread of its own: callers are usually inside a Tokio runtime already.
+        std::thread::spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime
+                .block_on(ControlPlane::start())
+                .map_err(|e| e.to_string())
+        })
+        .join()
+        .unwrap_or_else(|_| Err("control plane start-up panicked".into()))
+    });
+    match started {
+        Ok(cp) => cp,
+        Err(e) => panic!("cannot start the test control plane: {e}"),
+    }
+}

@@ -1,0 +1,123 @@
+//! Certificates and keys for one control plane: a CA, the API server's serving certificate,
+//! an admin client certificate (`system:masters`) and the service-account signing key.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+
+use crate::{Result, io_err};
+
+/// The files written by [`Pki::write`], plus the admin credentials in memory.
+pub(crate) struct Pki {
+    pub ca_cert: PathBuf,
+    pub serving_cert: PathBuf,
+    pub serving_key: PathBuf,
+    pub service_account_key: PathBuf,
+    pub service_account_public_key: PathBuf,
+    ca_pem: String,
+    admin_cert_pem: String,
+    admin_key_pem: String,
+}
+
+impl Pki {
+    pub fn write(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+
+        let ca_key = KeyPair::generate()?;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "sandbox-testenv-ca");
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca_params.self_signed(&ca_key)?;
+        let ca_pem = ca_cert.pem();
+        let issuer = Issuer::new(ca_params, ca_key);
+
+        let serving_key = KeyPair::generate()?;
+        let mut serving =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
+        serving
+            .distinguished_name
+            .push(DnType::CommonName, "kube-apiserver");
+        serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let serving_cert = serving.signed_by(&serving_key, &issuer)?;
+
+        let admin_key = KeyPair::generate()?;
+        let mut admin = CertificateParams::new(Vec::<String>::new())?;
+        admin
+            .distinguished_name
+            .push(DnType::CommonName, "testenv-admin");
+        admin
+            .distinguished_name
+            .push(DnType::OrganizationName, "system:masters");
+        admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let admin_cert = admin.signed_by(&admin_key, &issuer)?;
+
+        let service_account_key = KeyPair::generate()?;
+
+        let pki = Pki {
+            ca_cert: dir.join("ca.crt"),
+            serving_cert: dir.join("apiserver.crt"),
+            serving_key: dir.join("apiserver.key"),
+            service_account_key: dir.join("service-account.key"),
+            service_account_public_key: dir.join("service-account.pub"),
+            ca_pem,
+            admin_cert_pem: admin_cert.pem(),
+            admin_key_pem: admin_key.serialize_pem(),
+        };
+        for (path, content) in [
+            (&pki.ca_cert, pki.ca_pem.clone()),
+            (&pki.serving_cert, serving_cert.pem()),
+            (&pki.serving_key, serving_key.serialize_pem()),
+            (
+                &pki.service_account_key,
+                service_account_key.serialize_pem(),
+            ),
+            (
+                &pki.service_account_public_key,
+                service_account_key.public_key_pem(),
+            ),
+        ] {
+            std::fs::write(path, content).map_err(io_err(path))?;
+        }
+        Ok(pki)
+    }
+
+    /// An admin kubeconfig (YAML) for the API server at `server`.
+    pub fn kubeconfig_yaml(&self, server: &str) -> String {
+        format!(
+            r#"apiVersion: v1
+kind: Config
+clusters:
+- name: testenv
+  cluster:
+    server: {server}
+    certificate-authority-data: {ca}
+users:
+- name: testenv-admin
+  user:
+    client-certificate-data: {cert}
+    client-key-data: {key}
+contexts:
+- name: testenv
+  context:
+    cluster: testenv
+    user: testenv-admin
+current-context: testenv
+"#,
+            ca = STANDARD.encode(&self.ca_pem),
+            cert = STANDARD.encode(&self.admin_cert_pem),
+            key = STANDARD.encode(&self.admin_key_pem),
+        )
+    }
+}

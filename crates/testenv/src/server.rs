@@ -1,0 +1,122 @@
+//! A server process under a watchdog that stops it when the test process goes away.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+
+use std::sync::Mutex;
+
+use crate::{Result, io_err};
+
+/// The watchdog: runs the server with its output in a log file and stops it (TERM, KILL
+/// after 10 s) as soon as the watchdog's standard input reaches end of file, which happens
+/// when we drop our end of the pipe or when our process dies, however it dies. It exits
+/// when the server exits, for whatever reason, after removing the folder it was told to
+/// remove. Arguments reach the server as "$@", never through the shell's parser.
+/// (Background jobs of a non-interactive shell read /dev/null, hence the copy on fd 3.)
+const WATCHDOG: &str = r#"
+log=$1; cleanup=$2; shift 2
+exec 3<&0
+"$@" >>"$log" 2>&1 </dev/null 3<&- &
+pid=$!
+{
+  while read -r _ <&3; do :; done
+  kill -TERM "$pid" 2>/dev/null
+  i=0
+  while kill -0 "$pid" 2>/dev/null && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+  kill -KILL "$pid" 2>/dev/null
+} &
+guard=$!
+wait "$pid"
+kill "$guard" 2>/dev/null
+if [ -n "$cleanup" ]; then rm -rf -- "$cleanup"; fi
+"#;
+
+/// A running server; dropping it stops the server and waits until it has exited.
+pub struct Server {
+    name: &'static str,
+    watchdog: Mutex<Child>,
+    stdin: Option<ChildStdin>,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts `binary` with `args`, logging to `<dir>/<name>.log`. `cleanup` is removed
+    /// once the server has exited.
+    pub fn start(
+        name: &'static str,
+        binary: &Path,
+        args: &[String],
+        dir: &Path,
+        cleanup: Option<&Path>,
+    ) -> Result<Self> {
+        let log = dir.join(format!("{name}.log"));
+        std::fs::write(&log, b"").map_err(io_err(&log))?;
+        let mut watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg("watchdog")
+            .arg(&log)
+            .arg(cleanup.map(Path::as_os_str).unwrap_or_default())
+            .arg(binary)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(io_err(binary))?;
+        let stdin = watchdog.stdin.take();
+        Ok(Server {
+            name,
+            watchdog: Mutex::new(watchdog),
+            stdin,
+            log,
+        })
+    }
+
+    /// The server's name, e.g. `etcd`.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Where the server logs.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// Whether the server (its watchdog) still runs.
+    pub fn is_running(&self) -> bool {
+        let mut watchdog = self.watchdog.lock().unwrap_or_else(|e| e.into_inner());
+        matches!(watchdog.try_wait(), Ok(None))
+    }
+
+    /// The last `lines` lines of the server's log (at most the last 64 KiB are read).
+    pub fn log_tail(&self, lines: usize) -> String {
+        let Ok(mut file) = std::fs::File::open(&self.log) else {
+            return String::from("(no log)");
+        };
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = file.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
+        let mut buf = Vec::new();
+        let _ = file.read_to_end(&mut buf);
+        let text = String::from_utf8_lossy(&buf);
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let watchdog = self.watchdog.get_mut().unwrap_or_else(|e| e.into_inner());
+        let _ = watchdog.wait();
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub(crate) fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(io_err("127.0.0.1:0"))?;
+    let port = listener.local_addr().map_err(io_err("127.0.0.1:0"))?.port();
+    Ok(port)
+}

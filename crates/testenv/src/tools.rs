@@ -1,0 +1,92 @@
+//! Where the pinned upstream programs are: from the environment, or built by `hack/tools.sh`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::{Error, Result};
+
+/// Paths of the programs and data a control plane needs.
+#[derive(Clone, Debug)]
+pub struct Tools {
+    /// The `kube-apiserver` binary.
+    pub kube_apiserver: PathBuf,
+    /// The `etcd` binary.
+    pub etcd: PathBuf,
+    /// Folder with Gardener's CRD YAML files.
+    pub gardener_crds: PathBuf,
+}
+
+const ENV_APISERVER: &str = "SANDBOX_KUBE_APISERVER";
+const ENV_ETCD: &str = "SANDBOX_ETCD";
+const ENV_CRDS: &str = "SANDBOX_GARDENER_CRDS";
+
+impl Tools {
+    /// Takes the paths from `SANDBOX_KUBE_APISERVER`, `SANDBOX_ETCD` and
+    /// `SANDBOX_GARDENER_CRDS` when all are set; otherwise runs `hack/tools.sh`, which
+    /// builds whatever is missing (once per pinned version) and tells the paths.
+    pub fn locate() -> Result<Self> {
+        let from_env = (
+            std::env::var_os(ENV_APISERVER),
+            std::env::var_os(ENV_ETCD),
+            std::env::var_os(ENV_CRDS),
+        );
+        let tools = if let (Some(a), Some(e), Some(c)) = from_env {
+            Tools {
+                kube_apiserver: a.into(),
+                etcd: e.into(),
+                gardener_crds: c.into(),
+            }
+        } else {
+            Self::from_hack_script()?
+        };
+        for path in [&tools.kube_apiserver, &tools.etcd, &tools.gardener_crds] {
+            if !path.exists() {
+                return Err(Error::Tools(format!(
+                    "{} does not exist; run `hack/tools.sh ensure all` or fix the SANDBOX_* variables",
+                    path.display()
+                )));
+            }
+        }
+        Ok(tools)
+    }
+
+    fn from_hack_script() -> Result<Self> {
+        let script = repo_root().join("hack/tools.sh");
+        // Progress and errors of the build go straight to our stderr.
+        let status = Command::new("bash")
+            .arg(&script)
+            .args(["ensure", "all"])
+            .status()
+            .map_err(|e| Error::Tools(format!("cannot run {}: {e}", script.display())))?;
+        if !status.success() {
+            return Err(Error::Tools(format!(
+                "{} ensure all failed ({status}); see the line above",
+                script.display()
+            )));
+        }
+        let output = Command::new("bash")
+            .arg(&script)
+            .arg("env")
+            .output()
+            .map_err(|e| Error::Tools(format!("cannot run {}: {e}", script.display())))?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let var = |name: &str| -> Result<PathBuf> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+                .map(PathBuf::from)
+                .ok_or_else(|| {
+                    Error::Tools(format!("{} env did not print {name}", script.display()))
+                })
+        };
+        Ok(Tools {
+            kube_apiserver: var(ENV_APISERVER)?,
+            etcd: var(ENV_ETCD)?,
+            gardener_crds: var(ENV_CRDS)?,
+        })
+    }
+}
+
+/// The repository's root folder (this crate lives in `crates/testenv`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}

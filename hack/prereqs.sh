@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Makes sure the machine has what the build and the tests need, installing what it can.
+# Safe to run repeatedly; prints one line per missing thing it cannot fix.
+set -euo pipefail
+
+die() { echo "hack/prereqs.sh: $*" >&2; exit 1; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }
+
+apt_updated=
+apt_install() {
+  command -v apt-get >/dev/null || return 1
+  if [ -z "$apt_updated" ]; then as_root apt-get update -qq >/dev/null && apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+command -v cargo >/dev/null || die "Rust is not installed; install it with rustup (stable, 1.89 or newer) and retry"
+cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt >/dev/null 2>&1 ||
+  die "rustfmt is missing; run 'rustup component add rustfmt'"
+cargo clippy --version >/dev/null 2>&1 || rustup component add clippy >/dev/null 2>&1 ||
+  die "clippy is missing; run 'rustup component add clippy'"
+
+if ! command -v go >/dev/null; then
+  # Debian's Go is older than Kubernetes needs; GOTOOLCHAIN=auto (the default) then fetches
+  # the Go toolchain that k8s.io/kubernetes asks for through the Go module proxy.
+  apt_install golang-go || die "Go is not installed; install Go 1.26+ and retry"
+fi

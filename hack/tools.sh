@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Builds (or finds in the cache) the pinned upstream programs our tests run for real.
+#
+#   hack/tools.sh ensure [kube-apiserver|etcd|gardener-crds|all]   build what is missing
+#   hack/tools.sh path   <tool>                                     print the cached path
+#   hack/tools.sh env                                               print SANDBOX_* variables
+#
+# Everything is built from the Go module proxy (no GitHub downloads) into
+# $SANDBOX_TOOLS_DIR (default: <repo>/.cache/tools), one folder per tool and version,
+# so a changed pin in hack/versions.env builds anew and an unchanged pin costs nothing.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=versions.env
+source "$ROOT/hack/versions.env"
+TOOLS_DIR=${SANDBOX_TOOLS_DIR:-$ROOT/.cache/tools}
+
+die() { echo "hack/tools.sh: $*" >&2; exit 1; }
+
+need_go() {
+  command -v go >/dev/null 2>&1 ||
+    die "Go is not installed; install Go 1.26+ (https://go.dev/doc/install or 'apt-get install golang') and retry"
+}
+
+# Run a Go command quietly; on failure keep its log and print one line saying where.
+run_go() {
+  local what=$1 log=$2; shift 2
+  if ! "$@" >"$log" 2>&1; then
+    local hint
+    hint=$(grep -m1 -E 'proxy|dial tcp|no such host|403|404|connection refused|timeout' "$log" || true)
+    if [ -n "$hint" ]; then
+      die "$what failed: the Go module proxy could not be reached or refused a module ($hint); full log: $log"
+    fi
+    die "$what failed (last line: $(tail -n1 "$log")); full log: $log"
+  fi
+}
+
+# Go 1.27+ turns encoding/json/v2 on by default, which makes Kubernetes' vendored
+# kube-openapi serve broken OpenAPI (kubernetes/kube-openapi#616): switch it off there.
+go_experiment() {
+  local minor
+  minor=$(go env GOVERSION | sed -E 's/^go1\.([0-9]+).*/\1/')
+  if [ "${minor:-0}" -ge 25 ] 2>/dev/null; then echo "nojsonv2"; fi
+}
+
+build_kube_apiserver() {
+  local dir=$TOOLS_DIR/kube-apiserver-$KUBERNETES_VERSION
+  [ -x "$dir/kube-apiserver" ] && return 0
+  need_go
+  echo "building kube-apiserver $KUBERNETES_VERSION from the Go module proxy (takes several minutes once)..." >&2
+  local work; work=$(mktemp -d)
+  mkdir -p "$TOOLS_DIR"
+  local staging=${KUBERNETES_VERSION/#v1./v0.}
+  (
+    cd "$work"
+    run_go "go mod init" "$work/log" go mod init sandbox.local/kube-apiserver-build
+    # Download k8s.io/kubernetes' go.mod to learn which staging modules it replaces locally;
+    # as a dependency those replaces do not apply, so map each to its published v0.x.y release.
+    run_go "downloading k8s.io/kubernetes@$KUBERNETES_VERSION" "$work/log" \
+      go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION"
+    local gomod
+    gomod=$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+    local args=(-require "k8s.io/kubernetes@$KUBERNETES_VERSION")
+    while read -r mod; do
+      args+=(-replace "$mod=$mod@$staging")
+    done < <(sed -n -E 's#^[[:space:]]*(k8s\.io/[a-z0-9-]+) => \./staging/.*#\1#p' "$gomod")
+    go mod edit "${args[@]}"
+    printf 'package main\n\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver/app"\n' >tools.go
+    run_go "resolving kube-apiserver dependencies" "$work/log" go mod tidy
+    GOEXPERIMENT=$(go_experiment) CGO_ENABLED=0 run_go "building kube-apiserver" "$work/log" \
+      go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${KUBERNETES_VERSION#v1.}" \
+      -o "$work/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+  )
+  mkdir -p "$dir.tmp" && mv "$work/kube-apiserver" "$dir.tmp/" && rm -rf "$dir" && mv "$dir.tmp" "$dir"
+  rm -rf "$work"
+}
+
+build_etcd() {
+  local dir=$TOOLS_DIR/etcd-$ETCD_VERSION
+  [ -x "$dir/etcd" ] && return 0
+  need_go
+  echo "building etcd $ETCD_VERSION from the Go module proxy..." >&2
+  local work; work=$(mktemp -d)
+  mkdir -p "$TOOLS_DIR"
+  (
+    cd "$work"
+    run_go "go mod init" "$work/log" go mod init sandbox.local/etcd-build
+    # The etcd binary's main is a one-liner around etcdmain in the server module.
+    printf 'package main\n\nimport (\n\t"os"\n\n\t"go.etcd.io/etcd/server/v3/etcdmain"\n)\n\nfunc main() { etcdmain.Main(os.Args) }\n' >main.go
+    go mod edit -require "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+    run_go "resolving etcd dependencies" "$work/log" go mod tidy
+    CGO_ENABLED=0 run_go "building etcd" "$work/log" go build -trimpath -ldflags "-s -w" -o "$work/etcd" .
+  )
+  mkdir -p "$dir.tmp" && mv "$work/etcd" "$dir.tmp/" && rm -rf "$dir" && mv "$dir.tmp" "$dir"
+  rm -rf "$work"
+}
+
+fetch_gardener_crds() {
+  local dir=$TOOLS_DIR/gardener-crds-$GARDENER_VERSION
+  [ -f "$dir/.complete" ] && return 0
+  need_go
+  echo "fetching Gardener $GARDENER_VERSION CRDs from the Go module proxy..." >&2
+  local work; work=$(mktemp -d)
+  local src
+  (cd "$work" && run_go "downloading github.com/gardener/gardener@$GARDENER_VERSION" "$work/log" \
+    env GOFLAGS=-mod=mod go mod download -json "github.com/gardener/gardener@$GARDENER_VERSION")
+  src=$(sed -n 's/.*"Dir": "\(.*\)".*/\1/p' "$work/log")
+  [ -d "$src" ] || die "the Gardener module was downloaded but its folder was not found (see $work/log)"
+  rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
+  cp "$src"/pkg/component/extensions/crds/assets/crd-*.yaml "$dir.tmp/"
+  cp "$src"/pkg/component/gardener/resourcemanager/assets/crd-resources.gardener.cloud_managedresources.yaml "$dir.tmp/"
+  chmod u+w "$dir.tmp"/*.yaml
+  touch "$dir.tmp/.complete"
+  rm -rf "$dir" && mv "$dir.tmp" "$dir"
+  rm -rf "$work"
+}
+
+tool_path() {
+  case $1 in
+    kube-apiserver) echo "$TOOLS_DIR/kube-apiserver-$KUBERNETES_VERSION/kube-apiserver" ;;
+    etcd) echo "$TOOLS_DIR/etcd-$ETCD_VERSION/etcd" ;;
+    gardener-crds) echo "$TOOLS_DIR/gardener-crds-$GARDENER_VERSION" ;;
+    *) die "unknown tool '$1' (known: kube-apiserver, etcd, gardener-crds)" ;;
+  esac
+}
+
+ensure() {
+  case ${1:-all} in
+    kube-apiserver) build_kube_apiserver ;;
+    etcd) build_etcd ;;
+    gardener-crds) fetch_gardener_crds ;;
+    all) fetch_gardener_crds; build_etcd; build_kube_apiserver ;;
+    *) die "unknown tool '$1' (known: kube-apiserver, etcd, gardener-crds, all)" ;;
+  esac
+}
+
+case ${1:-} in
+  ensure) ensure "${2:-all}" ;;
+  path) tool_path "${2:?tool name}" ;;
+  env)
+    echo "SANDBOX_KUBE_APISERVER=$(tool_path kube-apiserver)"
+    echo "SANDBOX_ETCD=$(tool_path etcd)"
+    echo "SANDBOX_GARDENER_CRDS=$(tool_path gardener-crds)"
+    ;;
+  *) die "usage: hack/tools.sh ensure [tool|all] | path <tool> | env" ;;
+esac
