@@ -7,6 +7,8 @@
 pub mod cluster;
 pub mod containerruntime;
 pub mod extension;
+pub mod managedresource;
+pub mod shoot;
 
 pub use cluster::{Cluster, ClusterSpec};
 pub use containerruntime::{ContainerRuntime, ContainerRuntimeSpec, WorkerPool};
@@ -14,8 +16,31 @@ pub use extension::{
     Condition, ExtensionStatus, LastError, LastOperation, LastOperationState, LastOperationType,
     NamedResourceReference,
 };
+pub use managedresource::{ManagedResource, ManagedResourceSpec, ManagedResourceStatus};
+pub use shoot::{CloudProfile, Seed, Shoot};
 
 /// API group of Gardener's extension resources.
 pub const EXTENSIONS_GROUP: &str = "extensions.gardener.cloud";
 /// API version of Gardener's extension resources.
 pub const EXTENSIONS_VERSION: &str = "v1alpha1";
+
+impl Cluster {
+    /// The embedded Shoot, decoded leniently.
+    pub fn shoot(&self) -> Result<Shoot, serde_json::Error> {
+        serde_json::from_value(self.spec.shoot.clone())
+    }
+
+    /// The embedded CloudProfile, decoded leniently.
+    pub fn cloud_profile(&self) -> Result<CloudProfile, serde_json::Error> {
+        serde_json::from_value(self.spec.cloud_profile.clone())
+    }
+
+    /// The embedded Seed, decoded leniently, if gardenlet sent one.
+    pub fn seed(&self) -> Result<Option<Seed>, serde_json::Error> {
+        self.spec
+            .seed
+            .clone()
+            .map(serde_json::from_value)
+            .transpose()
+    }
+}

@@ -1,0 +1,164 @@
+//! Lenient views of the `core.gardener.cloud/v1beta1` objects embedded in a Cluster.
+//!
+//! Only the fields this extension reads are declared; everything else is ignored, and
+//! every declared field may be missing. Gardener adds fields often; none of that may break
+//! decoding here.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::{Deserialize, Serialize};
+
+/// Annotation that lets Gardener delete a shoot without waiting for extensions' cleanup.
+pub const FORCE_DELETION_ANNOTATION: &str = "confirmation.gardener.cloud/force-deletion";
+
+/// The parts of a Shoot this extension reads.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Shoot {
+    pub metadata: ObjectMeta,
+    pub spec: ShootSpec,
+    pub status: ShootStatus,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ShootSpec {
+    pub hibernation: Option<Hibernation>,
+    pub kubernetes: KubernetesSpec,
+    pub provider: Provider,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Hibernation {
+    pub enabled: Option<bool>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct KubernetesSpec {
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Provider {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub workers: Vec<Worker>,
+}
+
+/// A worker pool of the shoot.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Worker {
+    pub name: String,
+    pub cri: Option<Cri>,
+    pub machine: Machine,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Cri {
+    pub name: String,
+    pub container_runtimes: Vec<CriContainerRuntime>,
+}
+
+/// A runtime a worker pool asks for, with its raw providerConfig.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct CriContainerRuntime {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub provider_config: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Machine {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub image: Option<MachineImage>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct MachineImage {
+    pub name: String,
+    pub version: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ShootStatus {
+    pub hibernated: bool,
+    pub last_operation: Option<ShootLastOperation>,
+}
+
+/// The shoot's last operation; kept as strings so that any Gardener version decodes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ShootLastOperation {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub state: String,
+}
+
+impl Shoot {
+    /// Hibernated means: asked to hibernate and already hibernated.
+    pub fn is_hibernated(&self) -> bool {
+        self.spec
+            .hibernation
+            .as_ref()
+            .and_then(|h| h.enabled)
+            .unwrap_or(false)
+            && self.status.hibernated
+    }
+
+    /// The shoot's last operation failed; extensions then stay quiet.
+    pub fn has_failed(&self) -> bool {
+        self.status
+            .last_operation
+            .as_ref()
+            .is_some_and(|op| op.state == "Failed")
+    }
+
+    /// The owner confirmed force deletion.
+    pub fn force_deletion(&self) -> bool {
+        self.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(FORCE_DELETION_ANNOTATION))
+            .is_some_and(|v| v == "true")
+    }
+}
+
+/// The parts of a CloudProfile this extension reads.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct CloudProfile {
+    pub metadata: ObjectMeta,
+    pub spec: CloudProfileSpec,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct CloudProfileSpec {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub machine_types: Vec<MachineType>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct MachineType {
+    pub name: String,
+    pub architecture: Option<String>,
+    pub capabilities: Option<serde_json::Value>,
+}
+
+/// The parts of a Seed this extension reads.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Seed {
+    pub metadata: ObjectMeta,
+}

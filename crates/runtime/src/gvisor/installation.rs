@@ -1,0 +1,315 @@
+//! The per-pool node installer: a ConfigMap with the rendered runtime configuration and a
+//! DaemonSet running our node agent on exactly that pool's containerd nodes.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet,
+};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar,
+    EnvVarSource, HTTPGetAction, HostPathVolumeSource, NodeAffinity, NodeSelector,
+    NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Toleration,
+    Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{GVisorConfig, SERVICE_ACCOUNT, SHOOT_NAMESPACE};
+use crate::manifests::{ObjectSet, RenderError, sha256_hex};
+use crate::{CRI_CONTAINERD, CRI_NAME_LABEL};
+
+/// Where the node agent sees the host's root file system.
+pub const HOST_ROOT: &str = "/host";
+/// Where the node agent reads its ConfigMap.
+pub const CONFIG_DIR: &str = "/etc/runtime-sandbox";
+/// Port of the node agent's health endpoints.
+pub const HEALTH_PORT: i32 = 8081;
+
+/// Everything the installer of one pool depends on.
+#[derive(Clone, Debug)]
+pub struct InstallationInput<'a> {
+    /// Worker pool name.
+    pub pool: &'a str,
+    /// The pool's node selector from the ContainerRuntime.
+    pub selector: &'a LabelSelector,
+    /// `spec.binaryPath` on the node.
+    pub binary_path: &'a str,
+    /// The validated providerConfig.
+    pub config: &'a GVisorConfig,
+    /// The node-agent image reference.
+    pub image: &'a str,
+}
+
+/// Name of the pool's DaemonSet and ConfigMap in `kube-system` (as in the Go extension).
+pub fn installer_name(pool: &str) -> String {
+    format!("containerd-gvisor-{pool}")
+}
+
+fn labels(pool: &str) -> BTreeMap<String, String> {
+    // Unique per pool: the Go extension's DaemonSets all shared one selector and overlapped.
+    [
+        (
+            "app.kubernetes.io/name".to_string(),
+            "containerd-gvisor".to_string(),
+        ),
+        (
+            "app.kubernetes.io/instance".to_string(),
+            installer_name(pool),
+        ),
+    ]
+    .into()
+}
+
+/// The pool's installer objects.
+pub fn installation_objects(input: &InstallationInput<'_>) -> Result<ObjectSet, RenderError> {
+    let name = installer_name(input.pool);
+    let config_data: BTreeMap<String, String> =
+        [("runsc.toml".to_string(), input.config.runsc_toml())].into();
+    let config_checksum = sha256_hex(
+        config_data
+            .iter()
+            .map(|(k, v)| format!("{k}\0{v}\0"))
+            .collect::<String>()
+            .as_bytes(),
+    );
+    let config_map = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(SHOOT_NAMESPACE.into()),
+            labels: Some(labels(input.pool)),
+            ..ObjectMeta::default()
+        },
+        data: Some(config_data),
+        ..ConfigMap::default()
+    };
+
+    let mut node_selector: BTreeMap<String, String> =
+        [(CRI_NAME_LABEL.to_string(), CRI_CONTAINERD.to_string())].into();
+    node_selector.extend(input.selector.match_labels.clone().unwrap_or_default());
+    let affinity = node_affinity(input.selector);
+
+    let host_path = |name: &str, path: &str, kind: &str| Volume {
+        name: name.into(),
+        host_path: Some(HostPathVolumeSource {
+            path: path.into(),
+            type_: Some(kind.into()),
+        }),
+        ..Volume::default()
+    };
+    let mount = |name: &str, path: &str, read_only: bool| VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(read_only),
+        ..VolumeMount::default()
+    };
+    let host = |path: &str| format!("{HOST_ROOT}{path}");
+    let volumes = vec![
+        host_path("binaries", input.binary_path, "DirectoryOrCreate"),
+        host_path("containerd-config", "/etc/containerd", "DirectoryOrCreate"),
+        host_path("containerd-run", "/run/containerd", "DirectoryOrCreate"),
+        host_path("dbus", "/run/dbus", "DirectoryOrCreate"),
+        host_path("lock", "/run/runtime-sandbox", "DirectoryOrCreate"),
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: name.clone(),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+    ];
+    let volume_mounts = vec![
+        mount("binaries", &host(input.binary_path), false),
+        mount("containerd-config", &host("/etc/containerd"), false),
+        mount("containerd-run", &host("/run/containerd"), false),
+        mount("dbus", &host("/run/dbus"), false),
+        mount("lock", &host("/run/runtime-sandbox"), false),
+        mount("config", CONFIG_DIR, true),
+    ];
+
+    let probe = |path: &str, period: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("health".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    };
+    let quantity = |q: &str| Quantity(q.to_string());
+
+    let container = Container {
+        name: "node-agent".into(),
+        image: Some(input.image.into()),
+        args: Some(vec![
+            "node-agent".into(),
+            "install".into(),
+            "--runtime=gvisor".into(),
+            format!("--host-root={HOST_ROOT}"),
+            format!("--binary-path={}", input.binary_path),
+            format!("--config-dir={CONFIG_DIR}"),
+            format!("--health-bind-address=:{HEALTH_PORT}"),
+        ]),
+        env: Some(vec![EnvVar {
+            name: "NODE_NAME".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "spec.nodeName".into(),
+                    ..ObjectFieldSelector::default()
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        }]),
+        ports: Some(vec![ContainerPort {
+            name: Some("health".into()),
+            container_port: HEALTH_PORT,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(probe("/readyz", 10)),
+        liveness_probe: Some(Probe {
+            initial_delay_seconds: Some(30),
+            ..probe("/healthz", 30)
+        }),
+        resources: Some(ResourceRequirements {
+            requests: Some(
+                [
+                    ("cpu".into(), quantity("10m")),
+                    ("memory".into(), quantity("32Mi")),
+                ]
+                .into(),
+            ),
+            limits: Some(
+                [
+                    ("cpu".into(), quantity("200m")),
+                    ("memory".into(), quantity("128Mi")),
+                ]
+                .into(),
+            ),
+            ..ResourceRequirements::default()
+        }),
+        // Root to write root-owned host files and talk to systemd; nothing more.
+        security_context: Some(SecurityContext {
+            run_as_user: Some(0),
+            run_as_non_root: Some(false),
+            privileged: Some(false),
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: Some(vec!["CHOWN".into(), "DAC_OVERRIDE".into(), "FOWNER".into()]),
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(volume_mounts),
+        ..Container::default()
+    };
+
+    let mut pod_labels = labels(input.pool);
+    pod_labels.insert("origin".into(), super::ORIGIN.into());
+    pod_labels.insert("gardener.cloud/role".into(), "container-runtime".into());
+
+    let daemon_set = DaemonSet {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(SHOOT_NAMESPACE.into()),
+            labels: Some(labels(input.pool)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(DaemonSetSpec {
+            selector: LabelSelector {
+                match_labels: Some(labels(input.pool)),
+                ..LabelSelector::default()
+            },
+            update_strategy: Some(DaemonSetUpdateStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDaemonSet {
+                    max_unavailable: Some(IntOrString::Int(1)),
+                    ..RollingUpdateDaemonSet::default()
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some([("checksum/config".to_string(), config_checksum)].into()),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(SERVICE_ACCOUNT.into()),
+                    automount_service_account_token: Some(false),
+                    priority_class_name: Some("system-node-critical".into()),
+                    node_selector: Some(node_selector),
+                    affinity,
+                    tolerations: Some(vec![
+                        Toleration {
+                            effect: Some("NoSchedule".into()),
+                            operator: Some("Exists".into()),
+                            ..Toleration::default()
+                        },
+                        Toleration {
+                            effect: Some("NoExecute".into()),
+                            operator: Some("Exists".into()),
+                            ..Toleration::default()
+                        },
+                    ]),
+                    security_context: Some(PodSecurityContext {
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    termination_grace_period_seconds: Some(60),
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DaemonSetSpec::default()
+        }),
+        ..DaemonSet::default()
+    };
+
+    let mut set = ObjectSet::default();
+    set.add(&config_map)?;
+    set.add(&daemon_set)?;
+    Ok(set)
+}
+
+/// The selector's matchExpressions as required node affinity (a nodeSelector cannot say them).
+/// LabelSelector operators `In`, `NotIn`, `Exists`, `DoesNotExist` exist for nodes too.
+fn node_affinity(selector: &LabelSelector) -> Option<Affinity> {
+    let expressions = selector
+        .match_expressions
+        .as_ref()
+        .filter(|e| !e.is_empty())?;
+    let mut requirements: Vec<NodeSelectorRequirement> = expressions
+        .iter()
+        .map(|e| NodeSelectorRequirement {
+            key: e.key.clone(),
+            operator: e.operator.clone(),
+            values: e.values.clone().map(|mut v| {
+                v.sort();
+                v
+            }),
+        })
+        .collect();
+    requirements.sort_by(|a, b| (&a.key, &a.operator).cmp(&(&b.key, &b.operator)));
+    Some(Affinity {
+        node_affinity: Some(NodeAffinity {
+            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                node_selector_terms: vec![NodeSelectorTerm {
+                    match_expressions: Some(requirements),
+                    ..NodeSelectorTerm::default()
+                }],
+            }),
+            ..NodeAffinity::default()
+        }),
+        ..Affinity::default()
+    })
+}
