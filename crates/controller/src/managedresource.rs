@@ -1,0 +1,231 @@
+//! Writing ManagedResources for the shoot the way Gardener's `managedresources.CreateForShoot`
+//! does, and deleting them. Writes happen only when something differs, so a resync of an
+//! unchanged object costs reads only.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{LocalObjectReference, Secret};
+use kube::Client;
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use sandbox_api::{ManagedResource, ManagedResourceSpec};
+use sandbox_runtime::manifests::{secret_checksum, sha256_hex};
+use serde_json::json;
+
+use crate::{Error, Result, kube_err};
+
+/// Label that lets gardener-resource-manager garbage-collect unused secrets.
+pub const GARBAGE_COLLECTABLE_LABEL: &str =
+    "resources.gardener.cloud/garbage-collectable-reference";
+/// Prefix of the reference annotations on a ManagedResource.
+pub const REFERENCE_ANNOTATION_PREFIX: &str = "reference.resources.gardener.cloud/";
+/// Label injected into every object in the shoot: Gardener's shoot cleanup leaves them alone.
+pub const NO_CLEANUP_LABEL: &str = "shoot.gardener.cloud/no-cleanup";
+
+/// The Secret name for a ManagedResource's data: `managedresource-<mr>-<checksum[:8]>`.
+pub fn secret_name(managed_resource: &str, data: &BTreeMap<String, String>) -> String {
+    let checksum = secret_checksum(data.iter().map(|(k, v)| (k, v.as_bytes())));
+    format!("managedresource-{managed_resource}-{}", &checksum[..8])
+}
+
+/// The reference annotation key for a secret (Go: `references.AnnotationKey`).
+pub fn reference_annotation(secret: &str) -> String {
+    format!(
+        "{REFERENCE_ANNOTATION_PREFIX}secret-{}",
+        &sha256_hex(secret.as_bytes())[..8]
+    )
+}
+
+/// Ensures ManagedResource `name` in `namespace` holds exactly `data`.
+pub async fn ensure(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    origin: &str,
+    data: BTreeMap<String, String>,
+) -> Result<()> {
+    let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
+    let secret_name = secret_name(name, &data);
+    // The name carries the content checksum and the secret is immutable: existing means equal.
+    if secrets
+        .get_opt(&secret_name)
+        .await
+        .map_err(kube_err(format!("reading secret {secret_name}")))?
+        .is_none()
+    {
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(secret_name.clone()),
+                namespace: Some(namespace.into()),
+                labels: Some([(GARBAGE_COLLECTABLE_LABEL.to_string(), "true".to_string())].into()),
+                ..ObjectMeta::default()
+            },
+            type_: Some("Opaque".into()),
+            immutable: Some(true),
+            data: Some(
+                data.into_iter()
+                    .map(|(k, v)| (k, ByteString(v.into_bytes())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        };
+        match secrets.create(&PostParams::default(), &secret).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(kube_err(format!("creating secret {secret_name}"))(e)),
+        }
+    }
+
+    let api = Api::<ManagedResource>::namespaced(client.clone(), namespace);
+    let spec = ManagedResourceSpec {
+        secret_refs: vec![LocalObjectReference {
+            name: secret_name.clone(),
+        }],
+        inject_labels: Some([(NO_CLEANUP_LABEL.to_string(), "true".to_string())].into()),
+        keep_objects: Some(false),
+        ..ManagedResourceSpec::default()
+    };
+    let reference = reference_annotation(&secret_name);
+    let existing = api
+        .get_opt(name)
+        .await
+        .map_err(kube_err(format!("reading managedresource {name}")))?;
+    let Some(existing) = existing else {
+        let mut mr = ManagedResource::new(name, spec);
+        mr.metadata.namespace = Some(namespace.into());
+        mr.metadata.labels = Some([("origin".to_string(), origin.to_string())].into());
+        mr.metadata.annotations = Some([(reference, secret_name)].into());
+        return api
+            .create(&PostParams::default(), &mr)
+            .await
+            .map(|_| ())
+            .map_err(kube_err(format!("creating managedresource {name}")));
+    };
+
+    let labels = existing.metadata.labels.clone().unwrap_or_default();
+    let annotations = existing.metadata.annotations.clone().unwrap_or_default();
+    let stale: Vec<&String> = annotations
+        .keys()
+        .filter(|k| k.starts_with(REFERENCE_ANNOTATION_PREFIX) && **k != reference)
+        .collect();
+    let up_to_date = existing.spec == spec
+        && labels.get("origin").map(String::as_str) == Some(origin)
+        && annotations.get(&reference) == Some(&secret_name)
+        && stale.is_empty();
+    if up_to_date {
+        return Ok(());
+    }
+    let mut annotation_patch = serde_json::Map::new();
+    for key in stale {
+        annotation_patch.insert(key.clone(), serde_json::Value::Null);
+    }
+    annotation_patch.insert(reference, json!(secret_name));
+    let patch = json!({
+        "metadata": {"labels": {"origin": origin}, "annotations": annotation_patch,
+                     "resourceVersion": existing.metadata.resource_version},
+        "spec": spec,
+    });
+    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map(|_| ())
+        .map_err(kube_err(format!("updating managedresource {name}")))
+}
+
+/// Sets `keepObjects: true`, so deleting the ManagedResource leaves its objects in the shoot.
+pub async fn keep_objects(client: &Client, namespace: &str, name: &str) -> Result<()> {
+    let api = Api::<ManagedResource>::namespaced(client.clone(), namespace);
+    match api
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"keepObjects": true}})),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(kube_err(format!(
+            "setting keepObjects on managedresource {name}"
+        ))(e)),
+    }
+}
+
+/// Deletes ManagedResource `name` and the secrets it references; with `wait`, waits up to
+/// `timeout` until the ManagedResource is gone (gardener-resource-manager removes its
+/// finalizer once the shoot's objects are deleted).
+pub async fn delete(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    wait: Option<Duration>,
+) -> Result<()> {
+    let api = Api::<ManagedResource>::namespaced(client.clone(), namespace);
+    let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
+    let Some(existing) = api
+        .get_opt(name)
+        .await
+        .map_err(kube_err(format!("reading managedresource {name}")))?
+    else {
+        return Ok(());
+    };
+    if existing.metadata.deletion_timestamp.is_none() {
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(kube_err(format!("deleting managedresource {name}"))(e)),
+        }
+    }
+    for secret in &existing.spec.secret_refs {
+        match secrets.delete(&secret.name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(kube_err(format!("deleting secret {}", secret.name))(e)),
+        }
+    }
+    let Some(timeout) = wait else { return Ok(()) };
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if api
+            .get_opt(name)
+            .await
+            .map_err(kube_err(format!("reading managedresource {name}")))?
+            .is_none()
+        {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Timeout(format!(
+                "managedresource {name} still exists after {}s; gardener-resource-manager has not finished deleting its objects from the shoot",
+                timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_gardener() {
+        let data: BTreeMap<String, String> = [("a.yaml".to_string(), "x".to_string())].into();
+        let name = secret_name("extension-runtime-gvisor", &data);
+        let checksum = sha256_hex(sha256_hex(b"x").as_bytes());
+        assert_eq!(
+            name,
+            format!(
+                "managedresource-extension-runtime-gvisor-{}",
+                &checksum[..8]
+            )
+        );
+        assert_eq!(
+            reference_annotation("s"),
+            format!(
+                "reference.resources.gardener.cloud/secret-{}",
+                &sha256_hex(b"s")[..8]
+            )
+        );
+    }
+}

@@ -1,0 +1,541 @@
+//! Every rule of the Gardener extension contract, driven as gardenlet drives it, against a
+//! real kube-apiserver with Gardener's CRDs and the controller running in-process.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{IMAGE, default_config, env, shoot};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use sandbox_api::{LastOperationState, LastOperationType};
+use sandbox_controller::contract::{FINALIZER, OPERATION_ANNOTATION};
+use serde_json::json;
+
+const SHARED_MR: &str = "extension-runtime-gvisor";
+fn pool_mr(pool: &str) -> String {
+    format!("extension-runtime-gvisor-installation-{pool}")
+}
+
+fn gvisor_config(flags: serde_json::Value) -> serde_json::Value {
+    json!({"apiVersion": "gvisor.runtime.extensions.config.gardener.cloud/v1alpha1", "kind": "GVisorConfiguration", "configFlags": flags})
+}
+
+#[tokio::test]
+async fn create_reconciles_to_succeeded_with_finalizer_and_managed_resources() {
+    let cp = env(default_config);
+    let _logs = cp.logs_on_panic();
+    let s = shoot(cp, "create", json!({})).await;
+    let ts = s
+        .gardenlet_create("pool-a", Some(gvisor_config(json!({"net-raw": "true"}))))
+        .await;
+    let cr = s.wait_ready("gvisor-pool-a", &ts).await;
+
+    assert!(
+        cr.metadata
+            .finalizers
+            .unwrap()
+            .contains(&FINALIZER.to_string())
+    );
+    let status = cr.status.unwrap();
+    let op = status.last_operation.unwrap();
+    assert_eq!(
+        (op.type_, op.state, op.progress),
+        (
+            LastOperationType::Create,
+            LastOperationState::Succeeded,
+            100
+        )
+    );
+    assert_eq!(op.description, "Successfully reconciled ContainerRuntime");
+    assert_eq!(status.observed_generation, Some(1));
+
+    assert_eq!(
+        s.mr_names().await,
+        [SHARED_MR.to_string(), pool_mr("pool-a")]
+    );
+    for name in [SHARED_MR.to_string(), pool_mr("pool-a")] {
+        let mr = s.managed_resources().get(&name).await.unwrap();
+        assert_eq!(
+            mr.metadata.labels.as_ref().unwrap()["origin"],
+            "gardener-extension-runtime-gvisor"
+        );
+        assert_eq!(mr.spec.class, None);
+        assert_eq!(mr.spec.keep_objects, Some(false));
+        assert_eq!(
+            mr.spec.inject_labels.as_ref().unwrap()["shoot.gardener.cloud/no-cleanup"],
+            "true"
+        );
+        let secret_name = &mr.spec.secret_refs[0].name;
+        assert!(
+            secret_name.starts_with(&format!("managedresource-{name}-")),
+            "{secret_name}"
+        );
+        let annotations = mr.metadata.annotations.unwrap();
+        assert_eq!(
+            annotations.values().filter(|v| *v == secret_name).count(),
+            1
+        );
+        assert!(
+            annotations
+                .keys()
+                .any(|k| k.starts_with("reference.resources.gardener.cloud/secret-"))
+        );
+        let secret = s.secrets().get(secret_name).await.unwrap();
+        assert_eq!(secret.immutable, Some(true));
+        assert_eq!(
+            secret.metadata.labels.unwrap()["resources.gardener.cloud/garbage-collectable-reference"],
+            "true"
+        );
+    }
+    let shared = s.mr_manifests(SHARED_MR).await;
+    assert!(shared["runtimeclass____gvisor.yaml"].contains("handler: runsc"));
+    assert!(shared["serviceaccount__kube-system__gvisor.yaml"].contains("name: gvisor"));
+    let pool = s.mr_manifests(&pool_mr("pool-a")).await;
+    assert!(
+        pool["configmap__kube-system__containerd-gvisor-pool-a.yaml"]
+            .contains("net-raw = \"true\"")
+    );
+    let ds = &pool["daemonset__kube-system__containerd-gvisor-pool-a.yaml"];
+    assert!(
+        ds.contains(IMAGE) && ds.contains("worker.gardener.cloud/pool: pool-a"),
+        "{ds}"
+    );
+}
+
+#[tokio::test]
+async fn two_pools_share_the_runtime_class_and_the_last_deletion_removes_everything() {
+    let cp = env(default_config);
+    let _logs = cp.logs_on_panic();
+    let s = shoot(cp, "pools", json!({})).await;
+    let ts_a = s.gardenlet_create("pool-a", None).await;
+    let ts_b = s.gardenlet_create("pool-b", None).await;
+    s.wait_ready("gvisor-pool-a", &ts_a).await;
+    s.wait_ready("gvisor-pool-b", &ts_b).await;
+    assert_eq!(
+        s.mr_names().await,
+        [SHARED_MR.to_string(), pool_mr("pool-a"), pool_mr("pool-b")]
+    );
+
+    s.gardenlet_delete("gvisor-pool-a").await;
+    s.wait_for("gvisor-pool-a", "gone", |cr| cr.is_none()).await;
+    assert_eq!(
+        s.mr_names().await,
+        [SHARED_MR.to_string(), pool_mr("pool-b")],
+        "pool-b still needs the RuntimeClass"
+    );
+
+    s.gardenlet_delete("gvisor-pool-b").await;
+    s.wait_for("gvisor-pool-b", "gone", |cr| cr.is_none()).await;
+    assert!(s.mr_names().await.is_empty());
+    assert!(
+        s.secret_names()
+            .await
+            .iter()
+            .all(|n| !n.starts_with("managedresource-")),
+        "{:?}",
+        s.secret_names().await
+    );
+}
+
+#[tokio::test]
+async fn invalid_provider_config_is_an_error_with_code_and_fixing_it_recovers() {
+    let cp = env(default_config);
+    let _logs = cp.logs_on_panic();
+    let s = shoot(cp, "invalid", json!({})).await;
+    s.gardenlet_create("pool-a", Some(gvisor_config(json!({"platform": "ptrace"}))))
+        .await;
+    let cr = s
+        .wait_for("gvisor-pool-a", "Error status", |cr| {
+            cr.and_then(|c| c.status.as_ref())
+                .and_then(|s| s.last_error.as_ref())
+                .is_some()
+        })
+        .await
+        .unwrap();
+    let status = cr.status.unwrap();
+    let error = status.last_error.unwrap();
+    assert_eq!(error.codes, ["ERR_CONFIGURATION_PROBLEM"]);
+    assert!(
+        error
+            .description
+            .starts_with("Error reconciling ContainerRuntime: "),
+        "{}",
+        error.description
+    );
+    assert!(
+        error
+            .description
+            .contains("providerConfig.configFlags.platform")
+            && error.description.contains("systrap, kvm")
+    );
+    let op = status.last_operation.unwrap();
+    assert_eq!((op.state, op.progress), (LastOperationState::Error, 50));
+    assert_eq!(op.description, error.description);
+    assert!(
+        s.mr_names().await.iter().all(|n| *n != pool_mr("pool-a")),
+        "nothing rendered from a bad config"
+    );
+
+    // The owner fixes the shoot; gardenlet patches the spec and asks for a reconcile.
+    s.runtimes()
+        .patch(
+            "gvisor-pool-a",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"providerConfig": gvisor_config(json!({"platform": "kvm"}))}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let ts = s.annotate("gvisor-pool-a", "reconcile").await;
+    let cr = s.wait_ready("gvisor-pool-a", &ts).await;
+    assert!(cr.status.unwrap().last_error.is_none());
+    assert!(s.mr_manifests(&pool_mr("pool-a")).await["configmap__kube-system__containerd-gvisor-pool-a.yaml"].contains("platform = \"kvm\""));
+}
+
+#[tokio::test]
+async fn unknown_flags_are_ignored_with_a_warning_event() {
+    let cp = env(default_config);
+    let _logs = cp.logs_on_panic();
+    let s = shoot(cp, "unknown", json!({})).await;
+    let ts = s
+        .gardenlet_create(
+            "pool-a",
+            Some(gvisor_config(json!({"net-raw": "false", "strace": "true"}))),
+        )
+        .await;
+    s.wait_ready("gvisor-pool-a", &ts).await;
+    let config = &s.mr_manifests(&pool_mr("pool-a")).await["configmap__kube-system__containerd-gvisor-pool-a.yaml"];
+    assert!(
+        config.contains("net-raw = \"false\"") && !config.contains("strace"),
+        "{config}"
+    );
+    let events = Api::<Event>::namespaced(s.client.clone(), &s.ns);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = events.list(&ListParams::default()).await.unwrap();
+        if let Some(e) = list
+            .items
+            .iter()
+            .find(|e| e.reason.as_deref() == Some("UnknownFlags"))
+        {
+            assert_eq!(e.type_.as_deref(), Some("Warning"));
+            assert!(e.note.as_deref().unwrap().contains("strace"));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no UnknownFlags event: {list:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn same_input_twice_writes_nothing() {
+    let cp = env(default_config);
+    let _logs = cp.logs_on_panic();
+    let s = shoot(cp, "noop", json!({})).await;
+    let ts = s
+        .gardenlet_create(
+            "pool-a",
+            Some(gvisor_config(json!({"net-raw": "true", "nvproxy": "true"}))),
+        )
+        .await;
+    s.wait_ready("gvisor-pool-a", &ts).await;
+    let secrets = s.secret_names().await;
+    let versions = |mrs: Vec<sandbox_api::ManagedResource>| {
+        mrs.into_iter()
+            .map(|m| {
+                (
+                    m.metadata.name.unwrap(),
+                    m.metadata.resource_version.unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let before = versions(
+        s.managed_resources()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items,
+    );
+
+    tokio::time::sleep(Duration::from_millis(1100)).await; // a new second for the timestamp
+    let ts = s.annotate("gvisor-pool-a", "reconcile").await;
+    s.wait_ready("gvisor-pool-a", &ts).await;
+    assert_eq!(s.secret_names().await, secrets, "no new Secret");
+    let after = versions(
+        s.managed_resources()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items,
+    );
+    assert_eq!(after, before, "no write to the ManagedResources");
+}
+
+#[tokio::test]
+async fn migrate_keeps_objects_removes_finalizers_and_later_deletion_is_skipped() {
+    let cp = env(default_config);
+    let _logs = cp.logs_on_panic();
+    let s = shoot(cp, "migrate", json!({})).await;
+    let ts = s.gardenlet_create("pool-a", None).await;
+    s.wait_ready("gvisor-pool-a", &ts).await;
+    // gardener-resource-manager would hold the MRs until it has handled keepObjects.
+    s.hold_mr(&pool_mr("pool-a"), true).await;
+    s.hold_mr(SHARED_MR, true).await;
+
+    s.annotate("gvisor-pool-a", "migrate").await;
+    let cr = s
+        .wait_for("gvisor-pool-a", "migrated", |cr| {
+            cr.is_some_and(|c| {
+                c.metadata.finalizers.as_ref().is_none_or(|f| f.is_empty())
+                    && c.status
+                        .as_ref()
+                        .and_then(|s| s.last_operation.as_ref())
+                        .is_some_and(|o| {
+                            o.type_ == LastOperationType::Migrate
+                                && o.state == LastOperationState::Succeeded
+                        })
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        cr.status.unwrap().last_operation.unwrap().description,
+        "Successfully migrated ContainerRuntime"
+    );
+    let cr = s
+        .wait_for("gvisor-pool-a", "annotation removed", |cr| {
+            cr.is_some_and(|c| sandbox_controller::contract::operation_annotation(c).is_none())
+        })
+        .await
+        .unwrap();
+    assert!(cr.metadata.finalizers.unwrap_or_default().is_empty());
+    for name in [pool_mr("pool-a"), SHARED_MR.to_string()] {
+        let mr = s.managed_resources().get(&name).await.unwrap();
+        assert_eq!(
+            mr.spec.keep_objects,
+            Some(true),
+            "{name} keeps the shoot's objects"
+        );
+        assert!(
+            mr.metadata.deletion_timestamp.is_some(),
+            "{name} is being deleted"
+        );
+        s.hold_mr(&name, false).await;
+    }
+
+    // Deleting a migrated object: it just disappears, the status is not touched.
+    let status_before = cr.status.clone();
+    s.gardenlet_delete("gvisor-pool-a").await;
+    s.wait_for("gvisor-pool-a", "gone", |cr| cr.is_none()).await;
+    assert!(status_before.is_some());
+}
+
+#[tokio::test]
+async fn wait_for_state_is_ignored_then_restore_reconciles() {
+    let cp = env(default_config);
+    let _logs = cp.logs_on_panic();
+    let s = shoot(cp, "restore", json!({})).await;
+    let mut cr = sandbox_api::ContainerRuntime::new("gvisor-pool-a", serde_json::from_value(json!({
+        "type": "gvisor", "binaryPath": "/var/bin/containerruntimes",
+        "workerPool": {"name": "pool-a", "selector": {"matchLabels": {"worker.gardener.cloud/pool": "pool-a"}}}})).unwrap());
+    cr.metadata.annotations = Some(
+        [(
+            OPERATION_ANNOTATION.to_string(),
+            "wait-for-state".to_string(),
+        )]
+        .into(),
+    );
+    s.runtimes().create(&Default::default(), &cr).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cr = s.runtimes().get("gvisor-pool-a").await.unwrap();
+    assert!(cr.status.is_none(), "wait-for-state: nothing happens");
+    assert!(cr.metadata.finalizers.is_none());
+    assert_eq!(
+        sandbox_controller::contract::operation_annotation(&cr),
+        Some("wait-for-state")
+    );
+
+    let ts = s.annotate("gvisor-pool-a", "restore").await;
+    let cr = s.wait_ready("gvisor-pool-a", &ts).await;
+    let op = cr.status.unwrap().last_operation.unwrap();
+    assert_eq!(
+        (op.type_, op.description.as_str()),
+        (
+            LastOperationType::Restore,
+            "Successfully restored ContainerRuntime"
+        )
+    );
+    assert!(
+        cr.metadata
+            .finalizers
+            .unwrap()
+            .contains(&FINALIZER.to_string())
+    );
+    assert_eq!(
+        s.mr_names().await,
+        [SHARED_MR.to_string(), pool_mr("pool-a")]
+    );
+}
+
+#[tokio::test]
+async fn missing_cluster_is_retried_until_it_appears() {
+    let cp = env(default_config);
+    let _logs = cp.logs_on_panic();
+    let client = cp.client().await.unwrap();
+    let ns = cp.namespace(&client, "shoot--nocluster").await.unwrap();
+    let s = common::Shoot {
+        client: client.clone(),
+        ns: ns.clone(),
+    };
+    let ts = s.gardenlet_create("pool-a", None).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cr = s.runtimes().get("gvisor-pool-a").await.unwrap();
+    assert!(
+        cr.status.is_none(),
+        "no status while the Cluster is missing"
+    );
+    assert!(s.mr_names().await.is_empty());
+
+    common::create_cluster(
+        &client,
+        &ns,
+        json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot",
+        "metadata": {"name": "late"}, "spec": {}, "status": {}}),
+    )
+    .await;
+    s.wait_ready("gvisor-pool-a", &ts).await;
+}
+
+#[tokio::test]
+async fn failed_shoot_is_left_alone() {
+    let cp = env(default_config);
+    let _logs = cp.logs_on_panic();
+    let s = shoot(
+        cp,
+        "failed",
+        json!({"status": {"lastOperation": {"type": "Reconcile", "state": "Failed"}}}),
+    )
+    .await;
+    s.gardenlet_create("pool-a", None).await;
+    s.wait_for("gvisor-pool-a", "reconcile annotation removed", |cr| {
+        cr.is_some_and(|c| sandbox_controller::contract::operation_annotation(c).is_none())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cr = s.runtimes().get("gvisor-pool-a").await.unwrap();
+    assert!(cr.status.is_none(), "no status write for a failed shoot");
+    assert!(cr.metadata.finalizers.is_none());
+    assert!(s.mr_names().await.is_empty());
+}
+
+#[tokio::test]
+async fn wrong_class_or_type_is_not_touched() {
+    let cp = env(default_config);
+    let _logs = cp.logs_on_panic();
+    let s = shoot(cp, "class", json!({})).await;
+    s.gardenlet_create_with_class("pool-a", None, Some("seed"))
+        .await;
+    s.gardenlet_create_with_class("pool-b", None, Some(""))
+        .await;
+    let mut kata = sandbox_api::ContainerRuntime::new(
+        "kata-pool-a",
+        serde_json::from_value(json!({
+        "type": "kata", "binaryPath": "/var/bin/containerruntimes",
+        "workerPool": {"name": "pool-a", "selector": {}}}))
+        .unwrap(),
+    );
+    kata.metadata.annotations =
+        Some([(OPERATION_ANNOTATION.to_string(), "reconcile".to_string())].into());
+    s.runtimes()
+        .create(&Default::default(), &kata)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for name in ["gvisor-pool-a", "gvisor-pool-b", "kata-pool-a"] {
+        let cr = s.runtimes().get(name).await.unwrap();
+        assert!(cr.status.is_none(), "{name} was touched");
+        assert_eq!(
+            sandbox_controller::contract::operation_annotation(&cr),
+            Some("reconcile"),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn deletion_waits_for_managed_resources_then_finishes() {
+    let cp = env(default_config);
+    let _logs = cp.logs_on_panic();
+    let s = shoot(cp, "delwait", json!({})).await;
+    let ts = s.gardenlet_create("pool-a", None).await;
+    s.wait_ready("gvisor-pool-a", &ts).await;
+    s.hold_mr(&pool_mr("pool-a"), true).await;
+
+    s.gardenlet_delete("gvisor-pool-a").await;
+    // The delete timeout (4 s in tests) passes: Error on Delete, object still there.
+    let cr = s
+        .wait_for("gvisor-pool-a", "delete error", |cr| {
+            cr.and_then(|c| c.status.as_ref())
+                .and_then(|s| s.last_operation.as_ref())
+                .is_some_and(|o| {
+                    o.type_ == LastOperationType::Delete && o.state == LastOperationState::Error
+                })
+        })
+        .await
+        .unwrap();
+    let desc = cr.status.unwrap().last_error.unwrap().description;
+    assert!(
+        desc.starts_with("Error deleting ContainerRuntime: ") && desc.contains("still exists"),
+        "{desc}"
+    );
+    assert!(
+        cr.metadata
+            .finalizers
+            .unwrap()
+            .contains(&FINALIZER.to_string())
+    );
+
+    // gardener-resource-manager finishes; the retry completes the deletion.
+    s.hold_mr(&pool_mr("pool-a"), false).await;
+    s.wait_for("gvisor-pool-a", "gone", |cr| cr.is_none()).await;
+    assert!(s.mr_names().await.is_empty());
+}
+
+#[tokio::test]
+async fn force_deletion_and_hibernation_do_not_wait() {
+    let cp = env(default_config);
+    let _logs = cp.logs_on_panic();
+    for (prefix, patch) in [
+        (
+            "force",
+            json!({"metadata": {"annotations": {"confirmation.gardener.cloud/force-deletion": "true"}}}),
+        ),
+        (
+            "hibernated",
+            json!({"spec": {"hibernation": {"enabled": true}}, "status": {"hibernated": true}}),
+        ),
+    ] {
+        let s = shoot(cp, prefix, patch).await;
+        let ts = s.gardenlet_create("pool-a", None).await;
+        s.wait_ready("gvisor-pool-a", &ts).await; // a hibernated shoot still gets its ManagedResources
+        s.hold_mr(&pool_mr("pool-a"), true).await;
+        s.hold_mr(SHARED_MR, true).await;
+        s.gardenlet_delete("gvisor-pool-a").await;
+        s.wait_for("gvisor-pool-a", "gone without waiting", |cr| cr.is_none())
+            .await;
+        for name in [pool_mr("pool-a"), SHARED_MR.to_string()] {
+            let mr = s.managed_resources().get(&name).await.unwrap();
+            assert!(
+                mr.metadata.deletion_timestamp.is_some(),
+                "{prefix}: {name} deletion requested"
+            );
+            s.hold_mr(&name, false).await;
+        }
+    }
+}
