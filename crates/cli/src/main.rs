@@ -1,6 +1,8 @@
 //! The product binary: every component of the extension is a subcommand of it, so one image
 //! serves the seed controller, the webhooks and the node agent.
 
+mod controller;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -12,16 +14,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the seed-side ContainerRuntime controller (flags as in Gardener's Go extensions).
+    Controller(Box<controller::Args>),
     /// Print the version and exit.
     Version,
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Version => println!(
-            "gardener-extension-runtime-sandbox {}",
-            env!("CARGO_PKG_VERSION")
-        ),
+        Command::Controller(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(controller::run(*args)),
+        Command::Version => {
+            println!(
+                "gardener-extension-runtime-sandbox {}",
+                env!("CARGO_PKG_VERSION")
+            );
+            Ok(())
+        }
     }
-    Ok(())
 }

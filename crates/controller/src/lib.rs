@@ -11,6 +11,7 @@
 pub mod contract;
 pub mod gvisor;
 pub mod managedresource;
+pub mod operations;
 pub mod reconciler;
 
 pub use reconciler::{ControllerConfig, run};

@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::contract::{self, FINALIZER, OP_RECONCILE, OP_WAIT_FOR_STATE, OPERATION_ANNOTATION};
 use crate::gvisor::Actuator;
+use crate::operations::Readiness;
 use crate::{Error, Result, kube_err};
 
 type Guarded = DeserializeGuard<ContainerRuntime>;
@@ -87,6 +88,7 @@ pub async fn run(
     client: Client,
     config: ControllerConfig,
     observer: Arc<dyn Observer>,
+    readiness: Readiness,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let api = Api::<Guarded>::all(client.clone());
@@ -94,6 +96,7 @@ pub async fn run(
     let mut filter = EventFilter {
         seen: HashMap::new(),
         config: config.clone(),
+        readiness,
     };
     let trigger = watcher(api, watcher::Config::default())
         .default_backoff()
@@ -152,6 +155,7 @@ pub async fn run(
 struct EventFilter {
     seen: HashMap<(String, String), Guarded>,
     config: ControllerConfig,
+    readiness: Readiness,
 }
 
 impl EventFilter {
@@ -169,7 +173,11 @@ impl EventFilter {
                 self.seen.remove(&key(&o));
                 return None;
             }
-            Ok(watcher::Event::Init | watcher::Event::InitDone) => return None,
+            Ok(watcher::Event::InitDone) => {
+                self.readiness.set_ready();
+                return None;
+            }
+            Ok(watcher::Event::Init) => return None,
         };
         let old = self.seen.insert(key(&object), object.clone());
         let new = match &object.0 {

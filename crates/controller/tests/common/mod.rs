@@ -46,6 +46,7 @@ pub fn env(config: fn() -> ControllerConfig) -> &'static ControlPlane {
                     client,
                     config,
                     Arc::new(sandbox_controller::reconciler::NoObserver),
+                    Default::default(),
                     std::future::pending(),
                 )
                 .await;

@@ -1,0 +1,213 @@
+//! `controller`: wires flags, logging, the Kubernetes client, leader election, heartbeat,
+//! health and metrics around `sandbox_controller::run`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::ArgAction;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use sandbox_controller::operations::{self, LeaderElection, Metrics, Readiness};
+use sandbox_controller::{ControllerConfig, Error as ControllerError};
+use sandbox_runtime::image::{DEFAULT_IMAGE_VECTOR, ImageVector, NODE_AGENT_IMAGE};
+use tracing::{error, info};
+
+/// Flags of the controller; names and defaults follow Gardener's Go extensions.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Kubeconfig of the seed; in-cluster configuration when unset.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Whether to use leader election.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    leader_election: bool,
+    /// Name of the leader election Lease (the Go gVisor extension's, so both exclude each other).
+    #[arg(
+        long,
+        default_value = "gardener-extension-runtime-gvisor-leader-election"
+    )]
+    leader_election_id: String,
+    /// Namespace of the leader election Lease; defaults to the pod's namespace.
+    #[arg(long)]
+    leader_election_namespace: Option<String>,
+    /// How many ContainerRuntimes are reconciled at once.
+    #[arg(long, default_value_t = 5)]
+    max_concurrent_reconciles: u16,
+    /// Reconcile on generation changes instead of gardenlet's operation annotation.
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    ignore_operation_annotation: bool,
+    /// Extension classes served, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "shoot")]
+    extension_classes: Vec<String>,
+    /// Namespace of the heartbeat Lease; no heartbeat when unset.
+    #[arg(long)]
+    heartbeat_namespace: Option<String>,
+    /// Renew interval of the heartbeat Lease.
+    #[arg(long, default_value_t = 30)]
+    heartbeat_renew_interval_seconds: u64,
+    /// Address of the metrics server.
+    #[arg(long, default_value = ":8080")]
+    metrics_bind_address: String,
+    /// Address of the health server.
+    #[arg(long, default_value = ":8081")]
+    health_bind_address: String,
+    /// Log level.
+    #[arg(long, default_value = "info", value_parser = ["info", "debug", "error"])]
+    log_level: String,
+    /// Log format.
+    #[arg(long, default_value = "json", value_parser = ["json", "text"])]
+    log_format: String,
+    /// Version of the Gardener that deployed us (informational).
+    #[arg(long)]
+    gardener_version: Option<String>,
+}
+
+/// `:8080` means every address, as in Go.
+fn bind_address(flag: &str, value: &str) -> anyhow::Result<SocketAddr> {
+    let full = if value.starts_with(':') {
+        format!("0.0.0.0{value}")
+    } else {
+        value.to_string()
+    };
+    full.parse()
+        .with_context(|| format!("--{flag}={value} is not an address like :8080 or 127.0.0.1:8080"))
+}
+
+fn init_logging(level: &str, format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "warn,sandbox_controller={level},gardener_extension_runtime_sandbox={level}"
+        ))
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Our image vector with the operator's `IMAGEVECTOR_OVERWRITE` applied.
+fn node_agent_image() -> anyhow::Result<String> {
+    let mut vector = ImageVector::parse(DEFAULT_IMAGE_VECTOR)?;
+    if let Some(path) = std::env::var_os("IMAGEVECTOR_OVERWRITE") {
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading IMAGEVECTOR_OVERWRITE {}",
+                PathBuf::from(&path).display()
+            )
+        })?;
+        vector = vector.overwritten_by(ImageVector::parse(&text)?);
+    }
+    Ok(vector.find(NODE_AGENT_IMAGE)?.reference())
+}
+
+async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no --kubeconfig and no in-cluster configuration")?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+fn own_namespace() -> Option<String> {
+    std::env::var("POD_NAMESPACE").ok().or_else(|| {
+        std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+            .ok()
+            .map(|s| s.trim().to_string())
+    })
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    init_logging(&args.log_level, &args.log_format);
+    let health = bind_address("health-bind-address", &args.health_bind_address)?;
+    let metrics_addr = bind_address("metrics-bind-address", &args.metrics_bind_address)?;
+    let image = node_agent_image()?;
+    let client = client(args.kubeconfig.as_ref()).await?;
+    info!(version = env!("CARGO_PKG_VERSION"), gardener_version = args.gardener_version.as_deref().unwrap_or("unknown"), %image, "starting the controller");
+
+    let metrics = Arc::new(Metrics::default());
+    let readiness = Readiness::default();
+    let server = tokio::spawn(operations::serve(
+        health,
+        metrics_addr,
+        metrics.clone(),
+        readiness.clone(),
+    ));
+    if let Some(namespace) = args.heartbeat_namespace.clone() {
+        tokio::spawn(operations::heartbeat(
+            client.clone(),
+            namespace,
+            "runtime-gvisor".into(),
+            Duration::from_secs(args.heartbeat_renew_interval_seconds.max(1)),
+        ));
+    }
+
+    let config = ControllerConfig {
+        extension_classes: args.extension_classes.clone(),
+        ignore_operation_annotation: args.ignore_operation_annotation,
+        max_concurrent_reconciles: args.max_concurrent_reconciles.max(1),
+        image,
+        ..ControllerConfig::default()
+    };
+
+    let election = if args.leader_election {
+        let Some(namespace) = args
+            .leader_election_namespace
+            .clone()
+            .or_else(own_namespace)
+        else {
+            bail!("leader election needs --leader-election-namespace (or POD_NAMESPACE)");
+        };
+        let identity = format!(
+            "{}_{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "controller".into()),
+            std::process::id()
+        );
+        let election = LeaderElection::new(
+            client.clone(),
+            namespace,
+            args.leader_election_id.clone(),
+            identity,
+        );
+        tokio::select! {
+            result = election.acquire() => result?,
+            _ = shutdown_signal() => return Ok(()),
+        }
+        Some(election)
+    } else {
+        None
+    };
+
+    let controller = sandbox_controller::run(client, config, metrics, readiness, shutdown_signal());
+    let lost: ControllerError = tokio::select! {
+        () = controller => {
+            if let Some(e) = &election { e.release().await; }
+            info!("stopped");
+            return Ok(());
+        }
+        lost = async { match &election { Some(e) => e.keep().await, None => std::future::pending().await } } => lost,
+        result = server => bail!("the health/metrics server stopped: {result:?}"),
+    };
+    error!(error = %lost, "lost leadership; exiting");
+    Err(lost.into())
+}

@@ -1,0 +1,169 @@
+//! The product binary's `controller` subcommand end to end: flags, leader election,
+//! heartbeat, readiness, metrics, and a ContainerRuntime reconciled to Succeeded.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{Api, PostParams};
+use sandbox_api::{Cluster, ClusterSpec, ContainerRuntime, LastOperationState};
+use serde_json::json;
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    Some((code, body))
+}
+
+async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn controller_subcommand_reconciles_and_reports() {
+    let cp = sandbox_testenv::shared();
+    let _logs = cp.logs_on_panic();
+    let client = cp.client().await.unwrap();
+    let ns = cp.namespace(&client, "shoot--binary").await.unwrap();
+    let system = cp.namespace(&client, "extension").await.unwrap();
+    let (health, metrics) = (free_port(), free_port());
+
+    let overwrite = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(overwrite.path(), "images:\n- name: runtime-gvisor-installation\n  repository: registry.local/agent\n  tag: v9\n").unwrap();
+    let _controller = Kill(
+        Command::new(env!("CARGO_BIN_EXE_gardener-extension-runtime-sandbox"))
+            .args([
+                "controller",
+                "--leader-election=true",
+                "--log-format=text",
+                "--log-level=debug",
+            ])
+            .arg(format!("--kubeconfig={}", cp.kubeconfig_path().display()))
+            .arg(format!("--leader-election-namespace={system}"))
+            .arg(format!("--heartbeat-namespace={system}"))
+            .arg("--heartbeat-renew-interval-seconds=1")
+            .arg(format!("--health-bind-address=127.0.0.1:{health}"))
+            .arg(format!("--metrics-bind-address=127.0.0.1:{metrics}"))
+            .env("IMAGEVECTOR_OVERWRITE", overwrite.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+
+    eventually("/healthz ok", async || {
+        http_get(health, "/healthz").filter(|(c, _)| *c == 200)
+    })
+    .await;
+    eventually("/readyz ok", async || {
+        http_get(health, "/readyz").filter(|(c, _)| *c == 200)
+    })
+    .await;
+    let leases = Api::<Lease>::namespaced(client.clone(), &system);
+    eventually("leader Lease", async || {
+        leases
+            .get_opt("gardener-extension-runtime-gvisor-leader-election")
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    eventually("heartbeat Lease", async || {
+        leases
+            .get_opt("gardener-extension-heartbeat")
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+
+    Api::<Cluster>::all(client.clone())
+        .create(&PostParams::default(), &Cluster::new(&ns, ClusterSpec {
+            cloud_profile: json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "CloudProfile"}),
+            seed: None,
+            shoot: json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot", "metadata": {"name": "binary"}}),
+        }))
+        .await
+        .unwrap();
+    let runtimes = Api::<ContainerRuntime>::namespaced(client.clone(), &ns);
+    let cr: ContainerRuntime = serde_json::from_value(json!({
+        "apiVersion": "extensions.gardener.cloud/v1alpha1", "kind": "ContainerRuntime",
+        "metadata": {"name": "gvisor-pool", "annotations": {"gardener.cloud/operation": "reconcile"}},
+        "spec": {"type": "gvisor", "binaryPath": "/var/bin/containerruntimes",
+                 "workerPool": {"name": "pool", "selector": {"matchLabels": {"worker.gardener.cloud/pool": "pool"}}}},
+    }))
+    .unwrap();
+    runtimes.create(&PostParams::default(), &cr).await.unwrap();
+    eventually("Succeeded", async || {
+        let cr = runtimes.get("gvisor-pool").await.ok()?;
+        (cr.status?.last_operation?.state == LastOperationState::Succeeded).then_some(())
+    })
+    .await;
+
+    let mr = Api::<sandbox_api::ManagedResource>::namespaced(client.clone(), &ns)
+        .get("extension-runtime-gvisor-installation-pool")
+        .await
+        .unwrap();
+    let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns)
+        .get(&mr.spec.secret_refs[0].name)
+        .await
+        .unwrap();
+    let ds = String::from_utf8(
+        secret.data.unwrap()["daemonset__kube-system__containerd-gvisor-pool.yaml"]
+            .0
+            .clone(),
+    )
+    .unwrap();
+    assert!(
+        ds.contains("image: registry.local/agent:v9"),
+        "IMAGEVECTOR_OVERWRITE applies: {ds}"
+    );
+
+    let (code, body) = http_get(metrics, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        body.contains("runtime_sandbox_reconciles_total{operation=\"create\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("runtime_sandbox_reconcile_duration_seconds_count{operation=\"create\"} 1"),
+        "{body}"
+    );
+}
