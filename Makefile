@@ -2,11 +2,15 @@
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: demo test verify fmt-check lint tools prereqs clean-tools
+.PHONY: demo control-plane bench test verify fmt-check lint tools prereqs clean-tools
 
-## demo: start a local etcd + kube-apiserver with Gardener's CRDs and show them served
+## demo: run the controller on a local control plane against example/ and show the results
 demo: tools
-	$(CARGO) run --locked --quiet -p sandbox-testenv --bin local-control-plane -- $(DEMO_ARGS)
+	$(CARGO) run --locked --quiet -p sandbox-demo --bin demo
+
+## control-plane: start a local etcd + kube-apiserver with Gardener's CRDs (ARGS=--hold to keep it)
+control-plane: tools
+	$(CARGO) run --locked --quiet -p sandbox-testenv --bin local-control-plane -- $(ARGS)
 
 ## test: build the pinned tools if missing, then run every test
 test: tools

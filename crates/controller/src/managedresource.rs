@@ -78,24 +78,44 @@ pub async fn ensure(
     }
 
     let api = Api::<ManagedResource>::namespaced(client.clone(), namespace);
+    // Several pools' reconciles share the RuntimeClass's ManagedResource and may race on it:
+    // a conflict (created meanwhile, or changed since read) means read again and re-decide.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match ensure_managed_resource(&api, name, origin, &secret_name).await {
+            Err(Error::Kube {
+                source: kube::Error::Api(e),
+                ..
+            }) if e.code == 409 && attempt < 5 => continue,
+            other => return other,
+        }
+    }
+}
+
+async fn ensure_managed_resource(
+    api: &Api<ManagedResource>,
+    name: &str,
+    origin: &str,
+    secret_name: &str,
+) -> Result<()> {
     let spec = ManagedResourceSpec {
         secret_refs: vec![LocalObjectReference {
-            name: secret_name.clone(),
+            name: secret_name.to_string(),
         }],
         inject_labels: Some([(NO_CLEANUP_LABEL.to_string(), "true".to_string())].into()),
         keep_objects: Some(false),
         ..ManagedResourceSpec::default()
     };
-    let reference = reference_annotation(&secret_name);
+    let reference = reference_annotation(secret_name);
     let existing = api
         .get_opt(name)
         .await
         .map_err(kube_err(format!("reading managedresource {name}")))?;
     let Some(existing) = existing else {
         let mut mr = ManagedResource::new(name, spec);
-        mr.metadata.namespace = Some(namespace.into());
         mr.metadata.labels = Some([("origin".to_string(), origin.to_string())].into());
-        mr.metadata.annotations = Some([(reference, secret_name)].into());
+        mr.metadata.annotations = Some([(reference, secret_name.to_string())].into());
         return api
             .create(&PostParams::default(), &mr)
             .await
@@ -111,7 +131,7 @@ pub async fn ensure(
         .collect();
     let up_to_date = existing.spec == spec
         && labels.get("origin").map(String::as_str) == Some(origin)
-        && annotations.get(&reference) == Some(&secret_name)
+        && annotations.get(&reference).map(String::as_str) == Some(secret_name)
         && stale.is_empty();
     if up_to_date {
         return Ok(());

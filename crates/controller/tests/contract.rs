@@ -539,3 +539,67 @@ async fn force_deletion_and_hibernation_do_not_wait() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_malformed_cluster_is_retried_and_does_not_stop_other_shoots() {
+    let cp = env(default_config);
+    let _logs = cp.logs_on_panic();
+    // The CRD keeps embedded objects raw, so the API server accepts a Shoot of the wrong shape.
+    let bad = shoot(
+        cp,
+        "malformed",
+        json!({"status": {"hibernated": "not-a-bool"}}),
+    )
+    .await;
+    let ts_bad = bad.gardenlet_create("pool-a", None).await;
+    let good = shoot(cp, "healthy", json!({})).await;
+    let ts_good = good.gardenlet_create("pool-a", None).await;
+    good.wait_ready("gvisor-pool-a", &ts_good).await;
+    let cr = bad.runtimes().get("gvisor-pool-a").await.unwrap();
+    assert!(cr.status.is_none(), "no success for an undecodable Cluster");
+    assert!(bad.mr_names().await.is_empty());
+
+    Api::<sandbox_api::Cluster>::all(bad.client.clone())
+        .patch(
+            &bad.ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"shoot": {"status": {"hibernated": false}}}})),
+        )
+        .await
+        .unwrap();
+    bad.wait_ready("gvisor-pool-a", &ts_bad).await; // the backoff retry picks up the fix
+}
+
+#[tokio::test]
+async fn many_pools_at_once_share_the_runtime_class_without_errors() {
+    let cp = env(default_config);
+    let _logs = cp.logs_on_panic();
+    let s = shoot(cp, "race", json!({})).await;
+    let pools: Vec<String> = (0..6).map(|i| format!("p{i}")).collect();
+    let mut stamps = Vec::new();
+    for pool in &pools {
+        stamps.push(s.gardenlet_create(pool, None).await);
+    }
+    for (pool, ts) in pools.iter().zip(&stamps) {
+        let cr = s.wait_ready(&format!("gvisor-{pool}"), ts).await;
+        assert_eq!(
+            cr.status.unwrap().last_operation.unwrap().type_,
+            LastOperationType::Create
+        );
+    }
+    assert_eq!(s.mr_names().await.len(), pools.len() + 1);
+    let events = Api::<Event>::namespaced(s.client.clone(), &s.ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let errors: Vec<_> = events
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("ReconcileError"))
+        .map(|e| e.note.clone())
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "no pool may fail on the shared ManagedResource: {errors:?}"
+    );
+}
