@@ -12,6 +12,11 @@ demo: tools
 control-plane: tools
 	$(CARGO) run --locked --quiet -p sandbox-testenv --bin local-control-plane -- $(ARGS)
 
+## bench: the controller under gardenlet-like load (release build); figures go to docs/benchmarks.md
+bench: tools
+	$(CARGO) build --locked --release -p gardener-extension-runtime-sandbox -p sandbox-bench
+	$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/controller-bench $(BENCH_ARGS)
+
 ## test: build the pinned tools if missing, then run every test
 test: tools
 	$(CARGO) test --workspace --locked

@@ -85,12 +85,27 @@ pub struct ControlPlane {
     kubeconfig_path: PathBuf,
     kubeconfig: Kubeconfig,
     crds: Vec<String>,
+    pki: pki::Pki,
+    audit_log: Option<PathBuf>,
+}
+
+/// Choices for [`ControlPlane::start_with`].
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Write an audit log (`Metadata` level, one JSON line per completed request), so
+    /// tests and benchmarks can count the requests each user made.
+    pub audit_log: bool,
 }
 
 impl ControlPlane {
     /// Starts etcd and kube-apiserver, waits until `/readyz` is ok, installs Gardener's
     /// CRDs and waits until they are Established. Builds the tools first if they are missing.
     pub async fn start() -> Result<Self> {
+        Self::start_with(Options::default()).await
+    }
+
+    /// [`ControlPlane::start`] with [`Options`].
+    pub async fn start_with(options: Options) -> Result<Self> {
         let tools = Tools::locate()?;
         let root = tempfile::Builder::new()
             .prefix("sandbox-testenv-")
@@ -119,6 +134,23 @@ impl ControlPlane {
 
         let pki = pki::Pki::write(&root.join("pki"))?;
         let secure_port = server::free_port()?;
+        let mut audit_args = Vec::new();
+        let audit_log = if options.audit_log {
+            let policy = root.join("audit-policy.yaml");
+            std::fs::write(
+                &policy,
+                "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived, ResponseStarted]\nrules:\n- level: Metadata\n",
+            )
+            .map_err(io_err(&policy))?;
+            let log = root.join("audit.log");
+            audit_args.push(format!("--audit-policy-file={}", policy.display()));
+            audit_args.push(format!("--audit-log-path={}", log.display()));
+            audit_args.push("--audit-log-format=json".into());
+            audit_args.push("--audit-log-mode=blocking".into());
+            Some(log)
+        } else {
+            None
+        };
         let apiserver = Server::start(
             "kube-apiserver",
             &tools.kube_apiserver,
@@ -148,7 +180,10 @@ impl ControlPlane {
                 "--enable-priority-and-fairness=false".into(),
                 "--profiling=false".into(),
                 "--v=1".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(audit_args)
+            .collect::<Vec<_>>(),
             &root,
             None,
         )?;
@@ -168,6 +203,8 @@ impl ControlPlane {
             kubeconfig_path,
             kubeconfig,
             crds: Vec::new(),
+            pki,
+            audit_log,
         };
         cp.wait_ready().await?;
         cp.crds = cp.install_crds(&tools.gardener_crds).await?;
@@ -199,6 +236,22 @@ impl ControlPlane {
     /// Path of the admin kubeconfig file.
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig_path
+    }
+
+    /// Writes a kubeconfig for `user` in `groups` (client-certificate authentication) and
+    /// returns its path; RBAC decides what the user may do.
+    pub fn user_kubeconfig(&self, user: &str, groups: &[&str]) -> Result<PathBuf> {
+        let yaml = self
+            .pki
+            .user_kubeconfig_yaml(&self.server_url, user, groups)?;
+        let path = self.root.join(format!("kubeconfig-{user}"));
+        std::fs::write(&path, yaml).map_err(io_err(&path))?;
+        Ok(path)
+    }
+
+    /// The audit log, when started with [`Options::audit_log`].
+    pub fn audit_log(&self) -> Option<&Path> {
+        self.audit_log.as_deref()
     }
 
     /// The folder holding the servers' data, certificates and logs.

@@ -14,6 +14,7 @@ use crate::{Result, io_err};
 
 /// The files written by [`Pki::write`], plus the admin credentials in memory.
 pub(crate) struct Pki {
+    issuer: Issuer<'static, KeyPair>,
     pub ca_cert: PathBuf,
     pub serving_cert: PathBuf,
     pub serving_key: PathBuf,
@@ -52,28 +53,21 @@ impl Pki {
         serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let serving_cert = serving.signed_by(&serving_key, &issuer)?;
 
-        let admin_key = KeyPair::generate()?;
-        let mut admin = CertificateParams::new(Vec::<String>::new())?;
-        admin
-            .distinguished_name
-            .push(DnType::CommonName, "testenv-admin");
-        admin
-            .distinguished_name
-            .push(DnType::OrganizationName, "system:masters");
-        admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let admin_cert = admin.signed_by(&admin_key, &issuer)?;
+        let (admin_cert_pem, admin_key_pem) =
+            client_cert(&issuer, "testenv-admin", &["system:masters"])?;
 
         let service_account_key = KeyPair::generate()?;
 
         let pki = Pki {
+            issuer,
             ca_cert: dir.join("ca.crt"),
             serving_cert: dir.join("apiserver.crt"),
             serving_key: dir.join("apiserver.key"),
             service_account_key: dir.join("service-account.key"),
             service_account_public_key: dir.join("service-account.pub"),
             ca_pem,
-            admin_cert_pem: admin_cert.pem(),
-            admin_key_pem: admin_key.serialize_pem(),
+            admin_cert_pem,
+            admin_key_pem,
         };
         for (path, content) in [
             (&pki.ca_cert, pki.ca_pem.clone()),
@@ -95,6 +89,54 @@ impl Pki {
 
     /// An admin kubeconfig (YAML) for the API server at `server`.
     pub fn kubeconfig_yaml(&self, server: &str) -> String {
+        kubeconfig_yaml(
+            server,
+            &self.ca_pem,
+            "testenv-admin",
+            &self.admin_cert_pem,
+            &self.admin_key_pem,
+        )
+    }
+
+    /// A kubeconfig (YAML) for user `user` in `groups`, authenticated by a new client
+    /// certificate.
+    pub fn user_kubeconfig_yaml(
+        &self,
+        server: &str,
+        user: &str,
+        groups: &[&str],
+    ) -> Result<String> {
+        let (cert, key) = client_cert(&self.issuer, user, groups)?;
+        Ok(kubeconfig_yaml(server, &self.ca_pem, user, &cert, &key))
+    }
+}
+
+fn client_cert(
+    issuer: &Issuer<'static, KeyPair>,
+    user: &str,
+    groups: &[&str],
+) -> Result<(String, String)> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, user);
+    for group in groups {
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, *group);
+    }
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+fn kubeconfig_yaml(
+    server: &str,
+    ca_pem: &str,
+    user: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> String {
+    {
         format!(
             r#"apiVersion: v1
 kind: Config
@@ -104,7 +146,7 @@ clusters:
     server: {server}
     certificate-authority-data: {ca}
 users:
-- name: testenv-admin
+- name: {user}
   user:
     client-certificate-data: {cert}
     client-key-data: {key}
@@ -112,12 +154,12 @@ contexts:
 - name: testenv
   context:
     cluster: testenv
-    user: testenv-admin
+    user: {user}
 current-context: testenv
 "#,
-            ca = STANDARD.encode(&self.ca_pem),
-            cert = STANDARD.encode(&self.admin_cert_pem),
-            key = STANDARD.encode(&self.admin_key_pem),
+            ca = STANDARD.encode(ca_pem),
+            cert = STANDARD.encode(cert_pem),
+            key = STANDARD.encode(key_pem),
         )
     }
 }

@@ -1,0 +1,395 @@
+//! `make bench`: N shoots with M gVisor pools each, created the way gardenlet creates them,
+//! reconciled by the product binary's `controller` (a separate process, so its RSS and CPU
+//! are its own). Requests are counted from the API server's audit log by user.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use sandbox_api::{Cluster, ClusterSpec, ContainerRuntime, LastOperationState};
+use serde_json::{Value, json};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+const CONTROLLER_USER: &str = "runtime-sandbox-controller";
+
+#[derive(Parser)]
+#[command(about = "Benchmark the ContainerRuntime controller against a local control plane")]
+struct Args {
+    /// Shoot namespaces (each with a Cluster).
+    #[arg(long, default_value_t = 500)]
+    shoots: usize,
+    /// gVisor worker pools (ContainerRuntimes) per shoot.
+    #[arg(long, default_value_t = 2)]
+    pools: usize,
+    /// The product binary; default: next to this one.
+    #[arg(long)]
+    controller: Option<PathBuf>,
+    /// Parallel creates, like several gardenlet shoot flows at once.
+    #[arg(long, default_value_t = 16)]
+    parallelism: usize,
+}
+
+struct Controller {
+    child: Child,
+    health: u16,
+}
+
+impl Controller {
+    fn start(binary: &Path, kubeconfig: &Path) -> Result<Self, Error> {
+        let health = free_port();
+        let metrics = free_port();
+        let child = Command::new(binary)
+            .arg("controller")
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .args([
+                "--leader-election=false",
+                "--log-level=error",
+                "--log-format=text",
+            ])
+            .arg(format!("--health-bind-address=127.0.0.1:{health}"))
+            .arg(format!("--metrics-bind-address=127.0.0.1:{metrics}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        Ok(Controller { child, health })
+    }
+
+    async fn wait_ready(&self) -> Result<Duration, Error> {
+        let started = Instant::now();
+        while http_status(self.health, "/readyz") != Some(200) {
+            if started.elapsed() > Duration::from_secs(120) {
+                return Err("controller not ready within 120s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(started.elapsed())
+    }
+
+    /// (peak RSS in MiB, CPU seconds) from /proc.
+    fn usage(&self) -> Result<(f64, f64), Error> {
+        let pid = self.child.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let hwm_kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .ok_or("no VmHWM")?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .ok_or("bad stat")?
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+        let hz: f64 = String::from_utf8(Command::new("getconf").arg("CLK_TCK").output()?.stdout)?
+            .trim()
+            .parse()?;
+        Ok((hwm_kib / 1024.0, ticks / hz))
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The controller's requests in the audit log from line `from` on: (total, writes by resource).
+fn controller_requests(
+    log: &Path,
+    from: usize,
+) -> Result<(usize, usize, BTreeMap<String, usize>), Error> {
+    let text = std::fs::read_to_string(log)?;
+    let mut total = 0;
+    let mut writes = BTreeMap::new();
+    let mut lines = 0;
+    for line in text.lines() {
+        lines += 1;
+        if lines <= from {
+            continue;
+        }
+        let entry: Value = serde_json::from_str(line)?;
+        if entry["user"]["username"] != CONTROLLER_USER {
+            continue;
+        }
+        total += 1;
+        let verb = entry["verb"].as_str().unwrap_or_default();
+        if matches!(verb, "create" | "update" | "patch" | "delete") {
+            let mut resource = entry["objectRef"]["resource"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if let Some(sub) = entry["objectRef"]["subresource"].as_str() {
+                resource = format!("{resource}/{sub}");
+            }
+            *writes.entry(resource).or_insert(0) += 1;
+        }
+    }
+    Ok((total, lines, writes))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn runtime(ns: &str, pool: &str) -> ContainerRuntime {
+    let mut cr: ContainerRuntime = serde_json::from_value(json!({
+        "apiVersion": "extensions.gardener.cloud/v1alpha1", "kind": "ContainerRuntime",
+        "metadata": {"name": format!("gvisor-{pool}"), "namespace": ns, "annotations": {
+            "gardener.cloud/operation": "reconcile", "gardener.cloud/timestamp": Timestamp::now().to_string()}},
+        "spec": {"type": "gvisor", "binaryPath": "/var/bin/containerruntimes",
+                 "providerConfig": {"apiVersion": "gvisor.runtime.extensions.config.gardener.cloud/v1alpha1",
+                                    "kind": "GVisorConfiguration", "configFlags": {"net-raw": "true", "platform": "systrap"}},
+                 "workerPool": {"name": pool, "selector": {"matchLabels": {
+                     "worker.gardener.cloud/pool": pool, "worker.garden.sapcloud.io/group": pool}}}},
+    }))
+    .expect("static object");
+    cr.metadata.namespace = Some(ns.to_string());
+    cr
+}
+
+/// Watches all ContainerRuntimes and records when each first reports Succeeded at or after
+/// `since`.
+fn watch_succeeded(client: Client, since: Timestamp) -> Arc<Mutex<HashMap<String, Instant>>> {
+    let done = Arc::new(Mutex::new(HashMap::new()));
+    let seen = done.clone();
+    tokio::spawn(async move {
+        let mut stream = watcher(
+            Api::<ContainerRuntime>::all(client),
+            watcher::Config::default(),
+        )
+        .applied_objects()
+        .boxed();
+        while let Ok(Some(cr)) = stream.try_next().await {
+            let ok = cr
+                .status
+                .as_ref()
+                .and_then(|s| s.last_operation.as_ref())
+                .is_some_and(|o| {
+                    o.state == LastOperationState::Succeeded
+                        && o.last_update_time.0.as_second() >= since.as_second()
+                })
+                && cr.annotations().get("gardener.cloud/operation").is_none();
+            if ok {
+                let key = format!("{}/{}", cr.namespace().unwrap_or_default(), cr.name_any());
+                seen.lock().unwrap().entry(key).or_insert_with(Instant::now);
+            }
+        }
+    });
+    done
+}
+
+async fn wait_all(done: &Mutex<HashMap<String, Instant>>, total: usize) -> Result<(), Error> {
+    let deadline = Instant::now() + Duration::from_secs(900);
+    while done.lock().unwrap().len() < total {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "only {} of {total} Succeeded within 15 minutes",
+                done.lock().unwrap().len()
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let args = Args::parse();
+    let binary = match args.controller {
+        Some(b) => b,
+        None => std::env::current_exe()?.with_file_name("gardener-extension-runtime-sandbox"),
+    };
+    let total = args.shoots * args.pools;
+    eprintln!("starting the control plane (audit log on)...");
+    let cp =
+        sandbox_testenv::ControlPlane::start_with(sandbox_testenv::Options { audit_log: true })
+            .await?;
+    let client = cp.client().await?;
+    let audit = cp.audit_log().ok_or("no audit log")?.to_path_buf();
+    let kubeconfig = cp.user_kubeconfig(CONTROLLER_USER, &["system:masters"])?;
+
+    eprintln!("creating {} shoot namespaces with Clusters...", args.shoots);
+    let namespaces: Vec<String> = (0..args.shoots)
+        .map(|i| format!("shoot--bench--s{i:04}"))
+        .collect();
+    futures::stream::iter(namespaces.clone())
+        .map(|ns| {
+            let client = client.clone();
+            async move {
+                let namespace = Namespace { metadata: ObjectMeta { name: Some(ns.clone()), ..ObjectMeta::default() }, ..Namespace::default() };
+                Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await?;
+                let cluster = Cluster::new(&ns, ClusterSpec {
+                    cloud_profile: json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "CloudProfile", "metadata": {"name": "local"}}),
+                    seed: Some(json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Seed", "metadata": {"name": "local"}})),
+                    shoot: json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot", "metadata": {"name": ns},
+                                  "spec": {"kubernetes": {"version": "1.34.2"}}, "status": {"hibernated": false}}),
+                });
+                Api::<Cluster>::all(client).create(&PostParams::default(), &cluster).await?;
+                Ok::<_, kube::Error>(())
+            }
+        })
+        .buffer_unordered(args.parallelism)
+        .try_collect::<Vec<_>>()
+        .await?;
+
+    let controller = Controller::start(&binary, &kubeconfig)?;
+    controller.wait_ready().await?;
+    let (_, audit_start, _) = controller_requests(&audit, 0)?;
+
+    eprintln!("creating {total} ContainerRuntimes as gardenlet does...");
+    let since = Timestamp::now();
+    let done = watch_succeeded(client.clone(), since);
+    let started = Instant::now();
+    let created: Vec<(String, Instant)> = futures::stream::iter(
+        namespaces
+            .iter()
+            .flat_map(|ns| (0..args.pools).map(move |p| (ns.clone(), format!("pool{p}")))),
+    )
+    .map(|(ns, pool)| {
+        let client = client.clone();
+        async move {
+            let cr = runtime(&ns, &pool);
+            Api::<ContainerRuntime>::namespaced(client, &ns)
+                .create(&PostParams::default(), &cr)
+                .await?;
+            Ok::<_, kube::Error>((format!("{ns}/gvisor-{pool}"), Instant::now()))
+        }
+    })
+    .buffer_unordered(args.parallelism)
+    .try_collect()
+    .await?;
+    wait_all(&done, total).await?;
+    let all_done = started.elapsed();
+    let (rss_mib, cpu_seconds) = controller.usage()?;
+    let (requests, audit_after_create, writes) = controller_requests(&audit, audit_start)?;
+    let mut latencies: Vec<Duration> = {
+        let done = done.lock().unwrap();
+        created
+            .iter()
+            .map(|(k, at)| done[k].saturating_duration_since(*at))
+            .collect()
+    };
+    latencies.sort();
+    let _ = audit_after_create;
+
+    // A restart relists everything: nothing may be written for objects that are up to date.
+    eprintln!("restarting the controller (full relist, no changes)...");
+    controller.stop();
+    let (_, before_restart, _) = controller_requests(&audit, 0)?;
+    let controller = Controller::start(&binary, &kubeconfig)?;
+    let ready_after = controller.wait_ready().await?;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (_, _, restart_writes) = controller_requests(&audit, before_restart)?;
+
+    // gardenlet's periodic reconcile with unchanged input: only the ContainerRuntime itself
+    // is written (annotation + status); ManagedResources and Secrets stay untouched.
+    eprintln!("re-reconciling every ContainerRuntime with unchanged input...");
+    let (_, before_again, _) = controller_requests(&audit, 0)?;
+    let since_again = Timestamp::now();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let done_again = watch_succeeded(client.clone(), since_again);
+    futures::stream::iter(created.iter().map(|(k, _)| k.clone()))
+        .map(|key| {
+            let client = client.clone();
+            async move {
+                let (ns, name) = key.split_once('/').expect("ns/name");
+                let patch = json!({"metadata": {"annotations": {"gardener.cloud/operation": "reconcile",
+                                   "gardener.cloud/timestamp": Timestamp::now().to_string()}}});
+                Api::<ContainerRuntime>::namespaced(client, ns).patch(name, &PatchParams::default(), &Patch::Merge(patch)).await
+            }
+        })
+        .buffer_unordered(args.parallelism)
+        .try_collect::<Vec<_>>()
+        .await?;
+    wait_all(&done_again, total).await?;
+    let (requests_again, _, writes_again) = controller_requests(&audit, before_again)?;
+    controller.stop();
+
+    let reconciles = total as f64;
+    println!(
+        "## Controller benchmark: {} shoots x {} gVisor pools = {total} ContainerRuntimes\n",
+        args.shoots, args.pools
+    );
+    println!("| figure | value |\n| --- | --- |");
+    println!(
+        "| time until all Succeeded | {:.1} s |",
+        all_done.as_secs_f64()
+    );
+    println!(
+        "| per-object latency p50 / p99 / max | {:.0} ms / {:.0} ms / {:.0} ms |",
+        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+    println!("| controller peak RSS | {rss_mib:.1} MiB |");
+    println!("| controller CPU (user+system) for the run | {cpu_seconds:.2} s |");
+    println!(
+        "| API requests per create reconcile | {:.2} |",
+        requests as f64 / reconciles
+    );
+    println!(
+        "| API writes per create reconcile | {:.2} ({}) |",
+        writes.values().sum::<usize>() as f64 / reconciles,
+        fmt_writes(&writes)
+    );
+    println!(
+        "| restart with {total} up-to-date objects: ready after | {:.2} s |",
+        ready_after.as_secs_f64()
+    );
+    println!(
+        "| API writes during the no-op resync (restart + relist) | {} |",
+        restart_writes.values().sum::<usize>()
+    );
+    println!(
+        "| unchanged re-reconcile: requests / writes per object | {:.2} / {:.2} ({}) |",
+        requests_again as f64 / reconciles,
+        writes_again.values().sum::<usize>() as f64 / reconciles,
+        fmt_writes(&writes_again)
+    );
+    Ok(())
+}
+
+fn fmt_writes(writes: &BTreeMap<String, usize>) -> String {
+    writes
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
