@@ -603,3 +603,33 @@ async fn many_pools_at_once_share_the_runtime_class_without_errors() {
         "no pool may fail on the shared ManagedResource: {errors:?}"
     );
 }
+
+#[tokio::test]
+async fn migrate_beats_a_pending_deletion() {
+    let cp = env(default_config);
+    let _logs = cp.logs_on_panic();
+    let s = shoot(cp, "migdel", json!({})).await;
+    let ts = s.gardenlet_create("pool-a", None).await;
+    s.wait_ready("gvisor-pool-a", &ts).await;
+    s.hold_mr(&pool_mr("pool-a"), true).await;
+    // Deletion is stuck waiting for the pool's ManagedResource...
+    s.gardenlet_delete("gvisor-pool-a").await;
+    s.wait_for("gvisor-pool-a", "stuck in Delete", |cr| {
+        cr.and_then(|c| c.status.as_ref())
+            .and_then(|s| s.last_operation.as_ref())
+            .is_some_and(|o| o.type_ == LastOperationType::Delete)
+    })
+    .await;
+    // ...when the shoot is migrated to another seed: migration wins, keeps the shoot's objects
+    // and drops every finalizer, so the object goes away without the deletion finishing.
+    s.annotate("gvisor-pool-a", "migrate").await;
+    s.wait_for("gvisor-pool-a", "gone after migration", |cr| cr.is_none())
+        .await;
+    let mr = s.managed_resources().get(&pool_mr("pool-a")).await.unwrap();
+    assert_eq!(
+        mr.spec.keep_objects,
+        Some(true),
+        "migration keeps the objects in the shoot"
+    );
+    s.hold_mr(&pool_mr("pool-a"), false).await;
+}
