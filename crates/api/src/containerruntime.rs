@@ -42,3 +42,28 @@ pub struct WorkerPool {
     /// Selects the pool's nodes.
     pub selector: LabelSelector,
 }
+
+/// Labels gardenlet puts into a ContainerRuntime's pool selector (the current and the
+/// legacy pool label).
+pub const POOL_LABELS: [&str; 2] = [
+    "worker.gardener.cloud/pool",
+    "worker.garden.sapcloud.io/group",
+];
+
+impl WorkerPool {
+    /// The pool as gardenlet describes it: selected by both pool labels.
+    pub fn gardenlet(name: &str) -> Self {
+        WorkerPool {
+            name: name.to_string(),
+            selector: LabelSelector {
+                match_labels: Some(
+                    POOL_LABELS
+                        .iter()
+                        .map(|l| (l.to_string(), name.to_string()))
+                        .collect(),
+                ),
+                ..LabelSelector::default()
+            },
+        }
+    }
+}

@@ -3,8 +3,6 @@
 //! are its own). Requests are counted from the API server's audit log by user.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -18,6 +16,7 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use sandbox_api::{Cluster, ClusterSpec, ContainerRuntime, LastOperationState};
+use sandbox_testenv::{free_port, http_get};
 use serde_json::{Value, json};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -48,8 +47,8 @@ struct Controller {
 
 impl Controller {
     fn start(binary: &Path, kubeconfig: &Path) -> Result<Self, Error> {
-        let health = free_port();
-        let metrics = free_port();
+        let health = free_port()?;
+        let metrics = free_port()?;
         let child = Command::new(binary)
             .arg("controller")
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
@@ -68,7 +67,7 @@ impl Controller {
 
     async fn wait_ready(&self) -> Result<Duration, Error> {
         let started = Instant::now();
-        while http_status(self.health, "/readyz") != Some(200) {
+        while http_get(self.health, "/readyz").map(|(code, _)| code) != Some(200) {
             if started.elapsed() > Duration::from_secs(120) {
                 return Err("controller not ready within 120s".into());
             }
@@ -108,25 +107,6 @@ impl Controller {
             .status();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
-}
-
-fn http_status(port: u16, path: &str) -> Option<u16> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    response.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The controller's requests in the audit log from line `from` on: (total, writes by resource).

@@ -1,14 +1,13 @@
 //! The product binary's `controller` subcommand end to end: flags, leader election,
 //! heartbeat, readiness, metrics, and a ContainerRuntime reconciled to Succeeded.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};
 use sandbox_api::{Cluster, ClusterSpec, ContainerRuntime, LastOperationState};
+use sandbox_testenv::{free_port, http_get};
 use serde_json::json;
 
 struct Kill(Child);
@@ -17,32 +16,6 @@ impl Drop for Kill {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let code = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_string();
-    Some((code, body))
 }
 
 async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
@@ -63,7 +36,7 @@ async fn controller_subcommand_reconciles_and_reports() {
     let client = cp.client().await.unwrap();
     let ns = cp.namespace(&client, "shoot--binary").await.unwrap();
     let system = cp.namespace(&client, "extension").await.unwrap();
-    let (health, metrics) = (free_port(), free_port());
+    let (health, metrics) = (free_port().unwrap(), free_port().unwrap());
 
     let overwrite = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(overwrite.path(), "images:\n- name: runtime-gvisor-installation\n  repository: registry.local/agent\n  tag: v9\n").unwrap();

@@ -328,51 +328,49 @@ async fn reconcile_object(mut cr: ContainerRuntime, ctx: &Context) -> Result<Act
 
     match op {
         LastOperationType::Migrate => {
-            let cr = status(&api, &cr, contract::processing_patch(op, Timestamp::now())).await?;
-            if let Err(e) = ctx.actuator.migrate(&ctx.client, &cr).await {
-                return Err(fail(ctx, &api, &cr, op, e).await);
-            }
-            let cr = status(
+            let (cr, ()) =
+                operate(ctx, &api, &cr, op, ctx.actuator.migrate(&ctx.client, &cr)).await?;
+            let cr = patch(
                 &api,
-                &cr,
-                contract::succeeded_patch(op, cr.metadata.generation, Timestamp::now()),
+                &name,
+                json!({"metadata": {"finalizers": null, "resourceVersion": cr.metadata.resource_version}}),
+                "removing finalizers",
             )
             .await?;
-            let cr = patch(&api, &name, json!({"metadata": {"finalizers": null, "resourceVersion": cr.metadata.resource_version}}), "removing finalizers").await?;
             remove_operation_annotation(&api, &cr).await?;
         }
         _ if cr.metadata.deletion_timestamp.is_some() => {
             if !cr.finalizers().iter().any(|f| f == FINALIZER) {
                 return Ok(Action::await_change());
             }
-            let op = LastOperationType::Delete;
-            let cr = status(&api, &cr, contract::processing_patch(op, Timestamp::now())).await?;
             // Force deletion and hibernated shoots: nobody would remove the shoot objects.
             let wait = !shoot.force_deletion() && !shoot.is_hibernated();
-            if let Err(e) = ctx.actuator.delete(&ctx.client, &cr, wait).await {
-                return Err(fail(ctx, &api, &cr, op, e).await);
-            }
-            let cr = status(
-                &api,
-                &cr,
-                contract::succeeded_patch(op, cr.metadata.generation, Timestamp::now()),
-            )
-            .await?;
+            let delete = ctx.actuator.delete(&ctx.client, &cr, wait);
+            let (cr, ()) = operate(ctx, &api, &cr, LastOperationType::Delete, delete).await?;
             let finalizers: Vec<&String> =
                 cr.finalizers().iter().filter(|f| *f != FINALIZER).collect();
-            patch(&api, &name, json!({"metadata": {"finalizers": finalizers, "resourceVersion": cr.metadata.resource_version}}), "removing the finalizer").await?;
+            patch(
+                &api,
+                &name,
+                json!({"metadata": {"finalizers": finalizers, "resourceVersion": cr.metadata.resource_version}}),
+                "removing the finalizer",
+            )
+            .await?;
         }
         _ => {
             if !cr.finalizers().iter().any(|f| f == FINALIZER) {
                 let mut finalizers = cr.finalizers().to_vec();
                 finalizers.push(FINALIZER.to_string());
-                cr = patch(&api, &name, json!({"metadata": {"finalizers": finalizers, "resourceVersion": cr.metadata.resource_version}}), "adding the finalizer").await?;
+                cr = patch(
+                    &api,
+                    &name,
+                    json!({"metadata": {"finalizers": finalizers, "resourceVersion": cr.metadata.resource_version}}),
+                    "adding the finalizer",
+                )
+                .await?;
             }
-            let cr = status(&api, &cr, contract::processing_patch(op, Timestamp::now())).await?;
-            let outcome = match ctx.actuator.reconcile(&ctx.client, &cr).await {
-                Ok(outcome) => outcome,
-                Err(e) => return Err(fail(ctx, &api, &cr, op, e).await),
-            };
+            let (cr, outcome) =
+                operate(ctx, &api, &cr, op, ctx.actuator.reconcile(&ctx.client, &cr)).await?;
             if !outcome.ignored_flags.is_empty() {
                 publish(
                     ctx,
@@ -386,18 +384,36 @@ async fn reconcile_object(mut cr: ContainerRuntime, ctx: &Context) -> Result<Act
                 )
                 .await;
             }
-            let cr = status(
-                &api,
-                &cr,
-                contract::succeeded_patch(op, cr.metadata.generation, Timestamp::now()),
-            )
-            .await?;
             if op == LastOperationType::Restore {
                 remove_operation_annotation(&api, &cr).await?;
             }
         }
     }
     Ok(Action::await_change())
+}
+
+/// One operation as the contract frames it: Processing, the work, then Succeeded, or Error
+/// (with an Event) when the work fails. Returns the object as last written.
+async fn operate<T>(
+    ctx: &Context,
+    api: &Api<ContainerRuntime>,
+    cr: &ContainerRuntime,
+    op: LastOperationType,
+    work: impl Future<Output = Result<T>>,
+) -> Result<(ContainerRuntime, T)> {
+    let cr = status(api, cr, contract::processing_patch(op, Timestamp::now())).await?;
+    let value = match work.await {
+        Ok(value) => value,
+        Err(e) => return Err(fail(ctx, api, &cr, op, e).await),
+    };
+    let generation = cr.metadata.generation;
+    let cr = status(
+        api,
+        &cr,
+        contract::succeeded_patch(op, generation, Timestamp::now()),
+    )
+    .await?;
+    Ok((cr, value))
 }
 
 /// Writes the Error status and an Event; returns the error for the backoff.

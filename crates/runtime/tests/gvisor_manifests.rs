@@ -2,23 +2,12 @@
 //! that matter to operators: determinism, unique selectors, pool scoping.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+use sandbox_api::WorkerPool;
 use sandbox_runtime::gvisor::{self, InstallationInput};
 use serde_json::json;
 
 fn pool_selector(pool: &str) -> LabelSelector {
-    LabelSelector {
-        match_labels: Some(
-            [
-                ("worker.gardener.cloud/pool".to_string(), pool.to_string()),
-                (
-                    "worker.garden.sapcloud.io/group".to_string(),
-                    pool.to_string(),
-                ),
-            ]
-            .into(),
-        ),
-        ..LabelSelector::default()
-    }
+    WorkerPool::gardenlet(pool).selector
 }
 
 fn render(pool: &str, selector: &LabelSelector, config: &gvisor::GVisorConfig) -> String {

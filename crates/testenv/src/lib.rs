@@ -31,7 +31,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-pub use server::Server;
+pub use server::{Server, free_port, http_get};
 pub use tools::{Tools, repo_root};
 
 /// What can go wrong while bringing up or talking to the control plane.

@@ -115,8 +115,28 @@ impl Drop for Server {
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
-pub(crate) fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(io_err("127.0.0.1:0"))?;
     let port = listener.local_addr().map_err(io_err("127.0.0.1:0"))?.port();
     Ok(port)
+}
+
+/// A plain HTTP/1.1 GET to 127.0.0.1:`port` (health and metrics endpoints in tests and
+/// benchmarks): the status code and the body, or None if nothing answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -16,19 +16,6 @@ use sandbox_api::{
 use serde_json::json;
 
 fn container_runtime(name: &str, pool: &str) -> ContainerRuntime {
-    let selector = LabelSelector {
-        match_labels: Some(
-            [
-                ("worker.gardener.cloud/pool".to_string(), pool.to_string()),
-                (
-                    "worker.garden.sapcloud.io/group".to_string(),
-                    pool.to_string(),
-                ),
-            ]
-            .into(),
-        ),
-        ..LabelSelector::default()
-    };
     ContainerRuntime::new(
         name,
         ContainerRuntimeSpec {
@@ -40,10 +27,7 @@ fn container_runtime(name: &str, pool: &str) -> ContainerRuntime {
                 "configFlags": {"net-raw": "true"},
             })),
             binary_path: "/var/bin/containerruntimes".into(),
-            worker_pool: WorkerPool {
-                name: pool.into(),
-                selector,
-            },
+            worker_pool: WorkerPool::gardenlet(pool),
         },
     )
 }

@@ -7,7 +7,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -157,22 +156,7 @@ impl Shoot {
                 class: class.map(String::from),
                 provider_config,
                 binary_path: "/var/bin/containerruntimes".into(),
-                worker_pool: WorkerPool {
-                    name: pool.into(),
-                    selector: LabelSelector {
-                        match_labels: Some(
-                            [
-                                ("worker.gardener.cloud/pool".to_string(), pool.to_string()),
-                                (
-                                    "worker.garden.sapcloud.io/group".to_string(),
-                                    pool.to_string(),
-                                ),
-                            ]
-                            .into(),
-                        ),
-                        ..LabelSelector::default()
-                    },
-                },
+                worker_pool: WorkerPool::gardenlet(pool),
             },
         );
         cr.metadata.annotations = Some(
