@@ -1,8 +1,11 @@
 //! The node agent: installs a sandboxed runtime's binaries and containerd configuration on
 //! a node, verifies containerd loaded the handler, announces readiness, and uninstalls.
 //!
-//! Built so far: [`containerd`], the pure editing of containerd's configuration. The I/O
-//! around it (atomic writes, restarts, CRI verification, node labels) is the node-agent
-//! issue's remaining work.
+//! Built so far: [`containerd`], the pure editing of containerd's configuration; [`files`],
+//! atomic writes with backups; [`binaries`], checksum-verified installation of the runtime's
+//! binaries. Restarting containerd, CRI verification, node labels and the `node-agent`
+//! subcommand are the node-agent issue's remaining work.
 
+pub mod binaries;
 pub mod containerd;
+pub mod files;
