@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds (or finds in the cache) the pinned upstream programs our tests run for real.
 #
-#   hack/tools.sh ensure [kube-apiserver|etcd|gardener-crds|all]   build what is missing
+#   hack/tools.sh ensure [kube-apiserver|etcd|gardener-crds|gvisor|all]   build what is missing
 #   hack/tools.sh path   <tool>                                     print the cached path
 #   hack/tools.sh env                                               print SANDBOX_* variables
 #
@@ -95,6 +95,27 @@ build_etcd() {
   rm -rf "$work"
 }
 
+build_gvisor() {
+  local dir=$TOOLS_DIR/gvisor-$GVISOR_VERSION
+  [ -x "$dir/runsc" ] && [ -x "$dir/containerd-shim-runsc-v1" ] && return 0
+  need_go
+  echo "building runsc and containerd-shim-runsc-v1 ($GVISOR_VERSION) from the Go module proxy..." >&2
+  local work; work=$(mktemp -d)
+  mkdir -p "$TOOLS_DIR"
+  (
+    cd "$work"
+    run_go "go mod init" "$work/log" go mod init sandbox.local/gvisor-build
+    run_go "resolving gVisor dependencies" "$work/log" \
+      go get "gvisor.dev/gvisor/runsc@$GVISOR_VERSION" "gvisor.dev/gvisor/shim@$GVISOR_VERSION"
+    CGO_ENABLED=0 run_go "building runsc" "$work/log" go build -trimpath -o "$work/runsc" gvisor.dev/gvisor/runsc
+    CGO_ENABLED=0 run_go "building containerd-shim-runsc-v1" "$work/log" \
+      go build -trimpath -o "$work/containerd-shim-runsc-v1" gvisor.dev/gvisor/shim
+  )
+  rm -rf "$dir.tmp" && mkdir -p "$dir.tmp" && mv "$work/runsc" "$work/containerd-shim-runsc-v1" "$dir.tmp/"
+  rm -rf "$dir" && mv "$dir.tmp" "$dir"
+  rm -rf "$work"
+}
+
 fetch_gardener_crds() {
   local dir=$TOOLS_DIR/gardener-crds-$GARDENER_VERSION
   [ -f "$dir/.complete" ] && return 0
@@ -120,7 +141,8 @@ tool_path() {
     kube-apiserver) echo "$TOOLS_DIR/kube-apiserver-$KUBERNETES_VERSION/kube-apiserver" ;;
     etcd) echo "$TOOLS_DIR/etcd-$ETCD_VERSION/etcd" ;;
     gardener-crds) echo "$TOOLS_DIR/gardener-crds-$GARDENER_VERSION" ;;
-    *) die "unknown tool '$1' (known: kube-apiserver, etcd, gardener-crds)" ;;
+    gvisor) echo "$TOOLS_DIR/gvisor-$GVISOR_VERSION" ;;
+    *) die "unknown tool '$1' (known: kube-apiserver, etcd, gardener-crds, gvisor)" ;;
   esac
 }
 
@@ -129,8 +151,9 @@ ensure() {
     kube-apiserver) build_kube_apiserver ;;
     etcd) build_etcd ;;
     gardener-crds) fetch_gardener_crds ;;
-    all) fetch_gardener_crds; build_etcd; build_kube_apiserver ;;
-    *) die "unknown tool '$1' (known: kube-apiserver, etcd, gardener-crds, all)" ;;
+    gvisor) build_gvisor ;;
+    all) fetch_gardener_crds; build_etcd; build_kube_apiserver; build_gvisor ;;
+    *) die "unknown tool '$1' (known: kube-apiserver, etcd, gardener-crds, gvisor, all)" ;;
   esac
 }
 
@@ -141,6 +164,7 @@ case ${1:-} in
     echo "SANDBOX_KUBE_APISERVER=$(tool_path kube-apiserver)"
     echo "SANDBOX_ETCD=$(tool_path etcd)"
     echo "SANDBOX_GARDENER_CRDS=$(tool_path gardener-crds)"
+    echo "SANDBOX_GVISOR=$(tool_path gvisor)"
     ;;
   *) die "usage: hack/tools.sh ensure [tool|all] | path <tool> | env" ;;
 esac

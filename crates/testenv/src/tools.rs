@@ -14,32 +14,43 @@ pub struct Tools {
     pub etcd: PathBuf,
     /// Folder with Gardener's CRD YAML files.
     pub gardener_crds: PathBuf,
+    /// Folder with `runsc` and `containerd-shim-runsc-v1`.
+    pub gvisor: PathBuf,
 }
 
 const ENV_APISERVER: &str = "SANDBOX_KUBE_APISERVER";
 const ENV_ETCD: &str = "SANDBOX_ETCD";
 const ENV_CRDS: &str = "SANDBOX_GARDENER_CRDS";
+const ENV_GVISOR: &str = "SANDBOX_GVISOR";
 
 impl Tools {
-    /// Takes the paths from `SANDBOX_KUBE_APISERVER`, `SANDBOX_ETCD` and
-    /// `SANDBOX_GARDENER_CRDS` when all are set; otherwise runs `hack/tools.sh`, which
-    /// builds whatever is missing (once per pinned version) and tells the paths.
+    /// Takes the paths from `SANDBOX_KUBE_APISERVER`, `SANDBOX_ETCD`,
+    /// `SANDBOX_GARDENER_CRDS` and `SANDBOX_GVISOR` when all are set; otherwise runs
+    /// `hack/tools.sh`, which builds whatever is missing (once per pinned version) and tells
+    /// the paths.
     pub fn locate() -> Result<Self> {
         let from_env = (
             std::env::var_os(ENV_APISERVER),
             std::env::var_os(ENV_ETCD),
             std::env::var_os(ENV_CRDS),
+            std::env::var_os(ENV_GVISOR),
         );
-        let tools = if let (Some(a), Some(e), Some(c)) = from_env {
+        let tools = if let (Some(a), Some(e), Some(c), Some(g)) = from_env {
             Tools {
                 kube_apiserver: a.into(),
                 etcd: e.into(),
                 gardener_crds: c.into(),
+                gvisor: g.into(),
             }
         } else {
             Self::from_hack_script()?
         };
-        for path in [&tools.kube_apiserver, &tools.etcd, &tools.gardener_crds] {
+        for path in [
+            &tools.kube_apiserver,
+            &tools.etcd,
+            &tools.gardener_crds,
+            &tools.gvisor,
+        ] {
             if !path.exists() {
                 return Err(Error::Tools(format!(
                     "{} does not exist; run `hack/tools.sh ensure all` or fix the SANDBOX_* variables",
@@ -82,6 +93,7 @@ impl Tools {
             kube_apiserver: var(ENV_APISERVER)?,
             etcd: var(ENV_ETCD)?,
             gardener_crds: var(ENV_CRDS)?,
+            gvisor: var(ENV_GVISOR)?,
         })
     }
 }
