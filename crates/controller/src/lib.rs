@@ -35,6 +35,9 @@ pub enum Error {
     /// ManagedResources did not go away in time.
     #[error("{0}")]
     Timeout(String),
+    /// Leadership was lost; the process must stop working.
+    #[error("{0}")]
+    Leadership(String),
     /// The image vector is unusable (an operator's problem).
     #[error(transparent)]
     ImageVector(#[from] sandbox_runtime::image::ImageVectorError),
@@ -64,6 +67,7 @@ impl Error {
             Error::Cluster { .. } => "cluster",
             Error::Kube { .. } => "kube",
             Error::Timeout(_) => "timeout",
+            Error::Leadership(_) => "leadership",
             Error::ImageVector(_) => "image_vector",
             Error::Render(_) => "render",
             Error::InvalidObject(_) => "invalid_object",

@@ -246,7 +246,7 @@ impl LeaderElection {
             match self.try_acquire_or_renew().await {
                 Ok(true) => last_renewal = tokio::time::Instant::now(),
                 Ok(false) => {
-                    return Error::Timeout(format!(
+                    return Error::Leadership(format!(
                         "leadership of lease {} was lost to another holder",
                         self.name
                     ));
@@ -254,7 +254,7 @@ impl LeaderElection {
                 Err(e) => warn!(error = %e, "could not renew leadership"),
             }
             if last_renewal.elapsed() > self.renew_deadline {
-                return Error::Timeout(format!(
+                return Error::Leadership(format!(
                     "could not renew lease {} within {}s",
                     self.name,
                     self.renew_deadline.as_secs()
