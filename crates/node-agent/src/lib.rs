@@ -3,9 +3,11 @@
 //!
 //! Built so far: [`containerd`], the pure editing of containerd's configuration; [`files`],
 //! atomic writes with backups; [`binaries`], checksum-verified installation of the runtime's
-//! binaries. Restarting containerd, CRI verification, node labels and the `node-agent`
+//! binaries; [`host`], applying the configuration to a host root, with uninstall and
+//! rollback. Restarting containerd, CRI verification, node labels and the `node-agent`
 //! subcommand are the node-agent issue's remaining work.
 
 pub mod binaries;
 pub mod containerd;
 pub mod files;
+pub mod host;
