@@ -43,6 +43,16 @@ go_experiment() {
   if [ "${minor:-0}" -ge 25 ] 2>/dev/null; then echo "nojsonv2"; fi
 }
 
+# publish DIR WORK FILE...: moves the built FILEs from WORK into the cache folder DIR in one
+# rename, so an interrupted build never leaves a half-filled folder that looks complete.
+publish() {
+  local dir=$1 work=$2; shift 2
+  rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
+  for file in "$@"; do mv "$work/$file" "$dir.tmp/"; done
+  rm -rf "$dir" && mv "$dir.tmp" "$dir"
+  rm -rf "$work"
+}
+
 build_kube_apiserver() {
   local dir=$TOOLS_DIR/kube-apiserver-$KUBERNETES_VERSION
   [ -x "$dir/kube-apiserver" ] && return 0
@@ -71,8 +81,7 @@ build_kube_apiserver() {
       go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${KUBERNETES_VERSION#v1.}" \
       -o "$work/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
   )
-  mkdir -p "$dir.tmp" && mv "$work/kube-apiserver" "$dir.tmp/" && rm -rf "$dir" && mv "$dir.tmp" "$dir"
-  rm -rf "$work"
+  publish "$dir" "$work" kube-apiserver
 }
 
 build_etcd() {
@@ -91,8 +100,7 @@ build_etcd() {
     run_go "resolving etcd dependencies" "$work/log" go mod tidy
     CGO_ENABLED=0 run_go "building etcd" "$work/log" go build -trimpath -ldflags "-s -w" -o "$work/etcd" .
   )
-  mkdir -p "$dir.tmp" && mv "$work/etcd" "$dir.tmp/" && rm -rf "$dir" && mv "$dir.tmp" "$dir"
-  rm -rf "$work"
+  publish "$dir" "$work" etcd
 }
 
 build_gvisor() {
@@ -111,9 +119,7 @@ build_gvisor() {
     CGO_ENABLED=0 run_go "building containerd-shim-runsc-v1" "$work/log" \
       go build -trimpath -o "$work/containerd-shim-runsc-v1" gvisor.dev/gvisor/shim
   )
-  rm -rf "$dir.tmp" && mkdir -p "$dir.tmp" && mv "$work/runsc" "$work/containerd-shim-runsc-v1" "$dir.tmp/"
-  rm -rf "$dir" && mv "$dir.tmp" "$dir"
-  rm -rf "$work"
+  publish "$dir" "$work" runsc containerd-shim-runsc-v1
 }
 
 fetch_gardener_crds() {
@@ -127,12 +133,12 @@ fetch_gardener_crds() {
     env GOFLAGS=-mod=mod go mod download -json "github.com/gardener/gardener@$GARDENER_VERSION")
   src=$(sed -n 's/.*"Dir": "\(.*\)".*/\1/p' "$work/log")
   [ -d "$src" ] || die "the Gardener module was downloaded but its folder was not found (see $work/log)"
-  rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
-  cp "$src"/pkg/component/extensions/crds/assets/crd-*.yaml "$dir.tmp/"
-  cp "$src"/pkg/component/gardener/resourcemanager/assets/crd-resources.gardener.cloud_managedresources.yaml "$dir.tmp/"
-  chmod u+w "$dir.tmp"/*.yaml
-  touch "$dir.tmp/.complete"
-  rm -rf "$dir" && mv "$dir.tmp" "$dir"
+  mkdir -p "$work/crds"
+  cp "$src"/pkg/component/extensions/crds/assets/crd-*.yaml "$work/crds/"
+  cp "$src"/pkg/component/gardener/resourcemanager/assets/crd-resources.gardener.cloud_managedresources.yaml "$work/crds/"
+  chmod u+w "$work/crds"/*.yaml
+  touch "$work/crds/.complete"
+  (cd "$work/crds" && publish "$dir" "$work/crds" .complete ./*.yaml)
   rm -rf "$work"
 }
 
