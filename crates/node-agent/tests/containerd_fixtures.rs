@@ -6,19 +6,30 @@ use sandbox_node_agent::containerd::{CONF_D_IMPORT, Config, Handler, Schema};
 
 const CONTAINERD_16: &str = include_str!("fixtures/containerd-1.6-default.toml");
 
-#[test]
-fn containerd_1_6_default_config() {
-    let config = Config::parse(CONTAINERD_16).unwrap();
-    assert_eq!(config.schema(), Schema::V2);
-    assert!(!config.imports_conf_d());
+/// Checks schema and import detection, then install (snapshot of the added lines),
+/// re-install (no change) and uninstall (every byte back).
+fn round_trip(name: &str, fixture: &str, schema: Schema, imports_conf_d: bool) {
+    let config = Config::parse(fixture).unwrap();
+    assert_eq!(config.schema(), schema);
+    assert_eq!(config.imports_conf_d(), imports_conf_d);
     let installed = config.with_handler(&Handler::runsc()).unwrap().unwrap();
-    insta::assert_snapshot!(diff(CONTAINERD_16, &installed));
+    insta::assert_snapshot!(name, diff(fixture, &installed));
     let reparsed = Config::parse(&installed).unwrap();
     assert_eq!(reparsed.with_handler(&Handler::runsc()).unwrap(), None);
     assert_eq!(
         reparsed.without_handler("runsc").unwrap(),
-        CONTAINERD_16,
+        fixture,
         "uninstall gives back every byte"
+    );
+}
+
+#[test]
+fn containerd_1_6_default_config() {
+    round_trip(
+        "containerd_1_6_default_config",
+        CONTAINERD_16,
+        Schema::V2,
+        false,
     );
 }
 
@@ -47,24 +58,12 @@ const CONTAINERD_24: &str = include_str!("fixtures/containerd-2.4-default.toml")
 
 #[test]
 fn containerd_2_4_default_config() {
-    let config = Config::parse(CONTAINERD_24).unwrap();
-    assert_eq!(
-        config.schema(),
-        Schema::V3,
-        "version 4 uses the containerd 2.x plugin names"
-    );
-    assert!(
-        config.imports_conf_d(),
-        "containerd 2.x imports conf.d by default: drop-in preferred"
-    );
-    let installed = config.with_handler(&Handler::runsc()).unwrap().unwrap();
-    insta::assert_snapshot!(diff(CONTAINERD_24, &installed));
-    let reparsed = Config::parse(&installed).unwrap();
-    assert_eq!(reparsed.with_handler(&Handler::runsc()).unwrap(), None);
-    assert_eq!(
-        reparsed.without_handler("runsc").unwrap(),
+    // version = 4 uses the containerd 2.x plugin names; conf.d is imported by default.
+    round_trip(
+        "containerd_2_4_default_config",
         CONTAINERD_24,
-        "uninstall gives back every byte"
+        Schema::V3,
+        true,
     );
 }
 
@@ -72,16 +71,10 @@ const CONTAINERD_17: &str = include_str!("fixtures/containerd-1.7-default.toml")
 
 #[test]
 fn containerd_1_7_default_config() {
-    let config = Config::parse(CONTAINERD_17).unwrap();
-    assert_eq!(config.schema(), Schema::V2);
-    assert!(!config.imports_conf_d());
-    let installed = config.with_handler(&Handler::runsc()).unwrap().unwrap();
-    insta::assert_snapshot!(diff(CONTAINERD_17, &installed));
-    let reparsed = Config::parse(&installed).unwrap();
-    assert_eq!(reparsed.with_handler(&Handler::runsc()).unwrap(), None);
-    assert_eq!(
-        reparsed.without_handler("runsc").unwrap(),
+    round_trip(
+        "containerd_1_7_default_config",
         CONTAINERD_17,
-        "uninstall gives back every byte"
+        Schema::V2,
+        false,
     );
 }
