@@ -25,8 +25,7 @@ if ! command -v go >/dev/null; then
   apt_install golang-go || die "Go is not installed; install Go 1.26+ and retry"
 fi
 
-# Node tests: a real runsc sandbox needs a static busybox for its root file system (and,
-# for the node-agent tests to come, Debian's containerd 1.6 and runc).
+# Node tests: a real runsc sandbox needs a static busybox for its root file system.
 if ! dpkg -s busybox-static >/dev/null 2>&1; then
   apt_install busybox-static || die "busybox-static is missing; install it ('apt-get install busybox-static')"
 fi
