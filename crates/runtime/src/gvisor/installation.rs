@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{GVisorConfig, SERVICE_ACCOUNT, SHOOT_NAMESPACE};
-use crate::manifests::{ObjectSet, RenderError, sha256_hex};
+use crate::manifests::{ObjectSet, RenderError, secret_checksum};
 use crate::{CRI_CONTAINERD, CRI_NAME_LABEL};
 
 /// Where the node agent sees the host's root file system.
@@ -68,13 +68,8 @@ pub fn installation_objects(input: &InstallationInput<'_>) -> Result<ObjectSet, 
     let name = installer_name(input.pool);
     let config_data: BTreeMap<String, String> =
         [("runsc.toml".to_string(), input.config.runsc_toml())].into();
-    let config_checksum = sha256_hex(
-        config_data
-            .iter()
-            .map(|(k, v)| format!("{k}\0{v}\0"))
-            .collect::<String>()
-            .as_bytes(),
-    );
+    // Gardener's checksum of a data map, as for the ManagedResource secrets.
+    let config_checksum = secret_checksum(config_data.iter().map(|(k, v)| (k, v.as_bytes())));
     let config_map = ConfigMap {
         metadata: ObjectMeta {
             name: Some(name.clone()),
