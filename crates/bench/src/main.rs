@@ -278,7 +278,7 @@ async fn main() -> Result<(), Error> {
     wait_all(&done, total).await?;
     let all_done = started.elapsed();
     let (rss_mib, cpu_seconds) = controller.usage()?;
-    let (requests, audit_after_create, writes) = controller_requests(&audit, audit_start)?;
+    let (requests, _, writes) = controller_requests(&audit, audit_start)?;
     let mut latencies: Vec<Duration> = {
         let done = done.lock().unwrap();
         created
@@ -287,7 +287,6 @@ async fn main() -> Result<(), Error> {
             .collect()
     };
     latencies.sort();
-    let _ = audit_after_create;
 
     // A restart relists everything: nothing may be written for objects that are up to date.
     eprintln!("restarting the controller (full relist, no changes)...");
