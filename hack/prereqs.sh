@@ -29,3 +29,15 @@ fi
 if ! dpkg -s busybox-static >/dev/null 2>&1; then
   apt_install busybox-static || die "busybox-static is missing; install it ('apt-get install busybox-static')"
 fi
+
+# The node agent's CRI client is generated from the CRI protobuf definitions at build time.
+if ! command -v protoc >/dev/null; then
+  apt_install protobuf-compiler || die "protoc is missing; install it ('apt-get install protobuf-compiler')"
+fi
+
+# Node tests: Debian's containerd 1.6 (config version 2) and runc run the test nodes' pods.
+for pkg in containerd runc; do
+  if ! dpkg -s "$pkg" >/dev/null 2>&1; then
+    apt_install "$pkg" || die "$pkg is missing; install it ('apt-get install $pkg')"
+  fi
+done

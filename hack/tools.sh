@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds (or finds in the cache) the pinned upstream programs our tests run for real.
 #
-#   hack/tools.sh ensure [kube-apiserver|etcd|gardener-crds|gvisor|all]   build what is missing
+#   hack/tools.sh ensure [kube-apiserver|etcd|gardener-crds|gvisor|containerd|all]   build what is missing
 #   hack/tools.sh path   <tool>                                     print the cached path
 #   hack/tools.sh env                                               print SANDBOX_* variables
 #
@@ -27,7 +27,7 @@ run_go() {
   local what=$1 log=$2; shift 2
   if ! "$@" >"$log" 2>&1; then
     local hint
-    hint=$(grep -m1 -E 'proxy|dial tcp|no such host|403|404|connection refused|timeout' "$log" || true)
+    hint=$(grep -m1 -E 'GOPROXY|proxy\.golang\.org|dial tcp|no such host|403 Forbidden|404 Not Found|connection refused|i/o timeout' "$log" || true)
     if [ -n "$hint" ]; then
       die "$what failed: the Go module proxy could not be reached or refused a module ($hint); full log: $log"
     fi
@@ -122,6 +122,32 @@ build_gvisor() {
   publish "$dir" "$work" runsc containerd-shim-runsc-v1
 }
 
+build_containerd() {
+  local dir=$TOOLS_DIR/containerd-$CONTAINERD_VERSION
+  [ -x "$dir/containerd" ] && [ -x "$dir/ctr" ] && [ -x "$dir/containerd-shim-runc-v2" ] && return 0
+  need_go
+  echo "building containerd $CONTAINERD_VERSION from the Go module proxy..." >&2
+  local work; work=$(mktemp -d)
+  mkdir -p "$TOOLS_DIR"
+  (
+    cd "$work"
+    run_go "go mod init" "$work/log" go mod init sandbox.local/containerd-build
+    run_go "resolving containerd dependencies" "$work/log" \
+      go get "github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION" \
+      "github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION" \
+      "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION"
+    # Static and without btrfs: no C headers needed, and the tests use overlayfs.
+    local ldflags="-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION"
+    CGO_ENABLED=0 run_go "building containerd" "$work/log" go build -trimpath -tags no_btrfs \
+      -ldflags "$ldflags" -o "$work/containerd" github.com/containerd/containerd/v2/cmd/containerd
+    CGO_ENABLED=0 run_go "building ctr" "$work/log" go build -trimpath -tags no_btrfs \
+      -ldflags "$ldflags" -o "$work/ctr" github.com/containerd/containerd/v2/cmd/ctr
+    CGO_ENABLED=0 run_go "building containerd-shim-runc-v2" "$work/log" go build -trimpath -tags no_btrfs \
+      -ldflags "$ldflags" -o "$work/containerd-shim-runc-v2" github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
+  )
+  publish "$dir" "$work" containerd ctr containerd-shim-runc-v2
+}
+
 fetch_gardener_crds() {
   local dir=$TOOLS_DIR/gardener-crds-$GARDENER_VERSION
   [ -f "$dir/.complete" ] && return 0
@@ -148,7 +174,8 @@ tool_path() {
     etcd) echo "$TOOLS_DIR/etcd-$ETCD_VERSION/etcd" ;;
     gardener-crds) echo "$TOOLS_DIR/gardener-crds-$GARDENER_VERSION" ;;
     gvisor) echo "$TOOLS_DIR/gvisor-$GVISOR_VERSION" ;;
-    *) die "unknown tool '$1' (known: kube-apiserver, etcd, gardener-crds, gvisor)" ;;
+    containerd) echo "$TOOLS_DIR/containerd-$CONTAINERD_VERSION" ;;
+    *) die "unknown tool '$1' (known: kube-apiserver, etcd, gardener-crds, gvisor, containerd)" ;;
   esac
 }
 
@@ -158,8 +185,9 @@ ensure() {
     etcd) build_etcd ;;
     gardener-crds) fetch_gardener_crds ;;
     gvisor) build_gvisor ;;
-    all) fetch_gardener_crds; build_etcd; build_kube_apiserver; build_gvisor ;;
-    *) die "unknown tool '$1' (known: kube-apiserver, etcd, gardener-crds, gvisor, all)" ;;
+    containerd) build_containerd ;;
+    all) fetch_gardener_crds; build_etcd; build_kube_apiserver; build_gvisor; build_containerd ;;
+    *) die "unknown tool '$1' (known: kube-apiserver, etcd, gardener-crds, gvisor, containerd, all)" ;;
   esac
 }
 
@@ -171,6 +199,7 @@ case ${1:-} in
     echo "SANDBOX_ETCD=$(tool_path etcd)"
     echo "SANDBOX_GARDENER_CRDS=$(tool_path gardener-crds)"
     echo "SANDBOX_GVISOR=$(tool_path gvisor)"
+    echo "SANDBOX_CONTAINERD2=$(tool_path containerd)"
     ;;
   *) die "usage: hack/tools.sh ensure [tool|all] | path <tool> | env" ;;
 esac

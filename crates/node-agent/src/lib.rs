@@ -9,5 +9,6 @@
 
 pub mod binaries;
 pub mod containerd;
+pub mod cri;
 pub mod files;
 pub mod host;

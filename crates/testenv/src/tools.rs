@@ -16,16 +16,19 @@ pub struct Tools {
     pub gardener_crds: PathBuf,
     /// Folder with `runsc` and `containerd-shim-runsc-v1`.
     pub gvisor: PathBuf,
+    /// Folder with containerd 2.x: `containerd`, `ctr` and `containerd-shim-runc-v2`.
+    pub containerd2: PathBuf,
 }
 
 const ENV_APISERVER: &str = "SANDBOX_KUBE_APISERVER";
 const ENV_ETCD: &str = "SANDBOX_ETCD";
 const ENV_CRDS: &str = "SANDBOX_GARDENER_CRDS";
 const ENV_GVISOR: &str = "SANDBOX_GVISOR";
+const ENV_CONTAINERD2: &str = "SANDBOX_CONTAINERD2";
 
 impl Tools {
     /// Takes the paths from `SANDBOX_KUBE_APISERVER`, `SANDBOX_ETCD`,
-    /// `SANDBOX_GARDENER_CRDS` and `SANDBOX_GVISOR` when all are set; otherwise runs
+    /// `SANDBOX_GARDENER_CRDS`, `SANDBOX_GVISOR` and `SANDBOX_CONTAINERD2` when all are set; otherwise runs
     /// `hack/tools.sh`, which builds whatever is missing (once per pinned version) and tells
     /// the paths.
     pub fn locate() -> Result<Self> {
@@ -34,13 +37,15 @@ impl Tools {
             std::env::var_os(ENV_ETCD),
             std::env::var_os(ENV_CRDS),
             std::env::var_os(ENV_GVISOR),
+            std::env::var_os(ENV_CONTAINERD2),
         );
-        let tools = if let (Some(a), Some(e), Some(c), Some(g)) = from_env {
+        let tools = if let (Some(a), Some(e), Some(c), Some(g), Some(d)) = from_env {
             Tools {
                 kube_apiserver: a.into(),
                 etcd: e.into(),
                 gardener_crds: c.into(),
                 gvisor: g.into(),
+                containerd2: d.into(),
             }
         } else {
             Self::from_hack_script()?
@@ -50,6 +55,7 @@ impl Tools {
             &tools.etcd,
             &tools.gardener_crds,
             &tools.gvisor,
+            &tools.containerd2,
         ] {
             if !path.exists() {
                 return Err(Error::Tools(format!(
@@ -94,6 +100,7 @@ impl Tools {
             etcd: var(ENV_ETCD)?,
             gardener_crds: var(ENV_CRDS)?,
             gvisor: var(ENV_GVISOR)?,
+            containerd2: var(ENV_CONTAINERD2)?,
         })
     }
 }

@@ -1,0 +1,203 @@
+//! Asking containerd over the CRI API whether it answers and whether a runtime handler is
+//! loaded: the proof the agent waits for before it announces a node ready.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::{RuntimeHandler, StatusRequest, VersionRequest};
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint};
+
+/// What went wrong talking to containerd.
+#[derive(Debug, thiserror::Error)]
+pub enum CriError {
+    #[error("cannot reach containerd's CRI API at {socket}: {message}")]
+    Unreachable { socket: PathBuf, message: String },
+    #[error("containerd at {socket} did not answer within {seconds} s (last error: {last})")]
+    Timeout {
+        socket: PathBuf,
+        seconds: u64,
+        last: String,
+    },
+    #[error("containerd's CRI status is not readable: {0}")]
+    Status(String),
+}
+
+/// A CRI client on containerd's socket.
+#[derive(Clone, Debug)]
+pub struct Cri {
+    socket: PathBuf,
+    channel: Channel,
+}
+
+/// What containerd reports about one runtime handler.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HandlerState {
+    /// Listed with the expected runtime type.
+    Loaded,
+    /// Listed, but with another runtime type (e.g. an outdated entry still loaded).
+    WrongType { actual: String },
+    /// Not listed.
+    Missing,
+}
+
+impl Cri {
+    /// A client for `socket`; connects lazily, so containerd need not run yet.
+    pub fn new(socket: impl Into<PathBuf>) -> Self {
+        let socket = socket.into();
+        let path = socket.clone();
+        // The URI is required by tonic but unused: every connection goes to the socket.
+        let channel =
+            Endpoint::from_static("http://[::]:0")
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(20))
+                .connect_with_connector_lazy(tower::service_fn(move |_| {
+                    let path = path.clone();
+                    async move {
+                        Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?))
+                    }
+                }));
+        Cri { socket, channel }
+    }
+
+    /// The socket this client talks to.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The generated RuntimeService client, for callers that need more than this module offers.
+    pub fn runtime_service(&self) -> RuntimeServiceClient<Channel> {
+        RuntimeServiceClient::new(self.channel.clone())
+    }
+
+    fn unreachable(&self, e: impl std::fmt::Display) -> CriError {
+        CriError::Unreachable {
+            socket: self.socket.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// containerd's version, as `<runtime name> <runtime version>`.
+    pub async fn version(&self) -> Result<String, CriError> {
+        let version = self
+            .runtime_service()
+            .version(VersionRequest::default())
+            .await
+            .map_err(|e| self.unreachable(e.message()))?
+            .into_inner();
+        Ok(format!(
+            "{} {}",
+            version.runtime_name, version.runtime_version
+        ))
+    }
+
+    /// Waits until containerd answers a CRI `Version` call, trying every 200 ms.
+    pub async fn wait_until_answering(&self, timeout: Duration) -> Result<String, CriError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.version().await {
+                Ok(version) => return Ok(version),
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    return Err(CriError::Timeout {
+                        socket: self.socket.clone(),
+                        seconds: timeout.as_secs(),
+                        last: e.to_string(),
+                    });
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    /// Whether containerd has loaded handler `name` with `runtime_type`, from its verbose
+    /// CRI status.
+    pub async fn handler(&self, name: &str, runtime_type: &str) -> Result<HandlerState, CriError> {
+        let status = self
+            .runtime_service()
+            .status(StatusRequest { verbose: true })
+            .await
+            .map_err(|e| self.unreachable(e.message()))?
+            .into_inner();
+        handler_state(&status.info, &status.runtime_handlers, name, runtime_type)
+    }
+}
+
+/// Reads a handler's state from a verbose CRI status. containerd 1.6 to 2.x put their CRI
+/// configuration as JSON under `info["config"]` with the runtimes at `containerd.runtimes`;
+/// newer ones also list `runtime_handlers`, which alone do not tell the runtime type.
+pub fn handler_state(
+    info: &HashMap<String, String>,
+    handlers: &[RuntimeHandler],
+    name: &str,
+    runtime_type: &str,
+) -> Result<HandlerState, CriError> {
+    let Some(config) = info.get("config") else {
+        return Err(CriError::Status(
+            "the verbose status has no \"config\" entry".into(),
+        ));
+    };
+    let config: serde_json::Value = serde_json::from_str(config)
+        .map_err(|e| CriError::Status(format!("\"config\" is not JSON: {e}")))?;
+    let Some(runtimes) = config.pointer("/containerd/runtimes") else {
+        return Err(CriError::Status(
+            "\"config\" has no containerd.runtimes".into(),
+        ));
+    };
+    match runtimes.get(name) {
+        Some(runtime) => {
+            let actual = runtime
+                .get("runtimeType")
+                .and_then(|t| t.as_str())
+                .unwrap_or_default();
+            if actual == runtime_type {
+                Ok(HandlerState::Loaded)
+            } else {
+                Ok(HandlerState::WrongType {
+                    actual: actual.to_string(),
+                })
+            }
+        }
+        None if handlers.iter().any(|h| h.name == name) => Ok(HandlerState::WrongType {
+            actual: "(not in containerd.runtimes)".into(),
+        }),
+        None => Ok(HandlerState::Missing),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(config: &str) -> HashMap<String, String> {
+        [("config".to_string(), config.to_string())].into()
+    }
+
+    #[test]
+    fn reads_runtimes_from_the_verbose_config() {
+        let i = info(
+            r#"{"containerd":{"runtimes":{"runc":{"runtimeType":"io.containerd.runc.v2"},"runsc":{"runtimeType":"io.containerd.runsc.v1"}}}}"#,
+        );
+        let state = |name, ty| handler_state(&i, &[], name, ty).unwrap();
+        assert_eq!(
+            state("runsc", "io.containerd.runsc.v1"),
+            HandlerState::Loaded
+        );
+        assert_eq!(
+            state("runc", "io.containerd.runsc.v1"),
+            HandlerState::WrongType {
+                actual: "io.containerd.runc.v2".into()
+            }
+        );
+        assert_eq!(state("kata", "x"), HandlerState::Missing);
+    }
+
+    #[test]
+    fn an_unreadable_status_is_an_error_not_a_missing_handler() {
+        assert!(handler_state(&HashMap::new(), &[], "runsc", "t").is_err());
+        assert!(handler_state(&info("not json"), &[], "runsc", "t").is_err());
+        assert!(handler_state(&info("{}"), &[], "runsc", "t").is_err());
+    }
+}

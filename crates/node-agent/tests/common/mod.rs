@@ -1,0 +1,153 @@
+//! Shared by the node agent's scenario tests: running a pod and a container over the CRI
+//! API, as the kubelet would, on a [`TestNode`]'s containerd.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use k8s_cri::v1::{
+    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
+    CreateContainerRequest, ImageSpec, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
+    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
+};
+use sandbox_node_agent::cri::Cri;
+use sandbox_testenv::node::BUSYBOX_IMAGE;
+
+/// What a container printed, and how it ended.
+#[derive(Debug)]
+pub struct RunResult {
+    pub exit_code: i32,
+    /// The container's output, without the CRI log prefixes.
+    pub output: String,
+}
+
+/// Runs `command` in a busybox container of a new host-network pod with `handler` ("" is the
+/// default runtime, runc), waits for it to exit, and removes the pod. `logs` is a folder for
+/// the CRI log files.
+pub async fn run_pod(
+    cri: &Cri,
+    handler: &str,
+    command: &[&str],
+    logs: &Path,
+) -> Result<RunResult, String> {
+    let mut rt = cri.runtime_service();
+    let uid = format!(
+        "{handler}-{}",
+        std::process::id() as u128 * 1000 + Instant::now().elapsed().as_nanos() % 1000
+    );
+    let log_directory = logs.join(&uid);
+    std::fs::create_dir_all(&log_directory).map_err(|e| e.to_string())?;
+    let sandbox_config = PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: format!("test-{uid}"),
+            uid: uid.clone(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        log_directory: log_directory.display().to_string(),
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                // No CNI on a test node: host network, as hostNetwork pods use.
+                namespace_options: Some(NamespaceOption {
+                    network: NamespaceMode::Node as i32,
+                    ..NamespaceOption::default()
+                }),
+                ..LinuxSandboxSecurityContext::default()
+            }),
+            ..LinuxPodSandboxConfig::default()
+        }),
+        ..PodSandboxConfig::default()
+    };
+    let sandbox = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(sandbox_config.clone()),
+            runtime_handler: handler.into(),
+        })
+        .await
+        .map_err(|e| format!("RunPodSandbox with handler {handler:?}: {}", e.message()))?
+        .into_inner()
+        .pod_sandbox_id;
+    let result = run_container(cri, &sandbox, &sandbox_config, command, &log_directory).await;
+    let _ = rt
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: sandbox.clone(),
+        })
+        .await;
+    let _ = rt
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: sandbox,
+        })
+        .await;
+    result
+}
+
+async fn run_container(
+    cri: &Cri,
+    sandbox: &str,
+    sandbox_config: &PodSandboxConfig,
+    command: &[&str],
+    log_directory: &Path,
+) -> Result<RunResult, String> {
+    let mut rt = cri.runtime_service();
+    let container = rt
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: sandbox.into(),
+            config: Some(ContainerConfig {
+                metadata: Some(ContainerMetadata {
+                    name: "main".into(),
+                    attempt: 0,
+                }),
+                image: Some(ImageSpec {
+                    image: BUSYBOX_IMAGE.into(),
+                    ..ImageSpec::default()
+                }),
+                command: command.iter().map(|s| s.to_string()).collect(),
+                log_path: "main.log".into(),
+                ..ContainerConfig::default()
+            }),
+            sandbox_config: Some(sandbox_config.clone()),
+        })
+        .await
+        .map_err(|e| format!("CreateContainer: {}", e.message()))?
+        .into_inner()
+        .container_id;
+    rt.start_container(StartContainerRequest {
+        container_id: container.clone(),
+    })
+    .await
+    .map_err(|e| format!("StartContainer: {}", e.message()))?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = rt
+            .container_status(ContainerStatusRequest {
+                container_id: container.clone(),
+                verbose: false,
+            })
+            .await
+            .map_err(|e| format!("ContainerStatus: {}", e.message()))?
+            .into_inner()
+            .status
+            .ok_or("ContainerStatus without status")?;
+        if status.state == ContainerState::ContainerExited as i32 {
+            let log = std::fs::read_to_string(log_directory.join("main.log")).unwrap_or_default();
+            return Ok(RunResult {
+                exit_code: status.exit_code,
+                output: strip_cri_log(&log),
+            });
+        }
+        if Instant::now() > deadline {
+            return Err(format!("container still {:?} after 60 s", status.state));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// CRI log lines are `<time> <stream> <P|F> <text>`.
+fn strip_cri_log(log: &str) -> String {
+    log.lines()
+        .map(|line| line.splitn(4, ' ').nth(3).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -1,0 +1,459 @@
+//! A throw-away "node" for the node agent's tests: a temporary host root with its own
+//! containerd (private root, state, socket and configuration), and locally built images.
+//!
+//! containerd runs in a private mount namespace in which the host root's `etc/containerd`
+//! is bind-mounted onto `/etc/containerd`: the agent edits files under the host root exactly
+//! as it would under `/host` on a node, and containerd and its shims read them at the
+//! absolute paths the configuration names (`/etc/containerd/runsc.toml`,
+//! `/etc/containerd/conf.d/*.toml`). The host root's `usr/local/bin` comes first on
+//! containerd's `PATH`, so the shims the agent installs there are the ones containerd runs.
+//! Needs root (mount namespaces, overlayfs, runc), as CI has.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sandbox_runtime::manifests::sha256_hex;
+use toml_edit::{DocumentMut, Item, Table, value};
+
+use crate::{Error, Result, Server, Tools, io_err};
+
+/// The pause image every test node's sandboxes use (built locally, never pulled).
+pub const PAUSE_IMAGE: &str = "localhost/runtime-sandbox-test/pause:1";
+/// A busybox image with `sh`, `dmesg`, `sleep`, `cat` and `echo`.
+pub const BUSYBOX_IMAGE: &str = "localhost/runtime-sandbox-test/busybox:1";
+/// Where the agent installs binaries in the tests (a host path).
+pub const BINARY_PATH: &str = "/usr/local/bin";
+
+/// Which containerd the node runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// Debian's containerd 1.6 (`/usr/bin/containerd`), configuration version 2.
+    Debian,
+    /// The pinned containerd 2.x from `hack/tools.sh`, configuration version 3.
+    V2,
+}
+
+/// A host root with a containerd that can be started, stopped and restarted.
+pub struct TestNode {
+    dir: tempfile::TempDir,
+    flavor: Flavor,
+    containerd: PathBuf,
+    ctr: PathBuf,
+    path_env: String,
+    server: Mutex<Option<Server>>,
+    starts: Mutex<usize>,
+}
+
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The mount-namespace wrapper: bind the host root's containerd folder, then become containerd.
+const LAUNCHER: &str =
+    r#"mount --bind "$1" /etc/containerd && exec "$2" --config /etc/containerd/config.toml"#;
+
+impl TestNode {
+    /// A new host root with containerd's default configuration for `flavor`, moved into the
+    /// host root (root, state, sockets) and pointed at the local pause image. containerd is
+    /// not started.
+    pub fn new(flavor: Flavor) -> Result<Self> {
+        let tools = Tools::locate()?;
+        let (containerd, ctr) = match flavor {
+            Flavor::Debian => (
+                PathBuf::from("/usr/bin/containerd"),
+                PathBuf::from("/usr/bin/ctr"),
+            ),
+            Flavor::V2 => (
+                tools.containerd2.join("containerd"),
+                tools.containerd2.join("ctr"),
+            ),
+        };
+        for binary in [&containerd, &ctr] {
+            if !binary.exists() {
+                return Err(Error::Tools(format!(
+                    "{} is missing (Debian: 'apt-get install containerd runc'; 2.x: hack/tools.sh ensure containerd)",
+                    binary.display()
+                )));
+            }
+        }
+        // The mount point of the bind mount; Debian's package creates it anyway.
+        std::fs::create_dir_all("/etc/containerd").map_err(io_err("/etc/containerd"))?;
+        let dir = tempfile::Builder::new()
+            .prefix("node-")
+            .tempdir()
+            .map_err(io_err(std::env::temp_dir()))?;
+        let root = dir.path().to_path_buf();
+        let mut path_env = format!(
+            "{}",
+            root.join(BINARY_PATH.trim_start_matches('/')).display()
+        );
+        if flavor == Flavor::V2 {
+            // containerd 2.x's own runc shim.
+            path_env.push_str(&format!(":{}", tools.containerd2.display()));
+        }
+        path_env.push_str(":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        let node = TestNode {
+            dir,
+            flavor,
+            containerd,
+            ctr,
+            path_env,
+            server: Mutex::new(None),
+            starts: Mutex::new(0),
+        };
+        for folder in [
+            "etc/containerd",
+            "run/containerd",
+            "var/lib/containerd",
+            BINARY_PATH,
+        ] {
+            let path = node.path(folder);
+            std::fs::create_dir_all(&path).map_err(io_err(&path))?;
+        }
+        let default = Command::new(&node.containerd)
+            .args(["config", "default"])
+            .output()
+            .map_err(io_err(&node.containerd))?;
+        if !default.status.success() {
+            return Err(Error::Tools(format!(
+                "{} config default failed: {}",
+                node.containerd.display(),
+                String::from_utf8_lossy(&default.stderr)
+            )));
+        }
+        let config = node.relocate(&String::from_utf8_lossy(&default.stdout))?;
+        node.write_config(&config)?;
+        Ok(node)
+    }
+
+    /// The host root (what the agent gets as `--host-root`).
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The agent's path of host path `path`.
+    pub fn path(&self, path: &str) -> PathBuf {
+        self.root().join(path.trim_start_matches('/'))
+    }
+
+    /// Which containerd this node runs.
+    pub fn flavor(&self) -> Flavor {
+        self.flavor
+    }
+
+    /// containerd's socket.
+    pub fn socket(&self) -> PathBuf {
+        self.path("/run/containerd/containerd.sock")
+    }
+
+    /// The host's `config.toml` (in the host root).
+    pub fn config_path(&self) -> PathBuf {
+        self.path("/etc/containerd/config.toml")
+    }
+
+    /// Replaces `config.toml`.
+    pub fn write_config(&self, text: &str) -> Result<()> {
+        let path = self.config_path();
+        std::fs::write(&path, text).map_err(io_err(&path))
+    }
+
+    /// Moves the default configuration's paths into the host root, turns NRI off (its
+    /// socket is machine-wide), names the local pause image and keeps oom_score_adj restricted.
+    fn relocate(&self, default: &str) -> Result<String> {
+        let mut doc: DocumentMut = default
+            .parse()
+            .map_err(|e| Error::Tools(format!("containerd config default is not TOML: {e}")))?;
+        let at = |p: &str| self.path(p).display().to_string();
+        doc["root"] = value(at("/var/lib/containerd"));
+        doc["state"] = value(at("/run/containerd"));
+        let grpc = at("/run/containerd/containerd.sock");
+        let ttrpc = at("/run/containerd/containerd.sock.ttrpc");
+        if doc.contains_key("grpc") {
+            // Version 2: top-level server sections.
+            doc["grpc"]["address"] = value(grpc);
+            if let Some(table) = doc.get_mut("ttrpc").and_then(Item::as_table_like_mut) {
+                table.insert("address", value(ttrpc));
+            }
+        } else {
+            // Versions 3 and 4: the servers are plugins.
+            doc["plugins"]["io.containerd.server.v1.grpc"]["address"] = value(grpc);
+            doc["plugins"]["io.containerd.server.v1.ttrpc"]["address"] = value(ttrpc);
+        }
+        let plugins = doc["plugins"]
+            .as_table_like_mut()
+            .ok_or_else(|| Error::Tools("containerd config default has no [plugins]".into()))?;
+        if let Some(opt) = plugins
+            .get_mut("io.containerd.internal.v1.opt")
+            .and_then(Item::as_table_like_mut)
+        {
+            opt.insert("path", value(at("/opt/containerd")));
+        }
+        if let Some(nri) = plugins
+            .get_mut("io.containerd.nri.v1.nri")
+            .and_then(Item::as_table_like_mut)
+        {
+            nri.insert("disable", value(true));
+        }
+        // Test machines are often containers themselves, which may not lower oom_score_adj
+        // below their own (kind sets the same).
+        let runtime_plugin = match self.flavor {
+            Flavor::Debian => "io.containerd.grpc.v1.cri",
+            Flavor::V2 => "io.containerd.cri.v1.runtime",
+        };
+        doc["plugins"][runtime_plugin]["restrict_oom_score_adj"] = value(true);
+        match self.flavor {
+            Flavor::Debian => {
+                doc["plugins"]["io.containerd.grpc.v1.cri"]["sandbox_image"] = value(PAUSE_IMAGE);
+            }
+            Flavor::V2 => {
+                let images = &mut doc["plugins"]["io.containerd.cri.v1.images"];
+                if images.get("pinned_images").is_none() {
+                    images["pinned_images"] = Item::Table(Table::new());
+                }
+                images["pinned_images"]["sandbox"] = value(PAUSE_IMAGE);
+            }
+        }
+        Ok(doc.to_string())
+    }
+
+    /// Starts containerd and waits until its socket accepts connections.
+    pub fn start(&self) -> Result<()> {
+        let mut server = self.server.lock().unwrap_or_else(|e| e.into_inner());
+        if server.is_some() {
+            return Ok(());
+        }
+        let etc = self.path("/etc/containerd");
+        let args: Vec<String> = vec![
+            format!("PATH={}", self.path_env),
+            "unshare".into(),
+            "--mount".into(),
+            "--propagation".into(),
+            "private".into(),
+            "sh".into(),
+            "-c".into(),
+            LAUNCHER.into(),
+            "containerd-launcher".into(),
+            etc.display().to_string(),
+            self.containerd.display().to_string(),
+        ];
+        let started = Server::start(
+            "containerd",
+            Path::new("/usr/bin/env"),
+            &args,
+            self.root(),
+            None,
+        )?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        while std::os::unix::net::UnixStream::connect(self.socket()).is_err() {
+            if !started.is_running() || Instant::now() > deadline {
+                return Err(Error::NotReady {
+                    server: "containerd",
+                    seconds: START_TIMEOUT.as_secs(),
+                    log_tail: started.log_tail(30),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        *server = Some(started);
+        *self.starts.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        Ok(())
+    }
+
+    /// Stops containerd (TERM, then KILL after 10 s). Running shims and sandboxes survive,
+    /// as on a real node.
+    pub fn stop(&self) {
+        let server = self.server.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(server);
+        let _ = std::fs::remove_file(self.socket());
+    }
+
+    /// Stops and starts containerd; fails when it does not come up.
+    pub fn restart(&self) -> Result<()> {
+        self.stop();
+        self.start()
+    }
+
+    /// How often containerd was started since the node was made (the first start included).
+    pub fn starts(&self) -> usize {
+        *self.starts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether containerd is running.
+    pub fn is_running(&self) -> bool {
+        self.server
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(Server::is_running)
+    }
+
+    /// The last lines of containerd's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        match &*self.server.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(server) => server.log_tail(lines),
+            None => std::fs::read_to_string(self.root().join("containerd.log"))
+                .map(|log| {
+                    let all: Vec<&str> = log.lines().collect();
+                    all[all.len().saturating_sub(lines)..].join("\n")
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Imports the pause and busybox images (built from the host's static busybox) into
+    /// containerd's `k8s.io` namespace, as the kubelet's pulls would.
+    pub fn import_images(&self) -> Result<()> {
+        let busybox = std::fs::read(BUSYBOX).map_err(|e| {
+            Error::Tools(format!(
+                "{BUSYBOX}: {e}; install Debian's busybox-static (hack/prereqs.sh does)"
+            ))
+        })?;
+        for (name, entrypoint) in [
+            (PAUSE_IMAGE, &["/bin/sleep", "2147483647"][..]),
+            (BUSYBOX_IMAGE, &["/bin/sh"][..]),
+        ] {
+            let archive = self
+                .root()
+                .join(format!("{}.tar", sha256_hex(name.as_bytes())));
+            std::fs::write(&archive, oci_archive(name, &busybox, entrypoint)?)
+                .map_err(io_err(&archive))?;
+            let output = Command::new(&self.ctr)
+                .arg("--address")
+                .arg(self.socket())
+                .args(["--namespace", "k8s.io", "images", "import"])
+                .arg(&archive)
+                .output()
+                .map_err(io_err(&self.ctr))?;
+            if !output.status.success() {
+                return Err(Error::Tools(format!(
+                    "ctr images import {name} failed: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                )));
+            }
+            let _ = std::fs::remove_file(&archive);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.stop();
+        // Sandboxes the test left behind: their shims and runsc processes run under our host
+        // root's state folders; stop them so nothing outlives the test.
+        let root = self.root().display().to_string();
+        let _ = Command::new("pkill").args(["-KILL", "-f", &root]).status();
+    }
+}
+
+/// Debian's busybox-static.
+const BUSYBOX: &str = "/bin/busybox";
+
+/// The Go name of this machine's architecture, as OCI image configurations spell it.
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// An OCI image archive (`ctr images import` format) named `name`: one layer with the static
+/// busybox and its applets, and `entrypoint`.
+pub fn oci_archive(name: &str, busybox: &[u8], entrypoint: &[&str]) -> Result<Vec<u8>> {
+    let tar_err = |e: std::io::Error| Error::Tools(format!("building the image archive: {e}"));
+    let mut layer = tar::Builder::new(Vec::new());
+    let dir = |path: &str, b: &mut tar::Builder<Vec<u8>>| -> std::io::Result<()> {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_mode(0o755);
+        header.set_size(0);
+        header.set_mtime(0);
+        b.append_data(&mut header, path, std::io::empty())
+    };
+    for folder in ["bin", "dev", "etc", "proc", "sys", "tmp"] {
+        dir(folder, &mut layer).map_err(tar_err)?;
+    }
+    let mut header = tar::Header::new_gnu();
+    header.set_mode(0o755);
+    header.set_size(busybox.len() as u64);
+    header.set_mtime(0);
+    layer
+        .append_data(&mut header, "bin/busybox", busybox)
+        .map_err(tar_err)?;
+    for applet in ["sh", "sleep", "dmesg", "cat", "echo", "ls", "uname"] {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_mode(0o777);
+        header.set_size(0);
+        header.set_mtime(0);
+        layer
+            .append_link(&mut header, format!("bin/{applet}"), "busybox")
+            .map_err(tar_err)?;
+    }
+    let layer = layer.into_inner().map_err(tar_err)?;
+    let layer_digest = sha256_hex(&layer);
+
+    let config = serde_json::json!({
+        "architecture": go_arch(),
+        "os": "linux",
+        "config": {"Entrypoint": entrypoint, "Env": ["PATH=/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_digest}")]},
+    })
+    .to_string()
+    .into_bytes();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": format!("sha256:{}", sha256_hex(&config)), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": format!("sha256:{layer_digest}"), "size": layer.len()}],
+    })
+    .to_string()
+    .into_bytes();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": format!("sha256:{}", sha256_hex(&manifest)),
+            "size": manifest.len(),
+            "platform": {"architecture": go_arch(), "os": "linux"},
+            "annotations": {
+                "io.containerd.image.name": name,
+                "org.opencontainers.image.ref.name": name,
+            },
+        }],
+    })
+    .to_string()
+    .into_bytes();
+
+    let mut archive = tar::Builder::new(Vec::new());
+    let file = |path: String, content: &[u8], b: &mut tar::Builder<Vec<u8>>| {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        header.set_size(content.len() as u64);
+        header.set_mtime(0);
+        b.append_data(&mut header, path, content)
+    };
+    file(
+        "oci-layout".into(),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+        &mut archive,
+    )
+    .map_err(tar_err)?;
+    file("index.json".into(), &index, &mut archive).map_err(tar_err)?;
+    for blob in [&layer, &config, &manifest] {
+        file(
+            format!("blobs/sha256/{}", sha256_hex(blob)),
+            blob,
+            &mut archive,
+        )
+        .map_err(tar_err)?;
+    }
+    let mut bytes = archive.into_inner().map_err(tar_err)?;
+    bytes.flush().map_err(tar_err)?;
+    Ok(bytes)
+}
