@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds (or finds in the cache) the pinned upstream programs our tests run for real.
 #
-#   hack/tools.sh ensure [kube-apiserver|etcd|gardener-crds|gvisor|containerd|all]   build what is missing
+#   hack/tools.sh ensure [kube-apiserver|etcd|gardener-crds|gvisor|containerd|containerd17|all]   build what is missing
 #   hack/tools.sh path   <tool>                                     print the cached path
 #   hack/tools.sh env                                               print SANDBOX_* variables
 #
@@ -148,6 +148,29 @@ build_containerd() {
   publish "$dir" "$work" containerd ctr containerd-shim-runc-v2
 }
 
+build_containerd17() {
+  local dir=$TOOLS_DIR/containerd-$CONTAINERD17_VERSION
+  [ -x "$dir/containerd" ] && [ -x "$dir/ctr" ] && [ -x "$dir/containerd-shim-runc-v2" ] && return 0
+  need_go
+  echo "building containerd $CONTAINERD17_VERSION from the Go module proxy..." >&2
+  local work; work=$(mktemp -d)
+  mkdir -p "$TOOLS_DIR"
+  (
+    cd "$work"
+    run_go "go mod init" "$work/log" go mod init sandbox.local/containerd17-build
+    local mod=github.com/containerd/containerd
+    run_go "resolving containerd $CONTAINERD17_VERSION dependencies" "$work/log" \
+      go get "$mod/cmd/containerd@$CONTAINERD17_VERSION" "$mod/cmd/ctr@$CONTAINERD17_VERSION" \
+      "$mod/cmd/containerd-shim-runc-v2@$CONTAINERD17_VERSION"
+    local ldflags="-s -w -X $mod/version.Version=$CONTAINERD17_VERSION"
+    for cmd in containerd ctr containerd-shim-runc-v2; do
+      CGO_ENABLED=0 run_go "building $cmd $CONTAINERD17_VERSION" "$work/log" go build -trimpath \
+        -tags no_btrfs -ldflags "$ldflags" -o "$work/$cmd" "$mod/cmd/$cmd"
+    done
+  )
+  publish "$dir" "$work" containerd ctr containerd-shim-runc-v2
+}
+
 fetch_gardener_crds() {
   local dir=$TOOLS_DIR/gardener-crds-$GARDENER_VERSION
   [ -f "$dir/.complete" ] && return 0
@@ -175,7 +198,8 @@ tool_path() {
     gardener-crds) echo "$TOOLS_DIR/gardener-crds-$GARDENER_VERSION" ;;
     gvisor) echo "$TOOLS_DIR/gvisor-$GVISOR_VERSION" ;;
     containerd) echo "$TOOLS_DIR/containerd-$CONTAINERD_VERSION" ;;
-    *) die "unknown tool '$1' (known: kube-apiserver, etcd, gardener-crds, gvisor, containerd)" ;;
+    containerd17) echo "$TOOLS_DIR/containerd-$CONTAINERD17_VERSION" ;;
+    *) die "unknown tool '$1' (known: kube-apiserver, etcd, gardener-crds, gvisor, containerd, containerd17)" ;;
   esac
 }
 
@@ -186,8 +210,9 @@ ensure() {
     gardener-crds) fetch_gardener_crds ;;
     gvisor) build_gvisor ;;
     containerd) build_containerd ;;
-    all) fetch_gardener_crds; build_etcd; build_kube_apiserver; build_gvisor; build_containerd ;;
-    *) die "unknown tool '$1' (known: kube-apiserver, etcd, gardener-crds, gvisor, containerd, all)" ;;
+    containerd17) build_containerd17 ;;
+    all) fetch_gardener_crds; build_etcd; build_kube_apiserver; build_gvisor; build_containerd; build_containerd17 ;;
+    *) die "unknown tool '$1' (known: kube-apiserver, etcd, gardener-crds, gvisor, containerd, containerd17, all)" ;;
   esac
 }
 
@@ -200,6 +225,7 @@ case ${1:-} in
     echo "SANDBOX_GARDENER_CRDS=$(tool_path gardener-crds)"
     echo "SANDBOX_GVISOR=$(tool_path gvisor)"
     echo "SANDBOX_CONTAINERD2=$(tool_path containerd)"
+    echo "SANDBOX_CONTAINERD17=$(tool_path containerd17)"
     ;;
   *) die "usage: hack/tools.sh ensure [tool|all] | path <tool> | env" ;;
 esac

@@ -82,16 +82,19 @@ impl Cri {
 
     /// containerd's version, as `<runtime name> <runtime version>`.
     pub async fn version(&self) -> Result<String, CriError> {
+        let (name, version) = self.runtime_version().await?;
+        Ok(format!("{name} {version}"))
+    }
+
+    /// The runtime's name and version, e.g. `("containerd", "v2.4.2")`.
+    pub async fn runtime_version(&self) -> Result<(String, String), CriError> {
         let version = self
             .runtime_service()
             .version(VersionRequest::default())
             .await
             .map_err(|e| self.unreachable(e.message()))?
             .into_inner();
-        Ok(format!(
-            "{} {}",
-            version.runtime_name, version.runtime_version
-        ))
+        Ok((version.runtime_name, version.runtime_version))
     }
 
     /// Waits until containerd answers a CRI `Version` call, trying every 200 ms.
@@ -167,8 +170,25 @@ pub fn handler_state(
     }
 }
 
+/// `(major, minor)` of a containerd version such as `v1.7.35`, `1.6.20~ds1` or `2.4.2-gk`.
+pub fn major_minor(version: &str) -> Option<(u32, u32)> {
+    let mut parts = version.trim_start_matches('v').split(['.', '~', '-', '+']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn containerd_versions_are_read_as_packaged() {
+        assert_eq!(super::major_minor("1.6.20~ds1"), Some((1, 6)));
+        assert_eq!(super::major_minor("v1.7.35"), Some((1, 7)));
+        assert_eq!(super::major_minor("v2.4.2"), Some((2, 4)));
+        assert_eq!(super::major_minor("2.0.0-rc.1"), Some((2, 0)));
+        assert_eq!(super::major_minor("unknown"), None);
+    }
+
     use super::*;
 
     fn info(config: &str) -> HashMap<String, String> {

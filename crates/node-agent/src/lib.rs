@@ -7,8 +7,11 @@
 //! rollback. Restarting containerd, CRI verification, node labels and the `node-agent`
 //! subcommand are the node-agent issue's remaining work.
 
+pub mod agent;
 pub mod binaries;
 pub mod containerd;
 pub mod cri;
 pub mod files;
 pub mod host;
+pub mod lock;
+pub mod restart;

@@ -31,3 +31,8 @@ async fn debian_containerd_runs_runc_pods() {
 async fn containerd_2_runs_runc_pods() {
     runc_pod_runs(Flavor::V2).await;
 }
+
+#[tokio::test]
+async fn containerd_1_7_runs_runc_pods() {
+    runc_pod_runs(Flavor::V17).await;
+}

@@ -1,8 +1,8 @@
 //! A throw-away "node" for the node agent's tests: a temporary host root with its own
 //! containerd (private root, state, socket and configuration), and locally built images.
 //!
-//! containerd runs in a private mount namespace in which the host root's `etc/containerd`
-//! is bind-mounted onto `/etc/containerd`: the agent edits files under the host root exactly
+//! containerd runs in a private mount namespace (inside a user namespace, see [`LAUNCHER`])
+//! in which the host root's `etc/containerd` is bind-mounted onto `/etc/containerd`: the agent edits files under the host root exactly
 //! as it would under `/host` on a node, and containerd and its shims read them at the
 //! absolute paths the configuration names (`/etc/containerd/runsc.toml`,
 //! `/etc/containerd/conf.d/*.toml`). The host root's `usr/local/bin` comes first on
@@ -32,6 +32,8 @@ pub const BINARY_PATH: &str = "/usr/local/bin";
 pub enum Flavor {
     /// Debian's containerd 1.6 (`/usr/bin/containerd`), configuration version 2.
     Debian,
+    /// The pinned containerd 1.7 from `hack/tools.sh`, configuration version 2.
+    V17,
     /// The pinned containerd 2.x from `hack/tools.sh`, configuration version 3.
     V2,
 }
@@ -49,9 +51,31 @@ pub struct TestNode {
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The mount-namespace wrapper: bind the host root's containerd folder, then become containerd.
-const LAUNCHER: &str =
-    r#"mount --bind "$1" /etc/containerd && exec "$2" --config /etc/containerd/config.toml"#;
+/// The namespace wrapper, run under the watchdog with the host root's containerd folder and
+/// the containerd binary as arguments. containerd gets a private mount namespace (the bind
+/// mount of `/etc/containerd`) and network, UTS and IPC namespaces (what its host-network
+/// pods share, so they may mount sysfs and join them) inside a user namespace that maps every id but the last one
+/// to itself: files and processes stay root's, but containerd and the shims know they are
+/// nested and tolerate what the machine forbids. Test machines are often containers without
+/// CAP_SYS_RESOURCE, and gVisor's shim lowers its own OOM score, which needs it; on a real
+/// node that succeeds. TERM is passed on to containerd.
+const LAUNCHER: &str = r#"
+etc=$1; containerd=$2
+sync=$(mktemp -d)
+mkfifo "$sync/ready" "$sync/go"
+unshare --user --mount --net --uts --ipc --propagation private sh -c '
+  echo ready > "$1/ready"; read _ < "$1/go"
+  mount --bind "$2" /etc/containerd && exec "$3" --config /etc/containerd/config.toml
+' namespaced "$sync" "$etc" "$containerd" &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null' TERM INT
+read _ < "$sync/ready"
+echo "0 0 4294967294" > "/proc/$child/uid_map"
+echo "0 0 4294967294" > "/proc/$child/gid_map"
+echo go > "$sync/go"
+rm -rf "$sync"
+while kill -0 "$child" 2>/dev/null; do wait "$child"; done
+"#;
 
 impl TestNode {
     /// A new host root with containerd's default configuration for `flavor`, moved into the
@@ -63,6 +87,10 @@ impl TestNode {
             Flavor::Debian => (
                 PathBuf::from("/usr/bin/containerd"),
                 PathBuf::from("/usr/bin/ctr"),
+            ),
+            Flavor::V17 => (
+                tools.containerd17.join("containerd"),
+                tools.containerd17.join("ctr"),
             ),
             Flavor::V2 => (
                 tools.containerd2.join("containerd"),
@@ -88,9 +116,11 @@ impl TestNode {
             "{}",
             root.join(BINARY_PATH.trim_start_matches('/')).display()
         );
-        if flavor == Flavor::V2 {
-            // containerd 2.x's own runc shim.
-            path_env.push_str(&format!(":{}", tools.containerd2.display()));
+        match flavor {
+            // The pinned containerds' own runc shims.
+            Flavor::V17 => path_env.push_str(&format!(":{}", tools.containerd17.display())),
+            Flavor::V2 => path_env.push_str(&format!(":{}", tools.containerd2.display())),
+            Flavor::Debian => {}
         }
         path_env.push_str(":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
         let node = TestNode {
@@ -198,12 +228,12 @@ impl TestNode {
         // Test machines are often containers themselves, which may not lower oom_score_adj
         // below their own (kind sets the same).
         let runtime_plugin = match self.flavor {
-            Flavor::Debian => "io.containerd.grpc.v1.cri",
+            Flavor::Debian | Flavor::V17 => "io.containerd.grpc.v1.cri",
             Flavor::V2 => "io.containerd.cri.v1.runtime",
         };
         doc["plugins"][runtime_plugin]["restrict_oom_score_adj"] = value(true);
         match self.flavor {
-            Flavor::Debian => {
+            Flavor::Debian | Flavor::V17 => {
                 doc["plugins"]["io.containerd.grpc.v1.cri"]["sandbox_image"] = value(PAUSE_IMAGE);
             }
             Flavor::V2 => {
@@ -226,10 +256,6 @@ impl TestNode {
         let etc = self.path("/etc/containerd");
         let args: Vec<String> = vec![
             format!("PATH={}", self.path_env),
-            "unshare".into(),
-            "--mount".into(),
-            "--propagation".into(),
-            "private".into(),
             "sh".into(),
             "-c".into(),
             LAUNCHER.into(),

@@ -18,6 +18,8 @@ pub struct Tools {
     pub gvisor: PathBuf,
     /// Folder with containerd 2.x: `containerd`, `ctr` and `containerd-shim-runc-v2`.
     pub containerd2: PathBuf,
+    /// Folder with containerd 1.7: `containerd`, `ctr` and `containerd-shim-runc-v2`.
+    pub containerd17: PathBuf,
 }
 
 const ENV_APISERVER: &str = "SANDBOX_KUBE_APISERVER";
@@ -25,10 +27,12 @@ const ENV_ETCD: &str = "SANDBOX_ETCD";
 const ENV_CRDS: &str = "SANDBOX_GARDENER_CRDS";
 const ENV_GVISOR: &str = "SANDBOX_GVISOR";
 const ENV_CONTAINERD2: &str = "SANDBOX_CONTAINERD2";
+const ENV_CONTAINERD17: &str = "SANDBOX_CONTAINERD17";
 
 impl Tools {
     /// Takes the paths from `SANDBOX_KUBE_APISERVER`, `SANDBOX_ETCD`,
-    /// `SANDBOX_GARDENER_CRDS`, `SANDBOX_GVISOR` and `SANDBOX_CONTAINERD2` when all are set; otherwise runs
+    /// `SANDBOX_GARDENER_CRDS`, `SANDBOX_GVISOR`, `SANDBOX_CONTAINERD2` and `SANDBOX_CONTAINERD17`
+    /// when all are set; otherwise runs
     /// `hack/tools.sh`, which builds whatever is missing (once per pinned version) and tells
     /// the paths.
     pub fn locate() -> Result<Self> {
@@ -38,14 +42,16 @@ impl Tools {
             std::env::var_os(ENV_CRDS),
             std::env::var_os(ENV_GVISOR),
             std::env::var_os(ENV_CONTAINERD2),
+            std::env::var_os(ENV_CONTAINERD17),
         );
-        let tools = if let (Some(a), Some(e), Some(c), Some(g), Some(d)) = from_env {
+        let tools = if let (Some(a), Some(e), Some(c), Some(g), Some(d), Some(d17)) = from_env {
             Tools {
                 kube_apiserver: a.into(),
                 etcd: e.into(),
                 gardener_crds: c.into(),
                 gvisor: g.into(),
                 containerd2: d.into(),
+                containerd17: d17.into(),
             }
         } else {
             Self::from_hack_script()?
@@ -56,6 +62,7 @@ impl Tools {
             &tools.gardener_crds,
             &tools.gvisor,
             &tools.containerd2,
+            &tools.containerd17,
         ] {
             if !path.exists() {
                 return Err(Error::Tools(format!(
@@ -101,6 +108,7 @@ impl Tools {
             gardener_crds: var(ENV_CRDS)?,
             gvisor: var(ENV_GVISOR)?,
             containerd2: var(ENV_CONTAINERD2)?,
+            containerd17: var(ENV_CONTAINERD17)?,
         })
     }
 }

@@ -3,7 +3,8 @@
 
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1::{
@@ -23,23 +24,17 @@ pub struct RunResult {
     pub output: String,
 }
 
-/// Runs `command` in a busybox container of a new host-network pod with `handler` ("" is the
-/// default runtime, runc), waits for it to exit, and removes the pod. `logs` is a folder for
-/// the CRI log files.
-pub async fn run_pod(
-    cri: &Cri,
-    handler: &str,
-    command: &[&str],
-    logs: &Path,
-) -> Result<RunResult, String> {
-    let mut rt = cri.runtime_service();
+static PODS: AtomicUsize = AtomicUsize::new(0);
+
+fn sandbox_config(handler: &str, logs: &Path) -> Result<PodSandboxConfig, String> {
     let uid = format!(
-        "{handler}-{}",
-        std::process::id() as u128 * 1000 + Instant::now().elapsed().as_nanos() % 1000
+        "{handler}-{}-{}",
+        std::process::id(),
+        PODS.fetch_add(1, Ordering::Relaxed)
     );
     let log_directory = logs.join(&uid);
     std::fs::create_dir_all(&log_directory).map_err(|e| e.to_string())?;
-    let sandbox_config = PodSandboxConfig {
+    Ok(PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
             name: format!("test-{uid}"),
             uid: uid.clone(),
@@ -59,8 +54,22 @@ pub async fn run_pod(
             ..LinuxPodSandboxConfig::default()
         }),
         ..PodSandboxConfig::default()
-    };
-    let sandbox = rt
+    })
+}
+
+/// Runs `command` in a busybox container of a new host-network pod with `handler` ("" is the
+/// default runtime, runc), waits for it to exit, and removes the pod. `logs` is a folder for
+/// the CRI log files.
+pub async fn run_pod(
+    cri: &Cri,
+    handler: &str,
+    command: &[&str],
+    logs: &Path,
+) -> Result<RunResult, String> {
+    let sandbox_config = sandbox_config(handler, logs)?;
+    let log_directory = PathBuf::from(&sandbox_config.log_directory);
+    let sandbox = cri
+        .runtime_service()
         .run_pod_sandbox(RunPodSandboxRequest {
             config: Some(sandbox_config.clone()),
             runtime_handler: handler.into(),
@@ -69,27 +78,27 @@ pub async fn run_pod(
         .map_err(|e| format!("RunPodSandbox with handler {handler:?}: {}", e.message()))?
         .into_inner()
         .pod_sandbox_id;
-    let result = run_container(cri, &sandbox, &sandbox_config, command, &log_directory).await;
-    let _ = rt
-        .stop_pod_sandbox(StopPodSandboxRequest {
-            pod_sandbox_id: sandbox.clone(),
-        })
-        .await;
-    let _ = rt
-        .remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: sandbox,
-        })
-        .await;
+    let result = match start_container(cri, &sandbox, &sandbox_config, command).await {
+        Ok(container) => wait_for_exit(cri, &container, &log_directory).await,
+        Err(e) => Err(e),
+    };
+    remove_pod(
+        cri,
+        RunningPod {
+            sandbox,
+            container: String::new(),
+        },
+    )
+    .await;
     result
 }
 
-async fn run_container(
+async fn start_container(
     cri: &Cri,
     sandbox: &str,
     sandbox_config: &PodSandboxConfig,
     command: &[&str],
-    log_directory: &Path,
-) -> Result<RunResult, String> {
+) -> Result<String, String> {
     let mut rt = cri.runtime_service();
     let container = rt
         .create_container(CreateContainerRequest {
@@ -118,30 +127,91 @@ async fn run_container(
     })
     .await
     .map_err(|e| format!("StartContainer: {}", e.message()))?;
+    Ok(container)
+}
+
+/// The container's state.
+pub async fn container_state(cri: &Cri, container: &str) -> Result<(ContainerState, i32), String> {
+    let status = cri
+        .runtime_service()
+        .container_status(ContainerStatusRequest {
+            container_id: container.into(),
+            verbose: false,
+        })
+        .await
+        .map_err(|e| format!("ContainerStatus: {}", e.message()))?
+        .into_inner()
+        .status
+        .ok_or("ContainerStatus without status")?;
+    Ok((
+        ContainerState::try_from(status.state).unwrap_or(ContainerState::ContainerUnknown),
+        status.exit_code,
+    ))
+}
+
+async fn wait_for_exit(
+    cri: &Cri,
+    container: &str,
+    log_directory: &Path,
+) -> Result<RunResult, String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let status = rt
-            .container_status(ContainerStatusRequest {
-                container_id: container.clone(),
-                verbose: false,
-            })
-            .await
-            .map_err(|e| format!("ContainerStatus: {}", e.message()))?
-            .into_inner()
-            .status
-            .ok_or("ContainerStatus without status")?;
-        if status.state == ContainerState::ContainerExited as i32 {
+        let (state, exit_code) = container_state(cri, container).await?;
+        if state == ContainerState::ContainerExited {
             let log = std::fs::read_to_string(log_directory.join("main.log")).unwrap_or_default();
             return Ok(RunResult {
-                exit_code: status.exit_code,
+                exit_code,
                 output: strip_cri_log(&log),
             });
         }
         if Instant::now() > deadline {
-            return Err(format!("container still {:?} after 60 s", status.state));
+            return Err(format!("container still {state:?} after 60 s"));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A pod with one long-running container.
+pub struct RunningPod {
+    pub sandbox: String,
+    pub container: String,
+}
+
+/// Starts a pod with `handler` whose container runs `command` until stopped.
+pub async fn start_pod(
+    cri: &Cri,
+    handler: &str,
+    command: &[&str],
+    logs: &Path,
+) -> Result<RunningPod, String> {
+    let sandbox_config = sandbox_config(handler, logs)?;
+    let sandbox = cri
+        .runtime_service()
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(sandbox_config.clone()),
+            runtime_handler: handler.into(),
+        })
+        .await
+        .map_err(|e| format!("RunPodSandbox with handler {handler:?}: {}", e.message()))?
+        .into_inner()
+        .pod_sandbox_id;
+    let container = start_container(cri, &sandbox, &sandbox_config, command).await?;
+    Ok(RunningPod { sandbox, container })
+}
+
+/// Stops and removes a pod.
+pub async fn remove_pod(cri: &Cri, pod: RunningPod) {
+    let mut rt = cri.runtime_service();
+    let _ = rt
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod.sandbox.clone(),
+        })
+        .await;
+    let _ = rt
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod.sandbox,
+        })
+        .await;
 }
 
 /// CRI log lines are `<time> <stream> <P|F> <text>`.

@@ -1,0 +1,401 @@
+//! The node agent against real containerd (the pinned 1.7 with config version 2, the pinned
+//! 2.4 with version 4 and a conf.d import, and Debian's 1.6, which gVisor's current shim no
+//! longer supports) and the pinned runsc: install, prove a gVisor
+//! sandbox runs, re-run, change a flag, upgrade under a running pod, uninstall, and the
+//! failure paths. Each test has its own host root and containerd (see `TestNode`).
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use k8s_cri::v1::ContainerState;
+use sandbox_node_agent::agent::{self, AgentError, GVISOR_BINARIES, Options};
+use sandbox_node_agent::binaries::CHECKSUMS;
+use sandbox_node_agent::cri::{Cri, HandlerState};
+use sandbox_node_agent::host::{self, Host};
+use sandbox_node_agent::restart::{RestartError, Restarter};
+use sandbox_runtime::gvisor::config;
+use sandbox_runtime::manifests::sha256_hex;
+use sandbox_testenv::node::{BINARY_PATH, Flavor, TestNode};
+use serde_json::json;
+
+/// The test's restart mechanism: stops and starts the node's own containerd. With
+/// `refuse_runsc` set it plays a containerd that fails to start with the new configuration
+/// (the fault is injected here: it stays down while the host's containerd configuration
+/// mentions runsc), as a real unit would fail after `RestartUnit`.
+struct TestRestarter {
+    node: Arc<TestNode>,
+    calls: AtomicUsize,
+    refuse_runsc: AtomicBool,
+}
+
+impl TestRestarter {
+    fn new(node: Arc<TestNode>) -> Self {
+        TestRestarter {
+            node,
+            calls: AtomicUsize::new(0),
+            refuse_runsc: AtomicBool::new(false),
+        }
+    }
+
+    fn configuration_mentions_runsc(&self) -> bool {
+        let read = |p: &str| std::fs::read_to_string(self.node.path(p)).unwrap_or_default();
+        read(host::CONFIG_TOML).contains("runsc") || read(host::DROP_IN).contains("runsc")
+    }
+}
+
+impl Restarter for TestRestarter {
+    fn restart(&self) -> BoxFuture<'_, Result<(), RestartError>> {
+        Box::pin(async move {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let node = self.node.clone();
+            let refuse =
+                self.refuse_runsc.load(Ordering::SeqCst) && self.configuration_mentions_runsc();
+            tokio::task::spawn_blocking(move || {
+                node.stop();
+                if refuse {
+                    return Ok(());
+                }
+                node.start().map_err(|e| RestartError(e.to_string()))
+            })
+            .await
+            .map_err(|e| RestartError(e.to_string()))?
+        })
+    }
+}
+
+/// The image's binary folder: the pinned runsc and shim with a `SHA256SUMS`. `trailer`
+/// bytes appended to runsc make a "new release" that still runs (ELF ignores them).
+fn image(dir: &Path, trailer: &[u8]) -> PathBuf {
+    let gvisor = sandbox_testenv::Tools::locate().unwrap().gvisor;
+    let source = dir.join(format!("image-{}", trailer.len()));
+    std::fs::create_dir_all(&source).unwrap();
+    let mut sums = String::new();
+    for name in GVISOR_BINARIES {
+        let mut content = std::fs::read(gvisor.join(name)).unwrap();
+        if name == "runsc" {
+            content.extend_from_slice(trailer);
+        }
+        sums.push_str(&format!("{}  {name}\n", sha256_hex(&content)));
+        std::fs::write(source.join(name), content).unwrap();
+    }
+    std::fs::write(source.join(CHECKSUMS), sums).unwrap();
+    source
+}
+
+fn runsc_toml(flags: serde_json::Value) -> String {
+    config::parse(Some(&json!({
+        "apiVersion": config::API_VERSION,
+        "kind": config::KIND,
+        "configFlags": flags,
+    })))
+    .unwrap()
+    .runsc_toml()
+}
+
+struct Fixture {
+    node: Arc<TestNode>,
+    restarter: TestRestarter,
+    cri: Cri,
+    work: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new(flavor: Flavor) -> Self {
+        let node = Arc::new(TestNode::new(flavor).unwrap());
+        node.start().unwrap();
+        node.import_images().unwrap();
+        Fixture {
+            restarter: TestRestarter::new(node.clone()),
+            cri: Cri::new(node.socket()),
+            node,
+            work: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn options(&self, source: &Path, runsc_toml: String) -> Options {
+        let mut options = Options::gvisor(
+            Host::new(self.node.root()),
+            source.to_path_buf(),
+            BINARY_PATH.to_string(),
+            runsc_toml,
+        );
+        options.restart_timeout = Duration::from_secs(10);
+        options
+    }
+
+    fn logs(&self) -> PathBuf {
+        self.node.path("/var/log/pods")
+    }
+
+    fn restarts(&self) -> usize {
+        self.restarter.calls.load(Ordering::SeqCst)
+    }
+
+    async fn handler(&self) -> HandlerState {
+        self.cri
+            .handler("runsc", "io.containerd.runsc.v1")
+            .await
+            .unwrap()
+    }
+
+    async fn dmesg(&self, handler: &str) -> String {
+        let result = common::run_pod(&self.cri, handler, &["dmesg"], &self.logs())
+            .await
+            .unwrap_or_else(|e| panic!("{e}\ncontainerd log:\n{}", self.node.log_tail(30)));
+        assert_eq!(result.exit_code, 0, "{result:?}");
+        result.output
+    }
+
+    /// Path, size, inode and mtime of every configuration file: equal means nothing was written.
+    fn fingerprint(&self) -> Vec<(String, u64, u64, i64, i64)> {
+        [host::CONFIG_TOML, host::DROP_IN, host::RUNSC_TOML]
+            .iter()
+            .filter_map(|p| {
+                let m = std::fs::metadata(self.node.path(p)).ok()?;
+                Some((p.to_string(), m.len(), m.ino(), m.mtime(), m.mtime_nsec()))
+            })
+            .collect()
+    }
+}
+
+fn assert_gvisor(dmesg: &str) {
+    assert!(
+        dmesg.contains("Starting gVisor..."),
+        "dmesg did not come from gVisor:\n{dmesg}"
+    );
+    assert!(
+        !dmesg.contains("Linux version"),
+        "the host kernel answered dmesg:\n{dmesg}"
+    );
+}
+
+/// The whole life of gVisor on one node.
+async fn lifecycle(flavor: Flavor) {
+    let f = Fixture::new(flavor);
+    let original = std::fs::read(f.node.config_path()).unwrap();
+    let v1 = image(f.work.path(), b"");
+    let options = f.options(&v1, runsc_toml(json!({})));
+
+    // Before: runsc is unknown to containerd.
+    assert_eq!(f.handler().await, HandlerState::Missing);
+
+    // Install: binaries, configuration, one restart, handler verified.
+    let report = agent::install(&options, &f.restarter).await.unwrap();
+    assert_eq!(report.restarts, 1, "{report:?}");
+    assert_eq!(f.restarts(), 1);
+    assert_eq!(report.binaries, GVISOR_BINARIES.to_vec());
+    let expected_config_file = match flavor {
+        // containerd 1.x's default config has no conf.d import: edited in place.
+        Flavor::Debian | Flavor::V17 => host::CONFIG_TOML,
+        // containerd 2.4's default imports conf.d: a drop-in, config.toml untouched.
+        Flavor::V2 => host::DROP_IN,
+    };
+    assert!(
+        report.files.iter().any(|p| p == expected_config_file),
+        "{report:?}"
+    );
+    if flavor == Flavor::V2 {
+        assert_eq!(std::fs::read(f.node.config_path()).unwrap(), original);
+    }
+    assert_eq!(f.handler().await, HandlerState::Loaded);
+
+    // A gVisor pod: dmesg answers from gVisor's kernel.
+    assert_gvisor(&f.dmesg("runsc").await);
+    // runc pods are unaffected.
+    let runc = common::run_pod(&f.cri, "", &["echo", "runc"], &f.logs())
+        .await
+        .unwrap();
+    assert_eq!(runc.output, "runc");
+
+    // Unchanged re-run: zero writes, zero restarts.
+    let before = f.fingerprint();
+    let report = agent::install(&options, &f.restarter).await.unwrap();
+    assert_eq!(report.restarts, 0, "{report:?}");
+    assert!(
+        report.files.is_empty() && report.binaries.is_empty(),
+        "{report:?}"
+    );
+    assert_eq!(f.restarts(), 1);
+    assert_eq!(f.fingerprint(), before);
+
+    // Change net-raw: exactly one restart and the new runsc.toml.
+    let options = f.options(&v1, runsc_toml(json!({"net-raw": "true"})));
+    let report = agent::install(&options, &f.restarter).await.unwrap();
+    assert_eq!(report.restarts, 1, "{report:?}");
+    assert_eq!(report.files, vec![host::RUNSC_TOML.to_string()]);
+    assert_eq!(f.restarts(), 2);
+    assert_eq!(
+        std::fs::read_to_string(f.node.path(host::RUNSC_TOML)).unwrap(),
+        "[runsc_config]\nnet-raw = \"true\"\n"
+    );
+
+    // Upgrade under a running gVisor pod: new binaries by rename, no restart, the pod lives.
+    let pod = common::start_pod(&f.cri, "runsc", &["sleep", "3600"], &f.logs())
+        .await
+        .unwrap();
+    let installed = f.node.path(BINARY_PATH).join("runsc");
+    let old_inode = std::fs::metadata(&installed).unwrap().ino();
+    let v2 = image(f.work.path(), &[0u8; 4096]);
+    let options = f.options(&v2, runsc_toml(json!({"net-raw": "true"})));
+    let report = agent::install(&options, &f.restarter).await.unwrap();
+    assert_eq!(report.binaries, vec!["runsc".to_string()], "{report:?}");
+    assert_eq!(report.restarts, 0, "{report:?}");
+    assert_ne!(std::fs::metadata(&installed).unwrap().ino(), old_inode);
+    assert_eq!(
+        std::fs::read(&installed).unwrap(),
+        std::fs::read(v2.join("runsc")).unwrap()
+    );
+    assert_eq!(
+        common::container_state(&f.cri, &pod.container)
+            .await
+            .unwrap()
+            .0,
+        ContainerState::ContainerRunning,
+        "the running gVisor pod died during the upgrade"
+    );
+    // New pods use the new runsc.
+    assert_gvisor(&f.dmesg("runsc").await);
+    common::remove_pod(&f.cri, pod).await;
+
+    // Uninstall: handler gone after one restart, files and binaries removed, runc still runs.
+    let report = agent::uninstall(&options, &f.restarter).await.unwrap();
+    assert_eq!(report.restarts, 1, "{report:?}");
+    assert_eq!(f.restarts(), 3);
+    assert_eq!(f.handler().await, HandlerState::Missing);
+    assert_eq!(std::fs::read(f.node.config_path()).unwrap(), original);
+    for path in [host::DROP_IN, host::RUNSC_TOML] {
+        assert!(!f.node.path(path).exists(), "{path} is still there");
+    }
+    for name in GVISOR_BINARIES {
+        assert!(
+            !f.node.path(BINARY_PATH).join(name).exists(),
+            "{name} is still there"
+        );
+    }
+    let runc = common::run_pod(&f.cri, "", &["echo", "runc still works"], &f.logs())
+        .await
+        .unwrap();
+    assert_eq!(runc.output, "runc still works");
+    let err = common::run_pod(&f.cri, "runsc", &["true"], &f.logs())
+        .await
+        .unwrap_err();
+    assert!(err.contains("runsc"), "{err}");
+
+    // Uninstalling again changes nothing and restarts nothing.
+    let report = agent::uninstall(&options, &f.restarter).await.unwrap();
+    assert_eq!(
+        report,
+        agent::Report {
+            elapsed: report.elapsed,
+            ..Default::default()
+        }
+    );
+    assert_eq!(f.restarts(), 3);
+}
+
+#[tokio::test]
+async fn lifecycle_on_containerd_1_7() {
+    lifecycle(Flavor::V17).await;
+}
+
+/// gVisor's current shim answers containerd with the bootstrap protocol version 2, which
+/// containerd 1.6 cannot read ("dial unix {\"version\":2,...}: invalid argument"), so the agent
+/// refuses Debian's 1.6 before changing anything rather than announce a node that cannot
+/// start gVisor pods.
+#[tokio::test]
+async fn debian_containerd_1_6_is_refused_before_anything_changes() {
+    let f = Fixture::new(Flavor::Debian);
+    let original = std::fs::read(f.node.config_path()).unwrap();
+    let v1 = image(f.work.path(), b"");
+    let err = agent::install(&f.options(&v1, runsc_toml(json!({}))), &f.restarter)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, AgentError::UnsupportedContainerd { version } if version.starts_with("1.6")),
+        "{err}"
+    );
+    assert!(err.to_string().contains("1.7 or newer"), "{err}");
+    assert_eq!(std::fs::read(f.node.config_path()).unwrap(), original);
+    assert!(!f.node.path(host::RUNSC_TOML).exists());
+    assert!(!f.node.path(BINARY_PATH).join("runsc").exists());
+    assert_eq!(f.restarts(), 0);
+    let runc = common::run_pod(&f.cri, "", &["echo", "ok"], &f.logs())
+        .await
+        .unwrap();
+    assert_eq!(runc.output, "ok");
+}
+
+#[tokio::test]
+async fn lifecycle_on_containerd_2() {
+    lifecycle(Flavor::V2).await;
+}
+
+#[tokio::test]
+async fn a_broken_config_is_an_error_and_stays_untouched() {
+    let f = Fixture::new(Flavor::V17);
+    let broken = b"version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"\nroot = \n";
+    std::fs::write(f.node.config_path(), broken).unwrap();
+    let v1 = image(f.work.path(), b"");
+    let err = agent::install(&f.options(&v1, runsc_toml(json!({}))), &f.restarter)
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, AgentError::Host(_)), "{message}");
+    assert!(message.contains("config.toml"), "{message}");
+    assert_eq!(std::fs::read(f.node.config_path()).unwrap(), broken);
+    assert_eq!(f.restarts(), 0);
+    assert!(!f.node.path(host::RUNSC_TOML).exists());
+}
+
+#[tokio::test]
+async fn containerd_failing_with_the_new_config_gets_the_backup_back() {
+    for flavor in [Flavor::V17, Flavor::V2] {
+        let f = Fixture::new(flavor);
+        let original = std::fs::read(f.node.config_path()).unwrap();
+        f.restarter.refuse_runsc.store(true, Ordering::SeqCst);
+        let v1 = image(f.work.path(), b"");
+        let mut options = f.options(&v1, runsc_toml(json!({})));
+        options.restart_timeout = Duration::from_secs(3);
+        let err = agent::install(&options, &f.restarter).await.unwrap_err();
+        assert!(
+            matches!(&err, AgentError::RolledBack { after, .. } if after == "runs again"),
+            "{flavor:?}: {err}"
+        );
+        // One restart into the failure, one back.
+        assert_eq!(f.restarts(), 2, "{flavor:?}");
+        assert!(f.node.is_running(), "{flavor:?}: containerd is down");
+        assert_eq!(std::fs::read(f.node.config_path()).unwrap(), original);
+        for path in [host::DROP_IN, host::RUNSC_TOML] {
+            assert!(!f.node.path(path).exists(), "{flavor:?}: {path} remained");
+        }
+        let runc = common::run_pod(&f.cri, "", &["echo", "ok"], &f.logs())
+            .await
+            .unwrap();
+        assert_eq!(runc.output, "ok", "{flavor:?}");
+    }
+}
+
+#[tokio::test]
+async fn files_written_but_never_loaded_are_loaded_by_the_next_run() {
+    // An earlier agent wrote the configuration and died before restarting containerd.
+    let f = Fixture::new(Flavor::V17);
+    let v1 = image(f.work.path(), b"");
+    let options = f.options(&v1, runsc_toml(json!({})));
+    host::install(
+        &Host::new(f.node.root()),
+        &options.handler,
+        &options.runsc_toml,
+    )
+    .unwrap();
+    assert_eq!(f.handler().await, HandlerState::Missing);
+    let report = agent::install(&options, &f.restarter).await.unwrap();
+    assert!(report.files.is_empty(), "{report:?}");
+    assert_eq!(report.restarts, 1, "{report:?}");
+    assert_eq!(f.handler().await, HandlerState::Loaded);
+}
