@@ -2,6 +2,7 @@
 //! serves the seed controller, the webhooks and the node agent.
 
 mod controller;
+mod node_agent;
 
 use clap::{Parser, Subcommand};
 
@@ -16,6 +17,8 @@ struct Cli {
 enum Command {
     /// Run the seed-side ContainerRuntime controller (flags as in Gardener's Go extensions).
     Controller(Box<controller::Args>),
+    /// Install, verify and announce (or uninstall) the runtime on this node.
+    NodeAgent(Box<node_agent::Args>),
     /// Print the version and exit.
     Version,
 }
@@ -26,6 +29,10 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()?
             .block_on(controller::run(*args)),
+        Command::NodeAgent(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(node_agent::run(*args)),
         Command::Version => {
             println!(
                 "gardener-extension-runtime-sandbox {}",

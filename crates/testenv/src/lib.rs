@@ -245,7 +245,8 @@ impl ControlPlane {
         let yaml = self
             .pki
             .user_kubeconfig_yaml(&self.server_url, user, groups)?;
-        let path = self.root.join(format!("kubeconfig-{user}"));
+        // KUBECONFIG is a ':'-separated list, and service account users contain ':'.
+        let path = self.root.join(format!("kubeconfig-{}", user.replace([':', '/'], "_")));
         std::fs::write(&path, yaml).map_err(io_err(&path))?;
         Ok(path)
     }

@@ -236,7 +236,8 @@ pub fn installation_objects(input: &InstallationInput<'_>) -> Result<ObjectSet, 
                 }),
                 spec: Some(PodSpec {
                     service_account_name: Some(SERVICE_ACCOUNT.into()),
-                    automount_service_account_token: Some(false),
+                    // The agent labels its node once runsc works there (nodes get/patch only).
+                    automount_service_account_token: Some(true),
                     priority_class_name: Some("system-node-critical".into()),
                     node_selector: Some(node_selector),
                     affinity,

@@ -9,6 +9,7 @@ pub use installation::{InstallationInput, installation_objects};
 
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::node::v1::{RuntimeClass, Scheduling};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::manifests::{ObjectSet, RenderError};
@@ -21,8 +22,12 @@ pub const RUNTIME_CLASS: &str = "gvisor";
 pub const HANDLER: &str = "runsc";
 /// The node label gardenlet sets on pools that run gVisor.
 pub const NODE_LABEL: &str = "containerruntime.worker.gardener.cloud/gvisor";
+/// The label our node agent puts on a node once containerd has loaded `runsc` there.
+pub const NODE_READY_LABEL: &str = "runtime-sandbox.gardener.cloud/gvisor-ready";
 /// ServiceAccount of the node installer in the shoot.
 pub const SERVICE_ACCOUNT: &str = "gvisor";
+/// ClusterRole (and binding) that lets the node agent label nodes.
+pub const NODE_AGENT_CLUSTER_ROLE: &str = "extensions.gardener.cloud:runtime-gvisor:node-agent";
 /// Namespace of everything we put into the shoot.
 pub const SHOOT_NAMESPACE: &str = "kube-system";
 /// The shared ManagedResource (RuntimeClass + ServiceAccount).
@@ -37,8 +42,8 @@ pub fn installation_managed_resource(pool: &str) -> String {
     format!("{INSTALLATION_MANAGED_RESOURCE_PREFIX}{pool}")
 }
 
-/// Objects shared by all gVisor pools of a shoot: the RuntimeClass and the installer's
-/// ServiceAccount.
+/// Objects shared by all gVisor pools of a shoot: the RuntimeClass, and the installer's
+/// ServiceAccount with its permission to label nodes.
 pub fn shared_objects() -> Result<ObjectSet, RenderError> {
     let runtime_class = RuntimeClass {
         metadata: ObjectMeta {
@@ -47,7 +52,14 @@ pub fn shared_objects() -> Result<ObjectSet, RenderError> {
         },
         handler: HANDLER.into(),
         scheduling: Some(Scheduling {
-            node_selector: Some([(NODE_LABEL.to_string(), "true".to_string())].into()),
+            // Only nodes whose agent verified that containerd loaded runsc.
+            node_selector: Some(
+                [
+                    (NODE_LABEL.to_string(), "true".to_string()),
+                    (NODE_READY_LABEL.to_string(), "true".to_string()),
+                ]
+                .into(),
+            ),
             tolerations: None,
         }),
         overhead: None,
@@ -61,8 +73,41 @@ pub fn shared_objects() -> Result<ObjectSet, RenderError> {
         automount_service_account_token: Some(false),
         ..ServiceAccount::default()
     };
+    // The agent labels its own node: nodes get and patch, nothing else.
+    let cluster_role = ClusterRole {
+        metadata: ObjectMeta {
+            name: Some(NODE_AGENT_CLUSTER_ROLE.into()),
+            ..ObjectMeta::default()
+        },
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["nodes".into()]),
+            verbs: vec!["get".into(), "patch".into()],
+            ..PolicyRule::default()
+        }]),
+        ..ClusterRole::default()
+    };
+    let binding = ClusterRoleBinding {
+        metadata: ObjectMeta {
+            name: Some(NODE_AGENT_CLUSTER_ROLE.into()),
+            ..ObjectMeta::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: NODE_AGENT_CLUSTER_ROLE.into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: SERVICE_ACCOUNT.into(),
+            namespace: Some(SHOOT_NAMESPACE.into()),
+            ..Subject::default()
+        }]),
+    };
     let mut set = ObjectSet::default();
     set.add(&runtime_class)?;
     set.add(&service_account)?;
+    set.add(&cluster_role)?;
+    set.add(&binding)?;
     Ok(set)
 }
