@@ -246,7 +246,9 @@ impl ControlPlane {
             .pki
             .user_kubeconfig_yaml(&self.server_url, user, groups)?;
         // KUBECONFIG is a ':'-separated list, and service account users contain ':'.
-        let path = self.root.join(format!("kubeconfig-{}", user.replace([':', '/'], "_")));
+        let path = self
+            .root
+            .join(format!("kubeconfig-{}", user.replace([':', '/'], "_")));
         std::fs::write(&path, yaml).map_err(io_err(&path))?;
         Ok(path)
     }
