@@ -65,7 +65,7 @@ pub struct Args {
 }
 
 /// `:8080` means every address, as in Go.
-fn bind_address(flag: &str, value: &str) -> anyhow::Result<SocketAddr> {
+pub fn bind_address(flag: &str, value: &str) -> anyhow::Result<SocketAddr> {
     let full = if value.starts_with(':') {
         format!("0.0.0.0{value}")
     } else {

@@ -1,6 +1,5 @@
 //! `node-agent install|uninstall`: the DaemonSet's command on every node of a gVisor pool.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,16 +62,6 @@ pub struct Args {
     log_level: String,
 }
 
-fn bind_address(value: &str) -> anyhow::Result<SocketAddr> {
-    let full = if value.starts_with(':') {
-        format!("0.0.0.0{value}")
-    } else {
-        value.to_string()
-    };
-    full.parse()
-        .with_context(|| format!("--health-bind-address={value} is not host:port or :port"))
-}
-
 pub async fn run(args: Args) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
@@ -121,7 +110,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         options,
         restarter,
         kube,
-        health: bind_address(&args.health_bind_address)?,
+        health: crate::controller::bind_address("health-bind-address", &args.health_bind_address)?,
         resync: Duration::from_secs(args.resync_seconds.max(1)),
     };
     if args.once {

@@ -66,30 +66,9 @@ pub async fn run_pod(
     command: &[&str],
     logs: &Path,
 ) -> Result<RunResult, String> {
-    let sandbox_config = sandbox_config(handler, logs)?;
-    let log_directory = PathBuf::from(&sandbox_config.log_directory);
-    let sandbox = cri
-        .runtime_service()
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(sandbox_config.clone()),
-            runtime_handler: handler.into(),
-        })
-        .await
-        .map_err(|e| format!("RunPodSandbox with handler {handler:?}: {}", e.message()))?
-        .into_inner()
-        .pod_sandbox_id;
-    let result = match start_container(cri, &sandbox, &sandbox_config, command).await {
-        Ok(container) => wait_for_exit(cri, &container, &log_directory).await,
-        Err(e) => Err(e),
-    };
-    remove_pod(
-        cri,
-        RunningPod {
-            sandbox,
-            container: String::new(),
-        },
-    )
-    .await;
+    let pod = start_pod(cri, handler, command, logs).await?;
+    let result = wait_for_exit(cri, &pod.container, &pod.log_directory).await;
+    remove_pod(cri, pod).await;
     result
 }
 
@@ -175,6 +154,7 @@ async fn wait_for_exit(
 pub struct RunningPod {
     pub sandbox: String,
     pub container: String,
+    pub log_directory: PathBuf,
 }
 
 /// Starts a pod with `handler` whose container runs `command` until stopped.
@@ -195,8 +175,23 @@ pub async fn start_pod(
         .map_err(|e| format!("RunPodSandbox with handler {handler:?}: {}", e.message()))?
         .into_inner()
         .pod_sandbox_id;
-    let container = start_container(cri, &sandbox, &sandbox_config, command).await?;
-    Ok(RunningPod { sandbox, container })
+    let container = match start_container(cri, &sandbox, &sandbox_config, command).await {
+        Ok(container) => container,
+        Err(e) => {
+            let pod = RunningPod {
+                sandbox,
+                container: String::new(),
+                log_directory: PathBuf::new(),
+            };
+            remove_pod(cri, pod).await;
+            return Err(e);
+        }
+    };
+    Ok(RunningPod {
+        sandbox,
+        container,
+        log_directory: PathBuf::from(&sandbox_config.log_directory),
+    })
 }
 
 /// Stops and removes a pod.
