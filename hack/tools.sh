@@ -122,54 +122,32 @@ build_gvisor() {
   publish "$dir" "$work" runsc containerd-shim-runsc-v1
 }
 
-build_containerd() {
-  local dir=$TOOLS_DIR/containerd-$CONTAINERD_VERSION
+# build_containerd_release VERSION MODULE: containerd, ctr and the runc shim of one release,
+# static and without btrfs (no C headers needed; the tests use overlayfs).
+build_containerd_release() {
+  local version=$1 mod=$2
+  local dir=$TOOLS_DIR/containerd-$version
   [ -x "$dir/containerd" ] && [ -x "$dir/ctr" ] && [ -x "$dir/containerd-shim-runc-v2" ] && return 0
   need_go
-  echo "building containerd $CONTAINERD_VERSION from the Go module proxy..." >&2
+  echo "building containerd $version from the Go module proxy..." >&2
   local work; work=$(mktemp -d)
   mkdir -p "$TOOLS_DIR"
   (
     cd "$work"
-    run_go "go mod init" "$work/log" go mod init sandbox.local/containerd-build
-    run_go "resolving containerd dependencies" "$work/log" \
-      go get "github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION" \
-      "github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION" \
-      "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION"
-    # Static and without btrfs: no C headers needed, and the tests use overlayfs.
-    local ldflags="-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION"
-    CGO_ENABLED=0 run_go "building containerd" "$work/log" go build -trimpath -tags no_btrfs \
-      -ldflags "$ldflags" -o "$work/containerd" github.com/containerd/containerd/v2/cmd/containerd
-    CGO_ENABLED=0 run_go "building ctr" "$work/log" go build -trimpath -tags no_btrfs \
-      -ldflags "$ldflags" -o "$work/ctr" github.com/containerd/containerd/v2/cmd/ctr
-    CGO_ENABLED=0 run_go "building containerd-shim-runc-v2" "$work/log" go build -trimpath -tags no_btrfs \
-      -ldflags "$ldflags" -o "$work/containerd-shim-runc-v2" github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
-  )
-  publish "$dir" "$work" containerd ctr containerd-shim-runc-v2
-}
-
-build_containerd17() {
-  local dir=$TOOLS_DIR/containerd-$CONTAINERD17_VERSION
-  [ -x "$dir/containerd" ] && [ -x "$dir/ctr" ] && [ -x "$dir/containerd-shim-runc-v2" ] && return 0
-  need_go
-  echo "building containerd $CONTAINERD17_VERSION from the Go module proxy..." >&2
-  local work; work=$(mktemp -d)
-  mkdir -p "$TOOLS_DIR"
-  (
-    cd "$work"
-    run_go "go mod init" "$work/log" go mod init sandbox.local/containerd17-build
-    local mod=github.com/containerd/containerd
-    run_go "resolving containerd $CONTAINERD17_VERSION dependencies" "$work/log" \
-      go get "$mod/cmd/containerd@$CONTAINERD17_VERSION" "$mod/cmd/ctr@$CONTAINERD17_VERSION" \
-      "$mod/cmd/containerd-shim-runc-v2@$CONTAINERD17_VERSION"
-    local ldflags="-s -w -X $mod/version.Version=$CONTAINERD17_VERSION"
+    run_go "go mod init" "$work/log" go mod init "sandbox.local/containerd-$version-build"
+    run_go "resolving containerd $version dependencies" "$work/log" \
+      go get "$mod/cmd/containerd@$version" "$mod/cmd/ctr@$version" "$mod/cmd/containerd-shim-runc-v2@$version"
+    local ldflags="-s -w -X $mod/version.Version=$version"
     for cmd in containerd ctr containerd-shim-runc-v2; do
-      CGO_ENABLED=0 run_go "building $cmd $CONTAINERD17_VERSION" "$work/log" go build -trimpath \
+      CGO_ENABLED=0 run_go "building $cmd $version" "$work/log" go build -trimpath \
         -tags no_btrfs -ldflags "$ldflags" -o "$work/$cmd" "$mod/cmd/$cmd"
     done
   )
   publish "$dir" "$work" containerd ctr containerd-shim-runc-v2
 }
+
+build_containerd() { build_containerd_release "$CONTAINERD_VERSION" github.com/containerd/containerd/v2; }
+build_containerd17() { build_containerd_release "$CONTAINERD17_VERSION" github.com/containerd/containerd; }
 
 fetch_gardener_crds() {
   local dir=$TOOLS_DIR/gardener-crds-$GARDENER_VERSION

@@ -176,21 +176,30 @@ pub async fn install(options: &Options, restarter: &dyn Restarter) -> Result<Rep
     report.files = changes.iter().map(|c| c.path.clone()).collect();
     let cri = options.cri();
     let wanted = &options.handler;
-    if !changes.is_empty() {
+    let handler_state = || cri.handler(&wanted.name, &wanted.runtime_type);
+    let state = if !changes.is_empty() {
         apply(options, restarter, &changes, &mut report).await?;
-    } else if cri.handler(&wanted.name, &wanted.runtime_type).await? != HandlerState::Loaded {
-        // The files are right but containerd has not loaded them, e.g. an earlier run
-        // stopped between writing and restarting.
-        tracing::info!("configuration unchanged but not loaded by containerd; restarting it");
-        report.restarts += 1;
-        restart_and_wait(restarter, &cri, options.restart_timeout)
-            .await
-            .map_err(|cause| AgentError::NotLoaded {
-                handler: wanted.name.clone(),
-                state: format!("not loaded and containerd did not come back: {cause}"),
-            })?;
-    }
-    let state = cri.handler(&wanted.name, &wanted.runtime_type).await?;
+        handler_state().await?
+    } else {
+        match handler_state().await? {
+            HandlerState::Loaded => HandlerState::Loaded,
+            _ => {
+                // The files are right but containerd has not loaded them, e.g. an earlier
+                // run stopped between writing and restarting.
+                tracing::info!(
+                    "configuration unchanged but not loaded by containerd; restarting it"
+                );
+                report.restarts += 1;
+                restart_and_wait(restarter, &cri, options.restart_timeout)
+                    .await
+                    .map_err(|cause| AgentError::NotLoaded {
+                        handler: wanted.name.clone(),
+                        state: format!("not loaded and containerd did not come back: {cause}"),
+                    })?;
+                handler_state().await?
+            }
+        }
+    };
     if state != HandlerState::Loaded {
         return Err(AgentError::NotLoaded {
             handler: wanted.name.clone(),
