@@ -56,6 +56,14 @@ pub struct ManagedResourceStatus {
 }
 
 impl ManagedResource {
+    fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+    }
+
     /// Applied and healthy for the current generation, as Gardener checks it.
     pub fn is_healthy(&self) -> bool {
         let Some(status) = &self.status else {
@@ -64,12 +72,44 @@ impl ManagedResource {
         if status.observed_generation != self.metadata.generation {
             return false;
         }
-        let is_true = |t: &str| {
-            status
-                .conditions
-                .iter()
-                .any(|c| c.type_ == t && c.status == "True")
-        };
+        let is_true = |t: &str| self.condition(t).is_some_and(|c| c.status == "True");
         is_true("ResourcesApplied") && is_true("ResourcesHealthy")
+    }
+
+    /// Healthy and no longer progressing: for a DaemonSet, every scheduled pod is updated and
+    /// available (gardener-resource-manager's `ResourcesProgressing` condition; Healthy alone
+    /// tolerates `maxUnavailable` unready pods).
+    pub fn is_rolled_out(&self) -> bool {
+        self.is_healthy()
+            && self
+                .condition("ResourcesProgressing")
+                .is_none_or(|c| c.status != "True")
+    }
+
+    /// The conditions in one line (`type=status: message`), for error messages.
+    pub fn conditions_summary(&self) -> String {
+        let Some(status) = &self.status else {
+            return "no status yet".into();
+        };
+        if status.conditions.is_empty() {
+            return "no conditions yet".into();
+        }
+        let mut parts: Vec<String> = status
+            .conditions
+            .iter()
+            .map(|c| match c.message.as_str() {
+                "" => format!("{}={}", c.type_, c.status),
+                message => format!("{}={}: {message}", c.type_, c.status),
+            })
+            .collect();
+        parts.sort();
+        let mut summary = parts.join("; ");
+        if status.observed_generation != self.metadata.generation {
+            summary.push_str(&format!(
+                " (observed generation {:?} of {:?})",
+                status.observed_generation, self.metadata.generation
+            ));
+        }
+        summary
     }
 }

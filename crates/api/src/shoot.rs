@@ -56,6 +56,15 @@ pub struct Worker {
     pub machine: Machine,
 }
 
+impl Worker {
+    /// Whether the pool asks for the container runtime `type_`.
+    pub fn wants_runtime(&self, type_: &str) -> bool {
+        self.cri
+            .as_ref()
+            .is_some_and(|cri| cri.container_runtimes.iter().any(|r| r.type_ == type_))
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Cri {
@@ -120,6 +129,16 @@ impl Shoot {
             .last_operation
             .as_ref()
             .is_some_and(|op| op.state == "Failed")
+    }
+
+    /// The shoot is being deleted (its nodes go with it).
+    pub fn is_deleting(&self) -> bool {
+        self.metadata.deletion_timestamp.is_some()
+    }
+
+    /// The worker pool named `name`, if the shoot still has it.
+    pub fn worker(&self, name: &str) -> Option<&Worker> {
+        self.spec.provider.workers.iter().find(|w| w.name == name)
     }
 
     /// The owner confirmed force deletion.

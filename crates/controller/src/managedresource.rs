@@ -171,6 +171,48 @@ pub async fn keep_objects(client: &Client, namespace: &str, name: &str) -> Resul
     }
 }
 
+/// Whether ManagedResource `name` exists and is not being deleted.
+pub async fn is_live(client: &Client, namespace: &str, name: &str) -> Result<bool> {
+    let api = Api::<ManagedResource>::namespaced(client.clone(), namespace);
+    let existing = api
+        .get_opt(name)
+        .await
+        .map_err(kube_err(format!("reading managedresource {name}")))?;
+    Ok(existing.is_some_and(|mr| mr.metadata.deletion_timestamp.is_none()))
+}
+
+/// Waits up to `timeout` until gardener-resource-manager reports ManagedResource `name`
+/// applied, healthy and no longer progressing for its current generation. On timeout the
+/// error says `what` is still pending and quotes the ManagedResource's conditions.
+pub async fn wait_rolled_out(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+) -> Result<()> {
+    let api = Api::<ManagedResource>::namespaced(client.clone(), namespace);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let mr = api
+            .get_opt(name)
+            .await
+            .map_err(kube_err(format!("reading managedresource {name}")))?;
+        let summary = match &mr {
+            Some(mr) if mr.is_rolled_out() => return Ok(()),
+            Some(mr) => mr.conditions_summary(),
+            None => "it does not exist".to_string(),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Timeout(format!(
+                "{what} after {}s; managedresource {name}: {summary}",
+                timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Deletes ManagedResource `name` and the secrets it references; with `wait`, waits up to
 /// `timeout` until the ManagedResource is gone (gardener-resource-manager removes its
 /// finalizer once the shoot's objects are deleted).

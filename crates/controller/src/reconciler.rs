@@ -345,7 +345,9 @@ async fn reconcile_object(mut cr: ContainerRuntime, ctx: &Context) -> Result<Act
             }
             // Force deletion and hibernated shoots: nobody would remove the shoot objects.
             let wait = !shoot.force_deletion() && !shoot.is_hibernated();
-            let delete = ctx.actuator.delete(&ctx.client, &cr, wait);
+            // gVisor removed from a pool that stays: its nodes are cleaned first.
+            let cleanup = sandbox_runtime::gvisor::node_cleanup(&shoot, &cr.spec.worker_pool.name);
+            let delete = ctx.actuator.delete(&ctx.client, &cr, wait, cleanup);
             let (cr, ()) = operate(ctx, &api, &cr, LastOperationType::Delete, delete).await?;
             let finalizers: Vec<&String> =
                 cr.finalizers().iter().filter(|f| *f != FINALIZER).collect();

@@ -508,6 +508,93 @@ async fn deletion_waits_for_managed_resources_then_finishes() {
 }
 
 #[tokio::test]
+async fn removing_gvisor_from_a_pool_cleans_its_nodes_before_the_installer_goes() {
+    let cp = env(default_config);
+    let _logs = cp.logs_on_panic();
+    let s = shoot(cp, "cleanup", json!({})).await;
+    let ts_a = s.gardenlet_create("pool-a", None).await;
+    let ts_b = s.gardenlet_create("pool-b", None).await;
+    s.wait_ready("gvisor-pool-a", &ts_a).await;
+    s.wait_ready("gvisor-pool-b", &ts_b).await;
+
+    // The owner removes gVisor from pool-a (the pool stays) and removes pool-b altogether.
+    s.set_workers(json!([
+        {"name": "pool-a", "cri": {"name": "containerd"}},
+    ]))
+    .await;
+    s.hold_mr(&pool_mr("pool-b"), true).await;
+    let installer_b = s.managed_resources().get(&pool_mr("pool-b")).await.unwrap();
+    s.gardenlet_delete("gvisor-pool-b").await;
+    s.gardenlet_delete("gvisor-pool-a").await;
+
+    // pool-b: its nodes go away, so no cleanup: the ManagedResource is deleted as it was.
+    let deleting_b = loop {
+        let mr = s.managed_resources().get(&pool_mr("pool-b")).await.unwrap();
+        if mr.metadata.deletion_timestamp.is_some() {
+            break mr;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(deleting_b.spec.secret_refs, installer_b.spec.secret_refs);
+    s.hold_mr(&pool_mr("pool-b"), false).await;
+    s.wait_for("gvisor-pool-b", "gone", |cr| cr.is_none()).await;
+
+    // pool-a: the installer is replaced by the cleanup DaemonSet on the same nodes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let manifests = loop {
+        let manifests = s.mr_manifests(&pool_mr("pool-a")).await;
+        if manifests.keys().any(|k| k.contains("cleanup")) {
+            break manifests;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{manifests:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        manifests.keys().collect::<Vec<_>>(),
+        ["daemonset__kube-system__containerd-gvisor-cleanup-pool-a.yaml"]
+    );
+    let ds = &manifests["daemonset__kube-system__containerd-gvisor-cleanup-pool-a.yaml"];
+    for needle in [
+        "- uninstall",
+        "- --binary-path=/var/bin/containerruntimes",
+        "worker.gardener.cloud/pool: pool-a",
+        IMAGE,
+        "path: /readyz",
+    ] {
+        assert!(ds.contains(needle), "{needle} missing in\n{ds}");
+    }
+    assert!(!ds.contains("configMap"), "{ds}");
+
+    // Not every node is clean yet: the deletion stays pending and the status says why.
+    s.grm_status(&pool_mr("pool-a"), Some("DaemonSet kube-system/containerd-gvisor-cleanup-pool-a is progressing: 1 of 3 updated pods are available"))
+        .await;
+    let cr = s
+        .wait_for("gvisor-pool-a", "cleanup pending error", |cr| {
+            cr.and_then(|c| c.status.as_ref())
+                .and_then(|s| s.last_error.as_ref())
+                .is_some_and(|e| e.description.contains("not yet removed"))
+        })
+        .await
+        .unwrap();
+    let description = cr.status.unwrap().last_error.unwrap().description;
+    assert!(
+        description.contains("pool pool-a") && description.contains("1 of 3 updated pods"),
+        "{description}"
+    );
+    assert_eq!(
+        s.mr_names().await,
+        [SHARED_MR.to_string(), pool_mr("pool-a")],
+        "nothing deleted while nodes are not clean"
+    );
+
+    // Every node clean: the ManagedResource goes (and with it the cleanup DaemonSet), then
+    // the RuntimeClass, then the object.
+    s.grm_status(&pool_mr("pool-a"), None).await;
+    s.wait_for("gvisor-pool-a", "gone", |cr| cr.is_none()).await;
+    assert!(s.mr_names().await.is_empty());
+}
+
+#[tokio::test]
 async fn force_deletion_and_hibernation_do_not_wait() {
     let cp = env(default_config);
     let _logs = cp.logs_on_panic();

@@ -109,3 +109,32 @@ fn pools_get_disjoint_daemonset_selectors() {
     assert!(b.contains("app.kubernetes.io/instance: containerd-gvisor-b"));
     assert!(!a.contains("containerd-gvisor-b"));
 }
+
+#[test]
+fn cleanup_runs_uninstall_on_the_same_nodes_as_the_installer() {
+    let selector = pool_selector("worker-a");
+    let cleanup = gvisor::cleanup_objects(&gvisor::CleanupInput {
+        pool: "worker-a",
+        selector: &selector,
+        binary_path: "/var/bin/containerruntimes",
+        image: "registry.local/node-agent:v1",
+    })
+    .unwrap();
+    let text: Vec<String> = cleanup
+        .data()
+        .iter()
+        .map(|(k, v)| format!("# {k}\n{v}"))
+        .collect();
+    let text = text.join("---\n");
+    insta::assert_snapshot!(text);
+
+    // Same nodes as the installer: the same nodeSelector block.
+    let config = gvisor::config::parse(None).unwrap();
+    let installer = render("worker-a", &selector, &config);
+    let node_selector = |yaml: &str| {
+        let start = yaml.find("nodeSelector:").unwrap();
+        let end = start + yaml[start..].find("priorityClassName").unwrap();
+        yaml[start..end].to_string()
+    };
+    assert_eq!(node_selector(&text), node_selector(&installer));
+}

@@ -296,6 +296,77 @@ impl Shoot {
             .collect()
     }
 
+    /// Replaces the shoot's worker pools in the Cluster, as gardenlet does before it deletes
+    /// stale ContainerRuntimes.
+    pub async fn set_workers(&self, workers: Value) {
+        Api::<Cluster>::all(self.client.clone())
+            .patch(
+                &self.ns,
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"spec": {"shoot": {"spec": {"provider": {"workers": workers}}}}}),
+                ),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Simulates gardener-resource-manager's status on a ManagedResource: applied and healthy
+    /// for its current generation, and progressing with `progressing` as the message (a
+    /// DaemonSet whose pods are not all available yet) or done.
+    pub async fn grm_status(&self, mr: &str, progressing: Option<&str>) {
+        let generation = self
+            .managed_resources()
+            .get(mr)
+            .await
+            .unwrap()
+            .metadata
+            .generation;
+        let now = now_annotation();
+        let condition = |type_: &str, status: &str, reason: &str, message: &str| {
+            json!({"type": type_, "status": status, "reason": reason, "message": message,
+                   "lastTransitionTime": now, "lastUpdateTime": now})
+        };
+        let conditions = json!([
+            condition(
+                "ResourcesApplied",
+                "True",
+                "ApplySucceeded",
+                "All resources are applied."
+            ),
+            condition(
+                "ResourcesHealthy",
+                "True",
+                "ResourcesHealthy",
+                "All resources are healthy."
+            ),
+            match progressing {
+                Some(message) => condition(
+                    "ResourcesProgressing",
+                    "True",
+                    "ResourcesProgressing",
+                    message
+                ),
+                None => condition(
+                    "ResourcesProgressing",
+                    "False",
+                    "ResourcesRolledOut",
+                    "All resources are rolled out."
+                ),
+            },
+        ]);
+        self.managed_resources()
+            .patch_status(
+                mr,
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"status": {"observedGeneration": generation, "conditions": conditions}}),
+                ),
+            )
+            .await
+            .unwrap();
+    }
+
     /// Simulates gardener-resource-manager's finalizer on a ManagedResource.
     pub async fn hold_mr(&self, mr: &str, hold: bool) {
         let finalizers = if hold {

@@ -1,5 +1,7 @@
-//! The per-pool node installer: a ConfigMap with the rendered runtime configuration and a
-//! DaemonSet running our node agent on exactly that pool's containerd nodes.
+//! The per-pool node agent: the installer (a ConfigMap with the rendered runtime configuration
+//! and a DaemonSet running `node-agent install` on exactly that pool's containerd nodes), and the
+//! cleanup that replaces it when gVisor is removed from a pool whose nodes stay (a DaemonSet
+//! running `node-agent uninstall` on the same nodes).
 
 use std::collections::BTreeMap;
 
@@ -48,17 +50,31 @@ pub fn installer_name(pool: &str) -> String {
     format!("containerd-gvisor-{pool}")
 }
 
-fn labels(pool: &str) -> BTreeMap<String, String> {
-    // Unique per pool: the Go extension's DaemonSets all shared one selector and overlapped.
+/// Everything the cleanup of one pool depends on. No providerConfig: an invalid one must not
+/// keep the nodes from being cleaned.
+#[derive(Clone, Debug)]
+pub struct CleanupInput<'a> {
+    /// Worker pool name.
+    pub pool: &'a str,
+    /// The pool's node selector from the ContainerRuntime.
+    pub selector: &'a LabelSelector,
+    /// `spec.binaryPath` on the node.
+    pub binary_path: &'a str,
+    /// The node-agent image reference.
+    pub image: &'a str,
+}
+
+/// Name of the pool's cleanup DaemonSet in `kube-system`.
+pub fn cleanup_name(pool: &str) -> String {
+    format!("containerd-gvisor-cleanup-{pool}")
+}
+
+/// Labels of one DaemonSet and its pods; unique per pool and purpose (the Go extension's
+/// DaemonSets all shared one selector and overlapped).
+fn labels(app: &str, instance: String) -> BTreeMap<String, String> {
     [
-        (
-            "app.kubernetes.io/name".to_string(),
-            "containerd-gvisor".to_string(),
-        ),
-        (
-            "app.kubernetes.io/instance".to_string(),
-            installer_name(pool),
-        ),
+        ("app.kubernetes.io/name".to_string(), app.to_string()),
+        ("app.kubernetes.io/instance".to_string(), instance),
     ]
     .into()
 }
@@ -66,6 +82,7 @@ fn labels(pool: &str) -> BTreeMap<String, String> {
 /// The pool's installer objects.
 pub fn installation_objects(input: &InstallationInput<'_>) -> Result<ObjectSet, RenderError> {
     let name = installer_name(input.pool);
+    let labels = labels("containerd-gvisor", name.clone());
     let config_data: BTreeMap<String, String> =
         [("runsc.toml".to_string(), input.config.runsc_toml())].into();
     // Gardener's checksum of a data map, as for the ManagedResource secrets.
@@ -74,17 +91,64 @@ pub fn installation_objects(input: &InstallationInput<'_>) -> Result<ObjectSet, 
         metadata: ObjectMeta {
             name: Some(name.clone()),
             namespace: Some(SHOOT_NAMESPACE.into()),
-            labels: Some(labels(input.pool)),
+            labels: Some(labels.clone()),
             ..ObjectMeta::default()
         },
         data: Some(config_data),
         ..ConfigMap::default()
     };
+    let daemon_set = agent_daemon_set(AgentDaemonSet {
+        name: &name,
+        labels,
+        selector: input.selector,
+        binary_path: input.binary_path,
+        image: input.image,
+        action: "install",
+        config: Some((&name, config_checksum)),
+    });
+    let mut set = ObjectSet::default();
+    set.add(&config_map)?;
+    set.add(&daemon_set)?;
+    Ok(set)
+}
 
+/// The pool's cleanup objects: a DaemonSet whose pods run `node-agent uninstall` and turn
+/// ready once their node no longer has gVisor (label removed, containerd without `runsc`,
+/// binaries gone). Rolled out on every node of the pool means the pool is clean.
+pub fn cleanup_objects(input: &CleanupInput<'_>) -> Result<ObjectSet, RenderError> {
+    let name = cleanup_name(input.pool);
+    let daemon_set = agent_daemon_set(AgentDaemonSet {
+        name: &name,
+        labels: labels("containerd-gvisor-cleanup", name.clone()),
+        selector: input.selector,
+        binary_path: input.binary_path,
+        image: input.image,
+        action: "uninstall",
+        config: None,
+    });
+    let mut set = ObjectSet::default();
+    set.add(&daemon_set)?;
+    Ok(set)
+}
+
+/// One node-agent DaemonSet of a pool.
+struct AgentDaemonSet<'a> {
+    name: &'a str,
+    labels: BTreeMap<String, String>,
+    selector: &'a LabelSelector,
+    binary_path: &'a str,
+    image: &'a str,
+    /// `install` or `uninstall`.
+    action: &'a str,
+    /// The ConfigMap to mount and its checksum (install only).
+    config: Option<(&'a str, String)>,
+}
+
+fn agent_daemon_set(ds: AgentDaemonSet<'_>) -> DaemonSet {
     let mut node_selector: BTreeMap<String, String> =
         [(CRI_NAME_LABEL.to_string(), CRI_CONTAINERD.to_string())].into();
-    node_selector.extend(input.selector.match_labels.clone().unwrap_or_default());
-    let affinity = node_affinity(input.selector);
+    node_selector.extend(ds.selector.match_labels.clone().unwrap_or_default());
+    let affinity = node_affinity(ds.selector);
 
     let host_path = |name: &str, path: &str, kind: &str| Volume {
         name: name.into(),
@@ -101,29 +165,42 @@ pub fn installation_objects(input: &InstallationInput<'_>) -> Result<ObjectSet, 
         ..VolumeMount::default()
     };
     let host = |path: &str| format!("{HOST_ROOT}{path}");
-    let volumes = vec![
-        host_path("binaries", input.binary_path, "DirectoryOrCreate"),
+    let mut volumes = vec![
+        host_path("binaries", ds.binary_path, "DirectoryOrCreate"),
         host_path("containerd-config", "/etc/containerd", "DirectoryOrCreate"),
         host_path("containerd-run", "/run/containerd", "DirectoryOrCreate"),
         host_path("dbus", "/run/dbus", "DirectoryOrCreate"),
         host_path("lock", "/run/runtime-sandbox", "DirectoryOrCreate"),
-        Volume {
-            name: "config".into(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: name.clone(),
-                ..ConfigMapVolumeSource::default()
-            }),
-            ..Volume::default()
-        },
     ];
-    let volume_mounts = vec![
-        mount("binaries", &host(input.binary_path), false),
+    let mut volume_mounts = vec![
+        mount("binaries", &host(ds.binary_path), false),
         mount("containerd-config", &host("/etc/containerd"), false),
         mount("containerd-run", &host("/run/containerd"), false),
         mount("dbus", &host("/run/dbus"), false),
         mount("lock", &host("/run/runtime-sandbox"), false),
-        mount("config", CONFIG_DIR, true),
     ];
+    let mut args = vec![
+        "node-agent".to_string(),
+        ds.action.to_string(),
+        "--runtime=gvisor".into(),
+        format!("--host-root={HOST_ROOT}"),
+        format!("--binary-path={}", ds.binary_path),
+    ];
+    let mut pod_annotations = BTreeMap::new();
+    if let Some((config_map, checksum)) = &ds.config {
+        volumes.push(Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map.to_string(),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        volume_mounts.push(mount("config", CONFIG_DIR, true));
+        args.push(format!("--config-dir={CONFIG_DIR}"));
+        pod_annotations.insert("checksum/config".to_string(), checksum.clone());
+    }
+    args.push(format!("--health-bind-address=:{HEALTH_PORT}"));
 
     let probe = |path: &str, period: i32| Probe {
         http_get: Some(HTTPGetAction {
@@ -139,16 +216,8 @@ pub fn installation_objects(input: &InstallationInput<'_>) -> Result<ObjectSet, 
 
     let container = Container {
         name: "node-agent".into(),
-        image: Some(input.image.into()),
-        args: Some(vec![
-            "node-agent".into(),
-            "install".into(),
-            "--runtime=gvisor".into(),
-            format!("--host-root={HOST_ROOT}"),
-            format!("--binary-path={}", input.binary_path),
-            format!("--config-dir={CONFIG_DIR}"),
-            format!("--health-bind-address=:{HEALTH_PORT}"),
-        ]),
+        image: Some(ds.image.into()),
+        args: Some(args),
         env: Some(vec![EnvVar {
             name: "NODE_NAME".into(),
             value_from: Some(EnvVarSource {
@@ -205,20 +274,20 @@ pub fn installation_objects(input: &InstallationInput<'_>) -> Result<ObjectSet, 
         ..Container::default()
     };
 
-    let mut pod_labels = labels(input.pool);
+    let mut pod_labels = ds.labels.clone();
     pod_labels.insert("origin".into(), super::ORIGIN.into());
     pod_labels.insert("gardener.cloud/role".into(), "container-runtime".into());
 
-    let daemon_set = DaemonSet {
+    DaemonSet {
         metadata: ObjectMeta {
-            name: Some(name.clone()),
+            name: Some(ds.name.to_string()),
             namespace: Some(SHOOT_NAMESPACE.into()),
-            labels: Some(labels(input.pool)),
+            labels: Some(ds.labels.clone()),
             ..ObjectMeta::default()
         },
         spec: Some(DaemonSetSpec {
             selector: LabelSelector {
-                match_labels: Some(labels(input.pool)),
+                match_labels: Some(ds.labels),
                 ..LabelSelector::default()
             },
             update_strategy: Some(DaemonSetUpdateStrategy {
@@ -231,7 +300,7 @@ pub fn installation_objects(input: &InstallationInput<'_>) -> Result<ObjectSet, 
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
-                    annotations: Some([("checksum/config".to_string(), config_checksum)].into()),
+                    annotations: Some(pod_annotations).filter(|a| !a.is_empty()),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
@@ -269,12 +338,7 @@ pub fn installation_objects(input: &InstallationInput<'_>) -> Result<ObjectSet, 
             ..DaemonSetSpec::default()
         }),
         ..DaemonSet::default()
-    };
-
-    let mut set = ObjectSet::default();
-    set.add(&config_map)?;
-    set.add(&daemon_set)?;
-    Ok(set)
+    }
 }
 
 /// The selector's matchExpressions as required node affinity (a nodeSelector cannot say them).

@@ -5,12 +5,17 @@ pub mod config;
 mod installation;
 
 pub use config::{ConfigError, GVisorConfig};
-pub use installation::{InstallationInput, installation_objects};
+pub use installation::{
+    CleanupInput, InstallationInput, cleanup_name, cleanup_objects, installation_objects,
+    installer_name,
+};
 
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::node::v1::{RuntimeClass, Scheduling};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use sandbox_api::Shoot;
 
 use crate::manifests::{ObjectSet, RenderError};
 
@@ -40,6 +45,34 @@ pub const ORIGIN: &str = "gardener-extension-runtime-gvisor";
 /// Name of the per-pool ManagedResource.
 pub fn installation_managed_resource(pool: &str) -> String {
     format!("{INSTALLATION_MANAGED_RESOURCE_PREFIX}{pool}")
+}
+
+/// What deleting a pool's gVisor ContainerRuntime must do on the pool's nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeCleanup {
+    /// Uninstall gVisor from the nodes before the installer goes: the pool stays and no longer
+    /// asks for gVisor.
+    Required,
+    /// Leave the nodes alone: they go away (shoot deleted or hibernated, pool removed), the
+    /// owner forced the deletion, or the Cluster says the pool still wants gVisor (the object
+    /// comes back, and uninstalling would only stop new gVisor pods until it does).
+    NotNeeded,
+}
+
+/// Decides [`NodeCleanup`] from the shoot in the Cluster (which gardenlet updates before it
+/// deletes stale ContainerRuntimes).
+pub fn node_cleanup(shoot: &Shoot, pool: &str) -> NodeCleanup {
+    let clean = !shoot.is_deleting()
+        && !shoot.force_deletion()
+        && !shoot.is_hibernated()
+        && shoot
+            .worker(pool)
+            .is_some_and(|worker| !worker.wants_runtime(RUNTIME_TYPE));
+    if clean {
+        NodeCleanup::Required
+    } else {
+        NodeCleanup::NotNeeded
+    }
 }
 
 /// Objects shared by all gVisor pools of a shoot: the RuntimeClass, and the installer's
@@ -110,4 +143,46 @@ pub fn shared_objects() -> Result<ObjectSet, RenderError> {
     set.add(&cluster_role)?;
     set.add(&binding)?;
     Ok(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn shoot(patch: serde_json::Value) -> Shoot {
+        let mut value = json!({
+            "metadata": {"name": "s"},
+            "spec": {"provider": {"workers": [
+                {"name": "with", "cri": {"name": "containerd", "containerRuntimes": [{"type": "gvisor"}]}},
+                {"name": "without", "cri": {"name": "containerd"}},
+                {"name": "other", "cri": {"name": "containerd", "containerRuntimes": [{"type": "kata"}]}},
+            ]}},
+        });
+        for (k, v) in patch.as_object().unwrap() {
+            value[k.as_str()] = v.clone();
+        }
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn cleanup_only_when_the_pool_stays_without_gvisor() {
+        let s = shoot(json!({}));
+        assert_eq!(node_cleanup(&s, "without"), NodeCleanup::Required);
+        assert_eq!(node_cleanup(&s, "other"), NodeCleanup::Required);
+        assert_eq!(node_cleanup(&s, "with"), NodeCleanup::NotNeeded);
+        assert_eq!(node_cleanup(&s, "removed"), NodeCleanup::NotNeeded);
+
+        let deleting =
+            shoot(json!({"metadata": {"name": "s", "deletionTimestamp": "2026-11-21T10:00:00Z"}}));
+        assert_eq!(node_cleanup(&deleting, "without"), NodeCleanup::NotNeeded);
+        let forced = shoot(json!({"metadata": {"name": "s", "annotations": {
+            "confirmation.gardener.cloud/force-deletion": "true"}}}));
+        assert_eq!(node_cleanup(&forced, "without"), NodeCleanup::NotNeeded);
+        let mut hibernated = shoot(json!({"status": {"hibernated": true}}));
+        hibernated.spec.hibernation = Some(sandbox_api::shoot::Hibernation {
+            enabled: Some(true),
+        });
+        assert_eq!(node_cleanup(&hibernated, "without"), NodeCleanup::NotNeeded);
+    }
 }
