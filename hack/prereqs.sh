@@ -41,3 +41,8 @@ for pkg in containerd runc; do
     apt_install "$pkg" || die "$pkg is missing; install it ('apt-get install $pkg')"
   fi
 done
+
+# Node agent tests: a real D-Bus system bus for the systemd restarter.
+if ! command -v dbus-daemon >/dev/null; then
+  apt_install dbus-daemon || die "dbus-daemon is missing; install it ('apt-get install dbus-daemon')"
+fi

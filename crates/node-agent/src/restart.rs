@@ -2,7 +2,9 @@
 //! the host's `/run/dbus` (no `nsenter`, no privileged pod); tests plug in their own.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use futures::StreamExt;
 use futures::future::BoxFuture;
 
 /// Why containerd could not be restarted.
@@ -16,12 +18,19 @@ pub trait Restarter: Send + Sync {
     fn restart(&self) -> BoxFuture<'_, Result<(), RestartError>>;
 }
 
-/// The host's systemd over its D-Bus system bus: `RestartUnit(unit, "replace")`.
+/// The host's systemd over its D-Bus system bus: `RestartUnit(unit, "replace")`, then wait
+/// for the job's `JobRemoved` signal, as `systemctl restart` does. `RestartUnit` answers as
+/// soon as the job is queued; asking containerd before the job is done would reach the old
+/// process and verify the old configuration.
 #[derive(Clone, Debug)]
 pub struct Systemd {
     socket: PathBuf,
     unit: String,
+    job_timeout: Duration,
 }
+
+/// How long a restart job may take (systemd's default stop timeout is 90 s).
+pub const JOB_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Systemd {
     /// `socket` is the agent's path of the host's system bus socket
@@ -30,7 +39,14 @@ impl Systemd {
         Systemd {
             socket: socket.into(),
             unit: unit.into(),
+            job_timeout: JOB_TIMEOUT,
         }
+    }
+
+    /// The same with another limit for the restart job.
+    pub fn with_job_timeout(mut self, timeout: Duration) -> Self {
+        self.job_timeout = timeout;
+        self
     }
 
     /// The bus socket.
@@ -46,8 +62,20 @@ impl Systemd {
     gen_blocking = false
 )]
 trait Manager {
+    /// Without a subscriber systemd sends no job signals.
+    fn subscribe(&self) -> zbus::Result<()>;
+
     fn restart_unit(&self, name: &str, mode: &str)
     -> zbus::Result<zbus::zvariant::OwnedObjectPath>;
+
+    #[zbus(signal)]
+    fn job_removed(
+        &self,
+        id: u32,
+        job: zbus::zvariant::ObjectPath<'_>,
+        unit: &str,
+        result: &str,
+    ) -> zbus::Result<()>;
 }
 
 impl Restarter for Systemd {
@@ -68,11 +96,52 @@ impl Restarter for Systemd {
             let manager = ManagerProxy::new(&connection)
                 .await
                 .map_err(|e| fail("cannot reach systemd", e))?;
+            manager
+                .subscribe()
+                .await
+                .map_err(|e| fail("cannot subscribe to systemd's job signals", e))?;
+            // Listen before asking: the job may finish before the answer arrives.
+            let mut removed = manager
+                .receive_job_removed()
+                .await
+                .map_err(|e| fail("cannot listen for systemd's job signals", e))?;
             let job = manager
                 .restart_unit(&self.unit, "replace")
                 .await
                 .map_err(|e| fail(&format!("systemd refused to restart {}", self.unit), e))?;
             tracing::info!(unit = %self.unit, job = %job.as_str(), "asked systemd to restart containerd");
+            let finished = async {
+                while let Some(signal) = removed.next().await {
+                    let Ok(args) = signal.args() else { continue };
+                    if args.job.as_str() == job.as_str() {
+                        return Some(args.result.to_string());
+                    }
+                }
+                None
+            };
+            let result = tokio::time::timeout(self.job_timeout, finished)
+                .await
+                .map_err(|_| {
+                    RestartError(format!(
+                        "systemd's job {} restarting {} did not finish within {}s",
+                        job.as_str(),
+                        self.unit,
+                        self.job_timeout.as_secs()
+                    ))
+                })?
+                .ok_or_else(|| {
+                    RestartError(format!(
+                        "the system bus {} closed before systemd's job {} finished",
+                        self.socket.display(),
+                        job.as_str()
+                    ))
+                })?;
+            if result != "done" {
+                return Err(RestartError(format!(
+                    "systemd's job restarting {} ended with result {result:?}",
+                    self.unit
+                )));
+            }
             Ok(())
         })
     }
