@@ -1,21 +1,29 @@
 //! The product binary's `node-agent` on a real containerd 2.4 with the pinned runsc and a
 //! real kube-apiserver: on an already-provisioned node it verifies runsc without restarting
 //! containerd, labels its node with only the rendered RBAC, and reports ready on /readyz.
+//! On a fresh node, with exactly the arguments of the rendered installer and cleanup
+//! DaemonSets, it installs and uninstalls, restarting containerd through systemd's D-Bus API
+//! on a real `dbus-daemon`.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, PostParams};
+use sandbox_api::WorkerPool;
 use sandbox_node_agent::agent::{self, GVISOR_BINARIES, Options};
 use sandbox_node_agent::binaries::CHECKSUMS;
+use sandbox_node_agent::cri::{Cri, HandlerState};
 use sandbox_node_agent::host::Host;
 use sandbox_node_agent::restart::{RestartError, Restarter};
-use sandbox_runtime::gvisor::{self, NODE_READY_LABEL};
+use sandbox_runtime::gvisor::{self, CleanupInput, InstallationInput, NODE_READY_LABEL};
 use sandbox_runtime::manifests::sha256_hex;
+use sandbox_testenv::dbus::{FakeSystemd, SystemBus};
 use sandbox_testenv::node::{BINARY_PATH, Flavor, TestNode};
 use sandbox_testenv::{free_port, http_get};
 
@@ -51,16 +59,9 @@ fn rendered<T: serde::de::DeserializeOwned>(kind: &str) -> T {
     serde_saphyr::from_str(yaml).unwrap()
 }
 
-#[tokio::test]
-async fn node_agent_verifies_labels_and_reports_ready() {
-    let cp = sandbox_testenv::shared();
-    let client = cp.client().await.unwrap();
-    let node = Arc::new(TestNode::new(Flavor::V2).unwrap());
-    node.start().unwrap();
-    let work = tempfile::tempdir().unwrap();
-
-    // The image: pinned binaries with their checksums; the ConfigMap: runsc.toml.
-    let source = work.path().join("image");
+/// The image's folder: the pinned binaries with their checksums.
+fn image_dir(work: &std::path::Path) -> std::path::PathBuf {
+    let source = work.join("image");
     std::fs::create_dir_all(&source).unwrap();
     let gvisor_dir = sandbox_testenv::Tools::locate().unwrap().gvisor;
     let mut sums = String::new();
@@ -70,25 +71,12 @@ async fn node_agent_verifies_labels_and_reports_ready() {
         std::fs::write(source.join(name), content).unwrap();
     }
     std::fs::write(source.join(CHECKSUMS), sums).unwrap();
-    let config_dir = work.path().join("config");
-    std::fs::create_dir_all(&config_dir).unwrap();
-    let runsc_toml = "[runsc_config]\n";
-    std::fs::write(config_dir.join("runsc.toml"), runsc_toml).unwrap();
+    source
+}
 
-    // An already-provisioned node: an earlier run installed and restarted.
-    let options = Options::gvisor(
-        Host::new(node.root()),
-        source.clone(),
-        BINARY_PATH.into(),
-        runsc_toml.into(),
-    );
-    agent::install(&options, &RestartTestNode(node.clone()))
-        .await
-        .unwrap();
-    let starts = node.starts();
-
-    // The shoot: the node and the RBAC the controller renders, nothing more for the agent.
-    let node_name = format!("node-{}", std::process::id());
+/// Creates a Node, the rendered RBAC, and a kubeconfig of the installer's ServiceAccount.
+async fn node_and_rbac(cp: &sandbox_testenv::ControlPlane, node_name: &str) -> std::path::PathBuf {
+    let client = cp.client().await.unwrap();
     Api::<Node>::all(client.clone())
         .create(
             &PostParams::default(),
@@ -108,12 +96,66 @@ async fn node_agent_verifies_labels_and_reports_ready() {
             &rendered::<ClusterRoleBinding>("ClusterRoleBinding"),
         )
         .await;
-    let kubeconfig = cp
-        .user_kubeconfig(
-            "system:serviceaccount:kube-system:gvisor",
-            &["system:serviceaccounts"],
-        )
+    cp.user_kubeconfig(
+        "system:serviceaccount:kube-system:gvisor",
+        &["system:serviceaccounts"],
+    )
+    .unwrap()
+}
+
+async fn ready_label(client: &kube::Client, node_name: &str) -> Option<String> {
+    Api::<Node>::all(client.clone())
+        .get(node_name)
+        .await
+        .unwrap()
+        .metadata
+        .labels
+        .unwrap_or_default()
+        .get(NODE_READY_LABEL)
+        .cloned()
+}
+
+async fn wait_ready(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some((200, _)) = http_get(port, "/readyz") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "/readyz never turned 200");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn node_agent_verifies_labels_and_reports_ready() {
+    let cp = sandbox_testenv::shared();
+    let client = cp.client().await.unwrap();
+    let node = Arc::new(TestNode::new(Flavor::V2).unwrap());
+    node.start().unwrap();
+    let work = tempfile::tempdir().unwrap();
+
+    // The image: pinned binaries with their checksums; the ConfigMap: runsc.toml.
+    let source = image_dir(work.path());
+    let config_dir = work.path().join("config");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    let runsc_toml = "[runsc_config]\n";
+    std::fs::write(config_dir.join("runsc.toml"), runsc_toml).unwrap();
+
+    // An already-provisioned node: an earlier run installed and restarted.
+    let options = Options::gvisor(
+        Host::new(node.root()),
+        source.clone(),
+        BINARY_PATH.into(),
+        runsc_toml.into(),
+    );
+    agent::install(&options, &RestartTestNode(node.clone()))
+        .await
         .unwrap();
+    let starts = node.starts();
+
+    // The shoot: the node and the RBAC the controller renders, nothing more for the agent.
+    let node_name = format!("node-{}", std::process::id());
+    let kubeconfig = node_and_rbac(cp, &node_name).await;
 
     let binary = env!("CARGO_BIN_EXE_gardener-extension-runtime-sandbox");
     let args = |extra: &[String]| {
@@ -145,15 +187,8 @@ async fn node_agent_verifies_labels_and_reports_ready() {
     );
     assert!(stdout.contains("restarts=0"), "{stdout}");
     assert_eq!(node.starts(), starts, "containerd was restarted");
-    let labels = Api::<Node>::all(client.clone())
-        .get(&node_name)
-        .await
-        .unwrap()
-        .metadata
-        .labels
-        .unwrap_or_default();
     assert_eq!(
-        labels.get(NODE_READY_LABEL).map(String::as_str),
+        ready_label(&client, &node_name).await.as_deref(),
         Some("true")
     );
 
@@ -168,13 +203,169 @@ async fn node_agent_verifies_labels_and_reports_ready() {
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some((200, _)) = http_get(port, "/readyz") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "/readyz never turned 200");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_ready(port).await;
     assert_eq!(http_get(port, "/healthz").map(|(code, _)| code), Some(200));
+}
+
+/// The container's arguments and ConfigMap data of the rendered DaemonSet in `set`, with
+/// the pod's paths mapped to the test's (as the kubelet's mounts would).
+fn rendered_command(
+    set: &sandbox_runtime::manifests::ObjectSet,
+    node: &TestNode,
+    config_dir: &std::path::Path,
+    port: u16,
+) -> Vec<String> {
+    let (_, yaml) = set
+        .data()
+        .iter()
+        .find(|(key, _)| key.starts_with("daemonset__"))
+        .unwrap();
+    let ds: DaemonSet = serde_saphyr::from_str(yaml).unwrap();
+    let pod = ds.spec.unwrap().template.spec.unwrap();
+    let container = &pod.containers[0];
+    let env = container.env.as_ref().unwrap();
+    assert_eq!(
+        env[0]
+            .value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap()
+            .field_path,
+        "spec.nodeName",
+        "NODE_NAME comes from the pod's node"
+    );
+    container
+        .args
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|arg| match arg.split_once('=') {
+            Some(("--host-root", _)) => format!("--host-root={}", node.root().display()),
+            Some(("--config-dir", _)) => format!("--config-dir={}", config_dir.display()),
+            Some(("--health-bind-address", _)) => format!("--health-bind-address=127.0.0.1:{port}"),
+            _ => arg,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn rendered_installer_then_cleanup_install_and_uninstall_through_systemd() {
+    let cp = sandbox_testenv::shared();
+    let client = cp.client().await.unwrap();
+    let node = Arc::new(TestNode::new(Flavor::V2).unwrap());
+    node.start().unwrap();
+    let config_before = std::fs::read(node.config_path()).unwrap();
+    let starts = node.starts();
+    let work = tempfile::tempdir().unwrap();
+    let source = image_dir(work.path());
+    let node_name = format!("node-e2e-{}", std::process::id());
+    let kubeconfig = node_and_rbac(cp, &node_name).await;
+
+    // The host's system bus with systemd on it, restarting this node's containerd.
+    let bus = SystemBus::start(&node.path("/run/dbus/system_bus_socket")).unwrap();
+    let restarted = node.clone();
+    let systemd = FakeSystemd::serve(
+        &bus,
+        "containerd.service",
+        Arc::new(move || restarted.restart().map_err(|e| e.to_string())),
+    )
+    .await
+    .unwrap();
+
+    // What the controller renders for pool-a, and the ConfigMap as the kubelet mounts it.
+    let selector = WorkerPool::gardenlet("pool-a").selector;
+    let config = gvisor::config::parse(None).unwrap();
+    let installer = gvisor::installation_objects(&InstallationInput {
+        pool: "pool-a",
+        selector: &selector,
+        binary_path: BINARY_PATH,
+        config: &config,
+        image: "registry.local/node-agent:test",
+    })
+    .unwrap();
+    let config_dir = work.path().join("config");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    let (_, config_map) = installer
+        .data()
+        .iter()
+        .find(|(key, _)| key.starts_with("configmap__"))
+        .unwrap();
+    let config_map: ConfigMap = serde_saphyr::from_str(config_map).unwrap();
+    for (key, value) in config_map.data.unwrap() {
+        std::fs::write(config_dir.join(key), value).unwrap();
+    }
+    let binary = env!("CARGO_BIN_EXE_gardener-extension-runtime-sandbox");
+    let run = |args: Vec<String>| {
+        Command::new(binary)
+            .args(args)
+            // The image's default source folder is not on this machine.
+            .arg(format!("--source-dir={}", source.display()))
+            .env("NODE_NAME", &node_name)
+            .env("KUBECONFIG", &kubeconfig)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+
+    // Install: one restart through D-Bus, runsc loaded, the node labelled, /readyz 200.
+    let port = free_port().unwrap();
+    let installer_pod = KillOnDrop(run(rendered_command(&installer, &node, &config_dir, port)));
+    wait_ready(port).await;
+    assert_eq!(
+        systemd.calls(),
+        [("containerd.service".to_string(), "replace".to_string())]
+    );
+    assert_eq!(node.starts(), starts + 1);
+    let cri = Cri::new(node.socket());
+    assert_eq!(
+        cri.handler("runsc", "io.containerd.runsc.v1")
+            .await
+            .unwrap(),
+        HandlerState::Loaded
+    );
+    assert_eq!(
+        ready_label(&client, &node_name).await.as_deref(),
+        Some("true")
+    );
+    // The installer pod goes (SIGTERM): the node keeps its runtime.
+    drop(installer_pod);
+    assert_eq!(
+        cri.handler("runsc", "io.containerd.runsc.v1")
+            .await
+            .unwrap(),
+        HandlerState::Loaded
+    );
+
+    // Cleanup: label gone, one more restart, runsc gone from containerd and the host.
+    let cleanup = gvisor::cleanup_objects(&CleanupInput {
+        pool: "pool-a",
+        selector: &selector,
+        binary_path: BINARY_PATH,
+        image: "registry.local/node-agent:test",
+    })
+    .unwrap();
+    let port = free_port().unwrap();
+    let _cleanup_pod = KillOnDrop(run(rendered_command(&cleanup, &node, &config_dir, port)));
+    wait_ready(port).await;
+    assert_eq!(systemd.calls().len(), 2);
+    assert_eq!(node.starts(), starts + 2);
+    assert_eq!(
+        cri.handler("runsc", "io.containerd.runsc.v1")
+            .await
+            .unwrap(),
+        HandlerState::Missing
+    );
+    assert_eq!(ready_label(&client, &node_name).await, None);
+    for name in GVISOR_BINARIES {
+        assert!(!node.path(BINARY_PATH).join(name).exists(), "{name} left");
+    }
+    assert_eq!(std::fs::read(node.config_path()).unwrap(), config_before);
+    assert!(
+        !node
+            .path("/etc/containerd/conf.d/runtime-sandbox-gvisor.toml")
+            .exists()
+    );
 }
