@@ -2,7 +2,7 @@
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: demo control-plane bench test verify fmt-check lint tools prereqs clean-tools
+.PHONY: demo control-plane bench image test verify fmt-check lint tools prereqs clean-tools
 
 ## demo: run the controller on a local control plane against example/ and show the results
 demo: tools
@@ -16,6 +16,12 @@ control-plane: tools
 bench: tools
 	$(CARGO) build --locked --release -p gardener-extension-runtime-sandbox -p sandbox-bench
 	$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/controller-bench $(BENCH_ARGS)
+
+## image: the node agent's OCI image archive (release binary + pinned runsc), built from local files
+image: tools
+	$(CARGO) build --locked --release -p gardener-extension-runtime-sandbox -p sandbox-testenv --bin node-agent-image
+	target=$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'); \
+	  $$target/release/node-agent-image --binary $$target/release/gardener-extension-runtime-sandbox --out $$target/images/node-agent.oci.tar
 
 ## test: build the pinned tools if missing, then run every test
 test: tools

@@ -18,6 +18,7 @@
 //! its tests, also when a test panics or the process is killed.
 
 pub mod dbus;
+pub mod image;
 pub mod node;
 mod pki;
 mod server;

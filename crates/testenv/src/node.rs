@@ -9,7 +9,6 @@
 //! containerd's `PATH`, so the shims the agent installs there are the ones containerd runs.
 //! Needs root (mount namespaces, overlayfs, runc), as CI has.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -18,6 +17,7 @@ use std::time::{Duration, Instant};
 use sandbox_runtime::manifests::sha256_hex;
 use toml_edit::{DocumentMut, Item, Table, value};
 
+use crate::image::oci_archive;
 use crate::{Error, Result, Server, Tools, io_err};
 
 /// The pause image every test node's sandboxes use (built locally, never pulled).
@@ -339,25 +339,32 @@ impl TestNode {
             (PAUSE_IMAGE, &["/bin/sleep", "2147483647"][..]),
             (BUSYBOX_IMAGE, &["/bin/sh"][..]),
         ] {
-            let archive = self
-                .root()
-                .join(format!("{}.tar", sha256_hex(name.as_bytes())));
-            std::fs::write(&archive, oci_archive(name, &busybox, entrypoint)?)
-                .map_err(io_err(&archive))?;
-            let output = Command::new(&self.ctr)
-                .arg("--address")
-                .arg(self.socket())
-                .args(["--namespace", "k8s.io", "images", "import"])
-                .arg(&archive)
-                .output()
-                .map_err(io_err(&self.ctr))?;
-            if !output.status.success() {
-                return Err(Error::Tools(format!(
-                    "ctr images import {name} failed: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                )));
-            }
-            let _ = std::fs::remove_file(&archive);
+            self.import_archive(name, &oci_archive(name, &busybox, entrypoint)?)?;
+        }
+        Ok(())
+    }
+
+    /// Imports the image archive `archive` (named `name`) into containerd's `k8s.io`
+    /// namespace.
+    pub fn import_archive(&self, name: &str, archive: &[u8]) -> Result<()> {
+        let path = self
+            .root()
+            .join(format!("{}.tar", sha256_hex(name.as_bytes())));
+        std::fs::write(&path, archive).map_err(io_err(&path))?;
+        let output = Command::new(&self.ctr)
+            .arg("--address")
+            .arg(self.socket())
+            .args(["--namespace", "k8s.io", "images", "import"])
+            .arg(&path)
+            .output()
+            .map_err(io_err(&self.ctr));
+        let _ = std::fs::remove_file(&path);
+        let output = output?;
+        if !output.status.success() {
+            return Err(Error::Tools(format!(
+                "ctr images import {name} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )));
         }
         Ok(())
     }
@@ -375,111 +382,3 @@ impl Drop for TestNode {
 
 /// Debian's busybox-static.
 const BUSYBOX: &str = "/bin/busybox";
-
-/// The Go name of this machine's architecture, as OCI image configurations spell it.
-fn go_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
-}
-
-/// An OCI image archive (`ctr images import` format) named `name`: one layer with the static
-/// busybox and its applets, and `entrypoint`.
-pub fn oci_archive(name: &str, busybox: &[u8], entrypoint: &[&str]) -> Result<Vec<u8>> {
-    let tar_err = |e: std::io::Error| Error::Tools(format!("building the image archive: {e}"));
-    let mut layer = tar::Builder::new(Vec::new());
-    let dir = |path: &str, b: &mut tar::Builder<Vec<u8>>| -> std::io::Result<()> {
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Directory);
-        header.set_mode(0o755);
-        header.set_size(0);
-        header.set_mtime(0);
-        b.append_data(&mut header, path, std::io::empty())
-    };
-    for folder in ["bin", "dev", "etc", "proc", "sys", "tmp"] {
-        dir(folder, &mut layer).map_err(tar_err)?;
-    }
-    let mut header = tar::Header::new_gnu();
-    header.set_mode(0o755);
-    header.set_size(busybox.len() as u64);
-    header.set_mtime(0);
-    layer
-        .append_data(&mut header, "bin/busybox", busybox)
-        .map_err(tar_err)?;
-    for applet in ["sh", "sleep", "dmesg", "cat", "echo", "ls", "uname"] {
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Symlink);
-        header.set_mode(0o777);
-        header.set_size(0);
-        header.set_mtime(0);
-        layer
-            .append_link(&mut header, format!("bin/{applet}"), "busybox")
-            .map_err(tar_err)?;
-    }
-    let layer = layer.into_inner().map_err(tar_err)?;
-    let layer_digest = sha256_hex(&layer);
-
-    let config = serde_json::json!({
-        "architecture": go_arch(),
-        "os": "linux",
-        "config": {"Entrypoint": entrypoint, "Env": ["PATH=/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_digest}")]},
-    })
-    .to_string()
-    .into_bytes();
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": format!("sha256:{}", sha256_hex(&config)), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": format!("sha256:{layer_digest}"), "size": layer.len()}],
-    })
-    .to_string()
-    .into_bytes();
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": format!("sha256:{}", sha256_hex(&manifest)),
-            "size": manifest.len(),
-            "platform": {"architecture": go_arch(), "os": "linux"},
-            "annotations": {
-                "io.containerd.image.name": name,
-                "org.opencontainers.image.ref.name": name,
-            },
-        }],
-    })
-    .to_string()
-    .into_bytes();
-
-    let mut archive = tar::Builder::new(Vec::new());
-    let file = |path: String, content: &[u8], b: &mut tar::Builder<Vec<u8>>| {
-        let mut header = tar::Header::new_gnu();
-        header.set_mode(0o644);
-        header.set_size(content.len() as u64);
-        header.set_mtime(0);
-        b.append_data(&mut header, path, content)
-    };
-    file(
-        "oci-layout".into(),
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-        &mut archive,
-    )
-    .map_err(tar_err)?;
-    file("index.json".into(), &index, &mut archive).map_err(tar_err)?;
-    for blob in [&layer, &config, &manifest] {
-        file(
-            format!("blobs/sha256/{}", sha256_hex(blob)),
-            blob,
-            &mut archive,
-        )
-        .map_err(tar_err)?;
-    }
-    let mut bytes = archive.into_inner().map_err(tar_err)?;
-    bytes.flush().map_err(tar_err)?;
-    Ok(bytes)
-}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use k8s_cri::v1::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
-    CreateContainerRequest, ImageSpec, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
+    CreateContainerRequest, ImageSpec, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, Mount,
     NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest,
     RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
 };
@@ -57,6 +57,27 @@ fn sandbox_config(handler: &str, logs: &Path) -> Result<PodSandboxConfig, String
     })
 }
 
+/// A pod's one container: its image, command (empty: the image's entrypoint), arguments and
+/// bind mounts `(host path, container path, read-only)`.
+#[derive(Clone, Debug, Default)]
+pub struct Container {
+    pub image: String,
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    pub mounts: Vec<(PathBuf, String, bool)>,
+}
+
+impl Container {
+    /// A busybox container running `command`.
+    pub fn busybox(command: &[&str]) -> Self {
+        Container {
+            image: BUSYBOX_IMAGE.into(),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            ..Container::default()
+        }
+    }
+}
+
 /// Runs `command` in a busybox container of a new host-network pod with `handler` ("" is the
 /// default runtime, runc), waits for it to exit, and removes the pod. `logs` is a folder for
 /// the CRI log files.
@@ -66,7 +87,18 @@ pub async fn run_pod(
     command: &[&str],
     logs: &Path,
 ) -> Result<RunResult, String> {
-    let pod = start_pod(cri, handler, command, logs).await?;
+    run_container(cri, handler, &Container::busybox(command), logs).await
+}
+
+/// Runs `container` in a new host-network pod with `handler`, waits for it to exit, and
+/// removes the pod.
+pub async fn run_container(
+    cri: &Cri,
+    handler: &str,
+    container: &Container,
+    logs: &Path,
+) -> Result<RunResult, String> {
+    let pod = start_pod_with(cri, handler, container, logs).await?;
     let result = wait_for_exit(cri, &pod.container, &pod.log_directory).await;
     remove_pod(cri, pod).await;
     result
@@ -76,7 +108,7 @@ async fn start_container(
     cri: &Cri,
     sandbox: &str,
     sandbox_config: &PodSandboxConfig,
-    command: &[&str],
+    spec: &Container,
 ) -> Result<String, String> {
     let mut rt = cri.runtime_service();
     let container = rt
@@ -88,10 +120,21 @@ async fn start_container(
                     attempt: 0,
                 }),
                 image: Some(ImageSpec {
-                    image: BUSYBOX_IMAGE.into(),
+                    image: spec.image.clone(),
                     ..ImageSpec::default()
                 }),
-                command: command.iter().map(|s| s.to_string()).collect(),
+                command: spec.command.clone(),
+                args: spec.args.clone(),
+                mounts: spec
+                    .mounts
+                    .iter()
+                    .map(|(host, container, readonly)| Mount {
+                        host_path: host.display().to_string(),
+                        container_path: container.clone(),
+                        readonly: *readonly,
+                        ..Mount::default()
+                    })
+                    .collect(),
                 log_path: "main.log".into(),
                 ..ContainerConfig::default()
             }),
@@ -164,6 +207,16 @@ pub async fn start_pod(
     command: &[&str],
     logs: &Path,
 ) -> Result<RunningPod, String> {
+    start_pod_with(cri, handler, &Container::busybox(command), logs).await
+}
+
+/// Starts a pod with `handler` and `container`.
+pub async fn start_pod_with(
+    cri: &Cri,
+    handler: &str,
+    spec: &Container,
+    logs: &Path,
+) -> Result<RunningPod, String> {
     let sandbox_config = sandbox_config(handler, logs)?;
     let sandbox = cri
         .runtime_service()
@@ -175,7 +228,7 @@ pub async fn start_pod(
         .map_err(|e| format!("RunPodSandbox with handler {handler:?}: {}", e.message()))?
         .into_inner()
         .pod_sandbox_id;
-    let container = match start_container(cri, &sandbox, &sandbox_config, command).await {
+    let container = match start_container(cri, &sandbox, &sandbox_config, spec).await {
         Ok(container) => container,
         Err(e) => {
             let pod = RunningPod {

@@ -1,0 +1,134 @@
+//! The node agent's image, built from local files, run as the installer DaemonSet's pod
+//! would run it: a runc container from the image on a real containerd 2.4, with the
+//! rendered arguments and the DaemonSet's host mounts, restarting containerd through
+//! systemd's D-Bus API on a real `dbus-daemon`. The image's own runsc and `SHA256SUMS` are
+//! what lands on the node.
+
+#[path = "../../node-agent/tests/common/mod.rs"]
+mod common;
+
+use std::sync::Arc;
+
+use common::{Container, run_container};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use sandbox_api::WorkerPool;
+use sandbox_node_agent::cri::{Cri, HandlerState};
+use sandbox_runtime::gvisor::{self, InstallationInput};
+use sandbox_testenv::dbus::{FakeSystemd, SystemBus};
+use sandbox_testenv::image::{GVISOR_BINARIES, node_agent_image};
+use sandbox_testenv::node::{BINARY_PATH, Flavor, TestNode};
+
+const IMAGE: &str = "localhost/runtime-sandbox-test/node-agent:1";
+
+#[tokio::test]
+async fn the_image_installs_its_own_runsc_as_the_daemon_set_runs_it() {
+    let node = Arc::new(TestNode::new(Flavor::V2).unwrap());
+    node.start().unwrap();
+    node.import_images().unwrap();
+    let gvisor_dir = sandbox_testenv::Tools::locate().unwrap().gvisor;
+    let binary = env!("CARGO_BIN_EXE_gardener-extension-runtime-sandbox");
+    let archive = node_agent_image(IMAGE, binary.as_ref(), &gvisor_dir).unwrap();
+    // Same files, same bytes: the image digest only changes when its content does.
+    assert_eq!(
+        archive,
+        node_agent_image(IMAGE, binary.as_ref(), &gvisor_dir).unwrap()
+    );
+    node.import_archive(IMAGE, &archive).unwrap();
+
+    let bus = SystemBus::start(&node.path("/run/dbus/system_bus_socket")).unwrap();
+    let restarted = node.clone();
+    let systemd = FakeSystemd::serve(
+        &bus,
+        "containerd.service",
+        Arc::new(move || restarted.restart().map_err(|e| e.to_string())),
+    )
+    .await
+    .unwrap();
+
+    // The rendered installer: its arguments, its host mounts, its ConfigMap.
+    let selector = WorkerPool::gardenlet("pool-a").selector;
+    let config = gvisor::config::parse(None).unwrap();
+    let set = gvisor::installation_objects(&InstallationInput {
+        pool: "pool-a",
+        selector: &selector,
+        binary_path: BINARY_PATH,
+        config: &config,
+        image: IMAGE,
+    })
+    .unwrap();
+    let ds: DaemonSet = serde_saphyr::from_str(
+        set.data()
+            .iter()
+            .find(|(key, _)| key.starts_with("daemonset__"))
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    let pod = ds.spec.unwrap().template.spec.unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let config_dir = work.path().join("config");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    std::fs::write(config_dir.join("runsc.toml"), config.runsc_toml()).unwrap();
+    let container = &pod.containers[0];
+    let mut mounts = Vec::new();
+    for mount in container.volume_mounts.as_ref().unwrap() {
+        let volume = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == mount.name)
+            .unwrap();
+        let host = match &volume.host_path {
+            Some(host_path) => {
+                let path = node.path(&host_path.path);
+                std::fs::create_dir_all(&path).unwrap(); // DirectoryOrCreate
+                path
+            }
+            None => config_dir.clone(), // the ConfigMap volume
+        };
+        mounts.push((
+            host,
+            mount.mount_path.clone(),
+            mount.read_only == Some(true),
+        ));
+    }
+    let mut args = container.args.clone().unwrap();
+    args.push("--once".into());
+    let cri = Cri::new(node.socket());
+    let logs = work.path().join("logs");
+    let result = run_container(
+        &cri,
+        "",
+        &Container {
+            image: IMAGE.into(),
+            args,
+            mounts,
+            ..Container::default()
+        },
+        &logs,
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(result.exit_code, 0, "{}", result.output);
+    assert!(
+        result.output.contains("verified") && result.output.contains("restarts=1"),
+        "{}",
+        result.output
+    );
+    assert_eq!(systemd.calls().len(), 1);
+    assert_eq!(
+        cri.handler("runsc", "io.containerd.runsc.v1")
+            .await
+            .unwrap(),
+        HandlerState::Loaded
+    );
+    for name in GVISOR_BINARIES {
+        assert_eq!(
+            std::fs::read(node.path(BINARY_PATH).join(name)).unwrap(),
+            std::fs::read(gvisor_dir.join(name)).unwrap(),
+            "{name} on the node is the image's"
+        );
+    }
+}
