@@ -49,6 +49,38 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// The rendered installer container's memory limit in MiB.
+fn memory_limit_mib() -> u64 {
+    let set = gvisor::installation_objects(&InstallationInput {
+        pool: "p",
+        selector: &WorkerPool::gardenlet("p").selector,
+        binary_path: BINARY_PATH,
+        config: &gvisor::config::parse(None).unwrap(),
+        image: "i",
+    })
+    .unwrap();
+    let (_, yaml) = set
+        .data()
+        .iter()
+        .find(|(key, _)| key.starts_with("daemonset__"))
+        .unwrap();
+    let ds: DaemonSet = serde_saphyr::from_str(yaml).unwrap();
+    let container = &ds.spec.unwrap().template.spec.unwrap().containers[0];
+    let limit = &container
+        .resources
+        .as_ref()
+        .unwrap()
+        .limits
+        .as_ref()
+        .unwrap()["memory"]
+        .0;
+    limit
+        .strip_suffix("Mi")
+        .expect("a limit in Mi")
+        .parse()
+        .unwrap()
+}
+
 fn rendered<T: serde::de::DeserializeOwned>(kind: &str) -> T {
     let set = gvisor::shared_objects().unwrap();
     let (_, yaml) = set
@@ -173,12 +205,18 @@ async fn node_agent_verifies_labels_and_reports_ready() {
         args
     };
 
-    // --once: verified, no restart, the label is set.
-    let output = Command::new(binary)
+    // --once: verified, no restart, the label is set. Under GNU time for the peak RSS, which
+    // must stay well inside the DaemonSet's memory limit while it hashes ~136 MB of binaries
+    // twice (it once read them whole and needed 229 MiB).
+    let rusage = work.path().join("rusage");
+    let output = Command::new("/usr/bin/time")
+        .args(["-f", "%M", "-o"])
+        .arg(&rusage)
+        .arg(binary)
         .args(args(&["--once".into()]))
         .env("KUBECONFIG", &kubeconfig)
         .output()
-        .unwrap();
+        .expect("GNU time (hack/prereqs.sh installs it)");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -186,6 +224,19 @@ async fn node_agent_verifies_labels_and_reports_ready() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("restarts=0"), "{stdout}");
+    let peak_kib: u64 = std::fs::read_to_string(&rusage)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let limit_mib = memory_limit_mib();
+    assert!(
+        peak_kib < limit_mib * 1024 / 2,
+        "peak RSS {peak_kib} KiB is not below half the DaemonSet's {limit_mib} MiB limit"
+    );
     assert_eq!(node.starts(), starts, "containerd was restarted");
     assert_eq!(
         ready_label(&client, &node_name).await.as_deref(),

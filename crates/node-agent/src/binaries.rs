@@ -1,13 +1,46 @@
 //! Installing the runtime's binaries from the image into `spec.binaryPath` on the host:
 //! verified against the checksums shipped in the image, skipped when identical, replaced by
 //! rename so a running shim never sees a truncated file ("text file busy" cannot happen).
+//! Files are hashed and copied in chunks: runsc alone is ~95 MB, and the agent's memory limit
+//! is 128 MiB.
 
-use std::fs;
+use std::fs::{self, File};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use sandbox_runtime::manifests::sha256_hex;
+use sha2::{Digest, Sha256};
 
 use crate::files::{self, FileError};
+
+const CHUNK: usize = 64 * 1024;
+
+/// Lower-case hex sha256 of what `reader` yields, copying it to `sink` on the way.
+fn hash_copy(mut reader: impl Read, mut sink: impl Write) -> std::io::Result<String> {
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; CHUNK];
+    loop {
+        let n = match reader.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buffer[..n]);
+        sink.write_all(&buffer[..n])?;
+    }
+    Ok(format!("{:x}", hasher.finalize()))
+}
+
+/// Lower-case hex sha256 of the file at `path`.
+pub fn sha256_file(path: &Path) -> Result<String, FileError> {
+    File::open(path)
+        .and_then(|file| hash_copy(file, std::io::sink()))
+        .map_err(|e| FileError {
+            action: "reading",
+            path: path.to_path_buf(),
+            source: e,
+        })
+}
 
 /// Name of the checksum file next to the binaries in the image (`sha256sum` format).
 pub const CHECKSUMS: &str = "SHA256SUMS";
@@ -67,12 +100,7 @@ pub fn install(source: &Path, target: &Path, names: &[&str]) -> Result<Vec<Strin
             .map(|(h, _)| h.clone())
             .ok_or_else(|| BinaryError::Unlisted(name.to_string()))?;
         let path = source.join(name);
-        let content = fs::read(&path).map_err(|e| FileError {
-            action: "reading",
-            path: path.clone(),
-            source: e,
-        })?;
-        let actual = sha256_hex(&content);
+        let actual = sha256_file(&path)?;
         if actual != expected {
             return Err(BinaryError::Checksum {
                 path,
@@ -80,13 +108,36 @@ pub fn install(source: &Path, target: &Path, names: &[&str]) -> Result<Vec<Strin
                 actual,
             });
         }
-        verified.push((name.to_string(), content));
+        verified.push((name.to_string(), path, expected));
     }
     let mut written = Vec::new();
-    for (name, content) in verified {
-        if files::write_atomic(&target.join(&name), &content, 0o755)? {
-            written.push(name);
+    for (name, path, expected) in verified {
+        let destination = target.join(&name);
+        if destination.exists()
+            && files::has_mode(&destination, 0o755)
+            && sha256_file(&destination)? == expected
+        {
+            continue;
         }
+        // Hashed again while copying: what lands on the node is what was verified.
+        let mut copied = None;
+        files::write_atomic_with(&destination, 0o755, |file| {
+            let actual = hash_copy(File::open(&path)?, &mut *file)?;
+            if actual != expected {
+                copied = Some(actual);
+                return Err(std::io::Error::other("changed while copying"));
+            }
+            Ok(())
+        })
+        .map_err(|e| match copied.take() {
+            Some(actual) => BinaryError::Checksum {
+                path: path.clone(),
+                expected: expected.clone(),
+                actual,
+            },
+            None => e.into(),
+        })?;
+        written.push(name);
     }
     Ok(written)
 }
@@ -105,6 +156,7 @@ pub fn uninstall(target: &Path, names: &[&str]) -> Result<Vec<String>, BinaryErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sandbox_runtime::manifests::sha256_hex;
 
     fn image(dir: &Path, files: &[(&str, &[u8])]) {
         let mut sums = String::new();

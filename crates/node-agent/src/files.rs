@@ -37,12 +37,29 @@ pub fn backup_path(path: &Path) -> PathBuf {
 pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<bool, FileError> {
     if let Ok(existing) = fs::read(path)
         && existing == content
-        && fs::metadata(path)
-            .map(|m| m.permissions().mode() & 0o7777 == mode)
-            .unwrap_or(false)
+        && has_mode(path, mode)
     {
         return Ok(false);
     }
+    write_atomic_with(path, mode, |file| file.write_all(content))?;
+    Ok(true)
+}
+
+/// Whether `path` exists with permission bits `mode`.
+pub fn has_mode(path: &Path, mode: u32) -> bool {
+    fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o7777 == mode)
+        .unwrap_or(false)
+}
+
+/// Atomically replaces (or creates) `path` with what `fill` writes into the temporary file
+/// (streamed, so large binaries never sit in memory), with permission `mode`. When `fill`
+/// fails, the temporary file is removed and `path` is untouched.
+pub fn write_atomic_with(
+    path: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> Result<(), FileError> {
     let dir = path.parent().ok_or_else(|| FileError {
         action: "finding the folder of",
         path: path.to_path_buf(),
@@ -60,7 +77,7 @@ pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<bool, File
             .mode(mode)
             .open(&tmp)
             .map_err(err("creating", &tmp))?;
-        file.write_all(content).map_err(err("writing", &tmp))?;
+        fill(&mut file).map_err(err("writing", &tmp))?;
         // The mode given to open() is filtered by the umask; set it exactly.
         file.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(err("setting the mode of", &tmp))?;
@@ -73,7 +90,7 @@ pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<bool, File
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result.map(|()| true)
+    result
 }
 
 /// Copies `path` to its backup (atomically) if it exists. Returns whether there was a file.
