@@ -12,10 +12,11 @@ demo: tools
 control-plane: tools
 	$(CARGO) run --locked --quiet -p sandbox-testenv --bin local-control-plane -- $(ARGS)
 
-## bench: the controller under gardenlet-like load (release build); figures go to docs/benchmarks.md
+## bench: the controller under gardenlet-like load and the node agent on a real containerd (release build); figures go to docs/benchmarks.md
 bench: tools
 	$(CARGO) build --locked --release -p gardener-extension-runtime-sandbox -p sandbox-bench
-	$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/controller-bench $(BENCH_ARGS)
+	target=$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'); \
+	  $$target/release/controller-bench $(BENCH_ARGS) && $$target/release/node-agent-bench $(NODE_BENCH_ARGS)
 
 ## image: the node agent's OCI image archive (release binary + pinned runsc), built from local files
 image: tools

@@ -46,3 +46,8 @@ done
 if ! command -v dbus-daemon >/dev/null; then
   apt_install dbus-daemon || die "dbus-daemon is missing; install it ('apt-get install dbus-daemon')"
 fi
+
+# make bench: GNU time reports the node agent's peak RSS from the kernel's rusage.
+if [ ! -x /usr/bin/time ]; then
+  apt_install time || die "GNU time is missing; install it ('apt-get install time')"
+fi
