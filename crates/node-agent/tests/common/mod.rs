@@ -178,7 +178,15 @@ async fn wait_for_exit(
 ) -> Result<RunResult, String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (state, exit_code) = container_state(cri, container).await?;
+        // containerd may be restarting (the node agent in the container restarts it): retry.
+        let (state, exit_code) = match container_state(cri, container).await {
+            Ok(state) => state,
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         if state == ContainerState::ContainerExited {
             let log = std::fs::read_to_string(log_directory.join("main.log")).unwrap_or_default();
             return Ok(RunResult {
