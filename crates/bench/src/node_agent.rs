@@ -112,13 +112,7 @@ async fn main() -> Result<(), Error> {
     let node = Arc::new(TestNode::new(Flavor::V2)?);
     node.start()?;
     let bus = SystemBus::start(&node.path("/run/dbus/system_bus_socket"))?;
-    let restarted = node.clone();
-    let systemd = FakeSystemd::serve(
-        &bus,
-        "containerd.service",
-        Arc::new(move || restarted.restart().map_err(|e| e.to_string())),
-    )
-    .await?;
+    let systemd = FakeSystemd::for_node(&bus, node.clone()).await?;
 
     println!(
         "node agent: {} (containerd 2.4, pinned), {} runs on the provisioned node",

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
@@ -21,11 +20,13 @@ use sandbox_node_agent::binaries::CHECKSUMS;
 use sandbox_node_agent::cri::{Cri, HandlerState};
 use sandbox_node_agent::host::Host;
 use sandbox_node_agent::restart::{RestartError, Restarter};
-use sandbox_runtime::gvisor::{self, CleanupInput, InstallationInput, NODE_READY_LABEL};
+use sandbox_runtime::gvisor::{self, CleanupInput, NODE_READY_LABEL};
 use sandbox_runtime::manifests::sha256_hex;
 use sandbox_testenv::dbus::{FakeSystemd, SystemBus};
 use sandbox_testenv::node::{BINARY_PATH, Flavor, TestNode};
 use sandbox_testenv::{free_port, http_get};
+
+mod support;
 
 struct RestartTestNode(Arc<TestNode>);
 
@@ -51,30 +52,10 @@ impl Drop for KillOnDrop {
 
 /// The rendered installer container's memory limit in MiB.
 fn memory_limit_mib() -> u64 {
-    let set = gvisor::installation_objects(&InstallationInput {
-        pool: "p",
-        selector: &WorkerPool::gardenlet("p").selector,
-        binary_path: BINARY_PATH,
-        config: &gvisor::config::parse(None).unwrap(),
-        image: "i",
-    })
-    .unwrap();
-    let (_, yaml) = set
-        .data()
-        .iter()
-        .find(|(key, _)| key.starts_with("daemonset__"))
-        .unwrap();
-    let ds: DaemonSet = serde_saphyr::from_str(yaml).unwrap();
-    let container = &ds.spec.unwrap().template.spec.unwrap().containers[0];
-    let limit = &container
-        .resources
-        .as_ref()
-        .unwrap()
-        .limits
-        .as_ref()
-        .unwrap()["memory"]
-        .0;
-    limit
+    let pod = support::daemon_set_pod(&support::installer("i"));
+    let resources = pod.containers[0].resources.clone().unwrap();
+    resources.limits.unwrap()["memory"]
+        .0
         .strip_suffix("Mi")
         .expect("a limit in Mi")
         .parse()
@@ -82,13 +63,7 @@ fn memory_limit_mib() -> u64 {
 }
 
 fn rendered<T: serde::de::DeserializeOwned>(kind: &str) -> T {
-    let set = gvisor::shared_objects().unwrap();
-    let (_, yaml) = set
-        .data()
-        .iter()
-        .find(|(key, _)| key.starts_with(&format!("{}__", kind.to_lowercase())))
-        .unwrap_or_else(|| panic!("no {kind} among the shared objects"));
-    serde_saphyr::from_str(yaml).unwrap()
+    support::object(&gvisor::shared_objects().unwrap(), kind)
 }
 
 /// The image's folder: the pinned binaries with their checksums.
@@ -266,13 +241,7 @@ fn rendered_command(
     config_dir: &std::path::Path,
     port: u16,
 ) -> Vec<String> {
-    let (_, yaml) = set
-        .data()
-        .iter()
-        .find(|(key, _)| key.starts_with("daemonset__"))
-        .unwrap();
-    let ds: DaemonSet = serde_saphyr::from_str(yaml).unwrap();
-    let pod = ds.spec.unwrap().template.spec.unwrap();
+    let pod = support::daemon_set_pod(set);
     let container = &pod.containers[0];
     let env = container.env.as_ref().unwrap();
     assert_eq!(
@@ -316,34 +285,13 @@ async fn rendered_installer_then_cleanup_install_and_uninstall_through_systemd()
 
     // The host's system bus with systemd on it, restarting this node's containerd.
     let bus = SystemBus::start(&node.path("/run/dbus/system_bus_socket")).unwrap();
-    let restarted = node.clone();
-    let systemd = FakeSystemd::serve(
-        &bus,
-        "containerd.service",
-        Arc::new(move || restarted.restart().map_err(|e| e.to_string())),
-    )
-    .await
-    .unwrap();
+    let systemd = FakeSystemd::for_node(&bus, node.clone()).await.unwrap();
 
     // What the controller renders for pool-a, and the ConfigMap as the kubelet mounts it.
-    let selector = WorkerPool::gardenlet("pool-a").selector;
-    let config = gvisor::config::parse(None).unwrap();
-    let installer = gvisor::installation_objects(&InstallationInput {
-        pool: "pool-a",
-        selector: &selector,
-        binary_path: BINARY_PATH,
-        config: &config,
-        image: "registry.local/node-agent:test",
-    })
-    .unwrap();
+    let installer = support::installer("registry.local/node-agent:test");
     let config_dir = work.path().join("config");
     std::fs::create_dir_all(&config_dir).unwrap();
-    let (_, config_map) = installer
-        .data()
-        .iter()
-        .find(|(key, _)| key.starts_with("configmap__"))
-        .unwrap();
-    let config_map: ConfigMap = serde_saphyr::from_str(config_map).unwrap();
+    let config_map: ConfigMap = support::object(&installer, "ConfigMap");
     for (key, value) in config_map.data.unwrap() {
         std::fs::write(config_dir.join(key), value).unwrap();
     }
@@ -393,7 +341,7 @@ async fn rendered_installer_then_cleanup_install_and_uninstall_through_systemd()
     // Cleanup: label gone, one more restart, runsc gone from containerd and the host.
     let cleanup = gvisor::cleanup_objects(&CleanupInput {
         pool: "pool-a",
-        selector: &selector,
+        selector: &WorkerPool::gardenlet("pool-a").selector,
         binary_path: BINARY_PATH,
         image: "registry.local/node-agent:test",
     })

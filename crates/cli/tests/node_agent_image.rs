@@ -6,14 +6,13 @@
 
 #[path = "../../node-agent/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::sync::Arc;
 
 use common::{Container, run_container};
-use k8s_openapi::api::apps::v1::DaemonSet;
-use sandbox_api::WorkerPool;
+use k8s_openapi::api::core::v1::ConfigMap;
 use sandbox_node_agent::cri::{Cri, HandlerState};
-use sandbox_runtime::gvisor::{self, InstallationInput};
 use sandbox_testenv::dbus::{FakeSystemd, SystemBus};
 use sandbox_testenv::image::{GVISOR_BINARIES, node_agent_image};
 use sandbox_testenv::node::{BINARY_PATH, Flavor, TestNode};
@@ -36,39 +35,18 @@ async fn the_image_installs_its_own_runsc_as_the_daemon_set_runs_it() {
     node.import_archive(IMAGE, &archive).unwrap();
 
     let bus = SystemBus::start(&node.path("/run/dbus/system_bus_socket")).unwrap();
-    let restarted = node.clone();
-    let systemd = FakeSystemd::serve(
-        &bus,
-        "containerd.service",
-        Arc::new(move || restarted.restart().map_err(|e| e.to_string())),
-    )
-    .await
-    .unwrap();
+    let systemd = FakeSystemd::for_node(&bus, node.clone()).await.unwrap();
 
     // The rendered installer: its arguments, its host mounts, its ConfigMap.
-    let selector = WorkerPool::gardenlet("pool-a").selector;
-    let config = gvisor::config::parse(None).unwrap();
-    let set = gvisor::installation_objects(&InstallationInput {
-        pool: "pool-a",
-        selector: &selector,
-        binary_path: BINARY_PATH,
-        config: &config,
-        image: IMAGE,
-    })
-    .unwrap();
-    let ds: DaemonSet = serde_saphyr::from_str(
-        set.data()
-            .iter()
-            .find(|(key, _)| key.starts_with("daemonset__"))
-            .unwrap()
-            .1,
-    )
-    .unwrap();
-    let pod = ds.spec.unwrap().template.spec.unwrap();
+    let set = support::installer(IMAGE);
+    let pod = support::daemon_set_pod(&set);
     let work = tempfile::tempdir().unwrap();
     let config_dir = work.path().join("config");
     std::fs::create_dir_all(&config_dir).unwrap();
-    std::fs::write(config_dir.join("runsc.toml"), config.runsc_toml()).unwrap();
+    let config_map: ConfigMap = support::object(&set, "ConfigMap");
+    for (key, value) in config_map.data.unwrap() {
+        std::fs::write(config_dir.join(key), value).unwrap();
+    }
     let container = &pod.containers[0];
     let mut mounts = Vec::new();
     for mount in container.volume_mounts.as_ref().unwrap() {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath};
 
+use crate::node::TestNode;
 use crate::server::Server;
 use crate::{Error, Result, io_err};
 
@@ -182,6 +183,16 @@ impl FakeSystemd {
             _connection: connection,
             calls,
         })
+    }
+
+    /// Serves `containerd.service`, whose restart job restarts `node`'s containerd.
+    pub async fn for_node(bus: &SystemBus, node: Arc<TestNode>) -> zbus::Result<Self> {
+        Self::serve(
+            bus,
+            "containerd.service",
+            Arc::new(move || node.restart().map_err(|e| e.to_string())),
+        )
+        .await
     }
 
     /// Every `RestartUnit(name, mode)` received so far.

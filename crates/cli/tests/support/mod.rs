@@ -1,0 +1,40 @@
+//! What the cli tests take from the controller's rendering: the installer of a pool and the
+//! pod of a rendered DaemonSet.
+
+#![allow(dead_code)]
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::PodSpec;
+use sandbox_api::WorkerPool;
+use sandbox_runtime::gvisor::{self, InstallationInput};
+use sandbox_runtime::manifests::ObjectSet;
+use sandbox_testenv::node::BINARY_PATH;
+
+/// The installer objects of pool `pool-a` with the default configuration and `image`.
+pub fn installer(image: &str) -> ObjectSet {
+    gvisor::installation_objects(&InstallationInput {
+        pool: "pool-a",
+        selector: &WorkerPool::gardenlet("pool-a").selector,
+        binary_path: BINARY_PATH,
+        config: &gvisor::config::parse(None).unwrap(),
+        image,
+    })
+    .unwrap()
+}
+
+/// The rendered object whose key starts with `<kind>__`, decoded.
+pub fn object<T: serde::de::DeserializeOwned>(set: &ObjectSet, kind: &str) -> T {
+    let prefix = format!("{}__", kind.to_lowercase());
+    let (_, yaml) = set
+        .data()
+        .iter()
+        .find(|(key, _)| key.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no {kind} in the rendered objects"));
+    serde_saphyr::from_str(yaml).unwrap()
+}
+
+/// The pod template's spec of the DaemonSet in `set`.
+pub fn daemon_set_pod(set: &ObjectSet) -> PodSpec {
+    let ds: DaemonSet = object(set, "DaemonSet");
+    ds.spec.unwrap().template.spec.unwrap()
+}
