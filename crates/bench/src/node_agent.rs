@@ -11,9 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use sandbox_runtime::manifests::sha256_hex;
 use sandbox_testenv::dbus::{FakeSystemd, SystemBus};
-use sandbox_testenv::image::{self, GVISOR_BINARIES};
+use sandbox_testenv::image;
 use sandbox_testenv::node::{BINARY_PATH, Flavor, TestNode};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -97,14 +96,7 @@ async fn main() -> Result<(), Error> {
 
     // The image's folder (binaries + SHA256SUMS) and the pool's ConfigMap.
     let source = work.path().join("image");
-    std::fs::create_dir_all(&source)?;
-    let mut sums = String::new();
-    for name in GVISOR_BINARIES {
-        let content = std::fs::read(tools.gvisor.join(name))?;
-        sums.push_str(&format!("{}  {name}\n", sha256_hex(&content)));
-        std::fs::write(source.join(name), content)?;
-    }
-    std::fs::write(source.join("SHA256SUMS"), sums)?;
+    image::write_gvisor_source(&tools.gvisor, &[], &source)?;
     let config = work.path().join("config");
     std::fs::create_dir_all(&config)?;
     std::fs::write(config.join("runsc.toml"), "[runsc_config]\n")?;

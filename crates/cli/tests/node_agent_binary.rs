@@ -16,12 +16,10 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, PostParams};
 use sandbox_api::WorkerPool;
 use sandbox_node_agent::agent::{self, GVISOR_BINARIES, Options};
-use sandbox_node_agent::binaries::CHECKSUMS;
 use sandbox_node_agent::cri::{Cri, HandlerState};
 use sandbox_node_agent::host::Host;
 use sandbox_node_agent::restart::{RestartError, Restarter};
 use sandbox_runtime::gvisor::{self, CleanupInput, NODE_READY_LABEL};
-use sandbox_runtime::manifests::sha256_hex;
 use sandbox_testenv::dbus::{FakeSystemd, SystemBus};
 use sandbox_testenv::node::{BINARY_PATH, Flavor, TestNode};
 use sandbox_testenv::{free_port, http_get};
@@ -69,15 +67,8 @@ fn rendered<T: serde::de::DeserializeOwned>(kind: &str) -> T {
 /// The image's folder: the pinned binaries with their checksums.
 fn image_dir(work: &std::path::Path) -> std::path::PathBuf {
     let source = work.join("image");
-    std::fs::create_dir_all(&source).unwrap();
     let gvisor_dir = sandbox_testenv::Tools::locate().unwrap().gvisor;
-    let mut sums = String::new();
-    for name in GVISOR_BINARIES {
-        let content = std::fs::read(gvisor_dir.join(name)).unwrap();
-        sums.push_str(&format!("{}  {name}\n", sha256_hex(&content)));
-        std::fs::write(source.join(name), content).unwrap();
-    }
-    std::fs::write(source.join(CHECKSUMS), sums).unwrap();
+    sandbox_testenv::image::write_gvisor_source(&gvisor_dir, &[], &source).unwrap();
     source
 }
 

@@ -15,12 +15,10 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use k8s_cri::v1::ContainerState;
 use sandbox_node_agent::agent::{self, AgentError, GVISOR_BINARIES, Options};
-use sandbox_node_agent::binaries::CHECKSUMS;
 use sandbox_node_agent::cri::{Cri, HandlerState};
 use sandbox_node_agent::host::{self, Host};
 use sandbox_node_agent::restart::{RestartError, Restarter};
 use sandbox_runtime::gvisor::config;
-use sandbox_runtime::manifests::sha256_hex;
 use sandbox_testenv::node::{BINARY_PATH, Flavor, TestNode};
 use serde_json::json;
 
@@ -74,17 +72,7 @@ impl Restarter for TestRestarter {
 fn image(dir: &Path, trailer: &[u8]) -> PathBuf {
     let gvisor = sandbox_testenv::Tools::locate().unwrap().gvisor;
     let source = dir.join(format!("image-{}", trailer.len()));
-    std::fs::create_dir_all(&source).unwrap();
-    let mut sums = String::new();
-    for name in GVISOR_BINARIES {
-        let mut content = std::fs::read(gvisor.join(name)).unwrap();
-        if name == "runsc" {
-            content.extend_from_slice(trailer);
-        }
-        sums.push_str(&format!("{}  {name}\n", sha256_hex(&content)));
-        std::fs::write(source.join(name), content).unwrap();
-    }
-    std::fs::write(source.join(CHECKSUMS), sums).unwrap();
+    sandbox_testenv::image::write_gvisor_source(&gvisor, trailer, &source).unwrap();
     source
 }
 

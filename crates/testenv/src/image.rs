@@ -216,6 +216,35 @@ fn shared_libraries(binary: &Path) -> Result<Vec<(String, PathBuf)>> {
     Ok(libraries)
 }
 
+/// The files of the image's gVisor folder: the binaries from `gvisor_dir` (with
+/// `runsc_trailer` appended to runsc, which makes a "new release" that still runs: ELF ignores
+/// trailing bytes) and their `SHA256SUMS`, last.
+pub fn gvisor_source(gvisor_dir: &Path, runsc_trailer: &[u8]) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut files = Vec::new();
+    let mut sums = String::new();
+    for binary in GVISOR_BINARIES {
+        let path = gvisor_dir.join(binary);
+        let mut content = std::fs::read(&path).map_err(io_err(&path))?;
+        if binary == "runsc" {
+            content.extend_from_slice(runsc_trailer);
+        }
+        sums.push_str(&format!("{}  {binary}\n", sha256_hex(&content)));
+        files.push((binary.to_string(), content));
+    }
+    files.push(("SHA256SUMS".to_string(), sums.into_bytes()));
+    Ok(files)
+}
+
+/// Writes [`gvisor_source`] into `dest` (created): what the agent's `--source-dir` reads.
+pub fn write_gvisor_source(gvisor_dir: &Path, runsc_trailer: &[u8], dest: &Path) -> Result<()> {
+    std::fs::create_dir_all(dest).map_err(io_err(dest))?;
+    for (name, content) in gvisor_source(gvisor_dir, runsc_trailer)? {
+        let path = dest.join(name);
+        std::fs::write(&path, content).map_err(io_err(&path))?;
+    }
+    Ok(())
+}
+
 /// The node agent's image: the product binary as entrypoint, the C libraries it links
 /// (glibc and libgcc, as distroless `cc` images carry), and in [`NODE_AGENT_SOURCE_DIR`] the
 /// gVisor binaries from `gvisor_dir` with their `SHA256SUMS`, which the agent verifies
@@ -248,21 +277,14 @@ pub fn node_agent_image(name: &str, binary: &Path, gvisor_dir: &Path) -> Result<
             mode: 0o755,
         });
     }
-    let mut sums = String::new();
-    for binary in GVISOR_BINARIES {
-        let content = read(&gvisor_dir.join(binary))?;
-        sums.push_str(&format!("{}  {binary}\n", sha256_hex(&content)));
+    for (name, content) in gvisor_source(gvisor_dir, &[])? {
+        let mode = if name == "SHA256SUMS" { 0o644 } else { 0o755 };
         files.push(Entry::File {
-            path: format!("{NODE_AGENT_SOURCE_DIR}/{binary}"),
+            path: format!("{NODE_AGENT_SOURCE_DIR}/{name}"),
             content,
-            mode: 0o755,
+            mode,
         });
     }
-    files.push(Entry::File {
-        path: format!("{NODE_AGENT_SOURCE_DIR}/SHA256SUMS"),
-        content: sums.into_bytes(),
-        mode: 0o644,
-    });
     dirs.sort();
     dirs.dedup();
     let mut entries: Vec<Entry> = dirs.into_iter().map(Entry::Dir).collect();
