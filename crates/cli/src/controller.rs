@@ -23,14 +23,14 @@ pub struct Args {
     /// Whether to use leader election.
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
     leader_election: bool,
-    /// Name of the leader election Lease (the Go gVisor extension's, so both exclude each other).
-    #[arg(
-        long,
-        default_value = "gardener-extension-runtime-gvisor-leader-election"
-    )]
+    /// Name of the leader election Lease. The default is the Go gVisor extension's
+    /// (`LeaderElectionNameID("runtime-gvisor")`), so during a switch-over only one of the two
+    /// reconciles.
+    #[arg(long, default_value = "runtime-gvisor-leader-election")]
     leader_election_id: String,
-    /// Namespace of the leader election Lease; defaults to the pod's namespace.
-    #[arg(long)]
+    /// Namespace of the leader election Lease; defaults to the pod's namespace. The Go
+    /// extension's chart sets `LEADER_ELECTION_NAMESPACE`, which is read here too.
+    #[arg(long, env = "LEADER_ELECTION_NAMESPACE")]
     leader_election_namespace: Option<String>,
     /// How many ContainerRuntimes are reconciled at once.
     #[arg(long, default_value_t = 5)]

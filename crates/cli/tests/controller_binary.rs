@@ -72,7 +72,7 @@ async fn controller_subcommand_reconciles_and_reports() {
     let leases = Api::<Lease>::namespaced(client.clone(), &system);
     eventually("leader Lease", async || {
         leases
-            .get_opt("gardener-extension-runtime-gvisor-leader-election")
+            .get_opt("runtime-gvisor-leader-election")
             .await
             .ok()
             .flatten()
