@@ -17,7 +17,7 @@ pub use extension::{
     NamedResourceReference,
 };
 pub use managedresource::{ManagedResource, ManagedResourceSpec, ManagedResourceStatus};
-pub use shoot::{CloudProfile, Seed, Shoot};
+pub use shoot::{CloudProfile, Shoot};
 
 /// API group of Gardener's extension resources.
 pub const EXTENSIONS_GROUP: &str = "extensions.gardener.cloud";
@@ -33,14 +33,5 @@ impl Cluster {
     /// The embedded CloudProfile, decoded leniently.
     pub fn cloud_profile(&self) -> Result<CloudProfile, serde_json::Error> {
         serde_json::from_value(self.spec.cloud_profile.clone())
-    }
-
-    /// The embedded Seed, decoded leniently, if gardenlet sent one.
-    pub fn seed(&self) -> Result<Option<Seed>, serde_json::Error> {
-        self.spec
-            .seed
-            .clone()
-            .map(serde_json::from_value)
-            .transpose()
     }
 }

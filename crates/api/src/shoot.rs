@@ -174,10 +174,3 @@ pub struct MachineType {
     pub architecture: Option<String>,
     pub capabilities: Option<serde_json::Value>,
 }
-
-/// The parts of a Seed this extension reads.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct Seed {
-    pub metadata: ObjectMeta,
-}

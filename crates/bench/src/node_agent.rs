@@ -99,7 +99,11 @@ async fn main() -> Result<(), Error> {
     image::write_gvisor_source(&tools.gvisor, &[], &source)?;
     let config = work.path().join("config");
     std::fs::create_dir_all(&config)?;
-    std::fs::write(config.join("runsc.toml"), "[runsc_config]\n")?;
+    let plan = sandbox_runtime::gvisor::node_plan(&Default::default());
+    std::fs::write(
+        config.join(sandbox_runtime::node_plan::FILE_NAME),
+        plan.to_yaml(),
+    )?;
 
     let node = Arc::new(TestNode::new(Flavor::V2)?);
     node.start()?;

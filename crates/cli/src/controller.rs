@@ -1,7 +1,6 @@
 //! `controller`: wires flags, logging, the Kubernetes client, leader election, heartbeat,
 //! health and metrics around `sandbox_controller::run`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,10 +8,15 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::ArgAction;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use sandbox_controller::operations::{self, LeaderElection, Metrics, Readiness};
+use sandbox_controller::heartbeat::heartbeat;
+use sandbox_controller::leader_election::LeaderElection;
+use sandbox_controller::metrics::{self, Metrics};
 use sandbox_controller::{ControllerConfig, Error as ControllerError};
+use sandbox_health::Readiness;
 use sandbox_runtime::image::{DEFAULT_IMAGE_VECTOR, ImageVector, NODE_AGENT_IMAGE};
 use tracing::{error, info};
+
+use crate::common::{bind_address, init_logging, shutdown_signal};
 
 /// Flags of the controller; names and defaults follow Gardener's Go extensions.
 #[derive(clap::Args, Debug)]
@@ -64,31 +68,6 @@ pub struct Args {
     gardener_version: Option<String>,
 }
 
-/// `:8080` means every address, as in Go.
-pub fn bind_address(flag: &str, value: &str) -> anyhow::Result<SocketAddr> {
-    let full = if value.starts_with(':') {
-        format!("0.0.0.0{value}")
-    } else {
-        value.to_string()
-    };
-    full.parse()
-        .with_context(|| format!("--{flag}={value} is not an address like :8080 or 127.0.0.1:8080"))
-}
-
-fn init_logging(level: &str, format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!(
-            "warn,sandbox_controller={level},gardener_extension_runtime_sandbox={level}"
-        ))
-    });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 /// Our image vector with the operator's `IMAGEVECTOR_OVERWRITE` applied.
 fn node_agent_image() -> anyhow::Result<String> {
     let mut vector = ImageVector::parse(DEFAULT_IMAGE_VECTOR)?;
@@ -126,19 +105,27 @@ fn own_namespace() -> Option<String> {
     })
 }
 
-pub async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
+/// `/healthz` and `/readyz` on `health`, `/metrics` on `metrics_addr` (may be the same).
+async fn serve(
+    health: std::net::SocketAddr,
+    metrics_addr: std::net::SocketAddr,
+    metrics: Arc<Metrics>,
+    readiness: Readiness,
+) -> std::io::Result<()> {
+    let health_router = sandbox_health::router(readiness, "cache not synced");
+    let metrics_router = metrics::router(metrics);
+    if health == metrics_addr {
+        return sandbox_health::serve(health, health_router.merge(metrics_router)).await;
     }
+    tokio::try_join!(
+        sandbox_health::serve(health, health_router),
+        sandbox_health::serve(metrics_addr, metrics_router)
+    )?;
+    Ok(())
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    init_logging(&args.log_level, &args.log_format);
+    init_logging(&args.log_level, &args.log_format, &["sandbox_controller"]);
     let health = bind_address("health-bind-address", &args.health_bind_address)?;
     let metrics_addr = bind_address("metrics-bind-address", &args.metrics_bind_address)?;
     let image = node_agent_image()?;
@@ -147,14 +134,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let metrics = Arc::new(Metrics::default());
     let readiness = Readiness::default();
-    let server = tokio::spawn(operations::serve(
+    let server = tokio::spawn(serve(
         health,
         metrics_addr,
         metrics.clone(),
         readiness.clone(),
     ));
     if let Some(namespace) = args.heartbeat_namespace.clone() {
-        tokio::spawn(operations::heartbeat(
+        tokio::spawn(heartbeat(
             client.clone(),
             namespace,
             "runtime-gvisor".into(),

@@ -1,6 +1,7 @@
 //! The product binary: every component of the extension is a subcommand of it, so one image
 //! serves the seed controller, the webhooks and the node agent.
 
+mod common;
 mod controller;
 mod node_agent;
 

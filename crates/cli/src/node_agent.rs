@@ -1,15 +1,17 @@
-//! `node-agent install|uninstall`: the DaemonSet's command on every node of a gVisor pool.
+//! `node-agent install|uninstall`: the DaemonSet's command on every node of a pool with a
+//! sandboxed runtime. What to install comes from the node plan in the pool's ConfigMap.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args as ClapArgs, ValueEnum};
 use sandbox_node_agent::agent::Options;
 use sandbox_node_agent::daemon::{Daemon, Mode};
 use sandbox_node_agent::host::Host;
 use sandbox_node_agent::restart::Systemd;
+use sandbox_runtime::node_plan::{self, NodePlan};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Action {
@@ -24,21 +26,22 @@ pub struct Args {
     /// What to do on this node.
     #[arg(value_enum)]
     action: Action,
-    /// The runtime (only gvisor so far).
-    #[arg(long, default_value = "gvisor")]
-    runtime: String,
     /// Where the host's root file system is mounted.
     #[arg(long, default_value = "/host")]
     host_root: PathBuf,
     /// Host folder for the runtime's binaries (the ContainerRuntime's spec.binaryPath).
     #[arg(long, default_value = "/usr/local/bin")]
     binary_path: String,
-    /// Folder with the rendered runsc.toml (the pool's ConfigMap).
+    /// Folder with the node plan (the pool's ConfigMap, key node-plan.yaml); unused when
+    /// NODE_PLAN holds the plan.
     #[arg(long, default_value = "/etc/runtime-sandbox")]
     config_dir: PathBuf,
-    /// Folder in the image with the binaries and their SHA256SUMS.
-    #[arg(long, default_value = "/usr/local/lib/runtime-sandbox/gvisor")]
-    source_dir: PathBuf,
+    /// The node plan itself (the cleanup DaemonSet sets it); wins over --config-dir.
+    #[arg(long, env = node_plan::PLAN_ENV, hide_env_values = true)]
+    node_plan: Option<String>,
+    /// Folder with the binaries and their checksums; the plan's image folder when unset.
+    #[arg(long)]
+    source_dir: Option<PathBuf>,
     /// Address of /healthz and /readyz.
     #[arg(long, default_value = ":8081")]
     health_bind_address: String,
@@ -60,39 +63,41 @@ pub struct Args {
     /// Log level.
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// Log format.
+    #[arg(long, default_value = "text", value_parser = ["json", "text"])]
+    log_format: String,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
-            "warn,sandbox_node_agent={0},gardener_extension_runtime_sandbox={0}",
-            args.log_level
-        )))
-        .init();
-    if args.runtime != "gvisor" {
-        bail!(
-            "--runtime={} is not supported; allowed: gvisor",
-            args.runtime
-        );
-    }
+    crate::common::init_logging(&args.log_level, &args.log_format, &["sandbox_node_agent"]);
     let mode = match args.action {
         Action::Install => Mode::Install,
         Action::Uninstall => Mode::Uninstall,
     };
-    let runsc_toml = match mode {
-        Mode::Install => {
-            let path = args.config_dir.join("runsc.toml");
-            std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {} (the pool's ConfigMap)", path.display()))?
+    // A plan this agent cannot read stops it here, before anything on the node changes.
+    let plan = match args.node_plan {
+        Some(text) => NodePlan::parse(&text)
+            .with_context(|| format!("reading the node plan in {}", node_plan::PLAN_ENV))?,
+        None => {
+            let path = args.config_dir.join(node_plan::FILE_NAME);
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "reading the node plan {} (the pool's ConfigMap)",
+                    path.display()
+                )
+            })?;
+            NodePlan::parse(&text).with_context(|| format!("reading {}", path.display()))?
         }
-        Mode::Uninstall => String::new(),
     };
     let host = Host::new(&args.host_root);
     let restarter = Arc::new(Systemd::new(
         host.path(&args.dbus_socket),
         args.containerd_unit.clone(),
     ));
-    let options = Options::gvisor(host, args.source_dir, args.binary_path, runsc_toml);
+    let mut options = Options::new(host, plan, args.binary_path);
+    if let Some(source) = args.source_dir {
+        options.source = source;
+    }
     let kube = match args.node_name {
         Some(name) => Some((
             kube::Client::try_default()
@@ -110,7 +115,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         options,
         restarter,
         kube,
-        health: crate::controller::bind_address("health-bind-address", &args.health_bind_address)?,
+        health: crate::common::bind_address("health-bind-address", &args.health_bind_address)?,
         resync: Duration::from_secs(args.resync_seconds.max(1)),
     };
     if args.once {
@@ -124,6 +129,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    daemon.run(crate::controller::shutdown_signal()).await?;
+    daemon.run(crate::common::shutdown_signal()).await?;
     Ok(())
 }

@@ -15,11 +15,13 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, PostParams};
 use sandbox_api::WorkerPool;
-use sandbox_node_agent::agent::{self, GVISOR_BINARIES, Options};
+use sandbox_node_agent::agent::{self, Options};
 use sandbox_node_agent::cri::{Cri, HandlerState};
 use sandbox_node_agent::host::Host;
 use sandbox_node_agent::restart::{RestartError, Restarter};
-use sandbox_runtime::gvisor::{self, CleanupInput, NODE_READY_LABEL};
+use sandbox_runtime::gvisor::node::BINARIES;
+use sandbox_runtime::gvisor::{self, CleanupInput, GVisorConfig, NODE_READY_LABEL};
+use sandbox_runtime::node_plan;
 use sandbox_testenv::dbus::{FakeSystemd, SystemBus};
 use sandbox_testenv::node::{BINARY_PATH, Flavor, TestNode};
 use sandbox_testenv::{free_port, http_get};
@@ -132,20 +134,16 @@ async fn node_agent_verifies_labels_and_reports_ready() {
     node.start().unwrap();
     let work = tempfile::tempdir().unwrap();
 
-    // The image: pinned binaries with their checksums; the ConfigMap: runsc.toml.
+    // The image: pinned binaries with their checksums; the ConfigMap: the node plan.
     let source = image_dir(work.path());
     let config_dir = work.path().join("config");
     std::fs::create_dir_all(&config_dir).unwrap();
-    let runsc_toml = "[runsc_config]\n";
-    std::fs::write(config_dir.join("runsc.toml"), runsc_toml).unwrap();
+    let plan = gvisor::node_plan(&GVisorConfig::default());
+    std::fs::write(config_dir.join(node_plan::FILE_NAME), plan.to_yaml()).unwrap();
 
     // An already-provisioned node: an earlier run installed and restarted.
-    let options = Options::gvisor(
-        Host::new(node.root()),
-        source.clone(),
-        BINARY_PATH.into(),
-        runsc_toml.into(),
-    );
+    let mut options = Options::new(Host::new(node.root()), plan, BINARY_PATH.into());
+    options.source = source.clone();
     agent::install(&options, &RestartTestNode(node.clone()))
         .await
         .unwrap();
@@ -160,7 +158,6 @@ async fn node_agent_verifies_labels_and_reports_ready() {
         let mut args: Vec<String> = vec![
             "node-agent".into(),
             "install".into(),
-            "--runtime=gvisor".into(),
             format!("--host-root={}", node.root().display()),
             format!("--binary-path={BINARY_PATH}"),
             format!("--config-dir={}", config_dir.display()),
@@ -224,14 +221,22 @@ async fn node_agent_verifies_labels_and_reports_ready() {
     assert_eq!(http_get(port, "/healthz").map(|(code, _)| code), Some(200));
 }
 
-/// The container's arguments and ConfigMap data of the rendered DaemonSet in `set`, with
-/// the pod's paths mapped to the test's (as the kubelet's mounts would).
+/// The container's arguments and literal environment variables of the rendered DaemonSet in
+/// `set`, with the pod's paths mapped to the test's (as the kubelet's mounts would), and its
+/// ConfigMap's data (if it has one) written to `config_dir`.
 fn rendered_command(
     set: &sandbox_runtime::manifests::ObjectSet,
     node: &TestNode,
     config_dir: &std::path::Path,
     port: u16,
-) -> Vec<String> {
+) -> (Vec<String>, Vec<(String, String)>) {
+    std::fs::create_dir_all(config_dir).unwrap();
+    if set.data().keys().any(|k| k.starts_with("configmap__")) {
+        let config_map: ConfigMap = support::object(set, "ConfigMap");
+        for (key, value) in config_map.data.unwrap() {
+            std::fs::write(config_dir.join(key), value).unwrap();
+        }
+    }
     let pod = support::daemon_set_pod(set);
     let container = &pod.containers[0];
     let env = container.env.as_ref().unwrap();
@@ -247,7 +252,11 @@ fn rendered_command(
         "spec.nodeName",
         "NODE_NAME comes from the pod's node"
     );
-    container
+    let literal_env = env
+        .iter()
+        .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+        .collect();
+    let args = container
         .args
         .clone()
         .unwrap()
@@ -258,7 +267,8 @@ fn rendered_command(
             Some(("--health-bind-address", _)) => format!("--health-bind-address=127.0.0.1:{port}"),
             _ => arg,
         })
-        .collect()
+        .collect();
+    (args, literal_env)
 }
 
 #[tokio::test]
@@ -278,18 +288,13 @@ async fn rendered_installer_then_cleanup_install_and_uninstall_through_systemd()
     let bus = SystemBus::start(&node.path("/run/dbus/system_bus_socket")).unwrap();
     let systemd = FakeSystemd::for_node(&bus, node.clone()).await.unwrap();
 
-    // What the controller renders for pool-a, and the ConfigMap as the kubelet mounts it.
+    // What the controller renders for pool-a, with its ConfigMap as the kubelet mounts it.
     let installer = support::installer("registry.local/node-agent:test");
-    let config_dir = work.path().join("config");
-    std::fs::create_dir_all(&config_dir).unwrap();
-    let config_map: ConfigMap = support::object(&installer, "ConfigMap");
-    for (key, value) in config_map.data.unwrap() {
-        std::fs::write(config_dir.join(key), value).unwrap();
-    }
     let binary = env!("CARGO_BIN_EXE_gardener-extension-runtime-sandbox");
-    let run = |args: Vec<String>| {
+    let run = |(args, env): (Vec<String>, Vec<(String, String)>)| {
         Command::new(binary)
             .args(args)
+            .envs(env)
             // The image's default source folder is not on this machine.
             .arg(format!("--source-dir={}", source.display()))
             .env("NODE_NAME", &node_name)
@@ -302,7 +307,13 @@ async fn rendered_installer_then_cleanup_install_and_uninstall_through_systemd()
 
     // Install: one restart through D-Bus, runsc loaded, the node labelled, /readyz 200.
     let port = free_port().unwrap();
-    let installer_pod = KillOnDrop(run(rendered_command(&installer, &node, &config_dir, port)));
+    let installer_dir = work.path().join("installer-config");
+    let installer_pod = KillOnDrop(run(rendered_command(
+        &installer,
+        &node,
+        &installer_dir,
+        port,
+    )));
     wait_ready(port).await;
     assert_eq!(
         systemd.calls(),
@@ -338,7 +349,8 @@ async fn rendered_installer_then_cleanup_install_and_uninstall_through_systemd()
     })
     .unwrap();
     let port = free_port().unwrap();
-    let _cleanup_pod = KillOnDrop(run(rendered_command(&cleanup, &node, &config_dir, port)));
+    let cleanup_dir = work.path().join("cleanup-config");
+    let _cleanup_pod = KillOnDrop(run(rendered_command(&cleanup, &node, &cleanup_dir, port)));
     wait_ready(port).await;
     assert_eq!(systemd.calls().len(), 2);
     assert_eq!(node.starts(), starts + 2);
@@ -349,7 +361,7 @@ async fn rendered_installer_then_cleanup_install_and_uninstall_through_systemd()
         HandlerState::Missing
     );
     assert_eq!(ready_label(&client, &node_name).await, None);
-    for name in GVISOR_BINARIES {
+    for name in BINARIES {
         assert!(!node.path(BINARY_PATH).join(name).exists(), "{name} left");
     }
     assert_eq!(std::fs::read(node.config_path()).unwrap(), config_before);

@@ -13,8 +13,9 @@ use std::sync::Arc;
 use common::{Container, run_container};
 use k8s_openapi::api::core::v1::ConfigMap;
 use sandbox_node_agent::cri::{Cri, HandlerState};
+use sandbox_runtime::gvisor::node::BINARIES;
 use sandbox_testenv::dbus::{FakeSystemd, SystemBus};
-use sandbox_testenv::image::{GVISOR_BINARIES, node_agent_image};
+use sandbox_testenv::image::node_agent_image;
 use sandbox_testenv::node::{BINARY_PATH, Flavor, TestNode};
 
 const IMAGE: &str = "localhost/runtime-sandbox-test/node-agent:1";
@@ -102,7 +103,7 @@ async fn the_image_installs_its_own_runsc_as_the_daemon_set_runs_it() {
             .unwrap(),
         HandlerState::Loaded
     );
-    for name in GVISOR_BINARIES {
+    for name in BINARIES {
         assert_eq!(
             std::fs::read(node.path(BINARY_PATH).join(name)).unwrap(),
             std::fs::read(gvisor_dir.join(name)).unwrap(),

@@ -1,8 +1,12 @@
-//! The Gardener extension contract's pure rules. See the shared contract document; every
-//! rule here is tested against a real API server in `tests/`.
+//! The Gardener extension contract's pure rules: which events count, which step a reconcile
+//! takes ([`plan`], decided once per reconcile), and what status to write. See the shared
+//! contract document; every rule here is tested against a real API server in `tests/`.
 
 use k8s_openapi::jiff::Timestamp;
-use sandbox_api::{ContainerRuntime, ExtensionStatus, LastOperationState, LastOperationType};
+use sandbox_api::{
+    ContainerRuntime, ExtensionStatus, LastOperationState, LastOperationType, Shoot,
+};
+use sandbox_runtime::actuator::{Actuator, NodeCleanup};
 use serde_json::{Value, json};
 
 /// Annotation gardenlet uses to ask for an operation.
@@ -97,6 +101,115 @@ pub fn skip_migrated(cr: &ContainerRuntime, op: LastOperationType) -> bool {
             l.type_ == LastOperationType::Migrate && l.state == LastOperationState::Succeeded
         });
     migrated && !matches!(op, LastOperationType::Migrate | LastOperationType::Restore)
+}
+
+/// What one reconcile does, decided once from the object and the shoot before any write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Remove gardenlet's `reconcile` annotation before working (it asked once).
+    pub remove_reconcile_annotation: bool,
+    pub step: Step,
+}
+
+/// The contract's branches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing to do.
+    Skip(Skip),
+    /// Create or reconcile (`op` is `Create` or `Reconcile`): finalizer, ManagedResources.
+    Reconcile { op: LastOperationType },
+    /// As a reconcile, then the `restore` annotation goes.
+    Restore,
+    /// Delete the ManagedResources. `wait` for gardener-resource-manager to remove them (not
+    /// on force deletion or for a hibernated shoot, where nobody would); with `clean_nodes`,
+    /// uninstall the runtime from the pool's nodes first.
+    Delete { wait: bool, clean_nodes: bool },
+    /// Keep the shoot's objects, remove the ManagedResources and every finalizer.
+    Migrate,
+}
+
+/// Why a reconcile does nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// gardenlet annotated `wait-for-state`.
+    WaitForState,
+    /// The shoot's last operation failed: no status write until it is retried.
+    ShootFailed,
+    /// Migrated away; only a new migrate or a restore touches it again.
+    Migrated,
+    /// Being deleted without our finalizer: nothing of ours is left.
+    NotOurs,
+}
+
+impl Step {
+    /// The operation type the status reports for this step.
+    pub fn operation(self) -> Option<LastOperationType> {
+        match self {
+            Step::Skip(_) => None,
+            Step::Reconcile { op } => Some(op),
+            Step::Restore => Some(LastOperationType::Restore),
+            Step::Delete { .. } => Some(LastOperationType::Delete),
+            Step::Migrate => Some(LastOperationType::Migrate),
+        }
+    }
+}
+
+/// Whether our finalizer is on the object.
+pub fn has_finalizer(cr: &ContainerRuntime) -> bool {
+    cr.metadata
+        .finalizers
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|f| f == FINALIZER))
+}
+
+/// Decides the reconcile of `cr`, given the shoot from its Cluster and its runtime's actuator
+/// (which says whether the pool's nodes need cleaning when the object goes).
+pub fn plan(cr: &ContainerRuntime, shoot: &Shoot, actuator: &dyn Actuator) -> Plan {
+    let annotation = operation_annotation(cr);
+    if annotation == Some(OP_WAIT_FOR_STATE) {
+        return Plan {
+            remove_reconcile_annotation: false,
+            step: Step::Skip(Skip::WaitForState),
+        };
+    }
+    let op = operation_type(cr);
+    let step = if shoot.has_failed() {
+        Step::Skip(Skip::ShootFailed)
+    } else if skip_migrated(cr, op) {
+        Step::Skip(Skip::Migrated)
+    } else {
+        match op {
+            LastOperationType::Migrate => Step::Migrate,
+            _ if cr.metadata.deletion_timestamp.is_some() => {
+                if !has_finalizer(cr) {
+                    Step::Skip(Skip::NotOurs)
+                } else {
+                    let wait = !shoot.force_deletion() && !shoot.is_hibernated();
+                    let pool = &cr.spec.worker_pool.name;
+                    Step::Delete {
+                        wait,
+                        clean_nodes: wait
+                            && actuator.node_cleanup(shoot, pool) == NodeCleanup::Required,
+                    }
+                }
+            }
+            LastOperationType::Restore => Step::Restore,
+            op => Step::Reconcile { op },
+        }
+    };
+    Plan {
+        remove_reconcile_annotation: annotation == Some(OP_RECONCILE),
+        step,
+    }
+}
+
+/// When the current attempt of `op` started, if the object is in the middle of one (its last
+/// status is `op`, Processing): a reconcile that requeues while it waits continues the same
+/// attempt and measures its time bound from here.
+pub fn in_progress_since(cr: &ContainerRuntime, op: LastOperationType) -> Option<Timestamp> {
+    let last = cr.status.as_ref()?.last_operation.as_ref()?;
+    (last.type_ == op && last.state == LastOperationState::Processing)
+        .then_some(last.last_update_time.0)
 }
 
 /// `(processing, error prefix, success)` descriptions, exactly as the Go extensions write them.
@@ -247,6 +360,121 @@ mod tests {
             Reconcile
         );
         assert_eq!(operation_type(&cr(None, Some((Delete, Error)))), Reconcile);
+    }
+
+    fn shoot(patch: Value) -> Shoot {
+        let mut value = json!({"metadata": {"name": "s"}, "spec": {"provider": {"workers": [
+            {"name": "a", "cri": {"name": "containerd", "containerRuntimes": [{"type": "gvisor"}]}},
+            {"name": "b", "cri": {"name": "containerd"}},
+        ]}}, "status": {"lastOperation": {"type": "Reconcile", "state": "Succeeded"}}});
+        for (k, v) in patch.as_object().unwrap() {
+            value[k.as_str()] = v.clone();
+        }
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn deleting(pool: &str) -> ContainerRuntime {
+        let mut c = cr(
+            None,
+            Some((LastOperationType::Reconcile, LastOperationState::Succeeded)),
+        );
+        c.spec.worker_pool.name = pool.into();
+        c.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            Timestamp::UNIX_EPOCH,
+        ));
+        c.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        c
+    }
+
+    #[test]
+    fn plan_decides_each_branch_once() {
+        use LastOperationState::*;
+        use LastOperationType::*;
+        let gvisor = sandbox_runtime::actuator::actuator("gvisor").unwrap();
+        let s = shoot(json!({}));
+        let step = |c: &ContainerRuntime, s: &Shoot| plan(c, s, gvisor).step;
+
+        assert_eq!(step(&cr(None, None), &s), Step::Reconcile { op: Create });
+        let p = plan(
+            &cr(Some("reconcile"), Some((Reconcile, Succeeded))),
+            &s,
+            gvisor,
+        );
+        assert!(p.remove_reconcile_annotation);
+        assert_eq!(p.step, Step::Reconcile { op: Reconcile });
+        assert_eq!(
+            plan(&cr(Some("wait-for-state"), None), &s, gvisor),
+            Plan {
+                remove_reconcile_annotation: false,
+                step: Step::Skip(Skip::WaitForState)
+            }
+        );
+        assert_eq!(step(&cr(Some("restore"), None), &s), Step::Restore);
+        assert_eq!(step(&cr(Some("migrate"), None), &s), Step::Migrate);
+        assert_eq!(
+            step(&cr(None, Some((Migrate, Succeeded))), &s),
+            Step::Skip(Skip::Migrated)
+        );
+        let failed =
+            shoot(json!({"status": {"lastOperation": {"type": "Reconcile", "state": "Failed"}}}));
+        let p = plan(&cr(Some("reconcile"), None), &failed, gvisor);
+        assert_eq!(p.step, Step::Skip(Skip::ShootFailed));
+        assert!(p.remove_reconcile_annotation, "the request is consumed");
+
+        // Deletion: the pool that stays without gVisor is cleaned; a removed pool is not.
+        assert_eq!(
+            step(&deleting("b"), &s),
+            Step::Delete {
+                wait: true,
+                clean_nodes: true
+            }
+        );
+        assert_eq!(
+            step(&deleting("gone"), &s),
+            Step::Delete {
+                wait: true,
+                clean_nodes: false
+            }
+        );
+        let forced = shoot(json!({"metadata": {"name": "s", "annotations": {
+            "confirmation.gardener.cloud/force-deletion": "true"}}}));
+        assert_eq!(
+            step(&deleting("b"), &forced),
+            Step::Delete {
+                wait: false,
+                clean_nodes: false
+            }
+        );
+        let mut not_ours = deleting("b");
+        not_ours.metadata.finalizers = None;
+        assert_eq!(step(&not_ours, &s), Step::Skip(Skip::NotOurs));
+        let mut migrating = deleting("b");
+        migrating.metadata.annotations =
+            Some([(OPERATION_ANNOTATION.to_string(), "migrate".to_string())].into());
+        assert_eq!(
+            step(&migrating, &s),
+            Step::Migrate,
+            "migrate beats deletion"
+        );
+    }
+
+    #[test]
+    fn an_attempt_in_progress_is_continued() {
+        use LastOperationState::*;
+        use LastOperationType::*;
+        assert_eq!(
+            in_progress_since(&cr(None, Some((Delete, Processing))), Delete),
+            Some(Timestamp::UNIX_EPOCH)
+        );
+        assert_eq!(
+            in_progress_since(&cr(None, Some((Delete, Error))), Delete),
+            None
+        );
+        assert_eq!(
+            in_progress_since(&cr(None, Some((Create, Processing))), Delete),
+            None
+        );
+        assert_eq!(in_progress_since(&cr(None, None), Delete), None);
     }
 
     #[test]

@@ -1,27 +1,30 @@
 //! The seed-side controller: reconciles `ContainerRuntime` objects following the Gardener
-//! extension contract and hands the runtime-specific work to an actuator built on
-//! `sandbox-runtime`.
+//! extension contract and hands the runtime-specific rendering to the runtime's actuator
+//! (`sandbox_runtime::actuator`).
 //!
-//! - [`contract`]: the contract's pure rules (which events count, which operation, what
-//!   status to write);
+//! - [`contract`]: the contract's pure rules (which events count, which step, what status);
+//! - [`event_filter`]: watch events to triggers; [`controller`]: the wiring;
+//!   [`reconcile`]: one reconcile as read, decide, render, write;
 //! - [`managedresource`]: writing and deleting ManagedResources and their Secrets;
-//! - [`gvisor`]: the gVisor actuator;
-//! - [`reconciler`]: the reconcile loop that ties them together.
+//! - [`leader_election`], [`heartbeat`], [`metrics`]: what operators run it with.
 
 pub mod contract;
-pub mod gvisor;
+pub mod controller;
+mod event_filter;
+pub mod heartbeat;
+pub mod leader_election;
 pub mod managedresource;
-pub mod operations;
-pub mod reconciler;
+pub mod metrics;
+mod reconcile;
 
-pub use reconciler::{ControllerConfig, run};
+pub use controller::{ControllerConfig, run};
 
 /// Errors of one reconcile.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The providerConfig is unusable; only the shoot owner can fix it.
     #[error(transparent)]
-    Configuration(#[from] sandbox_runtime::gvisor::ConfigError),
+    Configuration(#[from] sandbox_runtime::actuator::ConfigError),
     /// The Cluster of the namespace is missing or cannot be decoded.
     #[error("cluster {name}: {message}")]
     Cluster { name: String, message: String },
@@ -32,7 +35,7 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    /// ManagedResources did not go away in time.
+    /// gardener-resource-manager did not finish (ManagedResources or the node cleanup) in time.
     #[error("{0}")]
     Timeout(String),
     /// Leadership was lost; the process must stop working.
@@ -47,6 +50,15 @@ pub enum Error {
     /// The object does not decode as a ContainerRuntime.
     #[error("invalid ContainerRuntime: {0}")]
     InvalidObject(String),
+}
+
+impl From<sandbox_runtime::actuator::ActuatorError> for Error {
+    fn from(e: sandbox_runtime::actuator::ActuatorError) -> Self {
+        match e {
+            sandbox_runtime::actuator::ActuatorError::Configuration(e) => Error::Configuration(e),
+            sandbox_runtime::actuator::ActuatorError::Render(e) => Error::Render(e),
+        }
+    }
 }
 
 impl Error {

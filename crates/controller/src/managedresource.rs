@@ -1,9 +1,9 @@
 //! Writing ManagedResources for the shoot the way Gardener's `managedresources.CreateForShoot`
 //! does, and deleting them. Writes happen only when something differs, so a resync of an
-//! unchanged object costs reads only.
+//! unchanged object costs reads only. Nothing here waits: callers check again later (the
+//! reconcile requeues), so a slow gardener-resource-manager never holds a worker.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{LocalObjectReference, Secret};
@@ -70,11 +70,9 @@ pub async fn ensure(
             ),
             ..Secret::default()
         };
-        match secrets.create(&PostParams::default(), &secret).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(kube_err(format!("creating secret {secret_name}"))(e)),
-        }
+        let result = secrets.create(&PostParams::default(), &secret).await;
+        ok_if(&[409], result.map(|_| ()))
+            .map_err(kube_err(format!("creating secret {secret_name}")))?;
     }
 
     let api = Api::<ManagedResource>::namespaced(client.clone(), namespace);
@@ -152,118 +150,77 @@ async fn ensure_managed_resource(
         .map_err(kube_err(format!("updating managedresource {name}")))
 }
 
+/// Treats "not found" as done (deleting or patching what is already gone) and "already
+/// exists" as done (creating what a concurrent writer created): both are the wanted outcome.
+fn ok_if(codes: &[u16], result: Result<(), kube::Error>) -> Result<(), kube::Error> {
+    match result {
+        Err(kube::Error::Api(e)) if codes.contains(&e.code) => Ok(()),
+        other => other,
+    }
+}
+
 /// Sets `keepObjects: true`, so deleting the ManagedResource leaves its objects in the shoot.
 pub async fn keep_objects(client: &Client, namespace: &str, name: &str) -> Result<()> {
     let api = Api::<ManagedResource>::namespaced(client.clone(), namespace);
-    match api
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"keepObjects": true}})),
-        )
+    let patch = Patch::Merge(json!({"spec": {"keepObjects": true}}));
+    let result = api.patch(name, &PatchParams::default(), &patch).await;
+    ok_if(&[404], result.map(|_| ())).map_err(kube_err(format!(
+        "setting keepObjects on managedresource {name}"
+    )))
+}
+
+/// ManagedResource `name`, if it exists.
+pub async fn get(client: &Client, namespace: &str, name: &str) -> Result<Option<ManagedResource>> {
+    Api::<ManagedResource>::namespaced(client.clone(), namespace)
+        .get_opt(name)
         .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(kube_err(format!(
-            "setting keepObjects on managedresource {name}"
-        ))(e)),
-    }
+        .map_err(kube_err(format!("reading managedresource {name}")))
 }
 
 /// Whether ManagedResource `name` exists and is not being deleted.
 pub async fn is_live(client: &Client, namespace: &str, name: &str) -> Result<bool> {
-    let api = Api::<ManagedResource>::namespaced(client.clone(), namespace);
-    let existing = api
-        .get_opt(name)
-        .await
-        .map_err(kube_err(format!("reading managedresource {name}")))?;
+    let existing = get(client, namespace, name).await?;
     Ok(existing.is_some_and(|mr| mr.metadata.deletion_timestamp.is_none()))
 }
 
-/// Waits up to `timeout` until gardener-resource-manager reports ManagedResource `name`
-/// applied, healthy and no longer progressing for its current generation. On timeout the
-/// error says `what` is still pending and quotes the ManagedResource's conditions.
-pub async fn wait_rolled_out(
+/// None once gardener-resource-manager reports ManagedResource `name` applied, healthy and no
+/// longer progressing for its current generation; otherwise what it reports (its conditions,
+/// or that it does not exist).
+pub async fn rollout_pending(
     client: &Client,
     namespace: &str,
     name: &str,
-    timeout: Duration,
-    what: &str,
-) -> Result<()> {
-    let api = Api::<ManagedResource>::namespaced(client.clone(), namespace);
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let mr = api
-            .get_opt(name)
-            .await
-            .map_err(kube_err(format!("reading managedresource {name}")))?;
-        let summary = match &mr {
-            Some(mr) if mr.is_rolled_out() => return Ok(()),
-            Some(mr) => mr.conditions_summary(),
-            None => "it does not exist".to_string(),
-        };
-        if tokio::time::Instant::now() >= deadline {
-            return Err(Error::Timeout(format!(
-                "{what} after {}s; managedresource {name}: {summary}",
-                timeout.as_secs()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+) -> Result<Option<String>> {
+    Ok(match get(client, namespace, name).await? {
+        Some(mr) if mr.is_rolled_out() => None,
+        Some(mr) => Some(mr.conditions_summary()),
+        None => Some("it does not exist".to_string()),
+    })
 }
 
-/// Deletes ManagedResource `name` and the secrets it references; with `wait`, waits up to
-/// `timeout` until the ManagedResource is gone (gardener-resource-manager removes its
-/// finalizer once the shoot's objects are deleted).
-pub async fn delete(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    wait: Option<Duration>,
-) -> Result<()> {
+/// Deletes ManagedResource `name` and the secrets it references. Returns whether it is gone;
+/// while it is not, gardener-resource-manager is still deleting its objects from the shoot.
+pub async fn delete(client: &Client, namespace: &str, name: &str) -> Result<bool> {
     let api = Api::<ManagedResource>::namespaced(client.clone(), namespace);
     let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
-    let Some(existing) = api
-        .get_opt(name)
-        .await
-        .map_err(kube_err(format!("reading managedresource {name}")))?
-    else {
-        return Ok(());
+    let Some(existing) = get(client, namespace, name).await? else {
+        return Ok(true);
     };
-    if existing.metadata.deletion_timestamp.is_none() {
-        match api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
+    // Left: the object remains (finalizers); Right: it is gone.
+    let gone = match existing.metadata.deletion_timestamp {
+        Some(_) => false,
+        None => match api.delete(name, &DeleteParams::default()).await {
+            Ok(response) => response.is_right(),
+            Err(kube::Error::Api(e)) if e.code == 404 => true,
             Err(e) => return Err(kube_err(format!("deleting managedresource {name}"))(e)),
-        }
-    }
+        },
+    };
     for secret in &existing.spec.secret_refs {
-        match secrets.delete(&secret.name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(kube_err(format!("deleting secret {}", secret.name))(e)),
-        }
+        let result = secrets.delete(&secret.name, &DeleteParams::default()).await;
+        ok_if(&[404], result.map(|_| ()))
+            .map_err(kube_err(format!("deleting secret {}", secret.name)))?;
     }
-    let Some(timeout) = wait else { return Ok(()) };
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if api
-            .get_opt(name)
-            .await
-            .map_err(kube_err(format!("reading managedresource {name}")))?
-            .is_none()
-        {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(Error::Timeout(format!(
-                "managedresource {name} still exists after {}s; gardener-resource-manager has not finished deleting its objects from the shoot",
-                timeout.as_secs()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    Ok(gone)
 }
 
 #[cfg(test)]

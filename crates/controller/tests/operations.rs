@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
-use sandbox_controller::operations::{HEARTBEAT_LEASE, LeaderElection, heartbeat};
+use sandbox_controller::heartbeat::{HEARTBEAT_LEASE, heartbeat};
+use sandbox_controller::leader_election::LeaderElection;
 
 #[tokio::test]
 async fn only_one_leader_and_release_hands_over_at_once() {

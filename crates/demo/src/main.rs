@@ -46,7 +46,7 @@ async fn main() -> Result<(), Error> {
     tokio::spawn(sandbox_controller::run(
         controller_client,
         config,
-        Arc::new(sandbox_controller::reconciler::NoObserver),
+        Arc::new(sandbox_controller::metrics::NoObserver),
         Default::default(),
         std::future::pending(),
     ));

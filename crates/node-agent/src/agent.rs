@@ -1,19 +1,18 @@
-//! One install or uninstall run on a node: binaries, configuration, a restart only when
+//! One install or uninstall run of a node plan: binaries, configuration, a restart only when
 //! something changed (or containerd has not loaded what is on disk), rollback when containerd
-//! does not come back, and the CRI check that the handler is (or is no longer) loaded.
+//! does not come back, and the CRI check that every handler is (or is no longer) loaded.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use sandbox_runtime::node_plan::{Handler, NodePlan, major_minor};
+
 use crate::binaries::{self, BinaryError};
-use crate::containerd::Handler;
-use crate::cri::{self, Cri, CriError, HandlerState};
+use crate::cri::{Cri, CriError, HandlerState};
 use crate::host::{self, Change, Host, HostError};
-use crate::lock::{HostLock, LOCK_FILE, LockError};
+use crate::lock::{HostLock, LockError};
 use crate::restart::{RestartError, Restarter};
 
-/// gVisor's binaries, as shipped in the image next to `SHA256SUMS`.
-pub const GVISOR_BINARIES: [&str; 2] = ["runsc", "containerd-shim-runsc-v1"];
 /// containerd's socket on the host.
 pub const CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
 
@@ -22,14 +21,12 @@ pub const CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
 pub struct Options {
     /// The host's root as the agent sees it.
     pub host: Host,
-    /// The image's folder with the binaries and `SHA256SUMS`.
+    /// What the runtime needs on the node.
+    pub plan: NodePlan,
+    /// The image's folder with the binaries and their checksums (the plan's, unless overridden).
     pub source: PathBuf,
     /// `spec.binaryPath` on the host.
     pub binary_path: String,
-    /// The rendered `runsc.toml`.
-    pub runsc_toml: String,
-    /// The handler to register.
-    pub handler: Handler,
     /// How long to wait for containerd to answer after a restart.
     pub restart_timeout: Duration,
     /// How long to wait for another agent's host lock.
@@ -37,14 +34,13 @@ pub struct Options {
 }
 
 impl Options {
-    /// Options for gVisor's `runsc` handler with default timeouts.
-    pub fn gvisor(host: Host, source: PathBuf, binary_path: String, runsc_toml: String) -> Self {
+    /// Options for `plan` with the binaries from the plan's image folder and default timeouts.
+    pub fn new(host: Host, plan: NodePlan, binary_path: String) -> Self {
         Options {
             host,
-            source,
+            source: PathBuf::from(&plan.binaries.source),
+            plan,
             binary_path,
-            runsc_toml,
-            handler: Handler::runsc(),
             restart_timeout: Duration::from_secs(60),
             lock_timeout: Duration::from_secs(120),
         }
@@ -87,9 +83,14 @@ pub enum AgentError {
     )]
     RollbackFailed { cause: String, restore: String },
     #[error(
-        "containerd {version} cannot run gVisor's shim, which needs containerd 1.7 or newer (it answers with the shim bootstrap protocol version 2); nothing was changed"
+        "containerd {version} cannot run {runtime}, which needs containerd {minimum} or newer ({reason}); nothing was changed"
     )]
-    UnsupportedContainerd { version: String },
+    UnsupportedContainerd {
+        version: String,
+        runtime: String,
+        minimum: String,
+        reason: String,
+    },
     #[error("containerd answers but handler {handler} is {state}")]
     NotLoaded { handler: String, state: String },
     #[error(transparent)]
@@ -144,46 +145,63 @@ fn describe(state: &HandlerState) -> String {
     }
 }
 
-/// The oldest containerd gVisor's current shim works with: 1.6 cannot read the shim's
-/// bootstrap answer (proven by the scenario tests with Debian's containerd 1.6).
-pub const MIN_CONTAINERD: (u32, u32) = (1, 7);
-
-/// Refuses containerd versions gVisor's shim cannot work with. An unreadable version is
-/// let through: the handler check after the install still has the last word.
-async fn check_containerd(cri: &Cri) -> Result<(), AgentError> {
+/// Refuses containerd versions older than the plan's minimum. An unreadable version is let
+/// through: the handler check after the install still has the last word.
+async fn check_containerd(cri: &Cri, plan: &NodePlan) -> Result<(), AgentError> {
     let (_, version) = cri.runtime_version().await?;
-    match cri::major_minor(&version) {
-        Some(found) if found < MIN_CONTAINERD => Err(AgentError::UnsupportedContainerd { version }),
+    match major_minor(&version) {
+        Some(found) if found < plan.min_containerd() => Err(AgentError::UnsupportedContainerd {
+            version,
+            runtime: plan.runtime.clone(),
+            minimum: plan.min_containerd.version.clone(),
+            reason: plan.min_containerd.reason.clone(),
+        }),
         _ => Ok(()),
     }
 }
 
+/// The first of `handlers` whose state is not `wanted`, with its state.
+async fn first_not(
+    cri: &Cri,
+    handlers: &[Handler],
+    wanted: &HandlerState,
+) -> Result<Option<(String, HandlerState)>, CriError> {
+    for handler in handlers {
+        let state = cri.handler(&handler.name, &handler.runtime_type).await?;
+        if state != *wanted {
+            return Ok(Some((handler.name.clone(), state)));
+        }
+    }
+    Ok(None)
+}
+
 /// Installs binaries and configuration, restarts containerd only if a file changed or
-/// containerd has not loaded the handler, and verifies over CRI that it is loaded.
+/// containerd has not loaded every handler, and verifies over CRI that all are loaded.
 pub async fn install(options: &Options, restarter: &dyn Restarter) -> Result<Report, AgentError> {
     let start = Instant::now();
-    let _lock = HostLock::acquire(&options.host.path(LOCK_FILE), options.lock_timeout).await?;
-    check_containerd(&options.cri()).await?;
+    let plan = &options.plan;
+    let _lock = HostLock::acquire(&options.host.path(&plan.lock), options.lock_timeout).await?;
+    check_containerd(&options.cri(), plan).await?;
     let mut report = Report {
         binaries: binaries::install(
             &options.source,
+            &plan.binaries.checksums,
             &options.host.path(&options.binary_path),
-            &GVISOR_BINARIES,
+            &plan.binaries.names,
         )?,
         ..Report::default()
     };
-    let changes = host::install(&options.host, &options.handler, &options.runsc_toml)?;
+    let changes = host::install(&options.host, plan)?;
     report.files = changes.iter().map(|c| c.path.clone()).collect();
     let cri = options.cri();
-    let wanted = &options.handler;
-    let handler_state = || cri.handler(&wanted.name, &wanted.runtime_type);
-    let state = if !changes.is_empty() {
+    let loaded = HandlerState::Loaded;
+    let missing = if !changes.is_empty() {
         apply(options, restarter, &changes, &mut report).await?;
-        handler_state().await?
+        first_not(&cri, &plan.handlers, &loaded).await?
     } else {
-        match handler_state().await? {
-            HandlerState::Loaded => HandlerState::Loaded,
-            _ => {
+        match first_not(&cri, &plan.handlers, &loaded).await? {
+            None => None,
+            Some((handler, _)) => {
                 // The files are right but containerd has not loaded them, e.g. an earlier
                 // run stopped between writing and restarting.
                 tracing::info!(
@@ -193,16 +211,16 @@ pub async fn install(options: &Options, restarter: &dyn Restarter) -> Result<Rep
                 restart_and_wait(restarter, &cri, options.restart_timeout)
                     .await
                     .map_err(|cause| AgentError::NotLoaded {
-                        handler: wanted.name.clone(),
+                        handler,
                         state: format!("not loaded and containerd did not come back: {cause}"),
                     })?;
-                handler_state().await?
+                first_not(&cri, &plan.handlers, &loaded).await?
             }
         }
     };
-    if state != HandlerState::Loaded {
+    if let Some((handler, state)) = missing {
         return Err(AgentError::NotLoaded {
-            handler: wanted.name.clone(),
+            handler,
             state: describe(&state),
         });
     }
@@ -210,29 +228,30 @@ pub async fn install(options: &Options, restarter: &dyn Restarter) -> Result<Rep
     Ok(report)
 }
 
-/// Removes the handler and `runsc.toml`, restarts containerd once if anything was removed,
-/// verifies the handler is gone, then removes the binaries (running shims keep theirs).
+/// Removes the handlers and the plan's files, restarts containerd once if anything was
+/// removed, verifies the handlers are gone, then removes the binaries (running shims keep
+/// theirs).
 pub async fn uninstall(options: &Options, restarter: &dyn Restarter) -> Result<Report, AgentError> {
     let start = Instant::now();
-    let _lock = HostLock::acquire(&options.host.path(LOCK_FILE), options.lock_timeout).await?;
+    let plan = &options.plan;
+    let _lock = HostLock::acquire(&options.host.path(&plan.lock), options.lock_timeout).await?;
     let mut report = Report::default();
-    let changes = host::uninstall(&options.host, &options.handler.name)?;
+    let changes = host::uninstall(&options.host, plan)?;
     report.files = changes.iter().map(|c| c.path.clone()).collect();
     let cri = options.cri();
     if !changes.is_empty() {
         apply(options, restarter, &changes, &mut report).await?;
     }
-    let state = cri
-        .handler(&options.handler.name, &options.handler.runtime_type)
-        .await?;
-    if state != HandlerState::Missing {
+    if let Some((handler, state)) = first_not(&cri, &plan.handlers, &HandlerState::Missing).await? {
         return Err(AgentError::NotLoaded {
-            handler: options.handler.name.clone(),
+            handler,
             state: format!("{} after uninstall", describe(&state)),
         });
     }
-    report.binaries =
-        binaries::uninstall(&options.host.path(&options.binary_path), &GVISOR_BINARIES)?;
+    report.binaries = binaries::uninstall(
+        &options.host.path(&options.binary_path),
+        &plan.binaries.names,
+    )?;
     report.elapsed = start.elapsed();
     Ok(report)
 }

@@ -1,8 +1,8 @@
 //! Installing the runtime's binaries from the image into `spec.binaryPath` on the host:
 //! verified against the checksums shipped in the image, skipped when identical, replaced by
 //! rename so a running shim never sees a truncated file ("text file busy" cannot happen).
-//! Files are hashed and copied in chunks: runsc alone is ~95 MB, and the agent's memory limit
-//! is 128 MiB.
+//! Files are hashed and copied in chunks: a runtime's binary can be ~100 MB, and the agent's
+//! memory limit is 128 MiB.
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -42,25 +42,22 @@ pub fn sha256_file(path: &Path) -> Result<String, FileError> {
         })
 }
 
-/// Name of the checksum file next to the binaries in the image (`sha256sum` format).
-pub const CHECKSUMS: &str = "SHA256SUMS";
-
 /// What went wrong installing binaries.
 #[derive(Debug, thiserror::Error)]
 pub enum BinaryError {
     #[error(transparent)]
     File(#[from] FileError),
     #[error(
-        "{path}: checksum {actual} does not match {expected} from {CHECKSUMS}; the image is damaged, nothing was installed"
+        "{path}: checksum {actual} does not match {expected} from the image's checksums file; the image is damaged, nothing was installed"
     )]
     Checksum {
         path: PathBuf,
         expected: String,
         actual: String,
     },
-    #[error("{0} is not listed in {CHECKSUMS}; nothing was installed")]
+    #[error("{0} is not listed in the image's checksums file; nothing was installed")]
     Unlisted(String),
-    #[error("{CHECKSUMS} line {line} is malformed")]
+    #[error("the image's checksums file, line {line}, is malformed")]
     Malformed { line: usize },
 }
 
@@ -83,10 +80,16 @@ pub fn parse_checksums(text: &str) -> Result<Vec<(String, String)>, BinaryError>
     Ok(sums)
 }
 
-/// Copies `names` from `source` (the image's folder with [`CHECKSUMS`]) to `target`. Every
-/// source is verified before anything is written. Returns the names that were written.
-pub fn install(source: &Path, target: &Path, names: &[&str]) -> Result<Vec<String>, BinaryError> {
-    let sums_path = source.join(CHECKSUMS);
+/// Copies `names` from `source` (the image's folder with the `sha256sum` file `checksums`)
+/// to `target`. Every source is verified before anything is written. Returns the names that
+/// were written.
+pub fn install(
+    source: &Path,
+    checksums: &str,
+    target: &Path,
+    names: &[String],
+) -> Result<Vec<String>, BinaryError> {
+    let sums_path = source.join(checksums);
     let sums = parse_checksums(&fs::read_to_string(&sums_path).map_err(|e| FileError {
         action: "reading",
         path: sums_path.clone(),
@@ -98,7 +101,7 @@ pub fn install(source: &Path, target: &Path, names: &[&str]) -> Result<Vec<Strin
             .iter()
             .find(|(_, n)| n == name)
             .map(|(h, _)| h.clone())
-            .ok_or_else(|| BinaryError::Unlisted(name.to_string()))?;
+            .ok_or_else(|| BinaryError::Unlisted(name.clone()))?;
         let path = source.join(name);
         let actual = sha256_file(&path)?;
         if actual != expected {
@@ -108,7 +111,7 @@ pub fn install(source: &Path, target: &Path, names: &[&str]) -> Result<Vec<Strin
                 actual,
             });
         }
-        verified.push((name.to_string(), path, expected));
+        verified.push((name.clone(), path, expected));
     }
     let mut written = Vec::new();
     for (name, path, expected) in verified {
@@ -143,11 +146,11 @@ pub fn install(source: &Path, target: &Path, names: &[&str]) -> Result<Vec<Strin
 }
 
 /// Removes `names` from `target`. Running shims keep their (unlinked) files.
-pub fn uninstall(target: &Path, names: &[&str]) -> Result<Vec<String>, BinaryError> {
+pub fn uninstall(target: &Path, names: &[String]) -> Result<Vec<String>, BinaryError> {
     let mut removed = Vec::new();
     for name in names {
         if files::remove(&target.join(name))? {
-            removed.push(name.to_string());
+            removed.push(name.clone());
         }
     }
     Ok(removed)
@@ -157,6 +160,12 @@ pub fn uninstall(target: &Path, names: &[&str]) -> Result<Vec<String>, BinaryErr
 mod tests {
     use super::*;
     use sandbox_runtime::manifests::sha256_hex;
+
+    const CHECKSUMS: &str = "SHA256SUMS";
+
+    fn strings(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
 
     fn image(dir: &Path, files: &[(&str, &[u8])]) {
         let mut sums = String::new();
@@ -170,19 +179,21 @@ mod tests {
     #[test]
     fn installs_verified_binaries_once_and_upgrades_by_rename() {
         let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        image(
-            src.path(),
-            &[("runsc", b"v1"), ("containerd-shim-runsc-v1", b"shim v1")],
+        image(src.path(), &[("runtime", b"v1"), ("shim", b"shim v1")]);
+        let names = strings(&["runtime", "shim"]);
+        assert_eq!(
+            install(src.path(), CHECKSUMS, dst.path(), &names).unwrap(),
+            names
         );
-        let names = ["runsc", "containerd-shim-runsc-v1"];
-        assert_eq!(install(src.path(), dst.path(), &names).unwrap(), names);
         assert!(
-            install(src.path(), dst.path(), &names).unwrap().is_empty(),
+            install(src.path(), CHECKSUMS, dst.path(), &names)
+                .unwrap()
+                .is_empty(),
             "identical: nothing written"
         );
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
-            fs::metadata(dst.path().join("runsc"))
+            fs::metadata(dst.path().join("runtime"))
                 .unwrap()
                 .permissions()
                 .mode()
@@ -190,13 +201,13 @@ mod tests {
             0o755
         );
 
-        let running_shim = fs::File::open(dst.path().join("containerd-shim-runsc-v1")).unwrap();
-        image(
-            src.path(),
-            &[("runsc", b"v2"), ("containerd-shim-runsc-v1", b"shim v2")],
+        let running_shim = fs::File::open(dst.path().join("shim")).unwrap();
+        image(src.path(), &[("runtime", b"v2"), ("shim", b"shim v2")]);
+        assert_eq!(
+            install(src.path(), CHECKSUMS, dst.path(), &names).unwrap(),
+            names
         );
-        assert_eq!(install(src.path(), dst.path(), &names).unwrap(), names);
-        assert_eq!(fs::read(dst.path().join("runsc")).unwrap(), b"v2");
+        assert_eq!(fs::read(dst.path().join("runtime")).unwrap(), b"v2");
         drop(running_shim);
         assert_eq!(uninstall(dst.path(), &names).unwrap(), names);
         assert!(uninstall(dst.path(), &names).unwrap().is_empty());
@@ -205,29 +216,27 @@ mod tests {
     #[test]
     fn a_damaged_image_installs_nothing() {
         let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        image(
-            src.path(),
-            &[("runsc", b"good"), ("containerd-shim-runsc-v1", b"shim")],
-        );
-        fs::write(src.path().join("containerd-shim-runsc-v1"), b"tampered").unwrap();
+        image(src.path(), &[("runtime", b"good"), ("shim", b"shim")]);
+        fs::write(src.path().join("shim"), b"tampered").unwrap();
         let err = install(
             src.path(),
+            CHECKSUMS,
             dst.path(),
-            &["runsc", "containerd-shim-runsc-v1"],
+            &strings(&["runtime", "shim"]),
         )
         .unwrap_err();
         assert!(matches!(err, BinaryError::Checksum { .. }), "{err}");
         assert!(
-            !dst.path().join("runsc").exists(),
+            !dst.path().join("runtime").exists(),
             "verification happens before any write"
         );
         assert!(matches!(
-            install(src.path(), dst.path(), &["other"]).unwrap_err(),
+            install(src.path(), CHECKSUMS, dst.path(), &strings(&["other"])).unwrap_err(),
             BinaryError::Unlisted(_)
         ));
         fs::write(src.path().join(CHECKSUMS), "nonsense\n").unwrap();
         assert!(matches!(
-            install(src.path(), dst.path(), &["runsc"]).unwrap_err(),
+            install(src.path(), CHECKSUMS, dst.path(), &strings(&["runtime"])).unwrap_err(),
             BinaryError::Malformed { line: 1 }
         ));
     }

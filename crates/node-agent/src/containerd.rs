@@ -3,9 +3,9 @@
 //! sets that import), otherwise into `config.toml` itself, format-preserving (toml_edit), every
 //! other byte kept. Pure functions: text in, text out.
 
-use std::collections::BTreeMap;
-
 use toml_edit::{DocumentMut, Item, Table, value};
+
+pub use sandbox_runtime::node_plan::Handler;
 
 /// The import gardener-node-agent adds to `config.toml`.
 pub const CONF_D_IMPORT: &str = "/etc/containerd/conf.d/*.toml";
@@ -32,38 +32,6 @@ impl Schema {
         match self {
             Schema::V2 => 2,
             Schema::V3 => 3,
-        }
-    }
-}
-
-/// A CRI runtime handler entry.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Handler {
-    /// Handler name, as in a RuntimeClass's `handler`.
-    pub name: String,
-    /// containerd shim, e.g. `io.containerd.runsc.v1`.
-    pub runtime_type: String,
-    /// The entry's `options` table (string values).
-    pub options: BTreeMap<String, String>,
-}
-
-impl Handler {
-    /// gVisor's handler `runsc`, configured by `/etc/containerd/runsc.toml`.
-    pub fn runsc() -> Self {
-        Handler {
-            name: "runsc".into(),
-            runtime_type: "io.containerd.runsc.v1".into(),
-            options: [
-                (
-                    "TypeUrl".to_string(),
-                    "io.containerd.runsc.v1.options".to_string(),
-                ),
-                (
-                    "ConfigPath".to_string(),
-                    "/etc/containerd/runsc.toml".to_string(),
-                ),
-            ]
-            .into(),
         }
     }
 }
@@ -147,10 +115,10 @@ impl Config {
             .is_some_and(|t| entry_matches(t, handler))
     }
 
-    /// The file with `handler` added or updated, or None if it is there as wanted already.
-    /// Everything else in the file keeps its bytes.
-    pub fn with_handler(&self, handler: &Handler) -> Result<Option<String>, ConfigError> {
-        if self.has(handler) {
+    /// The file with `handlers` added or updated, or None if they are all there as wanted
+    /// already. Everything else in the file keeps its bytes.
+    pub fn with_handlers(&self, handlers: &[Handler]) -> Result<Option<String>, ConfigError> {
+        if handlers.iter().all(|h| self.has(h)) {
             return Ok(None);
         }
         let mut doc = self.doc.clone();
@@ -165,32 +133,48 @@ impl Config {
                 .as_table_mut()
                 .ok_or_else(|| ConfigError::Shape(key.to_string()))?;
         }
-        // An existing entry is replaced in place (an outdated one, e.g. appended by the Go
-        // extension without options, must not survive because its name is present).
-        match table.get_mut(&handler.name).and_then(Item::as_table_mut) {
-            Some(existing) => {
-                existing.clear();
-                fill_entry(existing, handler);
-            }
-            None => {
-                let mut entry = Table::new();
-                fill_entry(&mut entry, handler);
-                table.insert(&handler.name, Item::Table(entry));
+        for handler in handlers {
+            // An existing entry is replaced in place (an outdated one, e.g. appended by the Go
+            // extension without options, must not survive because its name is present).
+            match table.get_mut(&handler.name).and_then(Item::as_table_mut) {
+                Some(existing) => {
+                    existing.clear();
+                    fill_entry(existing, handler);
+                }
+                None => {
+                    let mut entry = Table::new();
+                    fill_entry(&mut entry, handler);
+                    table.insert(&handler.name, Item::Table(entry));
+                }
             }
         }
         Ok(Some(doc.to_string()))
     }
 
-    /// The file without handler `name`, or None if it is not there.
-    pub fn without_handler(&self, name: &str) -> Option<String> {
-        self.current(name)?;
+    /// [`Config::with_handlers`] for one handler.
+    pub fn with_handler(&self, handler: &Handler) -> Result<Option<String>, ConfigError> {
+        self.with_handlers(std::slice::from_ref(handler))
+    }
+
+    /// The file without the handlers `names`, or None if none of them is there.
+    pub fn without_handlers<S: AsRef<str>>(&self, names: &[S]) -> Option<String> {
+        if !names.iter().any(|n| self.current(n.as_ref()).is_some()) {
+            return None;
+        }
         let mut doc = self.doc.clone();
         let mut table = doc.as_table_mut();
         for key in self.runtimes_path() {
             table = table.get_mut(key)?.as_table_mut()?;
         }
-        table.remove(name);
+        for name in names {
+            table.remove(name.as_ref());
+        }
         Some(doc.to_string())
+    }
+
+    /// [`Config::without_handlers`] for one handler.
+    pub fn without_handler(&self, name: &str) -> Option<String> {
+        self.without_handlers(&[name])
     }
 }
 
@@ -220,13 +204,13 @@ fn fill_entry(entry: &mut Table, handler: &Handler) {
     entry.insert("options", Item::Table(options));
 }
 
-/// A complete drop-in file for `conf.d` that registers `handler`.
-pub fn drop_in(schema: Schema, handler: &Handler) -> String {
+/// A complete drop-in file for `conf.d` that registers `handlers`.
+pub fn drop_in(schema: Schema, handlers: &[Handler]) -> String {
     let mut doc = DocumentMut::new();
     doc.insert("version", value(schema.version_number()));
     let config = Config { doc, schema };
     config
-        .with_handler(handler)
+        .with_handlers(handlers)
         .ok()
         .flatten()
         .unwrap_or_default()
@@ -235,6 +219,25 @@ pub fn drop_in(schema: Schema, handler: &Handler) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A handler shaped like a sandboxed runtime's, with a shim configuration file.
+    fn sandboxed() -> Handler {
+        Handler {
+            name: "sandboxed".into(),
+            runtime_type: "io.containerd.sandboxed.v1".into(),
+            options: [
+                (
+                    "TypeUrl".to_string(),
+                    "io.containerd.sandboxed.v1.options".to_string(),
+                ),
+                (
+                    "ConfigPath".to_string(),
+                    "/etc/containerd/sandboxed.toml".to_string(),
+                ),
+            ]
+            .into(),
+        }
+    }
 
     #[test]
     fn schema_detection_and_errors() {
@@ -260,7 +263,7 @@ mod tests {
         let e =
             Config::parse("version = 2\n[plugins]\n\"io.containerd.grpc.v1.cri\" = 5\n").unwrap();
         assert_eq!(
-            e.with_handler(&Handler::runsc()).unwrap_err(),
+            e.with_handler(&sandboxed()).unwrap_err(),
             ConfigError::Shape("io.containerd.grpc.v1.cri".into())
         );
     }
@@ -280,13 +283,14 @@ mod tests {
     #[test]
     fn drop_ins_for_both_schemas() {
         assert_eq!(
-            drop_in(Schema::V2, &Handler::runsc()),
-            "version = 2\n\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runsc]\nruntime_type = \"io.containerd.runsc.v1\"\n\n\
-             [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runsc.options]\nConfigPath = \"/etc/containerd/runsc.toml\"\nTypeUrl = \"io.containerd.runsc.v1.options\"\n"
+            drop_in(Schema::V2, &[sandboxed()]),
+            "version = 2\n\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.sandboxed]\nruntime_type = \"io.containerd.sandboxed.v1\"\n\n\
+             [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.sandboxed.options]\nConfigPath = \"/etc/containerd/sandboxed.toml\"\nTypeUrl = \"io.containerd.sandboxed.v1.options\"\n"
         );
         assert!(
-            drop_in(Schema::V3, &Handler::runsc())
-                .contains("[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.runsc]")
+            drop_in(Schema::V3, &[sandboxed()]).contains(
+                "[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.sandboxed]"
+            )
         );
     }
 
@@ -295,7 +299,7 @@ mod tests {
         let original = "version = 2\n# keep me\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n";
         let installed = Config::parse(original)
             .unwrap()
-            .with_handler(&Handler::runsc())
+            .with_handler(&sandboxed())
             .unwrap()
             .unwrap();
         assert!(
@@ -303,15 +307,17 @@ mod tests {
             "everything else keeps its bytes:\n{installed}"
         );
         let again = Config::parse(&installed).unwrap();
-        assert!(again.has(&Handler::runsc()));
+        assert!(again.has(&sandboxed()));
         assert_eq!(
-            again.with_handler(&Handler::runsc()).unwrap(),
+            again.with_handler(&sandboxed()).unwrap(),
             None,
             "unchanged: no write"
         );
-        assert_eq!(again.without_handler("runsc").unwrap(), original);
+        assert_eq!(again.without_handler("sandboxed").unwrap(), original);
         assert_eq!(
-            Config::parse(original).unwrap().without_handler("runsc"),
+            Config::parse(original)
+                .unwrap()
+                .without_handler("sandboxed"),
             None
         );
     }
@@ -319,13 +325,13 @@ mod tests {
     #[test]
     fn an_outdated_entry_is_updated_not_skipped() {
         // What the Go extension's script appended: the name is there, the options are not.
-        let go = "version = 2\n\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runsc]\n  runtime_type = \"io.containerd.runsc.v1\"\n";
+        let go = "version = 2\n\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.sandboxed]\n  runtime_type = \"io.containerd.sandboxed.v1\"\n";
         let c = Config::parse(go).unwrap();
-        assert!(!c.has(&Handler::runsc()));
-        let updated = c.with_handler(&Handler::runsc()).unwrap().unwrap();
-        assert!(Config::parse(&updated).unwrap().has(&Handler::runsc()));
+        assert!(!c.has(&sandboxed()));
+        let updated = c.with_handler(&sandboxed()).unwrap().unwrap();
+        assert!(Config::parse(&updated).unwrap().has(&sandboxed()));
         assert_eq!(
-            updated.matches("runtimes.runsc]").count(),
+            updated.matches("runtimes.sandboxed]").count(),
             1,
             "one entry, updated in place:\n{updated}"
         );

@@ -170,25 +170,8 @@ pub fn handler_state(
     }
 }
 
-/// `(major, minor)` of a containerd version such as `v1.7.35`, `1.6.20~ds1` or `2.4.2-gk`.
-pub fn major_minor(version: &str) -> Option<(u32, u32)> {
-    let mut parts = version.trim_start_matches('v').split(['.', '~', '-', '+']);
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next()?.parse().ok()?;
-    Some((major, minor))
-}
-
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn containerd_versions_are_read_as_packaged() {
-        assert_eq!(super::major_minor("1.6.20~ds1"), Some((1, 6)));
-        assert_eq!(super::major_minor("v1.7.35"), Some((1, 7)));
-        assert_eq!(super::major_minor("v2.4.2"), Some((2, 4)));
-        assert_eq!(super::major_minor("2.0.0-rc.1"), Some((2, 0)));
-        assert_eq!(super::major_minor("unknown"), None);
-    }
-
     use super::*;
 
     fn info(config: &str) -> HashMap<String, String> {
@@ -198,26 +181,26 @@ mod tests {
     #[test]
     fn reads_runtimes_from_the_verbose_config() {
         let i = info(
-            r#"{"containerd":{"runtimes":{"runc":{"runtimeType":"io.containerd.runc.v2"},"runsc":{"runtimeType":"io.containerd.runsc.v1"}}}}"#,
+            r#"{"containerd":{"runtimes":{"runc":{"runtimeType":"io.containerd.runc.v2"},"sandboxed":{"runtimeType":"io.containerd.sandboxed.v1"}}}}"#,
         );
         let state = |name, ty| handler_state(&i, &[], name, ty).unwrap();
         assert_eq!(
-            state("runsc", "io.containerd.runsc.v1"),
+            state("sandboxed", "io.containerd.sandboxed.v1"),
             HandlerState::Loaded
         );
         assert_eq!(
-            state("runc", "io.containerd.runsc.v1"),
+            state("runc", "io.containerd.sandboxed.v1"),
             HandlerState::WrongType {
                 actual: "io.containerd.runc.v2".into()
             }
         );
-        assert_eq!(state("kata", "x"), HandlerState::Missing);
+        assert_eq!(state("other", "x"), HandlerState::Missing);
     }
 
     #[test]
     fn an_unreadable_status_is_an_error_not_a_missing_handler() {
-        assert!(handler_state(&HashMap::new(), &[], "runsc", "t").is_err());
-        assert!(handler_state(&info("not json"), &[], "runsc", "t").is_err());
-        assert!(handler_state(&info("{}"), &[], "runsc", "t").is_err());
+        assert!(handler_state(&HashMap::new(), &[], "sandboxed", "t").is_err());
+        assert!(handler_state(&info("not json"), &[], "sandboxed", "t").is_err());
+        assert!(handler_state(&info("{}"), &[], "sandboxed", "t").is_err());
     }
 }

@@ -4,13 +4,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
+use sandbox_health::Readiness;
 
 use crate::agent::{self, AgentError, Options};
 use crate::node;
@@ -34,43 +30,14 @@ pub struct Daemon {
     pub resync: Duration,
 }
 
-/// Readiness as `/readyz` reports it: the last run verified the wanted state.
-#[derive(Clone, Default)]
-pub struct Ready(Arc<AtomicBool>);
-
-impl Ready {
-    pub fn get(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-    fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst)
-    }
-}
-
-async fn readyz(State(ready): State<Ready>) -> (StatusCode, &'static str) {
-    if ready.get() {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
-    }
-}
-
-/// Serves the health endpoints on `listener`.
-pub async fn serve_health(listener: tokio::net::TcpListener, ready: Ready) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .with_state(ready);
-    axum::serve(listener, app).await
-}
-
 impl Daemon {
     async fn label(&self, ready: bool) {
         let Some((client, name)) = &self.kube else {
             return;
         };
-        match node::set_ready_label(client, name, ready).await {
-            Ok(()) => tracing::info!(node = %name, ready, "node label {}", node::NODE_READY_LABEL),
+        let label = &self.options.plan.ready_label;
+        match node::set_ready_label(client, name, label, ready).await {
+            Ok(()) => tracing::info!(node = %name, ready, "node label {label}"),
             Err(e) => {
                 tracing::error!(node = %name, error = %e, "cannot update the node's ready label")
             }
@@ -82,12 +49,12 @@ impl Daemon {
         match self.mode {
             Mode::Install => {
                 let result = agent::install(&self.options, self.restarter.as_ref()).await;
-                // The label follows the verified state: set when runsc works, removed when not.
+                // The label follows the verified state: set when the runtime works, removed when not.
                 self.label(result.is_ok()).await;
                 result
             }
             Mode::Uninstall => {
-                // No new gVisor pods here from now on, then clean up.
+                // No new sandboxed pods here from now on, then clean up.
                 self.label(false).await;
                 agent::uninstall(&self.options, self.restarter.as_ref()).await
             }
@@ -97,9 +64,11 @@ impl Daemon {
     /// Runs until `shutdown` resolves: serves health, applies the mode now and every
     /// `resync`, and reports readiness after each verified run.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-        let ready = Ready::default();
+        // `/readyz` is 200 while the last run verified the wanted state.
+        let ready = Readiness::default();
         let listener = tokio::net::TcpListener::bind(self.health).await?;
-        let server = tokio::spawn(serve_health(listener, ready.clone()));
+        let router = sandbox_health::router(ready.clone(), "not ready");
+        let server = tokio::spawn(async move { axum::serve(listener, router).await });
         let work = async {
             loop {
                 match self.run_once().await {

@@ -185,7 +185,7 @@ mod tests {
     fn a_reader_holding_the_old_file_keeps_it_whole() {
         // rename() swaps the directory entry; an open handle (a running shim) keeps the old inode.
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("runsc");
+        let path = dir.path().join("shim");
         write_atomic(&path, b"old binary", 0o755).unwrap();
         let mut open = File::open(&path).unwrap();
         write_atomic(&path, b"new binary, longer", 0o755).unwrap();

@@ -1,20 +1,19 @@
-//! containerd's configuration on a host: where the handler goes (drop-in or `config.toml`),
-//! `runsc.toml`, uninstall, and rollback. All paths are under a host root: `/` on a node,
-//! `/host` in the agent's pod, a temporary folder in tests.
+//! containerd's configuration on a host as a node plan wants it: where the handlers go
+//! (the plan's drop-in or `config.toml`), the plan's files, uninstall, and rollback. All paths
+//! are under a host root: `/` on a node, `/host` in the agent's pod, a temporary folder in
+//! tests.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use crate::containerd::{self, Config, ConfigError, Handler};
+use sandbox_runtime::node_plan::NodePlan;
+
+use crate::containerd::{self, Config, ConfigError};
 use crate::files::{self, FileError};
 
 /// containerd's main configuration.
 pub const CONFIG_TOML: &str = "/etc/containerd/config.toml";
-/// Our drop-in, used when `config.toml` imports `conf.d`.
-pub const DROP_IN: &str = "/etc/containerd/conf.d/runtime-sandbox-gvisor.toml";
-/// runsc's flags for containerd-shim-runsc-v1.
-pub const RUNSC_TOML: &str = "/etc/containerd/runsc.toml";
 
 /// A host's file system seen from the agent.
 #[derive(Clone, Debug)]
@@ -57,7 +56,7 @@ pub enum HostError {
     File(#[from] FileError),
 }
 
-fn read_config(host: &Host) -> Result<(String, Config), HostError> {
+fn read_config(host: &Host) -> Result<Config, HostError> {
     let path = host.path(CONFIG_TOML);
     let text = match fs::read_to_string(&path) {
         Ok(text) => text,
@@ -73,8 +72,7 @@ fn read_config(host: &Host) -> Result<(String, Config), HostError> {
             .into());
         }
     };
-    let config = Config::parse(&text).map_err(|source| HostError::Config { path, source })?;
-    Ok((text, config))
+    Config::parse(&text).map_err(|source| HostError::Config { path, source })
 }
 
 /// Writes `content` to the host path if it differs, backing up what was there.
@@ -110,26 +108,27 @@ fn delete(host: &Host, path: &str, changes: &mut Vec<Change>) -> Result<(), File
     Ok(())
 }
 
-/// Registers `handler` and writes `runsc.toml`. Prefers the drop-in when `config.toml`
-/// imports `conf.d` (and then removes a stale entry from `config.toml`, e.g. the Go
-/// extension's); otherwise edits `config.toml` in place. Returns what changed (nothing on an
-/// unchanged re-run). A missing or invalid `config.toml` is an error before any write.
-pub fn install(host: &Host, handler: &Handler, runsc_toml: &str) -> Result<Vec<Change>, HostError> {
-    let (_, config) = read_config(host)?;
+/// Registers the plan's handlers and writes its files. Prefers the plan's drop-in when
+/// `config.toml` imports `conf.d` (and then removes stale entries of the same handlers from
+/// `config.toml`, e.g. the Go extension's); otherwise edits `config.toml` in place. Returns
+/// what changed (nothing on an unchanged re-run). A missing or invalid `config.toml` is an
+/// error before any write.
+pub fn install(host: &Host, plan: &NodePlan) -> Result<Vec<Change>, HostError> {
+    let config = read_config(host)?;
     let mut changes = Vec::new();
     if config.imports_conf_d() {
         put(
             host,
-            DROP_IN,
-            &containerd::drop_in(config.schema(), handler),
+            &plan.drop_in,
+            &containerd::drop_in(config.schema(), &plan.handlers),
             &mut changes,
         )?;
-        if let Some(cleaned) = config.without_handler(&handler.name) {
+        if let Some(cleaned) = config.without_handlers(&plan.handler_names()) {
             put(host, CONFIG_TOML, &cleaned, &mut changes)?;
         }
     } else {
         let edited = config
-            .with_handler(handler)
+            .with_handlers(&plan.handlers)
             .map_err(|source| HostError::Config {
                 path: host.path(CONFIG_TOML),
                 source,
@@ -138,17 +137,19 @@ pub fn install(host: &Host, handler: &Handler, runsc_toml: &str) -> Result<Vec<C
             put(host, CONFIG_TOML, &edited, &mut changes)?;
         }
     }
-    put(host, RUNSC_TOML, runsc_toml, &mut changes)?;
+    for file in &plan.files {
+        put(host, &file.path, &file.content, &mut changes)?;
+    }
     Ok(changes)
 }
 
-/// Removes the handler (drop-in and any entry in `config.toml`) and `runsc.toml`.
-pub fn uninstall(host: &Host, handler_name: &str) -> Result<Vec<Change>, HostError> {
+/// Removes the plan's handlers (drop-in and any entry in `config.toml`) and its files.
+pub fn uninstall(host: &Host, plan: &NodePlan) -> Result<Vec<Change>, HostError> {
     let mut changes = Vec::new();
-    delete(host, DROP_IN, &mut changes)?;
+    delete(host, &plan.drop_in, &mut changes)?;
     match read_config(host) {
-        Ok((_, config)) => {
-            if let Some(cleaned) = config.without_handler(handler_name) {
+        Ok(config) => {
+            if let Some(cleaned) = config.without_handlers(&plan.handler_names()) {
                 put(host, CONFIG_TOML, &cleaned, &mut changes)?;
             }
         }
@@ -156,7 +157,9 @@ pub fn uninstall(host: &Host, handler_name: &str) -> Result<Vec<Change>, HostErr
         Err(HostError::MissingConfig(_)) => {}
         Err(e) => return Err(e),
     }
-    delete(host, RUNSC_TOML, &mut changes)?;
+    for file in &plan.files {
+        delete(host, &file.path, &mut changes)?;
+    }
     Ok(changes)
 }
 

@@ -1,11 +1,14 @@
-//! The node agent: installs a sandboxed runtime's binaries and containerd configuration on
-//! a node, verifies containerd loaded the handler, announces readiness, and uninstalls.
+//! The node agent: applies a node plan (`sandbox_runtime::node_plan`) on a node: installs the
+//! runtime's binaries and containerd configuration, verifies containerd loaded the handlers,
+//! announces readiness with a node label, and uninstalls. It knows no runtime by name: every
+//! handler, file, binary and path comes from the plan.
 //!
-//! Built so far: [`containerd`], the pure editing of containerd's configuration; [`files`],
-//! atomic writes with backups; [`binaries`], checksum-verified installation of the runtime's
-//! binaries; [`host`], applying the configuration to a host root, with uninstall and
-//! rollback. Restarting containerd, CRI verification, node labels and the `node-agent`
-//! subcommand are the node-agent issue's remaining work.
+//! [`containerd`] edits containerd's configuration (pure); [`files`] writes atomically with
+//! backups; [`binaries`] installs checksum-verified binaries; [`host`] applies a plan's
+//! configuration to a host root, with uninstall and rollback; [`cri`] asks containerd what it
+//! loaded; [`restart`] restarts containerd through systemd; [`lock`] keeps two agents apart;
+//! [`agent`] is one install or uninstall run; [`node`] the ready label; [`daemon`] the
+//! DaemonSet's long-running process.
 
 pub mod agent;
 pub mod binaries;

@@ -5,9 +5,6 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The lock file under the host root.
-pub const LOCK_FILE: &str = "/run/runtime-sandbox/gvisor.lock";
-
 /// Why the lock was not taken.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {

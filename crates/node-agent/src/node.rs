@@ -1,18 +1,17 @@
-//! The node's ready label: set only after containerd has loaded the handler, removed before
-//! an uninstall. The RuntimeClass selects it, so no gVisor pod lands on a node before runsc
-//! works there.
+//! The node's ready label (the plan's `readyLabel`): set only after containerd has loaded the
+//! handlers, removed before an uninstall. The RuntimeClass selects it, so no sandboxed pod
+//! lands on a node before its runtime works there.
 
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 
-pub use sandbox_runtime::gvisor::NODE_READY_LABEL;
-
-/// Sets (`ready`) or removes the ready label on node `name` with a JSON merge patch, which
-/// leaves every other label alone and needs only `nodes: get, patch`.
+/// Sets (`ready`) or removes `label` on node `name` with a JSON merge patch, which leaves
+/// every other label alone and needs only `nodes: get, patch`.
 pub async fn set_ready_label(
     client: &kube::Client,
     name: &str,
+    label: &str,
     ready: bool,
 ) -> Result<(), kube::Error> {
     let value = if ready {
@@ -20,7 +19,7 @@ pub async fn set_ready_label(
     } else {
         serde_json::Value::Null
     };
-    let patch = serde_json::json!({"metadata": {"labels": {NODE_READY_LABEL: value}}});
+    let patch = serde_json::json!({"metadata": {"labels": {label: value}}});
     Api::<Node>::all(client.clone())
         .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;

@@ -2,7 +2,8 @@
 //! of the version in its file name (Debian's 1.6.20; 1.7.35 and 2.4.2 built from their Go
 //! modules): format preserved, idempotent, reversible.
 
-use sandbox_node_agent::containerd::{CONF_D_IMPORT, Config, Handler, Schema};
+use sandbox_node_agent::containerd::{CONF_D_IMPORT, Config, Schema};
+use sandbox_runtime::gvisor::node::handler;
 
 const CONTAINERD_16: &str = include_str!("fixtures/containerd-1.6-default.toml");
 
@@ -12,10 +13,10 @@ fn round_trip(name: &str, fixture: &str, schema: Schema, imports_conf_d: bool) {
     let config = Config::parse(fixture).unwrap();
     assert_eq!(config.schema(), schema);
     assert_eq!(config.imports_conf_d(), imports_conf_d);
-    let installed = config.with_handler(&Handler::runsc()).unwrap().unwrap();
+    let installed = config.with_handler(&handler()).unwrap().unwrap();
     insta::assert_snapshot!(name, diff(fixture, &installed));
     let reparsed = Config::parse(&installed).unwrap();
-    assert_eq!(reparsed.with_handler(&Handler::runsc()).unwrap(), None);
+    assert_eq!(reparsed.with_handler(&handler()).unwrap(), None);
     assert_eq!(
         reparsed.without_handler("runsc").unwrap(),
         fixture,

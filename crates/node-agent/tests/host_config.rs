@@ -1,15 +1,26 @@
-//! Applying containerd configuration to a temporary host root, from real containerd configs.
+//! Applying gVisor's node plan to a temporary host root, from real containerd configs.
 
 use std::fs;
 use std::path::Path;
 
-use sandbox_node_agent::containerd::{CONF_D_IMPORT, Config, Handler};
+use sandbox_node_agent::containerd::{CONF_D_IMPORT, Config};
 use sandbox_node_agent::files::backup_path;
-use sandbox_node_agent::host::{self, CONFIG_TOML, DROP_IN, Host, RUNSC_TOML};
+use sandbox_node_agent::host::{self, CONFIG_TOML, Host};
+use sandbox_runtime::gvisor::node::{DROP_IN, RUNSC_TOML, handler};
+use sandbox_runtime::gvisor::{GVisorConfig, node_plan};
+use sandbox_runtime::node_plan::NodePlan;
 
 const CONTAINERD_16: &str = include_str!("fixtures/containerd-1.6-default.toml");
 const CONTAINERD_24: &str = include_str!("fixtures/containerd-2.4-default.toml");
 const RUNSC: &str = "[runsc_config]\nnet-raw = \"true\"\n";
+
+/// gVisor's plan with `runsc` as the content of runsc.toml.
+fn plan(runsc: &str) -> NodePlan {
+    let mut plan = node_plan(&GVisorConfig::default());
+    assert_eq!(plan.files[0].path, RUNSC_TOML);
+    plan.files[0].content = runsc.to_string();
+    plan
+}
 
 fn host_with(config: Option<&str>) -> (tempfile::TempDir, Host) {
     let dir = tempfile::tempdir().unwrap();
@@ -32,12 +43,12 @@ fn changed(changes: &[host::Change]) -> Vec<&str> {
 #[test]
 fn without_import_config_toml_is_edited_with_a_backup_and_a_rerun_changes_nothing() {
     let (_dir, h) = host_with(Some(CONTAINERD_16));
-    let changes = host::install(&h, &Handler::runsc(), RUNSC).unwrap();
+    let changes = host::install(&h, &plan(RUNSC)).unwrap();
     assert_eq!(changed(&changes), [CONFIG_TOML, RUNSC_TOML]);
     assert!(
         Config::parse(&read(&h, CONFIG_TOML))
             .unwrap()
-            .has(&Handler::runsc())
+            .has(&handler())
     );
     assert_eq!(
         fs::read_to_string(backup_path(&h.path(CONFIG_TOML))).unwrap(),
@@ -47,26 +58,19 @@ fn without_import_config_toml_is_edited_with_a_backup_and_a_rerun_changes_nothin
     assert!(!h.path(DROP_IN).exists());
 
     assert!(
-        host::install(&h, &Handler::runsc(), RUNSC)
-            .unwrap()
-            .is_empty(),
+        host::install(&h, &plan(RUNSC)).unwrap().is_empty(),
         "unchanged: zero writes"
     );
 
     // A flag change touches runsc.toml only.
-    let changes = host::install(
-        &h,
-        &Handler::runsc(),
-        "[runsc_config]\nnet-raw = \"false\"\n",
-    )
-    .unwrap();
+    let changes = host::install(&h, &plan("[runsc_config]\nnet-raw = \"false\"\n")).unwrap();
     assert_eq!(changed(&changes), [RUNSC_TOML]);
 }
 
 #[test]
 fn with_the_conf_d_import_a_drop_in_is_written_and_config_toml_untouched() {
     let (_dir, h) = host_with(Some(CONTAINERD_24));
-    let changes = host::install(&h, &Handler::runsc(), RUNSC).unwrap();
+    let changes = host::install(&h, &plan(RUNSC)).unwrap();
     assert_eq!(changed(&changes), [DROP_IN, RUNSC_TOML]);
     assert_eq!(
         read(&h, CONFIG_TOML),
@@ -74,11 +78,7 @@ fn with_the_conf_d_import_a_drop_in_is_written_and_config_toml_untouched() {
         "config.toml keeps every byte"
     );
     assert!(!backup_path(&h.path(CONFIG_TOML)).exists());
-    assert!(
-        Config::parse(&read(&h, DROP_IN))
-            .unwrap()
-            .has(&Handler::runsc())
-    );
+    assert!(Config::parse(&read(&h, DROP_IN)).unwrap().has(&handler()));
 }
 
 #[test]
@@ -88,24 +88,20 @@ fn a_stale_entry_in_config_toml_moves_to_the_drop_in() {
         "version = 2\nimports = [\"{CONF_D_IMPORT}\"]\n\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runsc]\n  runtime_type = \"io.containerd.runsc.v1\"\n"
     );
     let (_dir, h) = host_with(Some(&go));
-    let changes = host::install(&h, &Handler::runsc(), RUNSC).unwrap();
+    let changes = host::install(&h, &plan(RUNSC)).unwrap();
     assert_eq!(changed(&changes), [DROP_IN, CONFIG_TOML, RUNSC_TOML]);
     assert!(
         !read(&h, CONFIG_TOML).contains("runsc"),
         "one definition, in the drop-in"
     );
-    assert!(
-        host::install(&h, &Handler::runsc(), RUNSC)
-            .unwrap()
-            .is_empty()
-    );
+    assert!(host::install(&h, &plan(RUNSC)).unwrap().is_empty());
 }
 
 #[test]
 fn a_broken_or_missing_config_is_an_error_and_nothing_is_written() {
     let broken = "version = 2\n[plugins\n";
     let (dir, h) = host_with(Some(broken));
-    let err = host::install(&h, &Handler::runsc(), RUNSC).unwrap_err();
+    let err = host::install(&h, &plan(RUNSC)).unwrap_err();
     assert!(
         err.to_string().contains("config.toml") && err.to_string().contains("not valid TOML"),
         "{err}"
@@ -118,7 +114,7 @@ fn a_broken_or_missing_config_is_an_error_and_nothing_is_written() {
     );
 
     let (_dir, h) = host_with(None);
-    let err = host::install(&h, &Handler::runsc(), RUNSC).unwrap_err();
+    let err = host::install(&h, &plan(RUNSC)).unwrap_err();
     assert!(err.to_string().contains("does not exist"), "{err}");
     assert!(!h.path(RUNSC_TOML).exists());
 }
@@ -126,19 +122,19 @@ fn a_broken_or_missing_config_is_an_error_and_nothing_is_written() {
 #[test]
 fn uninstall_restores_the_original_and_roll_back_undoes_an_install() {
     let (_dir, h) = host_with(Some(CONTAINERD_16));
-    host::install(&h, &Handler::runsc(), RUNSC).unwrap();
-    let changes = host::uninstall(&h, "runsc").unwrap();
+    host::install(&h, &plan(RUNSC)).unwrap();
+    let changes = host::uninstall(&h, &plan(RUNSC)).unwrap();
     assert_eq!(changed(&changes), [CONFIG_TOML, RUNSC_TOML]);
     assert_eq!(read(&h, CONFIG_TOML), CONTAINERD_16, "byte for byte");
     assert!(!h.path(RUNSC_TOML).exists());
     assert!(
-        host::uninstall(&h, "runsc").unwrap().is_empty(),
+        host::uninstall(&h, &plan(RUNSC)).unwrap().is_empty(),
         "nothing left to remove"
     );
 
     // Install, then (say containerd did not come back) roll back: as before.
     let (_dir, h) = host_with(Some(CONTAINERD_24));
-    let changes = host::install(&h, &Handler::runsc(), RUNSC).unwrap();
+    let changes = host::install(&h, &plan(RUNSC)).unwrap();
     host::roll_back(&h, &changes).unwrap();
     assert_eq!(read(&h, CONFIG_TOML), CONTAINERD_24);
     assert!(

@@ -14,11 +14,13 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use k8s_cri::v1::ContainerState;
-use sandbox_node_agent::agent::{self, AgentError, GVISOR_BINARIES, Options};
+use sandbox_node_agent::agent::{self, AgentError, Options};
 use sandbox_node_agent::cri::{Cri, HandlerState};
 use sandbox_node_agent::host::{self, Host};
 use sandbox_node_agent::restart::{RestartError, Restarter};
-use sandbox_runtime::gvisor::config;
+use sandbox_runtime::gvisor::node::{BINARIES, DROP_IN, RUNSC_TOML};
+use sandbox_runtime::gvisor::{config, node_plan};
+use sandbox_runtime::node_plan::NodePlan;
 use sandbox_testenv::node::{BINARY_PATH, Flavor, TestNode};
 use serde_json::json;
 
@@ -43,7 +45,7 @@ impl TestRestarter {
 
     fn configuration_mentions_runsc(&self) -> bool {
         let read = |p: &str| std::fs::read_to_string(self.node.path(p)).unwrap_or_default();
-        read(host::CONFIG_TOML).contains("runsc") || read(host::DROP_IN).contains("runsc")
+        read(host::CONFIG_TOML).contains("runsc") || read(DROP_IN).contains("runsc")
     }
 }
 
@@ -76,14 +78,16 @@ fn image(dir: &Path, trailer: &[u8]) -> PathBuf {
     source
 }
 
-fn runsc_toml(flags: serde_json::Value) -> String {
-    config::parse(Some(&json!({
-        "apiVersion": config::API_VERSION,
-        "kind": config::KIND,
-        "configFlags": flags,
-    })))
-    .unwrap()
-    .runsc_toml()
+/// gVisor's node plan for a providerConfig with `flags`, as the controller renders it.
+fn plan(flags: serde_json::Value) -> NodePlan {
+    node_plan(
+        &config::parse(Some(&json!({
+            "apiVersion": config::API_VERSION,
+            "kind": config::KIND,
+            "configFlags": flags,
+        })))
+        .unwrap(),
+    )
 }
 
 struct Fixture {
@@ -106,13 +110,9 @@ impl Fixture {
         }
     }
 
-    fn options(&self, source: &Path, runsc_toml: String) -> Options {
-        let mut options = Options::gvisor(
-            Host::new(self.node.root()),
-            source.to_path_buf(),
-            BINARY_PATH.to_string(),
-            runsc_toml,
-        );
+    fn options(&self, source: &Path, plan: NodePlan) -> Options {
+        let mut options = Options::new(Host::new(self.node.root()), plan, BINARY_PATH.to_string());
+        options.source = source.to_path_buf();
         options.restart_timeout = Duration::from_secs(10);
         options
     }
@@ -142,7 +142,7 @@ impl Fixture {
 
     /// Path, size, inode and mtime of every configuration file: equal means nothing was written.
     fn fingerprint(&self) -> Vec<(String, u64, u64, i64, i64)> {
-        [host::CONFIG_TOML, host::DROP_IN, host::RUNSC_TOML]
+        [host::CONFIG_TOML, DROP_IN, RUNSC_TOML]
             .iter()
             .filter_map(|p| {
                 let m = std::fs::metadata(self.node.path(p)).ok()?;
@@ -168,7 +168,7 @@ async fn lifecycle(flavor: Flavor) {
     let f = Fixture::new(flavor);
     let original = std::fs::read(f.node.config_path()).unwrap();
     let v1 = image(f.work.path(), b"");
-    let options = f.options(&v1, runsc_toml(json!({})));
+    let options = f.options(&v1, plan(json!({})));
 
     // Before: runsc is unknown to containerd.
     assert_eq!(f.handler().await, HandlerState::Missing);
@@ -177,12 +177,12 @@ async fn lifecycle(flavor: Flavor) {
     let report = agent::install(&options, &f.restarter).await.unwrap();
     assert_eq!(report.restarts, 1, "{report:?}");
     assert_eq!(f.restarts(), 1);
-    assert_eq!(report.binaries, GVISOR_BINARIES.to_vec());
+    assert_eq!(report.binaries, BINARIES.to_vec());
     let expected_config_file = match flavor {
         // containerd 1.x's default config has no conf.d import: edited in place.
         Flavor::Debian | Flavor::V17 => host::CONFIG_TOML,
         // containerd 2.4's default imports conf.d: a drop-in, config.toml untouched.
-        Flavor::V2 => host::DROP_IN,
+        Flavor::V2 => DROP_IN,
     };
     assert!(
         report.files.iter().any(|p| p == expected_config_file),
@@ -213,13 +213,13 @@ async fn lifecycle(flavor: Flavor) {
     assert_eq!(f.fingerprint(), before);
 
     // Change net-raw: exactly one restart and the new runsc.toml.
-    let options = f.options(&v1, runsc_toml(json!({"net-raw": "true"})));
+    let options = f.options(&v1, plan(json!({"net-raw": "true"})));
     let report = agent::install(&options, &f.restarter).await.unwrap();
     assert_eq!(report.restarts, 1, "{report:?}");
-    assert_eq!(report.files, vec![host::RUNSC_TOML.to_string()]);
+    assert_eq!(report.files, vec![RUNSC_TOML.to_string()]);
     assert_eq!(f.restarts(), 2);
     assert_eq!(
-        std::fs::read_to_string(f.node.path(host::RUNSC_TOML)).unwrap(),
+        std::fs::read_to_string(f.node.path(RUNSC_TOML)).unwrap(),
         "[runsc_config]\nnet-raw = \"true\"\n"
     );
 
@@ -230,7 +230,7 @@ async fn lifecycle(flavor: Flavor) {
     let installed = f.node.path(BINARY_PATH).join("runsc");
     let old_inode = std::fs::metadata(&installed).unwrap().ino();
     let v2 = image(f.work.path(), &[0u8; 4096]);
-    let options = f.options(&v2, runsc_toml(json!({"net-raw": "true"})));
+    let options = f.options(&v2, plan(json!({"net-raw": "true"})));
     let report = agent::install(&options, &f.restarter).await.unwrap();
     assert_eq!(report.binaries, vec!["runsc".to_string()], "{report:?}");
     assert_eq!(report.restarts, 0, "{report:?}");
@@ -257,10 +257,10 @@ async fn lifecycle(flavor: Flavor) {
     assert_eq!(f.restarts(), 3);
     assert_eq!(f.handler().await, HandlerState::Missing);
     assert_eq!(std::fs::read(f.node.config_path()).unwrap(), original);
-    for path in [host::DROP_IN, host::RUNSC_TOML] {
+    for path in [DROP_IN, RUNSC_TOML] {
         assert!(!f.node.path(path).exists(), "{path} is still there");
     }
-    for name in GVISOR_BINARIES {
+    for name in BINARIES {
         assert!(
             !f.node.path(BINARY_PATH).join(name).exists(),
             "{name} is still there"
@@ -301,16 +301,16 @@ async fn debian_containerd_1_6_is_refused_before_anything_changes() {
     let f = Fixture::new(Flavor::Debian);
     let original = std::fs::read(f.node.config_path()).unwrap();
     let v1 = image(f.work.path(), b"");
-    let err = agent::install(&f.options(&v1, runsc_toml(json!({}))), &f.restarter)
+    let err = agent::install(&f.options(&v1, plan(json!({}))), &f.restarter)
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, AgentError::UnsupportedContainerd { version } if version.starts_with("1.6")),
+        matches!(&err, AgentError::UnsupportedContainerd { version, .. } if version.starts_with("1.6")),
         "{err}"
     );
     assert!(err.to_string().contains("1.7 or newer"), "{err}");
     assert_eq!(std::fs::read(f.node.config_path()).unwrap(), original);
-    assert!(!f.node.path(host::RUNSC_TOML).exists());
+    assert!(!f.node.path(RUNSC_TOML).exists());
     assert!(!f.node.path(BINARY_PATH).join("runsc").exists());
     assert_eq!(f.restarts(), 0);
     let runc = common::run_pod(&f.cri, "", &["echo", "ok"], &f.logs())
@@ -330,7 +330,7 @@ async fn a_broken_config_is_an_error_and_stays_untouched() {
     let broken = b"version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"\nroot = \n";
     std::fs::write(f.node.config_path(), broken).unwrap();
     let v1 = image(f.work.path(), b"");
-    let err = agent::install(&f.options(&v1, runsc_toml(json!({}))), &f.restarter)
+    let err = agent::install(&f.options(&v1, plan(json!({}))), &f.restarter)
         .await
         .unwrap_err();
     let message = err.to_string();
@@ -338,7 +338,7 @@ async fn a_broken_config_is_an_error_and_stays_untouched() {
     assert!(message.contains("config.toml"), "{message}");
     assert_eq!(std::fs::read(f.node.config_path()).unwrap(), broken);
     assert_eq!(f.restarts(), 0);
-    assert!(!f.node.path(host::RUNSC_TOML).exists());
+    assert!(!f.node.path(RUNSC_TOML).exists());
 }
 
 #[tokio::test]
@@ -348,7 +348,7 @@ async fn containerd_failing_with_the_new_config_gets_the_backup_back() {
         let original = std::fs::read(f.node.config_path()).unwrap();
         f.restarter.refuse_runsc.store(true, Ordering::SeqCst);
         let v1 = image(f.work.path(), b"");
-        let mut options = f.options(&v1, runsc_toml(json!({})));
+        let mut options = f.options(&v1, plan(json!({})));
         options.restart_timeout = Duration::from_secs(3);
         let err = agent::install(&options, &f.restarter).await.unwrap_err();
         assert!(
@@ -359,7 +359,7 @@ async fn containerd_failing_with_the_new_config_gets_the_backup_back() {
         assert_eq!(f.restarts(), 2, "{flavor:?}");
         assert!(f.node.is_running(), "{flavor:?}: containerd is down");
         assert_eq!(std::fs::read(f.node.config_path()).unwrap(), original);
-        for path in [host::DROP_IN, host::RUNSC_TOML] {
+        for path in [DROP_IN, RUNSC_TOML] {
             assert!(!f.node.path(path).exists(), "{flavor:?}: {path} remained");
         }
         let runc = common::run_pod(&f.cri, "", &["echo", "ok"], &f.logs())
@@ -374,13 +374,8 @@ async fn files_written_but_never_loaded_are_loaded_by_the_next_run() {
     // An earlier agent wrote the configuration and died before restarting containerd.
     let f = Fixture::new(Flavor::V17);
     let v1 = image(f.work.path(), b"");
-    let options = f.options(&v1, runsc_toml(json!({})));
-    host::install(
-        &Host::new(f.node.root()),
-        &options.handler,
-        &options.runsc_toml,
-    )
-    .unwrap();
+    let options = f.options(&v1, plan(json!({})));
+    host::install(&Host::new(f.node.root()), &options.plan).unwrap();
     assert_eq!(f.handler().await, HandlerState::Missing);
     let report = agent::install(&options, &f.restarter).await.unwrap();
     assert!(report.files.is_empty(), "{report:?}");

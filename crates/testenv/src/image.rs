@@ -7,17 +7,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use sandbox_runtime::gvisor::node::{BINARIES, CHECKSUMS, IMAGE_DIR};
 use sandbox_runtime::manifests::sha256_hex;
 
 use crate::{Error, Result, io_err};
 
-/// Where the node agent's image keeps the runtime binaries and their `SHA256SUMS` (the
-/// agent's default `--source-dir`).
-pub const NODE_AGENT_SOURCE_DIR: &str = "usr/local/lib/runtime-sandbox/gvisor";
 /// The product binary in the node agent's image (its entrypoint).
 pub const NODE_AGENT_BINARY: &str = "gardener-extension-runtime-sandbox";
-/// The binaries the node agent installs, in the image's source folder.
-pub const GVISOR_BINARIES: [&str; 2] = ["containerd-shim-runsc-v1", "runsc"];
 
 /// One entry of an image layer.
 #[derive(Clone, Debug)]
@@ -216,13 +212,15 @@ fn shared_libraries(binary: &Path) -> Result<Vec<(String, PathBuf)>> {
     Ok(libraries)
 }
 
-/// The files of the image's gVisor folder: the binaries from `gvisor_dir` (with
-/// `runsc_trailer` appended to runsc, which makes a "new release" that still runs: ELF ignores
-/// trailing bytes) and their `SHA256SUMS`, last.
+/// The files of the image's gVisor folder (the node plan's binaries): the binaries from
+/// `gvisor_dir` by name (with `runsc_trailer` appended to runsc, which makes a "new release"
+/// that still runs: ELF ignores trailing bytes) and their checksums file, last.
 pub fn gvisor_source(gvisor_dir: &Path, runsc_trailer: &[u8]) -> Result<Vec<(String, Vec<u8>)>> {
     let mut files = Vec::new();
     let mut sums = String::new();
-    for binary in GVISOR_BINARIES {
+    let mut binaries = BINARIES;
+    binaries.sort();
+    for binary in binaries {
         let path = gvisor_dir.join(binary);
         let mut content = std::fs::read(&path).map_err(io_err(&path))?;
         if binary == "runsc" {
@@ -231,7 +229,7 @@ pub fn gvisor_source(gvisor_dir: &Path, runsc_trailer: &[u8]) -> Result<Vec<(Str
         sums.push_str(&format!("{}  {binary}\n", sha256_hex(&content)));
         files.push((binary.to_string(), content));
     }
-    files.push(("SHA256SUMS".to_string(), sums.into_bytes()));
+    files.push((CHECKSUMS.to_string(), sums.into_bytes()));
     Ok(files)
 }
 
@@ -246,10 +244,11 @@ pub fn write_gvisor_source(gvisor_dir: &Path, runsc_trailer: &[u8], dest: &Path)
 }
 
 /// The node agent's image: the product binary as entrypoint, the C libraries it links
-/// (glibc and libgcc, as distroless `cc` images carry), and in [`NODE_AGENT_SOURCE_DIR`] the
-/// gVisor binaries from `gvisor_dir` with their `SHA256SUMS`, which the agent verifies
-/// before installing anything.
+/// (glibc and libgcc, as distroless `cc` images carry), and in gVisor's image folder (the
+/// node plan's `binaries.source`) the gVisor binaries from `gvisor_dir` with their checksums,
+/// which the agent verifies before installing anything.
 pub fn node_agent_image(name: &str, binary: &Path, gvisor_dir: &Path) -> Result<Vec<u8>> {
+    let source_dir = IMAGE_DIR.trim_start_matches('/');
     let read = |path: &Path| std::fs::read(path).map_err(io_err(path));
     let mut dirs = vec![
         "etc".to_string(),
@@ -258,7 +257,7 @@ pub fn node_agent_image(name: &str, binary: &Path, gvisor_dir: &Path) -> Result<
         "usr/local".into(),
         "usr/local/lib".into(),
         "usr/local/lib/runtime-sandbox".into(),
-        NODE_AGENT_SOURCE_DIR.into(),
+        source_dir.into(),
     ];
     let mut files = vec![Entry::File {
         path: NODE_AGENT_BINARY.into(),
@@ -278,9 +277,9 @@ pub fn node_agent_image(name: &str, binary: &Path, gvisor_dir: &Path) -> Result<
         });
     }
     for (name, content) in gvisor_source(gvisor_dir, &[])? {
-        let mode = if name == "SHA256SUMS" { 0o644 } else { 0o755 };
+        let mode = if name == CHECKSUMS { 0o644 } else { 0o755 };
         files.push(Entry::File {
-            path: format!("{NODE_AGENT_SOURCE_DIR}/{name}"),
+            path: format!("{source_dir}/{name}"),
             content,
             mode,
         });

@@ -44,7 +44,7 @@ pub fn env(config: fn() -> ControllerConfig) -> &'static ControlPlane {
                 sandbox_controller::run(
                     client,
                     config,
-                    Arc::new(sandbox_controller::reconciler::NoObserver),
+                    Arc::new(sandbox_controller::metrics::NoObserver),
                     Default::default(),
                     std::future::pending(),
                 )
@@ -61,6 +61,7 @@ pub fn default_config() -> ControllerConfig {
     ControllerConfig {
         image: IMAGE.into(),
         delete_timeout: Duration::from_secs(4),
+        wait_poll: Duration::from_millis(250),
         base_backoff: Duration::from_millis(500),
         max_backoff: Duration::from_secs(4),
         ..ControllerConfig::default()

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+pub use crate::actuator::ConfigError;
+
 /// The apiVersion the Go extension accepts.
 pub const API_VERSION: &str = "gvisor.runtime.extensions.config.gardener.cloud/v1alpha1";
 /// The apiVersion the Go extension's README documented; accepted as a synonym.
@@ -59,14 +61,9 @@ pub struct GVisorConfig {
     pub ignored_flags: Vec<String>,
 }
 
-/// A providerConfig that cannot be used; the message names the field and what is allowed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid providerConfig: {field}: {message}")]
-pub struct ConfigError {
-    /// JSON path of the offending field, e.g. `providerConfig.configFlags.platform`.
-    pub field: String,
-    /// What is wrong and what is allowed.
-    pub message: String,
+/// The flags we pass on to runsc, by name.
+pub fn supported_flags() -> Vec<&'static str> {
+    KNOWN_FLAGS.iter().map(|f| f.name).collect()
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {

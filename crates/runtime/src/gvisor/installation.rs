@@ -1,7 +1,8 @@
-//! The per-pool node agent: the installer (a ConfigMap with the rendered runtime configuration
-//! and a DaemonSet running `node-agent install` on exactly that pool's containerd nodes), and the
+//! The per-pool node agent: the installer (a ConfigMap with the pool's node plan and a
+//! DaemonSet running `node-agent install` on exactly that pool's containerd nodes), and the
 //! cleanup that replaces it when gVisor is removed from a pool whose nodes stay (a DaemonSet
-//! running `node-agent uninstall` on the same nodes).
+//! running `node-agent uninstall` on the same nodes, its plan inline in `NODE_PLAN`: it owns no
+//! ConfigMap and depends on nothing the installer had).
 
 use std::collections::BTreeMap;
 
@@ -19,13 +20,14 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{GVisorConfig, SERVICE_ACCOUNT, SHOOT_NAMESPACE};
+use super::{GVisorConfig, SERVICE_ACCOUNT, SHOOT_NAMESPACE, node_plan};
 use crate::manifests::{ObjectSet, RenderError, secret_checksum};
+use crate::node_plan::{self, PLAN_ENV};
 use crate::{CRI_CONTAINERD, CRI_NAME_LABEL};
 
 /// Where the node agent sees the host's root file system.
 pub const HOST_ROOT: &str = "/host";
-/// Where the node agent reads its ConfigMap.
+/// Where the node agent reads its ConfigMap (the node plan).
 pub const CONFIG_DIR: &str = "/etc/runtime-sandbox";
 /// Port of the node agent's health endpoints.
 pub const HEALTH_PORT: i32 = 8081;
@@ -51,7 +53,8 @@ pub fn installer_name(pool: &str) -> String {
 }
 
 /// Everything the cleanup of one pool depends on. No providerConfig: an invalid one must not
-/// keep the nodes from being cleaned.
+/// keep the nodes from being cleaned (uninstalling needs the plan's names and paths, not the
+/// flags).
 #[derive(Clone, Debug)]
 pub struct CleanupInput<'a> {
     /// Worker pool name.
@@ -83,9 +86,13 @@ fn labels(app: &str, instance: String) -> BTreeMap<String, String> {
 pub fn installation_objects(input: &InstallationInput<'_>) -> Result<ObjectSet, RenderError> {
     let name = installer_name(input.pool);
     let labels = labels("containerd-gvisor", name.clone());
-    let config_data: BTreeMap<String, String> =
-        [("runsc.toml".to_string(), input.config.runsc_toml())].into();
-    // Gardener's checksum of a data map, as for the ManagedResource secrets.
+    let config_data: BTreeMap<String, String> = [(
+        node_plan::FILE_NAME.to_string(),
+        node_plan(input.config).to_yaml(),
+    )]
+    .into();
+    // Gardener's checksum of a data map, as for the ManagedResource secrets: a new plan rolls
+    // the DaemonSet, an unchanged one does not.
     let config_checksum = secret_checksum(config_data.iter().map(|(k, v)| (k, v.as_bytes())));
     let config_map = ConfigMap {
         metadata: ObjectMeta {
@@ -104,7 +111,10 @@ pub fn installation_objects(input: &InstallationInput<'_>) -> Result<ObjectSet, 
         binary_path: input.binary_path,
         image: input.image,
         action: "install",
-        config: Some((&name, config_checksum)),
+        plan: Plan::ConfigMap {
+            name: &name,
+            checksum: config_checksum,
+        },
     });
     let mut set = ObjectSet::default();
     set.add(&config_map)?;
@@ -124,11 +134,20 @@ pub fn cleanup_objects(input: &CleanupInput<'_>) -> Result<ObjectSet, RenderErro
         binary_path: input.binary_path,
         image: input.image,
         action: "uninstall",
-        config: None,
+        // Uninstalling needs the plan's names and paths, not the flags.
+        plan: Plan::Inline(node_plan(&GVisorConfig::default()).to_yaml()),
     });
     let mut set = ObjectSet::default();
     set.add(&daemon_set)?;
     Ok(set)
+}
+
+/// How a DaemonSet's pods get their node plan.
+enum Plan<'a> {
+    /// Mounted from ConfigMap `name` at [`CONFIG_DIR`]; `checksum` rolls the pods on change.
+    ConfigMap { name: &'a str, checksum: String },
+    /// In the `NODE_PLAN` environment variable.
+    Inline(String),
 }
 
 /// One node-agent DaemonSet of a pool.
@@ -140,8 +159,8 @@ struct AgentDaemonSet<'a> {
     image: &'a str,
     /// `install` or `uninstall`.
     action: &'a str,
-    /// The ConfigMap to mount and its checksum (install only).
-    config: Option<(&'a str, String)>,
+    /// Where the pods find the node plan.
+    plan: Plan<'a>,
 }
 
 fn agent_daemon_set(ds: AgentDaemonSet<'_>) -> DaemonSet {
@@ -165,40 +184,62 @@ fn agent_daemon_set(ds: AgentDaemonSet<'_>) -> DaemonSet {
         ..VolumeMount::default()
     };
     let host = |path: &str| format!("{HOST_ROOT}{path}");
+    // The node plan's files live below /etc/containerd, its lock below /run/runtime-sandbox.
     let mut volumes = vec![
         host_path("binaries", ds.binary_path, "DirectoryOrCreate"),
-        host_path("containerd-config", "/etc/containerd", "DirectoryOrCreate"),
+        host_path(
+            "containerd-config",
+            node_plan::CONTAINERD_DIR,
+            "DirectoryOrCreate",
+        ),
         host_path("containerd-run", "/run/containerd", "DirectoryOrCreate"),
         host_path("dbus", "/run/dbus", "DirectoryOrCreate"),
-        host_path("lock", "/run/runtime-sandbox", "DirectoryOrCreate"),
+        host_path("lock", node_plan::LOCK_DIR, "DirectoryOrCreate"),
     ];
     let mut volume_mounts = vec![
         mount("binaries", &host(ds.binary_path), false),
-        mount("containerd-config", &host("/etc/containerd"), false),
+        mount("containerd-config", &host(node_plan::CONTAINERD_DIR), false),
         mount("containerd-run", &host("/run/containerd"), false),
         mount("dbus", &host("/run/dbus"), false),
-        mount("lock", &host("/run/runtime-sandbox"), false),
+        mount("lock", &host(node_plan::LOCK_DIR), false),
     ];
     let mut args = vec![
         "node-agent".to_string(),
         ds.action.to_string(),
-        "--runtime=gvisor".into(),
         format!("--host-root={HOST_ROOT}"),
         format!("--binary-path={}", ds.binary_path),
     ];
-    let mut pod_annotations = BTreeMap::new();
-    if let Some((config_map, checksum)) = &ds.config {
-        volumes.push(Volume {
-            name: "config".into(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: config_map.to_string(),
-                ..ConfigMapVolumeSource::default()
+    let mut env = vec![EnvVar {
+        name: "NODE_NAME".into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "spec.nodeName".into(),
+                ..ObjectFieldSelector::default()
             }),
-            ..Volume::default()
-        });
-        volume_mounts.push(mount("config", CONFIG_DIR, true));
-        args.push(format!("--config-dir={CONFIG_DIR}"));
-        pod_annotations.insert("checksum/config".to_string(), checksum.clone());
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }];
+    let mut pod_annotations = BTreeMap::new();
+    match ds.plan {
+        Plan::ConfigMap { name, checksum } => {
+            volumes.push(Volume {
+                name: "config".into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: name.to_string(),
+                    ..ConfigMapVolumeSource::default()
+                }),
+                ..Volume::default()
+            });
+            volume_mounts.push(mount("config", CONFIG_DIR, true));
+            args.push(format!("--config-dir={CONFIG_DIR}"));
+            pod_annotations.insert("checksum/config".to_string(), checksum);
+        }
+        Plan::Inline(plan) => env.push(EnvVar {
+            name: PLAN_ENV.into(),
+            value: Some(plan),
+            ..EnvVar::default()
+        }),
     }
     args.push(format!("--health-bind-address=:{HEALTH_PORT}"));
 
@@ -218,17 +259,7 @@ fn agent_daemon_set(ds: AgentDaemonSet<'_>) -> DaemonSet {
         name: "node-agent".into(),
         image: Some(ds.image.into()),
         args: Some(args),
-        env: Some(vec![EnvVar {
-            name: "NODE_NAME".into(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "spec.nodeName".into(),
-                    ..ObjectFieldSelector::default()
-                }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        }]),
+        env: Some(env),
         ports: Some(vec![ContainerPort {
             name: Some("health".into()),
             container_port: HEALTH_PORT,

@@ -1,29 +1,33 @@
-//! gVisor: what a pool with `type: gvisor` needs in the shoot. Names match the Go extension
+//! gVisor: what a pool with `type: gvisor` needs in the shoot (here and in `installation`)
+//! and on its nodes (`node`, the node plan). Names match the Go extension
 //! `gardener-extension-runtime-gvisor`, so operators' habits and tooling keep working.
 
 pub mod config;
 mod installation;
+pub mod node;
 
-pub use config::{ConfigError, GVisorConfig};
+pub use config::GVisorConfig;
 pub use installation::{
     CleanupInput, InstallationInput, cleanup_name, cleanup_objects, installation_objects,
     installer_name,
 };
+pub use node::node_plan;
 
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::node::v1::{RuntimeClass, Scheduling};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use sandbox_api::Shoot;
+use sandbox_api::ContainerRuntime;
 
+use crate::actuator::{Actuator, ActuatorError, Cleanup, Desired, ManagedResourceContent, Warning};
 use crate::manifests::{ObjectSet, RenderError};
 
 /// The `spec.type` of a gVisor ContainerRuntime.
 pub const RUNTIME_TYPE: &str = "gvisor";
 /// The RuntimeClass offered in the shoot.
 pub const RUNTIME_CLASS: &str = "gvisor";
-/// The containerd runtime handler the RuntimeClass points at.
+/// The containerd runtime handler: the RuntimeClass points at it and the node plan registers it.
 pub const HANDLER: &str = "runsc";
 /// The node label gardenlet sets on pools that run gVisor.
 pub const NODE_LABEL: &str = "containerruntime.worker.gardener.cloud/gvisor";
@@ -47,31 +51,87 @@ pub fn installation_managed_resource(pool: &str) -> String {
     format!("{INSTALLATION_MANAGED_RESOURCE_PREFIX}{pool}")
 }
 
-/// What deleting a pool's gVisor ContainerRuntime must do on the pool's nodes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NodeCleanup {
-    /// Uninstall gVisor from the nodes before the installer goes: the pool stays and no longer
-    /// asks for gVisor.
-    Required,
-    /// Leave the nodes alone: they go away (shoot deleted or hibernated, pool removed), the
-    /// owner forced the deletion, or the Cluster says the pool still wants gVisor (the object
-    /// comes back, and uninstalling would only stop new gVisor pods until it does).
-    NotNeeded,
+/// gVisor's [`Actuator`].
+pub struct GVisor;
+
+impl Actuator for GVisor {
+    fn runtime_type(&self) -> &'static str {
+        RUNTIME_TYPE
+    }
+
+    fn origin(&self) -> &'static str {
+        ORIGIN
+    }
+
+    fn shared_managed_resource(&self) -> &'static str {
+        MANAGED_RESOURCE
+    }
+
+    fn pool_managed_resource(&self, pool: &str) -> String {
+        installation_managed_resource(pool)
+    }
+
+    fn desired(&self, cr: &ContainerRuntime, image: &str) -> Result<Desired, ActuatorError> {
+        let config = config::parse(cr.spec.provider_config.as_ref())?;
+        let pool = &cr.spec.worker_pool.name;
+        let installation = installation_objects(&InstallationInput {
+            pool,
+            selector: &cr.spec.worker_pool.selector,
+            binary_path: &cr.spec.binary_path,
+            config: &config,
+            image,
+        })?;
+        let warnings = if config.ignored_flags.is_empty() {
+            Vec::new()
+        } else {
+            vec![Warning {
+                reason: "UnknownFlags",
+                message: format!(
+                    "providerConfig.configFlags {} are not supported and were ignored; supported: {}",
+                    config.ignored_flags.join(", "),
+                    config::supported_flags().join(", ")
+                ),
+            }]
+        };
+        Ok(Desired {
+            shared: self.shared()?,
+            pool: ManagedResourceContent {
+                name: installation_managed_resource(pool),
+                data: installation.into_data(),
+            },
+            warnings,
+        })
+    }
+
+    fn cleanup(&self, cr: &ContainerRuntime, image: &str) -> Result<Cleanup, ActuatorError> {
+        let pool = &cr.spec.worker_pool.name;
+        let objects = cleanup_objects(&CleanupInput {
+            pool,
+            selector: &cr.spec.worker_pool.selector,
+            binary_path: &cr.spec.binary_path,
+            image,
+        })?;
+        Ok(Cleanup {
+            // The cleanup pods run as the shared ServiceAccount and unlabel nodes with its RBAC.
+            shared: self.shared()?,
+            pool: ManagedResourceContent {
+                name: installation_managed_resource(pool),
+                data: objects.into_data(),
+            },
+            pending: format!(
+                "gVisor is not yet removed from every node of pool {pool} (DaemonSet {SHOOT_NAMESPACE}/{})",
+                cleanup_name(pool)
+            ),
+        })
+    }
 }
 
-/// Decides [`NodeCleanup`] from the shoot in the Cluster (which gardenlet updates before it
-/// deletes stale ContainerRuntimes).
-pub fn node_cleanup(shoot: &Shoot, pool: &str) -> NodeCleanup {
-    let clean = !shoot.is_deleting()
-        && !shoot.force_deletion()
-        && !shoot.is_hibernated()
-        && shoot
-            .worker(pool)
-            .is_some_and(|worker| !worker.wants_runtime(RUNTIME_TYPE));
-    if clean {
-        NodeCleanup::Required
-    } else {
-        NodeCleanup::NotNeeded
+impl GVisor {
+    fn shared(&self) -> Result<ManagedResourceContent, RenderError> {
+        Ok(ManagedResourceContent {
+            name: MANAGED_RESOURCE.into(),
+            data: shared_objects()?.into_data(),
+        })
     }
 }
 
@@ -143,46 +203,4 @@ pub fn shared_objects() -> Result<ObjectSet, RenderError> {
     set.add(&cluster_role)?;
     set.add(&binding)?;
     Ok(set)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn shoot(patch: serde_json::Value) -> Shoot {
-        let mut value = json!({
-            "metadata": {"name": "s"},
-            "spec": {"provider": {"workers": [
-                {"name": "with", "cri": {"name": "containerd", "containerRuntimes": [{"type": "gvisor"}]}},
-                {"name": "without", "cri": {"name": "containerd"}},
-                {"name": "other", "cri": {"name": "containerd", "containerRuntimes": [{"type": "kata"}]}},
-            ]}},
-        });
-        for (k, v) in patch.as_object().unwrap() {
-            value[k.as_str()] = v.clone();
-        }
-        serde_json::from_value(value).unwrap()
-    }
-
-    #[test]
-    fn cleanup_only_when_the_pool_stays_without_gvisor() {
-        let s = shoot(json!({}));
-        assert_eq!(node_cleanup(&s, "without"), NodeCleanup::Required);
-        assert_eq!(node_cleanup(&s, "other"), NodeCleanup::Required);
-        assert_eq!(node_cleanup(&s, "with"), NodeCleanup::NotNeeded);
-        assert_eq!(node_cleanup(&s, "removed"), NodeCleanup::NotNeeded);
-
-        let deleting =
-            shoot(json!({"metadata": {"name": "s", "deletionTimestamp": "2026-11-21T10:00:00Z"}}));
-        assert_eq!(node_cleanup(&deleting, "without"), NodeCleanup::NotNeeded);
-        let forced = shoot(json!({"metadata": {"name": "s", "annotations": {
-            "confirmation.gardener.cloud/force-deletion": "true"}}}));
-        assert_eq!(node_cleanup(&forced, "without"), NodeCleanup::NotNeeded);
-        let mut hibernated = shoot(json!({"status": {"hibernated": true}}));
-        hibernated.spec.hibernation = Some(sandbox_api::shoot::Hibernation {
-            enabled: Some(true),
-        });
-        assert_eq!(node_cleanup(&hibernated, "without"), NodeCleanup::NotNeeded);
-    }
 }

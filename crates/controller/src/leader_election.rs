@@ -1,198 +1,27 @@
-//! What operators run the controller with: leader election and the heartbeat (both Leases,
-//! compatible with controller-runtime's lease lock and Gardener's heartbeat controller),
-//! health and readiness endpoints, and Prometheus metrics.
+//! Lease-based leader election, compatible with controller-runtime's Lease lock (client-go's
+//! `leaderelection` with `resourcelock.LeasesResourceLock`), so that this controller and a Go
+//! extension using the same Lease exclude each other.
+//!
+//! Written here rather than taken from a crate, because the switch-over from the Go extension
+//! needs exactly client-go's record: a holder's Lease is valid until `renewTime +
+//! leaseDurationSeconds`, taking it over sets `acquireTime` and bumps `leaseTransitions`, and an
+//! update carries the resourceVersion so two candidates never both win. `kube-leader-election`
+//! documents itself as "a very basic form of leader election without fencing" for workloads
+//! that "tolerate multiple replicas acting as leader for a short amount of time", and
+//! `kube-lease-manager` has its own locking protocol (server-side apply); neither promises
+//! client-go's record, and the test against the Go extension is what proves ours.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::reconciler::Observer;
 use crate::{Error, Result, kube_err};
-
-/// Name of Gardener's extension heartbeat Lease.
-pub const HEARTBEAT_LEASE: &str = "gardener-extension-heartbeat";
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OperationLabels {
-    operation: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ErrorLabels {
-    operation: &'static str,
-    error: &'static str,
-}
-
-/// Reconcile metrics by operation.
-pub struct Metrics {
-    registry: Registry,
-    reconciles: Family<OperationLabels, Counter>,
-    errors: Family<ErrorLabels, Counter>,
-    durations: Family<OperationLabels, Histogram>,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        let mut registry = Registry::with_prefix("runtime_sandbox");
-        let reconciles = Family::<OperationLabels, Counter>::default();
-        let errors = Family::<ErrorLabels, Counter>::default();
-        let durations = Family::<OperationLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.005, 2.0, 14))
-        });
-        registry.register(
-            "reconciles",
-            "ContainerRuntime reconciles by operation",
-            reconciles.clone(),
-        );
-        registry.register(
-            "reconcile_errors",
-            "Failed ContainerRuntime reconciles by operation and error",
-            errors.clone(),
-        );
-        registry.register(
-            "reconcile_duration_seconds",
-            "Duration of ContainerRuntime reconciles",
-            durations.clone(),
-        );
-        Metrics {
-            registry,
-            reconciles,
-            errors,
-            durations,
-        }
-    }
-}
-
-impl Metrics {
-    /// The text exposition format.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
-    }
-}
-
-impl Observer for Metrics {
-    fn reconciled(&self, operation: &'static str, elapsed: Duration, error: Option<&'static str>) {
-        self.reconciles
-            .get_or_create(&OperationLabels { operation })
-            .inc();
-        self.durations
-            .get_or_create(&OperationLabels { operation })
-            .observe(elapsed.as_secs_f64());
-        if let Some(error) = error {
-            self.errors
-                .get_or_create(&ErrorLabels { operation, error })
-                .inc();
-        }
-    }
-}
-
-/// Readiness of the process, flipped by the controller once its cache is filled.
-#[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
-
-impl Readiness {
-    pub fn set_ready(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-    pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// Serves `/healthz` and `/readyz` on `health`, `/metrics` on `metrics` (may be the same).
-pub async fn serve(
-    health: SocketAddr,
-    metrics_addr: SocketAddr,
-    metrics: Arc<Metrics>,
-    readiness: Readiness,
-) -> std::io::Result<()> {
-    let health_router = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(|State(r): State<Readiness>| async move {
-                if r.is_ready() {
-                    (StatusCode::OK, "ok")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "cache not synced")
-                }
-            }),
-        )
-        .with_state(readiness);
-    let metrics_router = Router::new()
-        .route(
-            "/metrics",
-            get(|State(m): State<Arc<Metrics>>| async move { m.encode() }),
-        )
-        .with_state(metrics);
-    if health == metrics_addr {
-        let listener = tokio::net::TcpListener::bind(health).await?;
-        return axum::serve(listener, health_router.merge(metrics_router)).await;
-    }
-    let h = tokio::net::TcpListener::bind(health).await?;
-    let m = tokio::net::TcpListener::bind(metrics_addr).await?;
-    tokio::try_join!(
-        axum::serve(h, health_router),
-        axum::serve(m, metrics_router)
-    )?;
-    Ok(())
-}
-
-/// Renews Gardener's heartbeat Lease every `interval` forever.
-pub async fn heartbeat(client: Client, namespace: String, extension: String, interval: Duration) {
-    let api = Api::<Lease>::namespaced(client, &namespace);
-    loop {
-        let spec = json!({"spec": {
-            "holderIdentity": extension,
-            "leaseDurationSeconds": interval.as_secs(),
-            "renewTime": MicroTime(Timestamp::now()),
-        }});
-        let result = match api
-            .patch(
-                HEARTBEAT_LEASE,
-                &PatchParams::default(),
-                &Patch::Merge(&spec),
-            )
-            .await
-        {
-            Err(kube::Error::Api(e)) if e.code == 404 => {
-                let lease = Lease {
-                    metadata: ObjectMeta {
-                        name: Some(HEARTBEAT_LEASE.into()),
-                        ..ObjectMeta::default()
-                    },
-                    spec: serde_json::from_value(spec["spec"].clone()).ok(),
-                };
-                api.create(&PostParams::default(), &lease).await.map(|_| ())
-            }
-            other => other.map(|_| ()),
-        };
-        if let Err(e) = result {
-            warn!(error = %e, "could not renew the heartbeat Lease");
-        }
-        tokio::time::sleep(interval).await;
-    }
-}
 
 /// Lease-based leader election with controller-runtime's timings and Lease fields, so that
 /// our controller and a Go extension using the same id exclude each other.

@@ -1,0 +1,436 @@
+//! One reconcile as a pipeline: read (the object, its Cluster), decide ([`contract::plan`],
+//! pure), render (the actuator's desired state, pure), write (ManagedResources, status,
+//! finalizers). Waits for gardener-resource-manager are requeues, never sleeps, so a slow
+//! deletion holds no worker.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::{Client, Resource, ResourceExt};
+use sandbox_api::{Cluster, ContainerRuntime, LastOperationType, Shoot};
+use sandbox_runtime::actuator::{Actuator, ManagedResourceContent, actuator};
+use serde_json::{Value, json};
+use tracing::{debug, info, warn};
+
+use crate::contract::{self, FINALIZER, OPERATION_ANNOTATION, Skip, Step};
+use crate::controller::Context;
+use crate::event_filter::Guarded;
+use crate::{Error, Result, kube_err, managedresource};
+
+/// Entry point for kube-runtime: one object, with metrics and backoff bookkeeping.
+pub(crate) async fn reconcile(object: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action> {
+    let cr = match &object.0 {
+        Ok(cr) => cr.clone(),
+        Err(invalid) => return Err(Error::InvalidObject(invalid.error.clone())),
+    };
+    let started = Instant::now();
+    let operation = contract::operation_type(&cr);
+    let result = reconcile_object(cr, &ctx).await;
+    ctx.observer.reconciled(
+        operation_label(operation),
+        started.elapsed(),
+        result.as_ref().err().map(Error::metric_label),
+    );
+    if result.is_ok() {
+        ctx.succeeded(&object);
+    }
+    result
+}
+
+fn operation_label(op: LastOperationType) -> &'static str {
+    match op {
+        LastOperationType::Create => "create",
+        LastOperationType::Reconcile => "reconcile",
+        LastOperationType::Delete => "delete",
+        LastOperationType::Migrate => "migrate",
+        LastOperationType::Restore => "restore",
+        LastOperationType::Unknown => "unknown",
+    }
+}
+
+/// The object's namespace, the API it lives behind and the actuator of its type.
+struct Target<'a> {
+    ctx: &'a Context,
+    namespace: String,
+    api: Api<ContainerRuntime>,
+    actuator: &'static dyn Actuator,
+}
+
+/// The contract's algorithm for one object.
+async fn reconcile_object(mut cr: ContainerRuntime, ctx: &Context) -> Result<Action> {
+    let namespace = cr.namespace().unwrap_or_default();
+    let name = cr.name_any();
+    // A trigger queued while an earlier run was busy (e.g. by our own finalizer patch while
+    // `restore` was still set) may be stale by now: check the rule against the current object,
+    // so that finished work is not redone.
+    if !ctx.config.ignore_operation_annotation && !contract::create_passes(&cr) {
+        debug!(%namespace, %name, "nothing to do any more");
+        return Ok(Action::await_change());
+    }
+    let Some(actuator) = actuator(&cr.spec.type_) else {
+        // The event filter passes only types we serve.
+        return Ok(Action::await_change());
+    };
+    let target = Target {
+        ctx,
+        api: Api::namespaced(ctx.client.clone(), &namespace),
+        namespace: namespace.clone(),
+        actuator,
+    };
+
+    let shoot = read_shoot(&ctx.client, &namespace).await?;
+    let plan = contract::plan(&cr, &shoot, actuator);
+    if plan.remove_reconcile_annotation {
+        cr = target
+            .patch(
+                &name,
+                json!({"metadata": {"annotations": {OPERATION_ANNOTATION: null}}}),
+                "removing the reconcile annotation",
+            )
+            .await?;
+    }
+    match plan.step {
+        Step::Skip(Skip::ShootFailed) => {
+            info!(%namespace, %name, "skipping the ContainerRuntime of a failed shoot");
+        }
+        Step::Skip(why) => debug!(%namespace, %name, ?why, "nothing to do"),
+        Step::Reconcile { op } => {
+            info!(%namespace, %name, operation = operation_label(op), "reconciling");
+            target.reconcile(cr, op).await?;
+        }
+        Step::Restore => {
+            info!(%namespace, %name, operation = "restore", "reconciling");
+            let cr = target.reconcile(cr, LastOperationType::Restore).await?;
+            target.remove_operation_annotation(&cr).await?;
+        }
+        Step::Delete { wait, clean_nodes } => {
+            info!(%namespace, %name, operation = "delete", wait, clean_nodes, "reconciling");
+            return target.delete(cr, wait, clean_nodes).await;
+        }
+        Step::Migrate => {
+            info!(%namespace, %name, operation = "migrate", "reconciling");
+            target.migrate(cr).await?;
+        }
+    }
+    Ok(Action::await_change())
+}
+
+/// The shoot embedded in the namespace's Cluster; missing or undecodable is an error (retried
+/// with backoff, no status written).
+async fn read_shoot(client: &Client, namespace: &str) -> Result<Shoot> {
+    let cluster = Api::<Cluster>::all(client.clone())
+        .get_opt(namespace)
+        .await
+        .map_err(kube_err(format!("reading cluster {namespace}")))?
+        .ok_or_else(|| Error::Cluster {
+            name: namespace.to_string(),
+            message: "not found".into(),
+        })?;
+    cluster.shoot().map_err(|e| Error::Cluster {
+        name: namespace.to_string(),
+        message: format!("cannot decode spec.shoot: {e}"),
+    })
+}
+
+/// What a deletion is still waiting for.
+struct Pending {
+    /// What has not happened yet.
+    what: String,
+    /// What the ManagedResource or gardener-resource-manager says.
+    detail: String,
+}
+
+impl Target<'_> {
+    /// Create, Reconcile or Restore: renders everything first (an invalid providerConfig is an
+    /// Error before Processing, and nothing is written but the finalizer), then Processing,
+    /// the ManagedResources, Succeeded, and the actuator's warnings as Events.
+    async fn reconcile(
+        &self,
+        mut cr: ContainerRuntime,
+        op: LastOperationType,
+    ) -> Result<ContainerRuntime> {
+        let desired = self.actuator.desired(&cr, &self.ctx.config.image);
+        if !contract::has_finalizer(&cr) {
+            let mut finalizers = cr.finalizers().to_vec();
+            finalizers.push(FINALIZER.to_string());
+            cr = self
+                .patch(
+                    &cr.name_any(),
+                    json!({"metadata": {"finalizers": finalizers, "resourceVersion": cr.metadata.resource_version}}),
+                    "adding the finalizer",
+                )
+                .await?;
+        }
+        let desired = match desired {
+            Ok(desired) => desired,
+            Err(e) => return Err(self.fail(&cr, op, e.into()).await),
+        };
+        let (cr, ()) = self
+            .operate(&cr, op, async {
+                self.ensure(&desired.shared).await?;
+                self.ensure(&desired.pool).await
+            })
+            .await?;
+        for warning in desired.warnings {
+            self.publish(&cr, EventType::Warning, warning.reason, warning.message)
+                .await;
+        }
+        Ok(cr)
+    }
+
+    /// Delete: cleans the pool's nodes first when the plan says so, deletes the pool's
+    /// ManagedResource, and the shared one when no other ContainerRuntime of this type needs
+    /// it. While gardener-resource-manager has not finished, the reconcile requeues after
+    /// `wait_poll`; after `delete_timeout` (from the attempt's Processing status) it is an
+    /// Error naming what is pending, retried with backoff.
+    async fn delete(&self, cr: ContainerRuntime, wait: bool, clean_nodes: bool) -> Result<Action> {
+        let op = LastOperationType::Delete;
+        // A requeued wait continues its attempt: no second Processing write.
+        let cr = match contract::in_progress_since(&cr, op) {
+            Some(_) => cr,
+            None => {
+                self.status(&cr, contract::processing_patch(op, Timestamp::now()))
+                    .await?
+            }
+        };
+        let pending = match self.delete_step(&cr, wait, clean_nodes).await {
+            Ok(pending) => pending,
+            Err(e) => return Err(self.fail(&cr, op, e).await),
+        };
+        if let Some(pending) = pending {
+            let since = contract::in_progress_since(&cr, op).unwrap_or_else(Timestamp::now);
+            let waited =
+                Duration::try_from(Timestamp::now().duration_since(since)).unwrap_or_default();
+            let timeout = self.ctx.config.delete_timeout;
+            if waited < timeout {
+                debug!(what = %pending.what, "waiting");
+                return Ok(Action::requeue(self.ctx.config.wait_poll));
+            }
+            let error = Error::Timeout(format!(
+                "{} after {}s; {}",
+                pending.what,
+                timeout.as_secs(),
+                pending.detail
+            ));
+            return Err(self.fail(&cr, op, error).await);
+        }
+        let generation = cr.metadata.generation;
+        let cr = self
+            .status(
+                &cr,
+                contract::succeeded_patch(op, generation, Timestamp::now()),
+            )
+            .await?;
+        let finalizers: Vec<&String> = cr.finalizers().iter().filter(|f| *f != FINALIZER).collect();
+        self.patch(
+            &cr.name_any(),
+            json!({"metadata": {"finalizers": finalizers, "resourceVersion": cr.metadata.resource_version}}),
+            "removing the finalizer",
+        )
+        .await?;
+        Ok(Action::await_change())
+    }
+
+    /// One pass of the deletion; `Some` while something is pending.
+    async fn delete_step(
+        &self,
+        cr: &ContainerRuntime,
+        wait: bool,
+        clean_nodes: bool,
+    ) -> Result<Option<Pending>> {
+        let client = &self.ctx.client;
+        let ns = &self.namespace;
+        let pool_mr = self
+            .actuator
+            .pool_managed_resource(&cr.spec.worker_pool.name);
+        // The cleanup replaces the pool's installer (gardener-resource-manager deletes it) and
+        // runs until every node of the pool verified the runtime is gone. Skipped when the
+        // pool's ManagedResource is missing or already going (nothing installed, or an
+        // earlier pass finished the cleanup).
+        if clean_nodes && managedresource::is_live(client, ns, &pool_mr).await? {
+            let cleanup = self.actuator.cleanup(cr, &self.ctx.config.image)?;
+            self.ensure(&cleanup.shared).await?;
+            self.ensure(&cleanup.pool).await?;
+            if let Some(summary) = managedresource::rollout_pending(client, ns, &pool_mr).await? {
+                return Ok(Some(Pending {
+                    what: cleanup.pending,
+                    detail: format!("managedresource {pool_mr}: {summary}"),
+                }));
+            }
+        }
+        for name in [pool_mr.as_str(), self.actuator.shared_managed_resource()] {
+            if name != pool_mr && self.shared_still_required(cr).await? {
+                break;
+            }
+            let gone = managedresource::delete(client, ns, name).await?;
+            if wait && !gone {
+                return Ok(Some(Pending {
+                    what: format!("managedresource {name} still exists"),
+                    detail: "gardener-resource-manager has not finished deleting its objects from the shoot".into(),
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether another ContainerRuntime of this type in the namespace still needs the shared
+    /// ManagedResource: one that is not being deleted (its pool runs the runtime), or one being
+    /// deleted whose pool's ManagedResource is still live (its cleanup DaemonSet may run with
+    /// the shared RBAC). Deleting ones whose ManagedResource is already going do not count, so
+    /// two deletions at once never keep the shared objects forever.
+    async fn shared_still_required(&self, cr: &ContainerRuntime) -> Result<bool> {
+        // Listed untyped: an undecodable neighbour must not block this deletion.
+        let resource = ApiResource::erase::<ContainerRuntime>(&());
+        let ns = &self.namespace;
+        let client = &self.ctx.client;
+        let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource);
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .map_err(kube_err("listing containerruntimes"))?;
+        for other in &list.items {
+            if other.metadata.name == cr.metadata.name
+                || other.data["spec"]["type"] != self.actuator.runtime_type()
+            {
+                continue;
+            }
+            if other.metadata.deletion_timestamp.is_none() {
+                return Ok(true);
+            }
+            if let Some(pool) = other.data["spec"]["workerPool"]["name"].as_str() {
+                let name = self.actuator.pool_managed_resource(pool);
+                if managedresource::is_live(client, ns, &name).await? {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Migrate: the objects stay in the shoot (keepObjects), the ManagedResources go (the
+    /// destination seed takes over), then every finalizer and the annotation.
+    async fn migrate(&self, cr: ContainerRuntime) -> Result<()> {
+        let client = &self.ctx.client;
+        let ns = &self.namespace;
+        let pool_mr = self
+            .actuator
+            .pool_managed_resource(&cr.spec.worker_pool.name);
+        let work = async {
+            for name in [pool_mr.as_str(), self.actuator.shared_managed_resource()] {
+                managedresource::keep_objects(client, ns, name).await?;
+                managedresource::delete(client, ns, name).await?;
+            }
+            Ok(())
+        };
+        let (cr, ()) = self.operate(&cr, LastOperationType::Migrate, work).await?;
+        let cr = self
+            .patch(
+                &cr.name_any(),
+                json!({"metadata": {"finalizers": null, "resourceVersion": cr.metadata.resource_version}}),
+                "removing finalizers",
+            )
+            .await?;
+        self.remove_operation_annotation(&cr).await
+    }
+
+    async fn ensure(&self, content: &ManagedResourceContent) -> Result<()> {
+        managedresource::ensure(
+            &self.ctx.client,
+            &self.namespace,
+            &content.name,
+            self.actuator.origin(),
+            content.data.clone(),
+        )
+        .await
+    }
+
+    /// One operation as the contract frames it: Processing, the work, then Succeeded, or
+    /// Error (with an Event) when the work fails. Returns the object as last written.
+    async fn operate<T>(
+        &self,
+        cr: &ContainerRuntime,
+        op: LastOperationType,
+        work: impl Future<Output = Result<T>>,
+    ) -> Result<(ContainerRuntime, T)> {
+        let cr = self
+            .status(cr, contract::processing_patch(op, Timestamp::now()))
+            .await?;
+        let value = match work.await {
+            Ok(value) => value,
+            Err(e) => return Err(self.fail(&cr, op, e).await),
+        };
+        let generation = cr.metadata.generation;
+        let cr = self
+            .status(
+                &cr,
+                contract::succeeded_patch(op, generation, Timestamp::now()),
+            )
+            .await?;
+        Ok((cr, value))
+    }
+
+    /// Writes the Error status and an Event; returns the error for the backoff.
+    async fn fail(&self, cr: &ContainerRuntime, op: LastOperationType, error: Error) -> Error {
+        let patch = contract::error_patch(
+            op,
+            &error.to_string(),
+            &error.codes(),
+            cr.metadata.generation,
+            Timestamp::now(),
+        );
+        if let Err(e) = self.status(cr, patch).await {
+            warn!(error = %e, "could not write the Error status");
+        }
+        self.publish(cr, EventType::Warning, "ReconcileError", error.to_string())
+            .await;
+        error
+    }
+
+    async fn publish(&self, cr: &ContainerRuntime, type_: EventType, reason: &str, note: String) {
+        let event = KubeEvent {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.ctx.recorder.publish(&event, &cr.object_ref(&())).await {
+            debug!(error = %e, "could not publish an Event");
+        }
+    }
+
+    async fn remove_operation_annotation(&self, cr: &ContainerRuntime) -> Result<()> {
+        if contract::operation_annotation(cr).is_some() {
+            self.patch(
+                &cr.name_any(),
+                json!({"metadata": {"annotations": {OPERATION_ANNOTATION: null}}}),
+                "removing the operation annotation",
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn patch(&self, name: &str, patch: Value, action: &str) -> Result<ContainerRuntime> {
+        self.api
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map_err(kube_err(action))
+    }
+
+    async fn status(&self, cr: &ContainerRuntime, patch: Value) -> Result<ContainerRuntime> {
+        self.api
+            .patch_status(
+                &cr.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(patch),
+            )
+            .await
+            .map_err(kube_err("writing the status"))
+    }
+}

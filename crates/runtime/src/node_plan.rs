@@ -1,0 +1,388 @@
+//! The node plan: everything a node agent makes true on a node for one runtime, rendered by
+//! the runtime's module (e.g. [`crate::gvisor::node_plan`]) and carried to the node in the
+//! pool's ConfigMap. The agent applies a plan and knows no runtime: handler names, files,
+//! binaries, paths and the oldest containerd all come from here.
+//!
+//! The plan is versioned (`apiVersion`/`kind`), serialised deterministically (YAML with fields
+//! in declaration order and sorted maps: same input, same bytes, no needless rollout; files'
+//! contents stay readable as block scalars in the ConfigMap), and
+//! checked when it is read: a plan that names a path outside the folders an agent may write,
+//! or that the agent does not understand, is refused before anything changes on the node.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path};
+
+use serde::{Deserialize, Serialize};
+
+/// The plan's `apiVersion`.
+pub const API_VERSION: &str = "node.runtime-sandbox.gardener.cloud/v1alpha1";
+/// The plan's `kind`.
+pub const KIND: &str = "NodePlan";
+/// The plan's key in the pool's ConfigMap, i.e. its file name in the agent's config folder.
+pub const FILE_NAME: &str = "node-plan.yaml";
+/// The environment variable that carries a plan inline (the cleanup DaemonSet, which owns no
+/// ConfigMap).
+pub const PLAN_ENV: &str = "NODE_PLAN";
+
+/// Folder that holds containerd's configuration; plan files live below it.
+pub const CONTAINERD_DIR: &str = "/etc/containerd";
+/// Folder gardener-node-agent imports drop-ins from (`imports = ["/etc/containerd/conf.d/*.toml"]`).
+pub const CONF_D_DIR: &str = "/etc/containerd/conf.d";
+/// Folder of the agents' host locks.
+pub const LOCK_DIR: &str = "/run/runtime-sandbox";
+
+/// What one runtime needs on a node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodePlan {
+    /// [`API_VERSION`].
+    pub api_version: String,
+    /// [`KIND`].
+    pub kind: String,
+    /// The runtime's name as users know it (`gvisor`), for messages only.
+    pub runtime: String,
+    /// containerd runtime handlers to register (one per RuntimeClass handler).
+    pub handlers: Vec<Handler>,
+    /// Files to write, e.g. a shim's configuration.
+    pub files: Vec<PlanFile>,
+    /// Binaries to copy from the image into `spec.binaryPath`.
+    pub binaries: Binaries,
+    /// The drop-in file the handlers go to when `config.toml` imports `conf.d`.
+    pub drop_in: String,
+    /// The host lock that keeps two agents of this runtime from editing at once.
+    pub lock: String,
+    /// The node label set once containerd has loaded every handler (the RuntimeClass selects it).
+    pub ready_label: String,
+    /// The oldest containerd the runtime works with.
+    pub min_containerd: MinContainerd,
+}
+
+/// A containerd CRI runtime handler entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Handler {
+    /// Handler name, as in a RuntimeClass's `handler`.
+    pub name: String,
+    /// containerd shim, e.g. `io.containerd.runsc.v1`.
+    pub runtime_type: String,
+    /// The entry's `options` table (string values).
+    pub options: BTreeMap<String, String>,
+}
+
+/// A file with its whole content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlanFile {
+    /// Absolute host path below [`CONTAINERD_DIR`].
+    pub path: String,
+    /// The file's content.
+    pub content: String,
+}
+
+/// Binaries shipped in the image next to a `sha256sum` file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Binaries {
+    /// The image's folder with the binaries and the checksums file.
+    pub source: String,
+    /// Name of the checksums file in `source`.
+    pub checksums: String,
+    /// File names to copy (no folders).
+    pub names: Vec<String>,
+}
+
+/// The oldest containerd a runtime works with, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MinContainerd {
+    /// `major.minor`, e.g. `1.7`.
+    pub version: String,
+    /// What goes wrong with an older one.
+    pub reason: String,
+}
+
+/// A plan the agent cannot use; nothing on the node was changed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("the node plan is not a valid {KIND}: {0}")]
+    Decode(String),
+    #[error(
+        "the node plan has apiVersion {api_version:?} and kind {kind:?}; this agent reads {API_VERSION} {KIND} (agent and controller versions differ?)"
+    )]
+    Version { api_version: String, kind: String },
+    #[error("the node plan's {field} is invalid: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> PlanError {
+    PlanError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// `path` is absolute, normalised (no `.`, `..` or empty parts) and strictly below `dir`.
+fn check_path(field: &str, path: &str, dir: &str) -> Result<(), PlanError> {
+    let p = Path::new(path);
+    let normal = p.is_absolute()
+        && !path.ends_with('/')
+        && !path.contains("//")
+        && p.components()
+            .skip(1)
+            .all(|c| matches!(c, Component::Normal(_)));
+    if !normal || !p.starts_with(dir) || p == Path::new(dir) {
+        return Err(invalid(
+            field,
+            format!("{path:?} must be a normalised absolute path below {dir}/"),
+        ));
+    }
+    Ok(())
+}
+
+/// A plain file name: no folder, not `.` or `..`, printable.
+fn check_name(field: &str, name: &str) -> Result<(), PlanError> {
+    let ok = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains('/')
+        && name.chars().all(|c| c.is_ascii_graphic());
+    if !ok {
+        return Err(invalid(
+            field,
+            format!("{name:?} must be a plain file name"),
+        ));
+    }
+    Ok(())
+}
+
+/// `major.minor` of a version string as containerd reports or packages it (`1.7`, `v2.4.2`,
+/// `1.6.20~ds1`, `2.0.0-rc.1`).
+pub fn major_minor(version: &str) -> Option<(u32, u32)> {
+    let mut parts = version.trim_start_matches('v').split(['.', '~', '-', '+']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+impl NodePlan {
+    /// Reads a plan and checks it (see [`NodePlan::validate`]).
+    pub fn parse(text: &str) -> Result<Self, PlanError> {
+        // apiVersion and kind first, so a newer plan says so instead of failing on a field.
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct TypeMeta {
+            #[serde(default)]
+            api_version: String,
+            #[serde(default)]
+            kind: String,
+        }
+        let meta: TypeMeta =
+            serde_saphyr::from_str(text).map_err(|e| PlanError::Decode(e.to_string()))?;
+        if meta.api_version != API_VERSION || meta.kind != KIND {
+            return Err(PlanError::Version {
+                api_version: meta.api_version,
+                kind: meta.kind,
+            });
+        }
+        let plan: NodePlan =
+            serde_saphyr::from_str(text).map_err(|e| PlanError::Decode(e.to_string()))?;
+        plan.validate()?;
+        Ok(plan)
+    }
+
+    /// The plan as the ConfigMap carries it (YAML).
+    pub fn to_yaml(&self) -> String {
+        serde_saphyr::to_string(self).expect("a NodePlan always serialises (strings and maps only)")
+    }
+
+    /// Checks everything the agent relies on: every path below the folder it belongs in,
+    /// plain binary names, at least one handler with a name and a runtime type, and a
+    /// readable minimum containerd version.
+    pub fn validate(&self) -> Result<(), PlanError> {
+        if self.handlers.is_empty() {
+            return Err(invalid("handlers", "at least one handler is needed"));
+        }
+        for (i, handler) in self.handlers.iter().enumerate() {
+            let name_ok = !handler.name.is_empty()
+                && handler
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !name_ok {
+                return Err(invalid(
+                    format!("handlers[{i}].name"),
+                    format!(
+                        "{:?} must be a handler name (letters, digits, '-', '_', '.')",
+                        handler.name
+                    ),
+                ));
+            }
+            if handler.runtime_type.is_empty() {
+                return Err(invalid(
+                    format!("handlers[{i}].runtimeType"),
+                    "must not be empty",
+                ));
+            }
+        }
+        for (i, file) in self.files.iter().enumerate() {
+            check_path(&format!("files[{i}].path"), &file.path, CONTAINERD_DIR)?;
+        }
+        check_path("dropIn", &self.drop_in, CONF_D_DIR)?;
+        if !self.drop_in.ends_with(".toml") {
+            return Err(invalid(
+                "dropIn",
+                format!("{:?} must end in .toml to be imported", self.drop_in),
+            ));
+        }
+        check_path("lock", &self.lock, LOCK_DIR)?;
+        if !Path::new(&self.binaries.source).is_absolute() {
+            return Err(invalid(
+                "binaries.source",
+                format!("{:?} must be an absolute path", self.binaries.source),
+            ));
+        }
+        check_name("binaries.checksums", &self.binaries.checksums)?;
+        for (i, name) in self.binaries.names.iter().enumerate() {
+            check_name(&format!("binaries.names[{i}]"), name)?;
+        }
+        if self.ready_label.is_empty() || self.ready_label.contains(char::is_whitespace) {
+            return Err(invalid(
+                "readyLabel",
+                format!("{:?} must be a label key", self.ready_label),
+            ));
+        }
+        if major_minor(&self.min_containerd.version).is_none() {
+            return Err(invalid(
+                "minContainerd.version",
+                format!("{:?} must look like 1.7", self.min_containerd.version),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The oldest containerd as `(major, minor)`.
+    pub fn min_containerd(&self) -> (u32, u32) {
+        major_minor(&self.min_containerd.version).unwrap_or((0, 0))
+    }
+
+    /// The handlers' names.
+    pub fn handler_names(&self) -> Vec<&str> {
+        self.handlers.iter().map(|h| h.name.as_str()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> NodePlan {
+        NodePlan {
+            api_version: API_VERSION.into(),
+            kind: KIND.into(),
+            runtime: "example".into(),
+            handlers: vec![Handler {
+                name: "example".into(),
+                runtime_type: "io.containerd.example.v1".into(),
+                options: [(
+                    "ConfigPath".to_string(),
+                    "/etc/containerd/example.toml".into(),
+                )]
+                .into(),
+            }],
+            files: vec![PlanFile {
+                path: "/etc/containerd/example.toml".into(),
+                content: "[x]\n".into(),
+            }],
+            binaries: Binaries {
+                source: "/usr/local/lib/example".into(),
+                checksums: "SHA256SUMS".into(),
+                names: vec!["example".into()],
+            },
+            drop_in: "/etc/containerd/conf.d/example.toml".into(),
+            lock: "/run/runtime-sandbox/example.lock".into(),
+            ready_label: "example.io/ready".into(),
+            min_containerd: MinContainerd {
+                version: "1.7".into(),
+                reason: "because".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn round_trips_byte_for_byte() {
+        let text = plan().to_yaml();
+        assert_eq!(NodePlan::parse(&text).unwrap(), plan());
+        assert_eq!(NodePlan::parse(&text).unwrap().to_yaml(), text);
+        assert_eq!(plan().min_containerd(), (1, 7));
+    }
+
+    #[test]
+    fn unreadable_plans_say_why() {
+        assert!(matches!(
+            NodePlan::parse("[runsc_config]\n").unwrap_err(),
+            PlanError::Decode(_) | PlanError::Version { .. }
+        ));
+        assert!(matches!(
+            NodePlan::parse("kind: [").unwrap_err(),
+            PlanError::Decode(_)
+        ));
+        let newer = plan()
+            .to_yaml()
+            .replace(API_VERSION, "node.runtime-sandbox.gardener.cloud/v2")
+            + "somethingNew: 1\n";
+        let e = NodePlan::parse(&newer).unwrap_err();
+        assert!(matches!(e, PlanError::Version { .. }), "{e}");
+        assert!(e.to_string().contains(API_VERSION), "{e}");
+        let unknown = plan().to_yaml() + "somethingNew: 1\n";
+        let e = NodePlan::parse(&unknown).unwrap_err();
+        assert!(e.to_string().contains("somethingNew"), "{e}");
+    }
+
+    #[test]
+    fn paths_stay_in_their_folders() {
+        type Change = fn(&mut NodePlan);
+        let cases: [(&str, Change); 9] = [
+            ("files[0].path", |p| p.files[0].path = "/etc/passwd".into()),
+            ("files[0].path", |p| {
+                p.files[0].path = "/etc/containerd/../passwd".into()
+            }),
+            ("files[0].path", |p| {
+                p.files[0].path = "etc/containerd/x".into()
+            }),
+            ("files[0].path", |p| {
+                p.files[0].path = "/etc/containerd".into()
+            }),
+            ("dropIn", |p| {
+                p.drop_in = "/etc/containerd/config.toml".into()
+            }),
+            ("dropIn", |p| {
+                p.drop_in = "/etc/containerd/conf.d/x.conf".into()
+            }),
+            ("lock", |p| p.lock = "/tmp/x.lock".into()),
+            ("binaries.names[0]", |p| {
+                p.binaries.names[0] = "../../bin/sh".into()
+            }),
+            ("handlers[0].name", |p| {
+                p.handlers[0].name = "x]\n[evil".into()
+            }),
+        ];
+        for (field, change) in cases {
+            let mut p = plan();
+            change(&mut p);
+            match NodePlan::parse(&p.to_yaml()) {
+                Err(PlanError::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn containerd_versions_are_read_as_packaged() {
+        assert_eq!(major_minor("1.6.20~ds1"), Some((1, 6)));
+        assert_eq!(major_minor("v1.7.35"), Some((1, 7)));
+        assert_eq!(major_minor("v2.4.2"), Some((2, 4)));
+        assert_eq!(major_minor("2.0.0-rc.1"), Some((2, 0)));
+        assert_eq!(major_minor("1.7"), Some((1, 7)));
+        assert_eq!(major_minor("unknown"), None);
+    }
+}
