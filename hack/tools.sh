@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds (or finds in the cache) the pinned upstream programs our tests run for real.
 #
-#   hack/tools.sh ensure [kube-apiserver|etcd|gardener-crds|gvisor|containerd|containerd17|all]   build what is missing
+#   hack/tools.sh ensure [kube-apiserver|etcd|gardener-crds|gvisor|containerd|containerd17|gvisor-extension|all]
 #   hack/tools.sh path   <tool>                                     print the cached path
 #   hack/tools.sh env                                               print SANDBOX_* variables
 #
@@ -146,6 +146,28 @@ build_containerd_release() {
   publish "$dir" "$work" containerd ctr containerd-shim-runc-v2
 }
 
+build_gvisor_extension() {
+  local dir=$TOOLS_DIR/gardener-extension-runtime-gvisor-$GVISOR_EXTENSION_VERSION
+  [ -x "$dir/gardener-extension-runtime-gvisor" ] && return 0
+  need_go
+  echo "building the Go gVisor extension $GVISOR_EXTENSION_VERSION from the Go module proxy..." >&2
+  local work; work=$(mktemp -d)
+  mkdir -p "$TOOLS_DIR"
+  local mod=github.com/gardener/gardener-extension-runtime-gvisor
+  (
+    cd "$work"
+    run_go "go mod init" "$work/log" go mod init sandbox.local/gvisor-extension-build
+    # As a dependency its own go.sum does not apply: require it, import its command's
+    # package, and let tidy resolve the rest.
+    go mod edit -require "$mod@$GVISOR_EXTENSION_VERSION"
+    printf 'package main\n\nimport _ "%s/cmd/gardener-extension-runtime-gvisor/app"\n' "$mod" >tools.go
+    run_go "resolving the Go gVisor extension's dependencies" "$work/log" go mod tidy
+    CGO_ENABLED=0 run_go "building the Go gVisor extension" "$work/log" go build -trimpath \
+      -ldflags "-s -w" -o "$work/gardener-extension-runtime-gvisor" "$mod/cmd/gardener-extension-runtime-gvisor"
+  )
+  publish "$dir" "$work" gardener-extension-runtime-gvisor
+}
+
 build_containerd() { build_containerd_release "$CONTAINERD_VERSION" github.com/containerd/containerd/v2; }
 build_containerd17() { build_containerd_release "$CONTAINERD17_VERSION" github.com/containerd/containerd; }
 
@@ -177,7 +199,8 @@ tool_path() {
     gvisor) echo "$TOOLS_DIR/gvisor-$GVISOR_VERSION" ;;
     containerd) echo "$TOOLS_DIR/containerd-$CONTAINERD_VERSION" ;;
     containerd17) echo "$TOOLS_DIR/containerd-$CONTAINERD17_VERSION" ;;
-    *) die "unknown tool '$1' (known: kube-apiserver, etcd, gardener-crds, gvisor, containerd, containerd17)" ;;
+    gvisor-extension) echo "$TOOLS_DIR/gardener-extension-runtime-gvisor-$GVISOR_EXTENSION_VERSION" ;;
+    *) die "unknown tool '$1' (known: kube-apiserver, etcd, gardener-crds, gvisor, containerd, containerd17, gvisor-extension)" ;;
   esac
 }
 
@@ -189,8 +212,9 @@ ensure() {
     gvisor) build_gvisor ;;
     containerd) build_containerd ;;
     containerd17) build_containerd17 ;;
-    all) fetch_gardener_crds; build_etcd; build_kube_apiserver; build_gvisor; build_containerd; build_containerd17 ;;
-    *) die "unknown tool '$1' (known: kube-apiserver, etcd, gardener-crds, gvisor, containerd, containerd17, all)" ;;
+    gvisor-extension) build_gvisor_extension ;;
+    all) fetch_gardener_crds; build_etcd; build_kube_apiserver; build_gvisor; build_containerd; build_containerd17; build_gvisor_extension ;;
+    *) die "unknown tool '$1' (known: kube-apiserver, etcd, gardener-crds, gvisor, containerd, containerd17, gvisor-extension, all)" ;;
   esac
 }
 
@@ -204,6 +228,7 @@ case ${1:-} in
     echo "SANDBOX_GVISOR=$(tool_path gvisor)"
     echo "SANDBOX_CONTAINERD2=$(tool_path containerd)"
     echo "SANDBOX_CONTAINERD17=$(tool_path containerd17)"
+    echo "SANDBOX_GVISOR_EXTENSION=$(tool_path gvisor-extension)"
     ;;
   *) die "usage: hack/tools.sh ensure [tool|all] | path <tool> | env" ;;
 esac

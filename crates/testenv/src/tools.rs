@@ -20,6 +20,8 @@ pub struct Tools {
     pub containerd2: PathBuf,
     /// Folder with containerd 1.7: `containerd`, `ctr` and `containerd-shim-runc-v2`.
     pub containerd17: PathBuf,
+    /// Folder with the Go gVisor extension's binary `gardener-extension-runtime-gvisor`.
+    pub gvisor_extension: PathBuf,
 }
 
 const ENV_APISERVER: &str = "SANDBOX_KUBE_APISERVER";
@@ -28,11 +30,12 @@ const ENV_CRDS: &str = "SANDBOX_GARDENER_CRDS";
 const ENV_GVISOR: &str = "SANDBOX_GVISOR";
 const ENV_CONTAINERD2: &str = "SANDBOX_CONTAINERD2";
 const ENV_CONTAINERD17: &str = "SANDBOX_CONTAINERD17";
+const ENV_GVISOR_EXTENSION: &str = "SANDBOX_GVISOR_EXTENSION";
 
 impl Tools {
     /// Takes the paths from `SANDBOX_KUBE_APISERVER`, `SANDBOX_ETCD`,
-    /// `SANDBOX_GARDENER_CRDS`, `SANDBOX_GVISOR`, `SANDBOX_CONTAINERD2` and `SANDBOX_CONTAINERD17`
-    /// when all are set; otherwise runs
+    /// `SANDBOX_GARDENER_CRDS`, `SANDBOX_GVISOR`, `SANDBOX_CONTAINERD2`, `SANDBOX_CONTAINERD17`
+    /// and `SANDBOX_GVISOR_EXTENSION` when all are set; otherwise runs
     /// `hack/tools.sh`, which builds whatever is missing (once per pinned version) and tells
     /// the paths.
     pub fn locate() -> Result<Self> {
@@ -43,19 +46,22 @@ impl Tools {
             std::env::var_os(ENV_GVISOR),
             std::env::var_os(ENV_CONTAINERD2),
             std::env::var_os(ENV_CONTAINERD17),
+            std::env::var_os(ENV_GVISOR_EXTENSION),
         );
-        let tools = if let (Some(a), Some(e), Some(c), Some(g), Some(d), Some(d17)) = from_env {
-            Tools {
-                kube_apiserver: a.into(),
-                etcd: e.into(),
-                gardener_crds: c.into(),
-                gvisor: g.into(),
-                containerd2: d.into(),
-                containerd17: d17.into(),
-            }
-        } else {
-            Self::from_hack_script()?
-        };
+        let tools =
+            if let (Some(a), Some(e), Some(c), Some(g), Some(d), Some(d17), Some(x)) = from_env {
+                Tools {
+                    kube_apiserver: a.into(),
+                    etcd: e.into(),
+                    gardener_crds: c.into(),
+                    gvisor: g.into(),
+                    containerd2: d.into(),
+                    containerd17: d17.into(),
+                    gvisor_extension: x.into(),
+                }
+            } else {
+                Self::from_hack_script()?
+            };
         for path in [
             &tools.kube_apiserver,
             &tools.etcd,
@@ -63,6 +69,7 @@ impl Tools {
             &tools.gvisor,
             &tools.containerd2,
             &tools.containerd17,
+            &tools.gvisor_extension,
         ] {
             if !path.exists() {
                 return Err(Error::Tools(format!(
@@ -109,6 +116,7 @@ impl Tools {
             gvisor: var(ENV_GVISOR)?,
             containerd2: var(ENV_CONTAINERD2)?,
             containerd17: var(ENV_CONTAINERD17)?,
+            gvisor_extension: var(ENV_GVISOR_EXTENSION)?,
         })
     }
 }
