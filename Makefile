@@ -20,9 +20,10 @@ bench: tools
 
 ## image: the node agent's OCI image archive (release binary + pinned runsc), built from local files
 image: tools
-	$(CARGO) build --locked --release -p gardener-extension-runtime-sandbox -p sandbox-testenv --bin node-agent-image
+	$(CARGO) build --locked --release -p gardener-extension-runtime-sandbox -p sandbox-image --bin node-agent-image
 	target=$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'); \
-	  $$target/release/node-agent-image --binary $$target/release/gardener-extension-runtime-sandbox --out $$target/images/node-agent.oci.tar
+	  $$target/release/node-agent-image --binary $$target/release/gardener-extension-runtime-sandbox \
+	    --gvisor-dir $$(hack/tools.sh path gvisor) --out $$target/images/node-agent.oci.tar
 
 ## test: build the pinned tools if missing, then run every test
 test: tools

@@ -23,6 +23,10 @@ pub use shoot::{CloudProfile, Shoot};
 pub const EXTENSIONS_GROUP: &str = "extensions.gardener.cloud";
 /// API version of Gardener's extension resources.
 pub const EXTENSIONS_VERSION: &str = "v1alpha1";
+/// Annotation gardenlet uses to ask an extension for an operation.
+pub const OPERATION_ANNOTATION: &str = "gardener.cloud/operation";
+/// Annotation gardenlet sets with each request, RFC3339.
+pub const TIMESTAMP_ANNOTATION: &str = "gardener.cloud/timestamp";
 
 impl Cluster {
     /// The embedded Shoot, decoded leniently.

@@ -15,8 +15,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use sandbox_api::{Cluster, ClusterSpec, ContainerRuntime, LastOperationState};
-use sandbox_testenv::{free_port, http_get};
+use sandbox_api::{
+    Cluster, ContainerRuntime, LastOperationState, OPERATION_ANNOTATION, TIMESTAMP_ANNOTATION,
+};
+use sandbox_testenv::{free_port, gardenlet, http_get};
 use serde_json::{Value, json};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -147,19 +149,12 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// A pool's ContainerRuntime with two runsc flags, as gardenlet creates it.
 fn runtime(ns: &str, pool: &str) -> ContainerRuntime {
-    let mut cr: ContainerRuntime = serde_json::from_value(json!({
-        "apiVersion": "extensions.gardener.cloud/v1alpha1", "kind": "ContainerRuntime",
-        "metadata": {"name": format!("gvisor-{pool}"), "namespace": ns, "annotations": {
-            "gardener.cloud/operation": "reconcile", "gardener.cloud/timestamp": Timestamp::now().to_string()}},
-        "spec": {"type": "gvisor", "binaryPath": "/var/bin/containerruntimes",
-                 "providerConfig": {"apiVersion": "gvisor.runtime.extensions.config.gardener.cloud/v1alpha1",
-                                    "kind": "GVisorConfiguration", "configFlags": {"net-raw": "true", "platform": "systrap"}},
-                 "workerPool": {"name": pool, "selector": {"matchLabels": {
-                     "worker.gardener.cloud/pool": pool, "worker.garden.sapcloud.io/group": pool}}}},
-    }))
-    .expect("static object");
-    cr.metadata.namespace = Some(ns.to_string());
+    let provider_config = json!({"apiVersion": "gvisor.runtime.extensions.config.gardener.cloud/v1alpha1",
+        "kind": "GVisorConfiguration", "configFlags": {"net-raw": "true", "platform": "systrap"}});
+    let mut cr = gardenlet::container_runtime(ns, pool, Some(provider_config));
+    gardenlet::request(&mut cr, "reconcile");
     cr
 }
 
@@ -184,7 +179,7 @@ fn watch_succeeded(client: Client, since: Timestamp) -> Arc<Mutex<HashMap<String
                     o.state == LastOperationState::Succeeded
                         && o.last_update_time.0.as_second() >= since.as_second()
                 })
-                && cr.annotations().get("gardener.cloud/operation").is_none();
+                && cr.annotations().get(OPERATION_ANNOTATION).is_none();
             if ok {
                 let key = format!("{}/{}", cr.namespace().unwrap_or_default(), cr.name_any());
                 seen.lock().unwrap().entry(key).or_insert_with(Instant::now);
@@ -235,12 +230,9 @@ async fn main() -> Result<(), Error> {
             async move {
                 let namespace = Namespace { metadata: ObjectMeta { name: Some(ns.clone()), ..ObjectMeta::default() }, ..Namespace::default() };
                 Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await?;
-                let cluster = Cluster::new(&ns, ClusterSpec {
-                    cloud_profile: json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "CloudProfile", "metadata": {"name": "local"}}),
-                    seed: Some(json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Seed", "metadata": {"name": "local"}})),
-                    shoot: json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot", "metadata": {"name": ns},
-                                  "spec": {"kubernetes": {"version": "1.34.2"}}, "status": {"hibernated": false}}),
-                });
+                let shoot = json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot", "metadata": {"name": ns},
+                                   "spec": {"kubernetes": {"version": "1.34.2"}}, "status": {"hibernated": false}});
+                let cluster = gardenlet::cluster(&ns, shoot);
                 Api::<Cluster>::all(client).create(&PostParams::default(), &cluster).await?;
                 Ok::<_, kube::Error>(())
             }
@@ -309,9 +301,11 @@ async fn main() -> Result<(), Error> {
             let client = client.clone();
             async move {
                 let (ns, name) = key.split_once('/').expect("ns/name");
-                let patch = json!({"metadata": {"annotations": {"gardener.cloud/operation": "reconcile",
-                                   "gardener.cloud/timestamp": Timestamp::now().to_string()}}});
-                Api::<ContainerRuntime>::namespaced(client, ns).patch(name, &PatchParams::default(), &Patch::Merge(patch)).await
+                let patch = json!({"metadata": {"annotations": {OPERATION_ANNOTATION: "reconcile",
+                                   TIMESTAMP_ANNOTATION: Timestamp::now().to_string()}}});
+                Api::<ContainerRuntime>::namespaced(client, ns)
+                    .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+                    .await
             }
         })
         .buffer_unordered(args.parallelism)

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use sandbox_image as image;
 use sandbox_testenv::dbus::{FakeSystemd, SystemBus};
-use sandbox_testenv::image;
 use sandbox_testenv::node::{BINARY_PATH, Flavor, TestNode};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};
-use sandbox_api::{Cluster, ClusterSpec, ContainerRuntime, LastOperationState};
-use sandbox_testenv::{free_port, http_get};
+use sandbox_api::{ContainerRuntime, LastOperationState};
+use sandbox_testenv::{free_port, gardenlet, http_get};
 use serde_json::json;
 
 struct Kill(Child);
@@ -87,22 +87,15 @@ async fn controller_subcommand_reconciles_and_reports() {
     })
     .await;
 
-    Api::<Cluster>::all(client.clone())
-        .create(&PostParams::default(), &Cluster::new(&ns, ClusterSpec {
-            cloud_profile: json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "CloudProfile"}),
-            seed: None,
-            shoot: json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot", "metadata": {"name": "binary"}}),
-        }))
-        .await
-        .unwrap();
+    gardenlet::create_cluster(
+        &client,
+        &ns,
+        json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot", "metadata": {"name": "binary"}}),
+    )
+    .await;
     let runtimes = Api::<ContainerRuntime>::namespaced(client.clone(), &ns);
-    let cr: ContainerRuntime = serde_json::from_value(json!({
-        "apiVersion": "extensions.gardener.cloud/v1alpha1", "kind": "ContainerRuntime",
-        "metadata": {"name": "gvisor-pool", "annotations": {"gardener.cloud/operation": "reconcile"}},
-        "spec": {"type": "gvisor", "binaryPath": "/var/bin/containerruntimes",
-                 "workerPool": {"name": "pool", "selector": {"matchLabels": {"worker.gardener.cloud/pool": "pool"}}}},
-    }))
-    .unwrap();
+    let mut cr = gardenlet::container_runtime(&ns, "pool", None);
+    gardenlet::request(&mut cr, "reconcile");
     runtimes.create(&PostParams::default(), &cr).await.unwrap();
     eventually("Succeeded", async || {
         let cr = runtimes.get("gvisor-pool").await.ok()?;

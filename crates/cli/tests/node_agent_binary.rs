@@ -70,7 +70,7 @@ fn rendered<T: serde::de::DeserializeOwned>(kind: &str) -> T {
 fn image_dir(work: &std::path::Path) -> std::path::PathBuf {
     let source = work.join("image");
     let gvisor_dir = sandbox_testenv::Tools::locate().unwrap().gvisor;
-    sandbox_testenv::image::write_gvisor_source(&gvisor_dir, &[], &source).unwrap();
+    sandbox_image::write_gvisor_source(&gvisor_dir, &[], &source).unwrap();
     source
 }
 

@@ -4,19 +4,17 @@
 //! systemd's D-Bus API on a real `dbus-daemon`. The image's own runsc and `SHA256SUMS` are
 //! what lands on the node.
 
-#[path = "../../node-agent/tests/common/mod.rs"]
-mod common;
 mod support;
 
 use std::sync::Arc;
 
-use common::{Container, run_container};
 use k8s_openapi::api::core::v1::ConfigMap;
+use sandbox_image::node_agent_image;
 use sandbox_node_agent::cri::{Cri, HandlerState};
 use sandbox_runtime::gvisor::node::BINARIES;
 use sandbox_testenv::dbus::{FakeSystemd, SystemBus};
-use sandbox_testenv::image::node_agent_image;
 use sandbox_testenv::node::{BINARY_PATH, Flavor, TestNode};
+use sandbox_testenv::pods::{Container, Pods, run_container};
 
 const IMAGE: &str = "localhost/runtime-sandbox-test/node-agent:1";
 
@@ -77,7 +75,7 @@ async fn the_image_installs_its_own_runsc_as_the_daemon_set_runs_it() {
     let cri = Cri::new(node.socket());
     let logs = work.path().join("logs");
     let result = run_container(
-        &cri,
+        &Pods::new(node.socket()),
         "",
         &Container {
             image: IMAGE.into(),

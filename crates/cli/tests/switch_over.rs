@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};
-use sandbox_api::{Cluster, ClusterSpec, ContainerRuntime, ContainerRuntimeSpec, WorkerPool};
-use sandbox_testenv::{free_port, http_get};
+use sandbox_api::ContainerRuntime;
+use sandbox_testenv::{free_port, gardenlet, http_get};
 use serde_json::json;
 
 /// The Go extension's Lease (`LeaderElectionNameID("runtime-gvisor")`), also our default.
@@ -139,40 +139,17 @@ async fn only_one_of_go_and_ours_reconciles_and_each_takes_over_from_the_other()
 
     // Ours starts beside it, and a shoot with gVisor appears.
     let (mut ours, port) = ours(kubeconfig, &system);
-    Api::<Cluster>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &Cluster::new(
-                &shoot_ns,
-                ClusterSpec {
-                    cloud_profile: json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "CloudProfile"}),
-                    seed: None,
-                    shoot: json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot",
-                        "metadata": {"name": "switch"}, "spec": {"provider": {"workers": [
-                            {"name": "pool-a", "cri": {"name": "containerd", "containerRuntimes": [{"type": "gvisor"}]}}]}},
-                        "status": {"lastOperation": {"type": "Reconcile", "state": "Succeeded"}}}),
-                },
-            ),
-        )
-        .await
-        .unwrap();
-    let mut cr = ContainerRuntime::new(
-        "gvisor-pool-a",
-        ContainerRuntimeSpec {
-            type_: "gvisor".into(),
-            class: None,
-            provider_config: None,
-            binary_path: "/var/bin/containerruntimes".into(),
-            worker_pool: WorkerPool::gardenlet("pool-a"),
-        },
-    );
-    cr.metadata.annotations = Some(
-        [(
-            "gardener.cloud/operation".to_string(),
-            "reconcile".to_string(),
-        )]
-        .into(),
-    );
+    gardenlet::create_cluster(
+        &client,
+        &shoot_ns,
+        json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot",
+            "metadata": {"name": "switch"}, "spec": {"provider": {"workers": [
+                {"name": "pool-a", "cri": {"name": "containerd", "containerRuntimes": [{"type": "gvisor"}]}}]}},
+            "status": {"lastOperation": {"type": "Reconcile", "state": "Succeeded"}}}),
+    )
+    .await;
+    let mut cr = gardenlet::container_runtime(&shoot_ns, "pool-a", None);
+    gardenlet::request(&mut cr, "reconcile");
     let runtimes = Api::<ContainerRuntime>::namespaced(client.clone(), &shoot_ns);
     runtimes.create(&PostParams::default(), &cr).await.unwrap();
 

@@ -9,10 +9,7 @@ use sandbox_api::{
 use sandbox_runtime::actuator::{Actuator, NodeCleanup};
 use serde_json::{Value, json};
 
-/// Annotation gardenlet uses to ask for an operation.
-pub const OPERATION_ANNOTATION: &str = "gardener.cloud/operation";
-/// Annotation gardenlet sets with each request, RFC3339.
-pub const TIMESTAMP_ANNOTATION: &str = "gardener.cloud/timestamp";
+pub use sandbox_api::{OPERATION_ANNOTATION, TIMESTAMP_ANNOTATION};
 /// Finalizer the extension puts on ContainerRuntime objects.
 pub const FINALIZER: &str = "extensions.gardener.cloud/containerruntime";
 /// Operation annotation values.

@@ -6,12 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use sandbox_api::{Cluster, ContainerRuntime, LastOperationState, ManagedResource};
 use sandbox_controller::ControllerConfig;
-use sandbox_controller::contract::{OPERATION_ANNOTATION, TIMESTAMP_ANNOTATION};
+use sandbox_testenv::gardenlet;
 use serde_json::Value;
 
 type Error = Box<dyn std::error::Error>;
@@ -80,10 +79,7 @@ async fn main() -> Result<(), Error> {
                 Some("ContainerRuntime") => {
                     let mut cr: ContainerRuntime = serde_json::from_value(doc)?;
                     // As gardenlet: ask for a reconcile, stamped with the request time.
-                    cr.annotations_mut()
-                        .insert(OPERATION_ANNOTATION.into(), "reconcile".into());
-                    cr.annotations_mut()
-                        .insert(TIMESTAMP_ANNOTATION.into(), Timestamp::now().to_string());
+                    gardenlet::request(&mut cr, "reconcile");
                     let ns = cr.namespace().unwrap_or_default();
                     Api::<ContainerRuntime>::namespaced(client.clone(), &ns)
                         .create(&PostParams::default(), &cr)

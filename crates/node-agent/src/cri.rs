@@ -68,8 +68,7 @@ impl Cri {
         &self.socket
     }
 
-    /// The generated RuntimeService client, for callers that need more than this module offers.
-    pub fn runtime_service(&self) -> RuntimeServiceClient<Channel> {
+    fn runtime_service(&self) -> RuntimeServiceClient<Channel> {
         RuntimeServiceClient::new(self.channel.clone())
     }
 

@@ -4,8 +4,6 @@
 //! sandbox runs, re-run, change a flag, upgrade under a running pod, uninstall, and the
 //! failure paths. Each test has its own host root and containerd (see `TestNode`).
 
-mod common;
-
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,6 +20,7 @@ use sandbox_runtime::gvisor::node::{BINARIES, DROP_IN, RUNSC_TOML};
 use sandbox_runtime::gvisor::{config, node_plan};
 use sandbox_runtime::node_plan::NodePlan;
 use sandbox_testenv::node::{BINARY_PATH, Flavor, TestNode};
+use sandbox_testenv::pods::{self, Pods};
 use serde_json::json;
 
 /// The test's restart mechanism: stops and starts the node's own containerd. With
@@ -74,7 +73,7 @@ impl Restarter for TestRestarter {
 fn image(dir: &Path, trailer: &[u8]) -> PathBuf {
     let gvisor = sandbox_testenv::Tools::locate().unwrap().gvisor;
     let source = dir.join(format!("image-{}", trailer.len()));
-    sandbox_testenv::image::write_gvisor_source(&gvisor, trailer, &source).unwrap();
+    sandbox_image::write_gvisor_source(&gvisor, trailer, &source).unwrap();
     source
 }
 
@@ -94,6 +93,7 @@ struct Fixture {
     node: Arc<TestNode>,
     restarter: TestRestarter,
     cri: Cri,
+    pods: Pods,
     work: tempfile::TempDir,
 }
 
@@ -105,6 +105,7 @@ impl Fixture {
         Fixture {
             restarter: TestRestarter::new(node.clone()),
             cri: Cri::new(node.socket()),
+            pods: Pods::new(node.socket()),
             node,
             work: tempfile::tempdir().unwrap(),
         }
@@ -133,7 +134,7 @@ impl Fixture {
     }
 
     async fn dmesg(&self, handler: &str) -> String {
-        let result = common::run_pod(&self.cri, handler, &["dmesg"], &self.logs())
+        let result = pods::run_pod(&self.pods, handler, &["dmesg"], &self.logs())
             .await
             .unwrap_or_else(|e| panic!("{e}\ncontainerd log:\n{}", self.node.log_tail(30)));
         assert_eq!(result.exit_code, 0, "{result:?}");
@@ -196,7 +197,7 @@ async fn lifecycle(flavor: Flavor) {
     // A gVisor pod: dmesg answers from gVisor's kernel.
     assert_gvisor(&f.dmesg("runsc").await);
     // runc pods are unaffected.
-    let runc = common::run_pod(&f.cri, "", &["echo", "runc"], &f.logs())
+    let runc = pods::run_pod(&f.pods, "", &["echo", "runc"], &f.logs())
         .await
         .unwrap();
     assert_eq!(runc.output, "runc");
@@ -224,7 +225,7 @@ async fn lifecycle(flavor: Flavor) {
     );
 
     // Upgrade under a running gVisor pod: new binaries by rename, no restart, the pod lives.
-    let pod = common::start_pod(&f.cri, "runsc", &["sleep", "3600"], &f.logs())
+    let pod = pods::start_pod(&f.pods, "runsc", &["sleep", "3600"], &f.logs())
         .await
         .unwrap();
     let installed = f.node.path(BINARY_PATH).join("runsc");
@@ -240,7 +241,7 @@ async fn lifecycle(flavor: Flavor) {
         std::fs::read(v2.join("runsc")).unwrap()
     );
     assert_eq!(
-        common::container_state(&f.cri, &pod.container)
+        pods::container_state(&f.pods, &pod.container)
             .await
             .unwrap()
             .0,
@@ -249,7 +250,7 @@ async fn lifecycle(flavor: Flavor) {
     );
     // New pods use the new runsc.
     assert_gvisor(&f.dmesg("runsc").await);
-    common::remove_pod(&f.cri, pod).await;
+    pods::remove_pod(&f.pods, pod).await;
 
     // Uninstall: handler gone after one restart, files and binaries removed, runc still runs.
     let report = agent::uninstall(&options, &f.restarter).await.unwrap();
@@ -266,11 +267,11 @@ async fn lifecycle(flavor: Flavor) {
             "{name} is still there"
         );
     }
-    let runc = common::run_pod(&f.cri, "", &["echo", "runc still works"], &f.logs())
+    let runc = pods::run_pod(&f.pods, "", &["echo", "runc still works"], &f.logs())
         .await
         .unwrap();
     assert_eq!(runc.output, "runc still works");
-    let err = common::run_pod(&f.cri, "runsc", &["true"], &f.logs())
+    let err = pods::run_pod(&f.pods, "runsc", &["true"], &f.logs())
         .await
         .unwrap_err();
     assert!(err.contains("runsc"), "{err}");
@@ -313,7 +314,7 @@ async fn debian_containerd_1_6_is_refused_before_anything_changes() {
     assert!(!f.node.path(RUNSC_TOML).exists());
     assert!(!f.node.path(BINARY_PATH).join("runsc").exists());
     assert_eq!(f.restarts(), 0);
-    let runc = common::run_pod(&f.cri, "", &["echo", "ok"], &f.logs())
+    let runc = pods::run_pod(&f.pods, "", &["echo", "ok"], &f.logs())
         .await
         .unwrap();
     assert_eq!(runc.output, "ok");
@@ -362,7 +363,7 @@ async fn containerd_failing_with_the_new_config_gets_the_backup_back() {
         for path in [DROP_IN, RUNSC_TOML] {
             assert!(!f.node.path(path).exists(), "{flavor:?}: {path} remained");
         }
-        let runc = common::run_pod(&f.cri, "", &["echo", "ok"], &f.logs())
+        let runc = pods::run_pod(&f.pods, "", &["echo", "ok"], &f.logs())
             .await
             .unwrap();
         assert_eq!(runc.output, "ok", "{flavor:?}");

@@ -18,9 +18,10 @@
 //! its tests, also when a test panics or the process is killed.
 
 pub mod dbus;
-pub mod image;
+pub mod gardenlet;
 pub mod node;
 mod pki;
+pub mod pods;
 mod server;
 mod tools;
 

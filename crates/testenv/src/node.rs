@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use sandbox_runtime::manifests::sha256_hex;
 use toml_edit::{DocumentMut, Item, Table, value};
 
-use crate::image::oci_archive;
 use crate::{Error, Result, Server, Tools, io_err};
+use sandbox_image::oci_archive;
 
 /// The pause image every test node's sandboxes use (built locally, never pulled).
 pub const PAUSE_IMAGE: &str = "localhost/runtime-sandbox-test/pause:1";
@@ -339,7 +339,9 @@ impl TestNode {
             (PAUSE_IMAGE, &["/bin/sleep", "2147483647"][..]),
             (BUSYBOX_IMAGE, &["/bin/sh"][..]),
         ] {
-            self.import_archive(name, &oci_archive(name, &busybox, entrypoint)?)?;
+            let archive = oci_archive(name, &busybox, entrypoint)
+                .map_err(|e| Error::Tools(format!("building image {name}: {e}")))?;
+            self.import_archive(name, &archive)?;
         }
         Ok(())
     }

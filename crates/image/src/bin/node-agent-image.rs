@@ -13,9 +13,9 @@ struct Args {
     /// The product binary (a release build).
     #[arg(long)]
     binary: PathBuf,
-    /// Folder with runsc and containerd-shim-runsc-v1 (default: the pinned build in the tools cache).
+    /// Folder with runsc and containerd-shim-runsc-v1 (`hack/tools.sh path gvisor`).
     #[arg(long)]
-    gvisor_dir: Option<PathBuf>,
+    gvisor_dir: PathBuf,
     /// The image reference recorded in the archive.
     #[arg(
         long,
@@ -29,11 +29,7 @@ struct Args {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let gvisor_dir = match args.gvisor_dir {
-        Some(dir) => dir,
-        None => sandbox_testenv::Tools::locate()?.gvisor,
-    };
-    let archive = sandbox_testenv::image::node_agent_image(&args.name, &args.binary, &gvisor_dir)?;
+    let archive = sandbox_image::node_agent_image(&args.name, &args.binary, &args.gvisor_dir)?;
     if let Some(parent) = args.out.parent() {
         std::fs::create_dir_all(parent)?;
     }

@@ -1,7 +1,12 @@
 //! OCI image archives built from local files (`ctr images import` format, also an OCI image
-//! layout in a tar): the test nodes' pause and busybox images, and the node agent's image.
-//! Nothing is pulled. Entries carry mtime 0 and a fixed order, so the same files give the
-//! same bytes and the same digests.
+//! layout in a tar): the node agent's image that ships to users, and the small busybox images
+//! the test nodes run. Nothing is pulled. Entries carry mtime 0 and a fixed order, so the same
+//! files give the same bytes and the same digests.
+//!
+//! The three JSON documents (config, manifest, index) are written here rather than with the
+//! `oci-spec` crate: its `Descriptor` keeps annotations in a `HashMap`, so an index with our two
+//! annotations (`io.containerd.image.name`, `org.opencontainers.image.ref.name`) would not
+//! serialise to the same bytes twice, and the digest would change on every build.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,7 +15,26 @@ use std::process::Command;
 use sandbox_runtime::gvisor::node::{BINARIES, CHECKSUMS, IMAGE_DIR};
 use sandbox_runtime::manifests::sha256_hex;
 
-use crate::{Error, Result, io_err};
+/// Why an image could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("I/O error at {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("building the image archive: {0}")]
+    Archive(std::io::Error),
+    #[error("{0}")]
+    Libraries(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.into();
+    move |source| Error::Io { path, source }
+}
 
 /// The product binary in the node agent's image (its entrypoint).
 pub const NODE_AGENT_BINARY: &str = "gardener-extension-runtime-sandbox";
@@ -40,7 +64,7 @@ fn go_arch() -> &'static str {
 }
 
 fn tar_err(e: std::io::Error) -> Error {
-    Error::Tools(format!("building the image archive: {e}"))
+    Error::Archive(e)
 }
 
 /// The uncompressed layer tar of `entries`, in their order.
@@ -184,7 +208,7 @@ fn shared_libraries(binary: &Path) -> Result<Vec<(String, PathBuf)>> {
         if text.contains("not a dynamic executable") {
             return Ok(Vec::new());
         }
-        return Err(Error::Tools(format!(
+        return Err(Error::Libraries(format!(
             "ldd {}: {}",
             binary.display(),
             String::from_utf8_lossy(&output.stderr)

@@ -1,17 +1,14 @@
 //! The test node itself works: its containerd runs runc pods from the local images.
 
-mod common;
-
-use sandbox_node_agent::cri::Cri;
 use sandbox_testenv::node::{Flavor, TestNode};
+use sandbox_testenv::pods::{self, Pods};
 
 async fn runc_pod_runs(flavor: Flavor) {
     let node = TestNode::new(flavor).unwrap();
     node.start().unwrap();
     node.import_images().unwrap();
-    let cri = Cri::new(node.socket());
-    let result = common::run_pod(
-        &cri,
+    let result = pods::run_pod(
+        &Pods::new(node.socket()),
         "",
         &["echo", "hello from runc"],
         &node.path("/var/log/pods"),

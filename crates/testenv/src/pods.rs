@@ -1,11 +1,15 @@
-//! Shared by the node agent's scenario tests: running a pod and a container over the CRI
-//! API, as the kubelet would, on a [`TestNode`]'s containerd.
-
-#![allow(dead_code)]
+//! Running pods and containers over the CRI API, as the kubelet would, on a test node's
+//! containerd ([`crate::node::TestNode`]). The tests' own CRI client: the node agent's product
+//! client offers only what the agent needs.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint};
 
 use k8s_cri::v1::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
@@ -13,8 +17,37 @@ use k8s_cri::v1::{
     NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest,
     RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
 };
-use sandbox_node_agent::cri::Cri;
-use sandbox_testenv::node::BUSYBOX_IMAGE;
+
+use crate::node::BUSYBOX_IMAGE;
+
+/// A CRI client for tests on containerd's socket.
+#[derive(Clone, Debug)]
+pub struct Pods {
+    channel: Channel,
+}
+
+impl Pods {
+    /// A client for `socket`; connects lazily.
+    pub fn new(socket: impl Into<PathBuf>) -> Self {
+        let socket = socket.into();
+        // The URI is required by tonic but unused: every connection goes to the socket.
+        let channel =
+            Endpoint::from_static("http://[::]:0")
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(60))
+                .connect_with_connector_lazy(tower::service_fn(move |_| {
+                    let socket = socket.clone();
+                    async move {
+                        Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(socket).await?))
+                    }
+                }));
+        Pods { channel }
+    }
+
+    fn runtime_service(&self) -> RuntimeServiceClient<Channel> {
+        RuntimeServiceClient::new(self.channel.clone())
+    }
+}
 
 /// What a container printed, and how it ended.
 #[derive(Debug)]
@@ -82,7 +115,7 @@ impl Container {
 /// default runtime, runc), waits for it to exit, and removes the pod. `logs` is a folder for
 /// the CRI log files.
 pub async fn run_pod(
-    cri: &Cri,
+    cri: &Pods,
     handler: &str,
     command: &[&str],
     logs: &Path,
@@ -93,7 +126,7 @@ pub async fn run_pod(
 /// Runs `container` in a new host-network pod with `handler`, waits for it to exit, and
 /// removes the pod.
 pub async fn run_container(
-    cri: &Cri,
+    cri: &Pods,
     handler: &str,
     container: &Container,
     logs: &Path,
@@ -105,7 +138,7 @@ pub async fn run_container(
 }
 
 async fn start_container(
-    cri: &Cri,
+    cri: &Pods,
     sandbox: &str,
     sandbox_config: &PodSandboxConfig,
     spec: &Container,
@@ -153,7 +186,7 @@ async fn start_container(
 }
 
 /// The container's state.
-pub async fn container_state(cri: &Cri, container: &str) -> Result<(ContainerState, i32), String> {
+pub async fn container_state(cri: &Pods, container: &str) -> Result<(ContainerState, i32), String> {
     let status = cri
         .runtime_service()
         .container_status(ContainerStatusRequest {
@@ -172,7 +205,7 @@ pub async fn container_state(cri: &Cri, container: &str) -> Result<(ContainerSta
 }
 
 async fn wait_for_exit(
-    cri: &Cri,
+    cri: &Pods,
     container: &str,
     log_directory: &Path,
 ) -> Result<RunResult, String> {
@@ -210,7 +243,7 @@ pub struct RunningPod {
 
 /// Starts a pod with `handler` whose container runs `command` until stopped.
 pub async fn start_pod(
-    cri: &Cri,
+    cri: &Pods,
     handler: &str,
     command: &[&str],
     logs: &Path,
@@ -220,7 +253,7 @@ pub async fn start_pod(
 
 /// Starts a pod with `handler` and `container`.
 pub async fn start_pod_with(
-    cri: &Cri,
+    cri: &Pods,
     handler: &str,
     spec: &Container,
     logs: &Path,
@@ -256,7 +289,7 @@ pub async fn start_pod_with(
 }
 
 /// Stops and removes a pod.
-pub async fn remove_pod(cri: &Cri, pod: RunningPod) {
+pub async fn remove_pod(cri: &Pods, pod: RunningPod) {
     let mut rt = cri.runtime_service();
     let _ = rt
         .stop_pod_sandbox(StopPodSandboxRequest {

@@ -1,0 +1,341 @@
+//! gardenlet, simulated: how it writes a shoot's Cluster and ContainerRuntimes, asks for
+//! operations, deletes stale objects and waits for the extension; and, for the controller's
+//! tests, what gardener-resource-manager does to ManagedResources (status, finalizer). The
+//! controller tests, the demo, the benchmark and the binary tests all drive the controller
+//! through this one module.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use sandbox_api::{
+    Cluster, ClusterSpec, ContainerRuntime, ContainerRuntimeSpec, LastOperationState,
+    ManagedResource, OPERATION_ANNOTATION, TIMESTAMP_ANNOTATION, WorkerPool,
+};
+use serde_json::{Value, json};
+
+/// `spec.binaryPath` as gardenlet sets it.
+pub const BINARY_PATH: &str = "/var/bin/containerruntimes";
+
+/// The ContainerRuntime gardenlet creates for `pool` with gVisor: name `gvisor-<pool>`,
+/// binaryPath, the pool's selector and the raw providerConfig; no annotations yet (see
+/// [`request`]).
+pub fn container_runtime(
+    namespace: &str,
+    pool: &str,
+    provider_config: Option<Value>,
+) -> ContainerRuntime {
+    let mut cr = ContainerRuntime::new(
+        &format!("gvisor-{pool}"),
+        ContainerRuntimeSpec {
+            type_: "gvisor".into(),
+            class: None,
+            provider_config,
+            binary_path: BINARY_PATH.into(),
+            worker_pool: WorkerPool::gardenlet(pool),
+        },
+    );
+    cr.metadata.namespace = Some(namespace.to_string());
+    cr
+}
+
+/// Asks for `operation` the way gardenlet does (operation annotation and a new timestamp);
+/// returns the timestamp to wait for.
+pub fn request(cr: &mut ContainerRuntime, operation: &str) -> String {
+    let ts = now_annotation();
+    let annotations = cr.metadata.annotations.get_or_insert_with(Default::default);
+    annotations.insert(OPERATION_ANNOTATION.to_string(), operation.to_string());
+    annotations.insert(TIMESTAMP_ANNOTATION.to_string(), ts.clone());
+    ts
+}
+
+/// The Cluster gardenlet writes for shoot namespace `ns`, embedding `shoot`.
+pub fn cluster(ns: &str, shoot: Value) -> Cluster {
+    Cluster::new(
+        ns,
+        ClusterSpec {
+            cloud_profile: json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "CloudProfile", "metadata": {"name": "local"}}),
+            seed: Some(
+                json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Seed", "metadata": {"name": "local"}}),
+            ),
+            shoot,
+        },
+    )
+}
+
+/// Creates the Cluster of shoot namespace `ns`.
+pub async fn create_cluster(client: &Client, ns: &str, shoot: Value) {
+    Api::<Cluster>::all(client.clone())
+        .create(&PostParams::default(), &cluster(ns, shoot))
+        .await
+        .unwrap();
+}
+
+/// gardenlet's readiness check for a request stamped `timestamp`: no lastError, the current
+/// generation observed, no operation annotation left, Succeeded, and not before the request
+/// (truncated to seconds).
+pub fn is_ready(cr: &ContainerRuntime, timestamp: &str) -> bool {
+    let Ok(ts) = timestamp.parse::<Timestamp>() else {
+        return false;
+    };
+    let Ok(truncated) = Timestamp::from_second(ts.as_second()) else {
+        return false;
+    };
+    let Some(status) = &cr.status else {
+        return false;
+    };
+    let Some(op) = &status.last_operation else {
+        return false;
+    };
+    let annotated = cr
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(OPERATION_ANNOTATION));
+    status.last_error.is_none()
+        && status.observed_generation == cr.metadata.generation
+        && !annotated
+        && op.state == LastOperationState::Succeeded
+        && op.last_update_time.0 >= truncated
+}
+
+/// A shoot's seed namespace as gardenlet (and gardener-resource-manager) treat it.
+pub struct Shoot {
+    pub client: Client,
+    pub ns: String,
+}
+
+pub fn now_annotation() -> String {
+    Timestamp::now().to_string()
+}
+
+impl Shoot {
+    pub fn runtimes(&self) -> Api<ContainerRuntime> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+    pub fn managed_resources(&self) -> Api<ManagedResource> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+    pub fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// Creates `gvisor-<pool>` as gardenlet does; returns the timestamp annotation.
+    pub async fn gardenlet_create(&self, pool: &str, provider_config: Option<Value>) -> String {
+        self.gardenlet_create_with_class(pool, provider_config, None)
+            .await
+    }
+
+    pub async fn gardenlet_create_with_class(
+        &self,
+        pool: &str,
+        provider_config: Option<Value>,
+        class: Option<&str>,
+    ) -> String {
+        let mut cr = container_runtime(&self.ns, pool, provider_config);
+        cr.spec.class = class.map(String::from);
+        let ts = request(&mut cr, "reconcile");
+        self.runtimes()
+            .create(&PostParams::default(), &cr)
+            .await
+            .unwrap();
+        ts
+    }
+
+    /// Sets an operation annotation and a new timestamp, as gardenlet does.
+    pub async fn annotate(&self, name: &str, operation: &str) -> String {
+        let ts = now_annotation();
+        self.runtimes()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {
+                    OPERATION_ANNOTATION: operation, TIMESTAMP_ANNOTATION: ts}}})),
+            )
+            .await
+            .unwrap();
+        ts
+    }
+
+    /// Gardenlet's deletion of a stale ContainerRuntime.
+    pub async fn gardenlet_delete(&self, name: &str) {
+        self.runtimes()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {
+                    "confirmation.gardener.cloud/deletion": "true", TIMESTAMP_ANNOTATION: now_annotation()}}})),
+            )
+            .await
+            .unwrap();
+        self.runtimes()
+            .delete(name, &Default::default())
+            .await
+            .unwrap();
+    }
+
+    /// Waits until `check` holds for the object (or for its absence, `None`).
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(Option<&ContainerRuntime>) -> bool,
+    ) -> Option<ContainerRuntime> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let cr = self.runtimes().get_opt(name).await.unwrap();
+            if check(cr.as_ref()) {
+                return cr;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {name}: {what}; last seen: {cr:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits the way gardenlet does until the extension reports success for `timestamp`.
+    pub async fn wait_ready(&self, name: &str, timestamp: &str) -> ContainerRuntime {
+        self.wait_for(name, "gardenlet's readiness check", |cr| {
+            cr.is_some_and(|cr| is_ready(cr, timestamp))
+        })
+        .await
+        .unwrap()
+    }
+
+    pub async fn mr_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .managed_resources()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|m| m.metadata.deletion_timestamp.is_none())
+            .map(|m| m.metadata.name.unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    pub async fn secret_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .secrets()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|s| s.metadata.name.unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The manifests in a ManagedResource's (only) secret.
+    pub async fn mr_manifests(&self, mr: &str) -> std::collections::BTreeMap<String, String> {
+        let mr = self.managed_resources().get(mr).await.unwrap();
+        let secret = self
+            .secrets()
+            .get(&mr.spec.secret_refs[0].name)
+            .await
+            .unwrap();
+        secret
+            .data
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8(v.0).unwrap()))
+            .collect()
+    }
+
+    /// Replaces the shoot's worker pools in the Cluster, as gardenlet does before it deletes
+    /// stale ContainerRuntimes.
+    pub async fn set_workers(&self, workers: Value) {
+        Api::<Cluster>::all(self.client.clone())
+            .patch(
+                &self.ns,
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"spec": {"shoot": {"spec": {"provider": {"workers": workers}}}}}),
+                ),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Simulates gardener-resource-manager's status on a ManagedResource: applied and healthy
+    /// for its current generation, and progressing with `progressing` as the message (a
+    /// DaemonSet whose pods are not all available yet) or done.
+    pub async fn grm_status(&self, mr: &str, progressing: Option<&str>) {
+        let generation = self
+            .managed_resources()
+            .get(mr)
+            .await
+            .unwrap()
+            .metadata
+            .generation;
+        let now = now_annotation();
+        let condition = |type_: &str, status: &str, reason: &str, message: &str| {
+            json!({"type": type_, "status": status, "reason": reason, "message": message,
+                   "lastTransitionTime": now, "lastUpdateTime": now})
+        };
+        let conditions = json!([
+            condition(
+                "ResourcesApplied",
+                "True",
+                "ApplySucceeded",
+                "All resources are applied."
+            ),
+            condition(
+                "ResourcesHealthy",
+                "True",
+                "ResourcesHealthy",
+                "All resources are healthy."
+            ),
+            match progressing {
+                Some(message) => condition(
+                    "ResourcesProgressing",
+                    "True",
+                    "ResourcesProgressing",
+                    message
+                ),
+                None => condition(
+                    "ResourcesProgressing",
+                    "False",
+                    "ResourcesRolledOut",
+                    "All resources are rolled out."
+                ),
+            },
+        ]);
+        self.managed_resources()
+            .patch_status(
+                mr,
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"status": {"observedGeneration": generation, "conditions": conditions}}),
+                ),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Simulates gardener-resource-manager's finalizer on a ManagedResource.
+    pub async fn hold_mr(&self, mr: &str, hold: bool) {
+        let finalizers = if hold {
+            json!(["resources.gardener.cloud/gardener-resource-manager"])
+        } else {
+            Value::Null
+        };
+        self.managed_resources()
+            .patch(
+                mr,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
+            )
+            .await
+            .unwrap();
+    }
+}
