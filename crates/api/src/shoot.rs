@@ -149,6 +149,90 @@ impl Shoot {
             .and_then(|a| a.get(FORCE_DELETION_ANNOTATION))
             .is_some_and(|v| v == "true")
     }
+
+    /// Only what the seed controller decides on: name, deletion, force deletion, hibernation,
+    /// the last operation, and each pool's name and runtime types (no providerConfig, machine,
+    /// other annotations or managed fields). A controller that caches every Cluster keeps this.
+    pub fn projection(&self) -> Shoot {
+        let annotations = self
+            .force_deletion()
+            .then(|| [(FORCE_DELETION_ANNOTATION.to_string(), "true".to_string())].into());
+        Shoot {
+            metadata: ObjectMeta {
+                name: self.metadata.name.clone(),
+                deletion_timestamp: self.metadata.deletion_timestamp.clone(),
+                annotations,
+                ..ObjectMeta::default()
+            },
+            spec: ShootSpec {
+                hibernation: self.spec.hibernation.clone(),
+                kubernetes: KubernetesSpec::default(),
+                provider: Provider {
+                    type_: String::new(),
+                    workers: self
+                        .spec
+                        .provider
+                        .workers
+                        .iter()
+                        .map(|w| Worker {
+                            name: w.name.clone(),
+                            cri: w.cri.as_ref().map(|cri| Cri {
+                                name: cri.name.clone(),
+                                container_runtimes: cri
+                                    .container_runtimes
+                                    .iter()
+                                    .map(|r| CriContainerRuntime {
+                                        type_: r.type_.clone(),
+                                        provider_config: None,
+                                    })
+                                    .collect(),
+                            }),
+                            machine: Machine::default(),
+                        })
+                        .collect(),
+                },
+            },
+            status: self.status.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_projection_keeps_every_decision() {
+        let shoot: Shoot = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "s", "deletionTimestamp": "2026-11-21T10:00:00Z",
+                "annotations": {FORCE_DELETION_ANNOTATION: "true", "other": "x"},
+                "managedFields": [{"manager": "gardenlet"}]},
+            "spec": {"hibernation": {"enabled": true}, "kubernetes": {"version": "1.34.2"},
+                "provider": {"type": "aws", "workers": [
+                    {"name": "a", "machine": {"type": "m5.large"}, "cri": {"name": "containerd",
+                        "containerRuntimes": [{"type": "gvisor", "providerConfig": {"big": "x"}}]}},
+                    {"name": "b"}]}},
+            "status": {"hibernated": true, "lastOperation": {"type": "Reconcile", "state": "Failed"}},
+        }))
+        .unwrap();
+        let p = shoot.projection();
+        assert_eq!(
+            (
+                p.is_deleting(),
+                p.force_deletion(),
+                p.is_hibernated(),
+                p.has_failed()
+            ),
+            (true, true, true, true)
+        );
+        assert!(p.worker("a").unwrap().wants_runtime("gvisor"));
+        assert!(p.worker("b").is_some_and(|w| !w.wants_runtime("gvisor")));
+        let text = serde_json::to_string(&p).unwrap();
+        for dropped in ["managedFields", "other", "m5.large", "big", "aws", "1.34.2"] {
+            assert!(!text.contains(dropped), "{dropped} kept: {text}");
+        }
+        assert_eq!(p.projection(), p, "a projection projects to itself");
+    }
 }
 
 /// The parts of a CloudProfile this extension reads.

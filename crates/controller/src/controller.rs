@@ -18,6 +18,7 @@ use sandbox_api::Cluster;
 use sandbox_health::Readiness;
 use tracing::{debug, warn};
 
+use crate::cache::Caches;
 use crate::contract;
 use crate::event_filter::{EventFilter, Guarded};
 use crate::metrics::Observer;
@@ -66,6 +67,8 @@ impl Default for ControllerConfig {
 /// What every reconcile shares.
 pub(crate) struct Context {
     pub(crate) client: Client,
+    /// Clusters and our ManagedResources, from watches.
+    pub(crate) caches: Caches,
     pub(crate) config: ControllerConfig,
     pub(crate) recorder: Recorder,
     failures: Mutex<HashMap<ObjectRef<Guarded>, u32>>,
@@ -122,7 +125,12 @@ pub async fn run(
             },
         );
     }
+    let origins: Vec<&str> = sandbox_runtime::actuator::ACTUATORS
+        .iter()
+        .map(|a| a.origin())
+        .collect();
     let context = Arc::new(Context {
+        caches: Caches::start(&client, &origins),
         recorder: Recorder::new(
             client.clone(),
             Reporter {

@@ -8,6 +8,7 @@
 //! - [`managedresource`]: writing and deleting ManagedResources and their Secrets;
 //! - [`leader_election`], [`heartbeat`], [`metrics`]: what operators run it with.
 
+mod cache;
 pub mod contract;
 pub mod controller;
 mod event_filter;

@@ -37,23 +37,27 @@ pub fn reference_annotation(secret: &str) -> String {
     )
 }
 
-/// Ensures ManagedResource `name` in `namespace` holds exactly `data`.
+/// Ensures ManagedResource `name` in `namespace` holds exactly `data`. `cached` is what the
+/// caller's cache holds (None when it has nothing): a ManagedResource that already references
+/// the Secret for `data` proves that Secret exists (its name carries the content checksum, it
+/// is immutable, and gardener-resource-manager never collects a referenced Secret), and one
+/// that is up to date needs no request at all. A write that conflicts (created or changed
+/// meanwhile, e.g. by another pool's reconcile of the shared one) re-reads live and decides
+/// again.
 pub async fn ensure(
     client: &Client,
     namespace: &str,
     name: &str,
     origin: &str,
     data: BTreeMap<String, String>,
+    cached: Option<ManagedResource>,
 ) -> Result<()> {
     let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
     let secret_name = secret_name(name, &data);
-    // The name carries the content checksum and the secret is immutable: existing means equal.
-    if secrets
-        .get_opt(&secret_name)
-        .await
-        .map_err(kube_err(format!("reading secret {secret_name}")))?
-        .is_none()
-    {
+    let referenced = cached
+        .as_ref()
+        .is_some_and(|mr| mr.spec.secret_refs.iter().any(|r| r.name == secret_name));
+    if !referenced {
         let secret = Secret {
             metadata: ObjectMeta {
                 name: Some(secret_name.clone()),
@@ -70,32 +74,39 @@ pub async fn ensure(
             ),
             ..Secret::default()
         };
+        // Existing means equal (same checksum, immutable): "already exists" is success.
         let result = secrets.create(&PostParams::default(), &secret).await;
         ok_if(&[409], result.map(|_| ()))
             .map_err(kube_err(format!("creating secret {secret_name}")))?;
     }
 
     let api = Api::<ManagedResource>::namespaced(client.clone(), namespace);
-    // Several pools' reconciles share the RuntimeClass's ManagedResource and may race on it:
-    // a conflict (created meanwhile, or changed since read) means read again and re-decide.
+    let mut existing = cached;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match ensure_managed_resource(&api, name, origin, &secret_name).await {
+        match ensure_managed_resource(&api, name, origin, &secret_name, existing.as_ref()).await {
             Err(Error::Kube {
                 source: kube::Error::Api(e),
                 ..
-            }) if e.code == 409 && attempt < 5 => continue,
+            }) if e.code == 409 && attempt < 5 => {
+                existing = api
+                    .get_opt(name)
+                    .await
+                    .map_err(kube_err(format!("reading managedresource {name}")))?;
+            }
             other => return other,
         }
     }
 }
 
+/// Creates the ManagedResource, or updates `existing` if it differs.
 async fn ensure_managed_resource(
     api: &Api<ManagedResource>,
     name: &str,
     origin: &str,
     secret_name: &str,
+    existing: Option<&ManagedResource>,
 ) -> Result<()> {
     let spec = ManagedResourceSpec {
         secret_refs: vec![LocalObjectReference {
@@ -106,10 +117,6 @@ async fn ensure_managed_resource(
         ..ManagedResourceSpec::default()
     };
     let reference = reference_annotation(secret_name);
-    let existing = api
-        .get_opt(name)
-        .await
-        .map_err(kube_err(format!("reading managedresource {name}")))?;
     let Some(existing) = existing else {
         let mut mr = ManagedResource::new(name, spec);
         mr.metadata.labels = Some([("origin".to_string(), origin.to_string())].into());

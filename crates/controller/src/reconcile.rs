@@ -11,9 +11,11 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 use sandbox_api::{Cluster, ContainerRuntime, LastOperationType, Shoot};
-use sandbox_runtime::actuator::{Actuator, ManagedResourceContent, actuator};
+use sandbox_runtime::actuator::{
+    Actuator, ActuatorError, Desired, ManagedResourceContent, actuator,
+};
 use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
@@ -83,14 +85,41 @@ async fn reconcile_object(mut cr: ContainerRuntime, ctx: &Context) -> Result<Act
         actuator,
     };
 
-    let shoot = read_shoot(&ctx.client, &namespace).await?;
-    let plan = contract::plan(&cr, &shoot, actuator);
-    if plan.remove_reconcile_annotation {
+    ctx.caches.wait_until_ready().await;
+    let mut plan = contract::plan(&cr, &read_shoot(ctx, &namespace, false).await?, actuator);
+    let mut desired = None;
+    match plan.step {
+        // Deleting decides from the Cluster as it is now, not as the cache last saw it.
+        Step::Delete { .. } => {
+            plan = contract::plan(&cr, &read_shoot(ctx, &namespace, true).await?, actuator);
+        }
+        // Everything a reconcile writes is rendered before the first write.
+        Step::Reconcile { .. } | Step::Restore => {
+            desired = Some(actuator.desired(&cr, &ctx.config.image));
+        }
+        _ => {}
+    }
+    // gardenlet's request is consumed and our finalizer added in one patch.
+    let add_finalizer = desired.is_some() && !contract::has_finalizer(&cr);
+    if plan.remove_reconcile_annotation || add_finalizer {
+        let mut metadata = serde_json::Map::new();
+        if plan.remove_reconcile_annotation {
+            metadata.insert("annotations".into(), json!({OPERATION_ANNOTATION: null}));
+        }
+        if add_finalizer {
+            let mut finalizers = cr.finalizers().to_vec();
+            finalizers.push(FINALIZER.to_string());
+            metadata.insert("finalizers".into(), json!(finalizers));
+            metadata.insert(
+                "resourceVersion".into(),
+                json!(cr.metadata.resource_version),
+            );
+        }
         cr = target
             .patch(
                 &name,
-                json!({"metadata": {"annotations": {OPERATION_ANNOTATION: null}}}),
-                "removing the reconcile annotation",
+                json!({"metadata": metadata}),
+                "updating annotations and finalizers",
             )
             .await?;
     }
@@ -101,11 +130,16 @@ async fn reconcile_object(mut cr: ContainerRuntime, ctx: &Context) -> Result<Act
         Step::Skip(why) => debug!(%namespace, %name, ?why, "nothing to do"),
         Step::Reconcile { op } => {
             info!(%namespace, %name, operation = operation_label(op), "reconciling");
-            target.reconcile(cr, op).await?;
+            target
+                .reconcile(cr, op, desired.expect("rendered above"))
+                .await?;
         }
         Step::Restore => {
             info!(%namespace, %name, operation = "restore", "reconciling");
-            let cr = target.reconcile(cr, LastOperationType::Restore).await?;
+            let op = LastOperationType::Restore;
+            let cr = target
+                .reconcile(cr, op, desired.expect("rendered above"))
+                .await?;
             target.remove_operation_annotation(&cr).await?;
         }
         Step::Delete { wait, clean_nodes } => {
@@ -120,17 +154,27 @@ async fn reconcile_object(mut cr: ContainerRuntime, ctx: &Context) -> Result<Act
     Ok(Action::await_change())
 }
 
-/// The shoot embedded in the namespace's Cluster; missing or undecodable is an error (retried
-/// with backoff, no status written).
-async fn read_shoot(client: &Client, namespace: &str) -> Result<Shoot> {
-    let cluster = Api::<Cluster>::all(client.clone())
-        .get_opt(namespace)
-        .await
-        .map_err(kube_err(format!("reading cluster {namespace}")))?
-        .ok_or_else(|| Error::Cluster {
-            name: namespace.to_string(),
-            message: "not found".into(),
-        })?;
+/// The shoot embedded in the namespace's Cluster, from the cache unless `live` (or the cache
+/// does not have it yet); missing or undecodable is an error (retried with backoff, no status
+/// written).
+async fn read_shoot(ctx: &Context, namespace: &str, live: bool) -> Result<Shoot> {
+    let cached = if live {
+        None
+    } else {
+        ctx.caches.cluster(namespace)
+    };
+    let cluster = match cached {
+        Some(cluster) => cluster,
+        None => Api::<Cluster>::all(ctx.client.clone())
+            .get_opt(namespace)
+            .await
+            .map_err(kube_err(format!("reading cluster {namespace}")))?
+            .map(Arc::new)
+            .ok_or_else(|| Error::Cluster {
+                name: namespace.to_string(),
+                message: "not found".into(),
+            })?,
+    };
     cluster.shoot().map_err(|e| Error::Cluster {
         name: namespace.to_string(),
         message: format!("cannot decode spec.shoot: {e}"),
@@ -146,26 +190,16 @@ struct Pending {
 }
 
 impl Target<'_> {
-    /// Create, Reconcile or Restore: renders everything first (an invalid providerConfig is an
-    /// Error before Processing, and nothing is written but the finalizer), then Processing,
-    /// the ManagedResources, Succeeded, and the actuator's warnings as Events.
+    /// Create, Reconcile or Restore with the `desired` state rendered before any write: an
+    /// invalid providerConfig is an Error before Processing, with nothing written but the
+    /// finalizer; otherwise Processing, the ManagedResources, Succeeded, and the actuator's
+    /// warnings as Events.
     async fn reconcile(
         &self,
-        mut cr: ContainerRuntime,
+        cr: ContainerRuntime,
         op: LastOperationType,
+        desired: std::result::Result<Desired, ActuatorError>,
     ) -> Result<ContainerRuntime> {
-        let desired = self.actuator.desired(&cr, &self.ctx.config.image);
-        if !contract::has_finalizer(&cr) {
-            let mut finalizers = cr.finalizers().to_vec();
-            finalizers.push(FINALIZER.to_string());
-            cr = self
-                .patch(
-                    &cr.name_any(),
-                    json!({"metadata": {"finalizers": finalizers, "resourceVersion": cr.metadata.resource_version}}),
-                    "adding the finalizer",
-                )
-                .await?;
-        }
         let desired = match desired {
             Ok(desired) => desired,
             Err(e) => return Err(self.fail(&cr, op, e.into()).await),
@@ -339,12 +373,18 @@ impl Target<'_> {
     }
 
     async fn ensure(&self, content: &ManagedResourceContent) -> Result<()> {
+        let cached = self
+            .ctx
+            .caches
+            .managed_resource(&self.namespace, &content.name)
+            .map(|mr| (*mr).clone());
         managedresource::ensure(
             &self.ctx.client,
             &self.namespace,
             &content.name,
             self.actuator.origin(),
             content.data.clone(),
+            cached,
         )
         .await
     }

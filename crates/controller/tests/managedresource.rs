@@ -23,7 +23,8 @@ async fn concurrent_ensures_of_one_managed_resource_all_succeed() {
     for round in 0..3 {
         let name = format!("shared-{round}");
         let results = join_all(
-            (0..8).map(|_| managedresource::ensure(&client, &ns, &name, "test", data.clone())),
+            (0..8)
+                .map(|_| managedresource::ensure(&client, &ns, &name, "test", data.clone(), None)),
         )
         .await;
         let failures: Vec<String> = results
