@@ -74,7 +74,8 @@ impl Caches {
         }
     }
 
-    /// Waits until both caches hold their initial lists.
+    /// Waits until both caches hold their initial lists. One caller at a time: the underlying
+    /// `Store::wait_until_ready` wakes only the last of concurrent waiters.
     pub(crate) async fn wait_until_ready(&self) {
         let _ = self.clusters.wait_until_ready().await;
         let _ = self.managed_resources.wait_until_ready().await;

@@ -143,6 +143,11 @@ pub async fn run(
         failures: Mutex::new(HashMap::new()),
         observer,
     });
+    // Reconciles read the caches, so they start once the caches hold their initial lists.
+    // Waited for here, once: kube's Store::wait_until_ready wakes only the last of several
+    // concurrent waiters (a oneshot receiver keeps one waker), and reconciles that waited
+    // there themselves hung for good.
+    context.caches.wait_until_ready().await;
     controller
         .run(reconcile::reconcile, error_policy, context)
         .for_each(|result| {
