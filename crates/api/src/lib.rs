@@ -19,10 +19,6 @@ pub use extension::{
 pub use managedresource::{ManagedResource, ManagedResourceSpec, ManagedResourceStatus};
 pub use shoot::{CloudProfile, Shoot};
 
-/// API group of Gardener's extension resources.
-pub const EXTENSIONS_GROUP: &str = "extensions.gardener.cloud";
-/// API version of Gardener's extension resources.
-pub const EXTENSIONS_VERSION: &str = "v1alpha1";
 /// Annotation gardenlet uses to ask an extension for an operation.
 pub const OPERATION_ANNOTATION: &str = "gardener.cloud/operation";
 /// Annotation gardenlet sets with each request, RFC3339.

@@ -75,19 +75,17 @@ impl LeaderElection {
             match self.try_acquire_or_renew().await {
                 Ok(true) => last_renewal = tokio::time::Instant::now(),
                 Ok(false) => {
-                    return Error::Leadership(format!(
-                        "leadership of lease {} was lost to another holder",
-                        self.name
-                    ));
+                    return Error::LeadershipLost {
+                        lease: self.name.clone(),
+                    };
                 }
                 Err(e) => warn!(error = %e, "could not renew leadership"),
             }
             if last_renewal.elapsed() > self.renew_deadline {
-                return Error::Leadership(format!(
-                    "could not renew lease {} within {}s",
-                    self.name,
-                    self.renew_deadline.as_secs()
-                ));
+                return Error::LeadershipNotRenewed {
+                    lease: self.name.clone(),
+                    seconds: self.renew_deadline.as_secs(),
+                };
             }
         }
     }

@@ -37,11 +37,20 @@ pub enum Error {
         source: kube::Error,
     },
     /// gardener-resource-manager did not finish (ManagedResources or the node cleanup) in time.
-    #[error("{0}")]
-    Timeout(String),
-    /// Leadership was lost; the process must stop working.
-    #[error("{0}")]
-    Leadership(String),
+    #[error("{pending} after {seconds}s; {detail}")]
+    Timeout {
+        /// What has not happened yet.
+        pending: String,
+        seconds: u64,
+        /// What the ManagedResource or gardener-resource-manager says.
+        detail: String,
+    },
+    /// Another holder took the leader election Lease; the process must stop working.
+    #[error("leadership of lease {lease} was lost to another holder")]
+    LeadershipLost { lease: String },
+    /// The Lease could not be renewed in time; another candidate may take over.
+    #[error("could not renew lease {lease} within {seconds}s")]
+    LeadershipNotRenewed { lease: String, seconds: u64 },
     /// The image vector is unusable (an operator's problem).
     #[error(transparent)]
     ImageVector(#[from] sandbox_runtime::image::ImageVectorError),
@@ -79,8 +88,8 @@ impl Error {
             Error::Configuration(_) => "configuration",
             Error::Cluster { .. } => "cluster",
             Error::Kube { .. } => "kube",
-            Error::Timeout(_) => "timeout",
-            Error::Leadership(_) => "leadership",
+            Error::Timeout { .. } => "timeout",
+            Error::LeadershipLost { .. } | Error::LeadershipNotRenewed { .. } => "leadership",
             Error::ImageVector(_) => "image_vector",
             Error::Render(_) => "render",
             Error::InvalidObject(_) => "invalid_object",

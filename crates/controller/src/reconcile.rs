@@ -85,7 +85,6 @@ async fn reconcile_object(mut cr: ContainerRuntime, ctx: &Context) -> Result<Act
         actuator,
     };
 
-    ctx.caches.wait_until_ready().await;
     let mut plan = contract::plan(&cr, &read_shoot(ctx, &namespace, false).await?, actuator);
     let mut desired = None;
     match plan.step {
@@ -227,10 +226,7 @@ impl Target<'_> {
         // A requeued wait continues its attempt: no second Processing write.
         let cr = match contract::in_progress_since(&cr, op) {
             Some(_) => cr,
-            None => {
-                self.status(&cr, contract::processing_patch(op, Timestamp::now()))
-                    .await?
-            }
+            None => self.processing(&cr, op).await?,
         };
         let pending = match self.delete_step(&cr, wait, clean_nodes).await {
             Ok(pending) => pending,
@@ -245,21 +241,14 @@ impl Target<'_> {
                 debug!(what = %pending.what, "waiting");
                 return Ok(Action::requeue(self.ctx.config.wait_poll));
             }
-            let error = Error::Timeout(format!(
-                "{} after {}s; {}",
-                pending.what,
-                timeout.as_secs(),
-                pending.detail
-            ));
+            let error = Error::Timeout {
+                pending: pending.what,
+                seconds: timeout.as_secs(),
+                detail: pending.detail,
+            };
             return Err(self.fail(&cr, op, error).await);
         }
-        let generation = cr.metadata.generation;
-        let cr = self
-            .status(
-                &cr,
-                contract::succeeded_patch(op, generation, Timestamp::now()),
-            )
-            .await?;
+        let cr = self.succeeded(&cr, op).await?;
         let finalizers: Vec<&String> = cr.finalizers().iter().filter(|f| *f != FINALIZER).collect();
         self.patch(
             &cr.name_any(),
@@ -397,21 +386,37 @@ impl Target<'_> {
         op: LastOperationType,
         work: impl Future<Output = Result<T>>,
     ) -> Result<(ContainerRuntime, T)> {
-        let cr = self
-            .status(cr, contract::processing_patch(op, Timestamp::now()))
-            .await?;
+        let cr = self.processing(cr, op).await?;
         let value = match work.await {
             Ok(value) => value,
             Err(e) => return Err(self.fail(&cr, op, e).await),
         };
-        let generation = cr.metadata.generation;
-        let cr = self
-            .status(
-                &cr,
-                contract::succeeded_patch(op, generation, Timestamp::now()),
-            )
-            .await?;
+        let cr = self.succeeded(&cr, op).await?;
         Ok((cr, value))
+    }
+
+    /// Status: `op` is Processing (lastError and observedGeneration untouched).
+    async fn processing(
+        &self,
+        cr: &ContainerRuntime,
+        op: LastOperationType,
+    ) -> Result<ContainerRuntime> {
+        self.status(cr, contract::processing_patch(op, Timestamp::now()))
+            .await
+    }
+
+    /// Status: `op` Succeeded for the current generation; lastError cleared.
+    async fn succeeded(
+        &self,
+        cr: &ContainerRuntime,
+        op: LastOperationType,
+    ) -> Result<ContainerRuntime> {
+        let generation = cr.metadata.generation;
+        self.status(
+            cr,
+            contract::succeeded_patch(op, generation, Timestamp::now()),
+        )
+        .await
     }
 
     /// Writes the Error status and an Event; returns the error for the backoff.

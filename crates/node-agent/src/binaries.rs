@@ -35,11 +35,7 @@ fn hash_copy(mut reader: impl Read, mut sink: impl Write) -> std::io::Result<Str
 pub fn sha256_file(path: &Path) -> Result<String, FileError> {
     File::open(path)
         .and_then(|file| hash_copy(file, std::io::sink()))
-        .map_err(|e| FileError {
-            action: "reading",
-            path: path.to_path_buf(),
-            source: e,
-        })
+        .map_err(files::failed("reading", path))
 }
 
 /// What went wrong installing binaries.
@@ -90,11 +86,9 @@ pub fn install(
     names: &[String],
 ) -> Result<Vec<String>, BinaryError> {
     let sums_path = source.join(checksums);
-    let sums = parse_checksums(&fs::read_to_string(&sums_path).map_err(|e| FileError {
-        action: "reading",
-        path: sums_path.clone(),
-        source: e,
-    })?)?;
+    let sums = parse_checksums(
+        &fs::read_to_string(&sums_path).map_err(files::failed("reading", &sums_path))?,
+    )?;
     let mut verified = Vec::new();
     for name in names {
         let expected = sums

@@ -17,7 +17,11 @@ pub struct FileError {
     pub source: std::io::Error,
 }
 
-fn err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> FileError + 'a {
+/// Turns an I/O error of `action` on `path` into a [`FileError`] (for `map_err`).
+pub fn failed<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> FileError + 'a {
     move |source| FileError {
         action,
         path: path.to_path_buf(),
@@ -65,7 +69,7 @@ pub fn write_atomic_with(
         path: path.to_path_buf(),
         source: std::io::Error::other("no parent folder"),
     })?;
-    fs::create_dir_all(dir).map_err(err("creating", dir))?;
+    fs::create_dir_all(dir).map_err(failed("creating", dir))?;
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".runtime-sandbox.tmp.{}", std::process::id()));
     let tmp = path.with_file_name(name);
@@ -76,16 +80,16 @@ pub fn write_atomic_with(
             .truncate(true)
             .mode(mode)
             .open(&tmp)
-            .map_err(err("creating", &tmp))?;
-        fill(&mut file).map_err(err("writing", &tmp))?;
+            .map_err(failed("creating", &tmp))?;
+        fill(&mut file).map_err(failed("writing", &tmp))?;
         // The mode given to open() is filtered by the umask; set it exactly.
         file.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(err("setting the mode of", &tmp))?;
-        file.sync_all().map_err(err("syncing", &tmp))?;
-        fs::rename(&tmp, path).map_err(err("renaming over", path))?;
+            .map_err(failed("setting the mode of", &tmp))?;
+        file.sync_all().map_err(failed("syncing", &tmp))?;
+        fs::rename(&tmp, path).map_err(failed("renaming over", path))?;
         File::open(dir)
             .and_then(|d| d.sync_all())
-            .map_err(err("syncing", dir))
+            .map_err(failed("syncing", dir))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -98,7 +102,7 @@ pub fn backup(path: &Path) -> Result<bool, FileError> {
     match fs::read(path) {
         Ok(content) => {
             let mode = fs::metadata(path)
-                .map_err(err("reading", path))?
+                .map_err(failed("reading", path))?
                 .permissions()
                 .mode()
                 & 0o7777;
@@ -106,20 +110,16 @@ pub fn backup(path: &Path) -> Result<bool, FileError> {
             Ok(true)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(FileError {
-            action: "reading",
-            path: path.to_path_buf(),
-            source: e,
-        }),
+        Err(e) => Err(failed("reading", path)(e)),
     }
 }
 
 /// Puts the backup of `path` back (atomically).
 pub fn restore(path: &Path) -> Result<(), FileError> {
     let backup = backup_path(path);
-    let content = fs::read(&backup).map_err(err("reading", &backup))?;
+    let content = fs::read(&backup).map_err(failed("reading", &backup))?;
     let mode = fs::metadata(&backup)
-        .map_err(err("reading", &backup))?
+        .map_err(failed("reading", &backup))?
         .permissions()
         .mode()
         & 0o7777;
@@ -131,11 +131,7 @@ pub fn remove(path: &Path) -> Result<bool, FileError> {
     match fs::remove_file(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(FileError {
-            action: "removing",
-            path: path.to_path_buf(),
-            source: e,
-        }),
+        Err(e) => Err(failed("removing", path)(e)),
     }
 }
 

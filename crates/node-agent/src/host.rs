@@ -64,12 +64,7 @@ fn read_config(host: &Host) -> Result<Config, HostError> {
             return Err(HostError::MissingConfig(path));
         }
         Err(e) => {
-            return Err(FileError {
-                action: "reading",
-                path,
-                source: e,
-            }
-            .into());
+            return Err(files::failed("reading", &path)(e).into());
         }
     };
     Config::parse(&text).map_err(|source| HostError::Config { path, source })
