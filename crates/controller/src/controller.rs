@@ -101,8 +101,11 @@ pub async fn run(
         ignore_operation_annotation: config.ignore_operation_annotation,
         readiness,
     };
+    // Managed fields are never read and are most of an object's bytes: neither the store nor
+    // the event filter keeps them.
     let trigger = watcher(api, watcher::Config::default())
         .default_backoff()
+        .modify(|cr: &mut Guarded| cr.meta_mut().managed_fields = None)
         .reflect(writer)
         .filter_map(move |event| ready(filter.pass(event)));
     let mut controller = Controller::for_stream(trigger, reader.clone())
