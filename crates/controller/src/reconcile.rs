@@ -129,16 +129,14 @@ async fn reconcile_object(mut cr: ContainerRuntime, ctx: &Context) -> Result<Act
         Step::Skip(why) => debug!(%namespace, %name, ?why, "nothing to do"),
         Step::Reconcile { op } => {
             info!(%namespace, %name, operation = operation_label(op), "reconciling");
-            target
-                .reconcile(cr, op, desired.expect("rendered above"))
-                .await?;
+            let desired = desired.unwrap_or_else(|| actuator.desired(&cr, &ctx.config.image));
+            target.reconcile(cr, op, desired).await?;
         }
         Step::Restore => {
             info!(%namespace, %name, operation = "restore", "reconciling");
             let op = LastOperationType::Restore;
-            let cr = target
-                .reconcile(cr, op, desired.expect("rendered above"))
-                .await?;
+            let desired = desired.unwrap_or_else(|| actuator.desired(&cr, &ctx.config.image));
+            let cr = target.reconcile(cr, op, desired).await?;
             target.remove_operation_annotation(&cr).await?;
         }
         Step::Delete { wait, clean_nodes } => {
