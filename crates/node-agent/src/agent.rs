@@ -160,19 +160,18 @@ async fn check_containerd(cri: &Cri, plan: &NodePlan) -> Result<(), AgentError> 
     }
 }
 
-/// The first of `handlers` whose state is not `wanted`, with its state.
+/// The first of `handlers` whose state is not `wanted`, with its state (one CRI status).
 async fn first_not(
     cri: &Cri,
     handlers: &[Handler],
     wanted: &HandlerState,
 ) -> Result<Option<(String, HandlerState)>, CriError> {
-    for handler in handlers {
-        let state = cri.handler(&handler.name, &handler.runtime_type).await?;
-        if state != *wanted {
-            return Ok(Some((handler.name.clone(), state)));
-        }
-    }
-    Ok(None)
+    let states = cri.handler_states(handlers).await?;
+    Ok(handlers
+        .iter()
+        .zip(states)
+        .find(|(_, state)| state != wanted)
+        .map(|(handler, state)| (handler.name.clone(), state)))
 }
 
 /// Installs binaries and configuration, restarts containerd only if a file changed or

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use k8s_cri::v1::{RuntimeHandler, StatusRequest, VersionRequest};
+use k8s_cri::v1::{RuntimeHandler, StatusRequest, StatusResponse, VersionRequest};
+use sandbox_runtime::node_plan::Handler;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint};
 
@@ -117,13 +118,36 @@ impl Cri {
     /// Whether containerd has loaded handler `name` with `runtime_type`, from its verbose
     /// CRI status.
     pub async fn handler(&self, name: &str, runtime_type: &str) -> Result<HandlerState, CriError> {
-        let status = self
+        let status = self.status().await?;
+        handler_state(&status.info, &status.runtime_handlers, name, runtime_type)
+    }
+
+    /// The state of each of `handlers`, in order, from one verbose CRI status.
+    pub async fn handler_states(
+        &self,
+        handlers: &[Handler],
+    ) -> Result<Vec<HandlerState>, CriError> {
+        let status = self.status().await?;
+        handlers
+            .iter()
+            .map(|h| {
+                handler_state(
+                    &status.info,
+                    &status.runtime_handlers,
+                    &h.name,
+                    &h.runtime_type,
+                )
+            })
+            .collect()
+    }
+
+    async fn status(&self) -> Result<StatusResponse, CriError> {
+        Ok(self
             .runtime_service()
             .status(StatusRequest { verbose: true })
             .await
             .map_err(|e| self.unreachable(e.message()))?
-            .into_inner();
-        handler_state(&status.info, &status.runtime_handlers, name, runtime_type)
+            .into_inner())
     }
 }
 
