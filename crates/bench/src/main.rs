@@ -88,18 +88,7 @@ impl Controller {
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .ok_or("no VmHWM")?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .ok_or("bad stat")?
-            .1
-            .split_whitespace()
-            .collect();
-        let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-        let hz: f64 = String::from_utf8(Command::new("getconf").arg("CLK_TCK").output()?.stdout)?
-            .trim()
-            .parse()?;
-        Ok((hwm_kib / 1024.0, ticks / hz))
+        Ok((hwm_kib / 1024.0, process_cpu(&pid.to_string())?))
     }
 
     fn stop(mut self) {
@@ -109,6 +98,45 @@ impl Controller {
             .status();
         let _ = self.child.wait();
     }
+}
+
+fn clock_ticks() -> Result<f64, Error> {
+    Ok(
+        String::from_utf8(Command::new("getconf").arg("CLK_TCK").output()?.stdout)?
+            .trim()
+            .parse()?,
+    )
+}
+
+/// (busy, total) core-seconds of the whole machine so far, from /proc/stat.
+fn machine_cpu() -> Result<(f64, f64), Error> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("cpu "))
+        .ok_or("no cpu line in /proc/stat")?
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    // user nice system idle iowait irq softirq steal ...
+    let idle =
+        ticks.get(3).copied().unwrap_or_default() + ticks.get(4).copied().unwrap_or_default();
+    let total: f64 = ticks.iter().take(8).sum();
+    let hz = clock_ticks()?;
+    Ok(((total - idle) / hz, total / hz))
+}
+
+/// User + system CPU seconds of a process (`self` or a pid), from /proc.
+fn process_cpu(pid: &str) -> Result<f64, Error> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .ok_or("bad stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    Ok((fields[11].parse::<f64>()? + fields[12].parse::<f64>()?) / clock_ticks()?)
 }
 
 /// The controller's requests in the audit log from line `from` on: (total, writes by resource).
@@ -248,6 +276,8 @@ async fn main() -> Result<(), Error> {
     eprintln!("creating {total} ContainerRuntimes as gardenlet does...");
     let since = Timestamp::now();
     let done = watch_succeeded(client.clone(), since);
+    let machine_before = machine_cpu()?;
+    let bench_before = process_cpu("self")?;
     let started = Instant::now();
     let created: Vec<(String, Instant)> = futures::stream::iter(
         namespaces
@@ -269,6 +299,11 @@ async fn main() -> Result<(), Error> {
     .await?;
     wait_all(&done, total).await?;
     let all_done = started.elapsed();
+    let (machine_busy, machine_all) = {
+        let after = machine_cpu()?;
+        (after.0 - machine_before.0, after.1 - machine_before.1)
+    };
+    let bench_cpu = process_cpu("self")? - bench_before;
     let (rss_mib, cpu_seconds) = controller.usage()?;
     let (requests, _, writes) = controller_requests(&audit, audit_start)?;
     let mut latencies: Vec<Duration> = {
@@ -333,6 +368,13 @@ async fn main() -> Result<(), Error> {
     );
     println!("| controller peak RSS | {rss_mib:.1} MiB |");
     println!("| controller CPU (user+system) for the run | {cpu_seconds:.2} s |");
+    println!(
+        "| machine CPU busy during the run | {:.1} of {:.1} core-seconds ({:.0}%): controller {cpu_seconds:.1}, this benchmark's client {bench_cpu:.1}, the rest (API server, etcd) {:.1} |",
+        machine_busy,
+        machine_all,
+        100.0 * machine_busy / machine_all.max(f64::EPSILON),
+        machine_busy - cpu_seconds - bench_cpu
+    );
     println!(
         "| API requests per create reconcile | {:.2} |",
         requests as f64 / reconciles

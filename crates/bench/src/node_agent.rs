@@ -45,9 +45,12 @@ fn run_once(
     let rusage = tempfile::NamedTempFile::new()?;
     let before = systemd.calls().len();
     let started = Instant::now();
+    // NODE_AGENT_PROFILER (e.g. `heaptrack -o /tmp/agent`) runs the agent under a profiler.
+    let profiler = std::env::var("NODE_AGENT_PROFILER").unwrap_or_default();
     let output = Command::new("/usr/bin/time")
         .args(["-f", "%M", "-o"])
         .arg(rusage.path())
+        .args(profiler.split_whitespace())
         .arg(binary)
         .args(["node-agent", "install", "--once", "--log-level=error"])
         .arg(format!("--host-root={}", node.root().display()))
