@@ -2,7 +2,7 @@
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: demo control-plane bench image test verify fmt-check lint tools prereqs clean-tools
+.PHONY: demo control-plane bench image generate test verify fmt-check lint tools prereqs clean-tools
 
 ## demo: run the controller on a local control plane against example/ and show the results
 demo: tools
@@ -24,6 +24,10 @@ image: tools
 	target=$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'); \
 	  $$target/release/node-agent-image --binary $$target/release/gardener-extension-runtime-sandbox \
 	    --gvisor-dir $$(hack/tools.sh path gvisor) --out $$target/images/node-agent.oci.tar
+
+## generate: example/controller-registration.yaml and example/extension.yaml from the chart (a test fails when they are stale)
+generate:
+	$(CARGO) run --locked --quiet -p sandbox-image --bin registration
 
 ## test: build the pinned tools if missing, then run every test
 test: tools

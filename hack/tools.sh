@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds (or finds in the cache) the pinned upstream programs our tests run for real.
 #
-#   hack/tools.sh ensure [kube-apiserver|etcd|gardener-crds|gvisor|containerd|containerd17|gvisor-extension|all]
+#   hack/tools.sh ensure [kube-apiserver|etcd|gardener-crds|gvisor|containerd|containerd17|gvisor-extension|gardener|all]
 #   hack/tools.sh path   <tool>                                     print the cached path
 #   hack/tools.sh env                                               print SANDBOX_* variables
 #
@@ -168,11 +168,54 @@ build_gvisor_extension() {
   publish "$dir" "$work" gardener-extension-runtime-gvisor
 }
 
+# Gardener's own programs and the Helm it renders charts with, in one `go build` (they share
+# most of their dependencies): gardener-apiserver (the garden's API for ControllerRegistration,
+# ControllerDeployment, Shoot), gardener-resource-manager, and helm at the version Gardener's
+# go.mod requires (HELM_VERSION, checked here so a Gardener bump that moves Helm is noticed).
+build_gardener() {
+  local dir=$TOOLS_DIR/gardener-$GARDENER_VERSION-helm-$HELM_VERSION
+  [ -x "$dir/gardener-apiserver" ] && [ -x "$dir/gardener-resource-manager" ] && [ -x "$dir/helm" ] && return 0
+  need_go
+  echo "building gardener-apiserver, gardener-resource-manager ($GARDENER_VERSION) and helm ($HELM_VERSION) from the Go module proxy (takes several minutes once)..." >&2
+  local work; work=$(mktemp -d)
+  mkdir -p "$TOOLS_DIR"
+  local mod=github.com/gardener/gardener
+  (
+    cd "$work"
+    run_go "go mod init" "$work/log" go mod init sandbox.local/gardener-build
+    # Gardener's go.mod replaces its API module with ./pkg/apis, which does not apply to a
+    # dependency (it would resolve an older pkg/apis): require the same release of it.
+    go mod edit -require "$mod@$GARDENER_VERSION" -require "$mod/pkg/apis@$GARDENER_VERSION" \
+      -require "helm.sh/helm/v4@$HELM_VERSION"
+    printf 'package main
+
+import (
+	_ "%s/cmd/gardener-apiserver/app"
+	_ "%s/cmd/gardener-resource-manager/app"
+	_ "helm.sh/helm/v4/pkg/cmd"
+)
+' "$mod" "$mod" >tools.go
+    run_go "resolving Gardener's dependencies" "$work/log" go mod tidy
+    local helm
+    helm=$(go list -m -f '{{.Version}}' helm.sh/helm/v4)
+    [ "$helm" = "$HELM_VERSION" ] ||
+      die "Gardener $GARDENER_VERSION resolves helm.sh/helm/v4 $helm, but hack/versions.env pins HELM_VERSION=$HELM_VERSION: update the pin"
+    local ldflags="-s -w -X $mod/pkg/version.gitVersion=$GARDENER_VERSION -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION"
+    mkdir -p "$work/bin"
+    GOEXPERIMENT=$(go_experiment) CGO_ENABLED=0 run_go "building gardener-apiserver, gardener-resource-manager and helm" "$work/log" \
+      go build -trimpath -ldflags "$ldflags" -o "$work/bin/" \
+      "$mod/cmd/gardener-apiserver" "$mod/cmd/gardener-resource-manager" helm.sh/helm/v4/cmd/helm
+    mv "$work"/bin/* "$work/"
+  )
+  publish "$dir" "$work" gardener-apiserver gardener-resource-manager helm
+}
+
 build_containerd() { build_containerd_release "$CONTAINERD_VERSION" github.com/containerd/containerd/v2; }
 build_containerd17() { build_containerd_release "$CONTAINERD17_VERSION" github.com/containerd/containerd; }
 
 fetch_gardener_crds() {
-  local dir=$TOOLS_DIR/gardener-crds-$GARDENER_VERSION
+  local dir
+  dir=$(tool_path gardener-crds)
   [ -f "$dir/.complete" ] && return 0
   need_go
   echo "fetching Gardener $GARDENER_VERSION CRDs from the Go module proxy..." >&2
@@ -185,6 +228,10 @@ fetch_gardener_crds() {
   mkdir -p "$work/crds"
   cp "$src"/pkg/component/extensions/crds/assets/crd-*.yaml "$work/crds/"
   cp "$src"/pkg/component/gardener/resourcemanager/assets/crd-resources.gardener.cloud_managedresources.yaml "$work/crds/"
+  # A seed has VPA (the chart ships one); the garden runtime cluster has gardener-operator's
+  # Extension (example/extension.yaml is validated against it).
+  cp "$src"/example/seed-crds/10-crd-autoscaling.k8s.io_verticalpodautoscalers.yaml "$work/crds/crd-autoscaling.k8s.io_verticalpodautoscalers.yaml"
+  cp "$src"/example/operator/10-crd-operator.gardener.cloud_extensions.yaml "$work/crds/crd-operator.gardener.cloud_extensions.yaml"
   chmod u+w "$work/crds"/*.yaml
   touch "$work/crds/.complete"
   (cd "$work/crds" && publish "$dir" "$work/crds" .complete ./*.yaml)
@@ -195,12 +242,14 @@ tool_path() {
   case $1 in
     kube-apiserver) echo "$TOOLS_DIR/kube-apiserver-$KUBERNETES_VERSION/kube-apiserver" ;;
     etcd) echo "$TOOLS_DIR/etcd-$ETCD_VERSION/etcd" ;;
-    gardener-crds) echo "$TOOLS_DIR/gardener-crds-$GARDENER_VERSION" ;;
+    # "-2": the set of CRDs taken from the module grew (VPA, operator Extension).
+    gardener-crds) echo "$TOOLS_DIR/gardener-crds-$GARDENER_VERSION-2" ;;
     gvisor) echo "$TOOLS_DIR/gvisor-$GVISOR_VERSION" ;;
     containerd) echo "$TOOLS_DIR/containerd-$CONTAINERD_VERSION" ;;
     containerd17) echo "$TOOLS_DIR/containerd-$CONTAINERD17_VERSION" ;;
     gvisor-extension) echo "$TOOLS_DIR/gardener-extension-runtime-gvisor-$GVISOR_EXTENSION_VERSION" ;;
-    *) die "unknown tool '$1' (known: kube-apiserver, etcd, gardener-crds, gvisor, containerd, containerd17, gvisor-extension)" ;;
+    gardener) echo "$TOOLS_DIR/gardener-$GARDENER_VERSION-helm-$HELM_VERSION" ;;
+    *) die "unknown tool '$1' (known: kube-apiserver, etcd, gardener-crds, gvisor, containerd, containerd17, gvisor-extension, gardener)" ;;
   esac
 }
 
@@ -213,8 +262,9 @@ ensure() {
     containerd) build_containerd ;;
     containerd17) build_containerd17 ;;
     gvisor-extension) build_gvisor_extension ;;
-    all) fetch_gardener_crds; build_etcd; build_kube_apiserver; build_gvisor; build_containerd; build_containerd17; build_gvisor_extension ;;
-    *) die "unknown tool '$1' (known: kube-apiserver, etcd, gardener-crds, gvisor, containerd, containerd17, gvisor-extension, all)" ;;
+    gardener) build_gardener ;;
+    all) fetch_gardener_crds; build_etcd; build_kube_apiserver; build_gvisor; build_containerd; build_containerd17; build_gvisor_extension; build_gardener ;;
+    *) die "unknown tool '$1' (known: kube-apiserver, etcd, gardener-crds, gvisor, containerd, containerd17, gvisor-extension, gardener, all)" ;;
   esac
 }
 
@@ -229,6 +279,7 @@ case ${1:-} in
     echo "SANDBOX_CONTAINERD2=$(tool_path containerd)"
     echo "SANDBOX_CONTAINERD17=$(tool_path containerd17)"
     echo "SANDBOX_GVISOR_EXTENSION=$(tool_path gvisor-extension)"
+    echo "SANDBOX_GARDENER=$(tool_path gardener)"
     ;;
   *) die "usage: hack/tools.sh ensure [tool|all] | path <tool> | env" ;;
 esac

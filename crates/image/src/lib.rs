@@ -8,6 +8,8 @@
 //! annotations (`io.containerd.image.name`, `org.opencontainers.image.ref.name`) would not
 //! serialise to the same bytes twice, and the digest would change on every build.
 
+pub mod chart;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -17,6 +17,7 @@
 //! which the kernel does when the test process ends however it ends, so no server outlives
 //! its tests, also when a test panics or the process is killed.
 
+pub mod chart;
 pub mod dbus;
 pub mod gardenlet;
 pub mod node;

@@ -22,6 +22,9 @@ pub struct Tools {
     pub containerd17: PathBuf,
     /// Folder with the Go gVisor extension's binary `gardener-extension-runtime-gvisor`.
     pub gvisor_extension: PathBuf,
+    /// Folder with Gardener's `gardener-apiserver`, `gardener-resource-manager` and the `helm`
+    /// Gardener renders charts with.
+    pub gardener: PathBuf,
 }
 
 const ENV_APISERVER: &str = "SANDBOX_KUBE_APISERVER";
@@ -31,11 +34,12 @@ const ENV_GVISOR: &str = "SANDBOX_GVISOR";
 const ENV_CONTAINERD2: &str = "SANDBOX_CONTAINERD2";
 const ENV_CONTAINERD17: &str = "SANDBOX_CONTAINERD17";
 const ENV_GVISOR_EXTENSION: &str = "SANDBOX_GVISOR_EXTENSION";
+const ENV_GARDENER: &str = "SANDBOX_GARDENER";
 
 impl Tools {
     /// Takes the paths from `SANDBOX_KUBE_APISERVER`, `SANDBOX_ETCD`,
     /// `SANDBOX_GARDENER_CRDS`, `SANDBOX_GVISOR`, `SANDBOX_CONTAINERD2`, `SANDBOX_CONTAINERD17`
-    /// and `SANDBOX_GVISOR_EXTENSION` when all are set; otherwise runs
+    /// `SANDBOX_GVISOR_EXTENSION` and `SANDBOX_GARDENER` when all are set; otherwise runs
     /// `hack/tools.sh`, which builds whatever is missing (once per pinned version) and tells
     /// the paths.
     pub fn locate() -> Result<Self> {
@@ -47,9 +51,12 @@ impl Tools {
             std::env::var_os(ENV_CONTAINERD2),
             std::env::var_os(ENV_CONTAINERD17),
             std::env::var_os(ENV_GVISOR_EXTENSION),
+            std::env::var_os(ENV_GARDENER),
         );
         let tools =
-            if let (Some(a), Some(e), Some(c), Some(g), Some(d), Some(d17), Some(x)) = from_env {
+            if let (Some(a), Some(e), Some(c), Some(g), Some(d), Some(d17), Some(x), Some(gr)) =
+                from_env
+            {
                 Tools {
                     kube_apiserver: a.into(),
                     etcd: e.into(),
@@ -58,6 +65,7 @@ impl Tools {
                     containerd2: d.into(),
                     containerd17: d17.into(),
                     gvisor_extension: x.into(),
+                    gardener: gr.into(),
                 }
             } else {
                 Self::from_hack_script()?
@@ -70,6 +78,7 @@ impl Tools {
             &tools.containerd2,
             &tools.containerd17,
             &tools.gvisor_extension,
+            &tools.gardener,
         ] {
             if !path.exists() {
                 return Err(Error::Tools(format!(
@@ -117,6 +126,7 @@ impl Tools {
             containerd2: var(ENV_CONTAINERD2)?,
             containerd17: var(ENV_CONTAINERD17)?,
             gvisor_extension: var(ENV_GVISOR_EXTENSION)?,
+            gardener: var(ENV_GARDENER)?,
         })
     }
 }
@@ -124,4 +134,11 @@ impl Tools {
 /// The repository's root folder (this crate lives in `crates/testenv`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+impl Tools {
+    /// The pinned `helm` (the version Gardener renders extension charts with).
+    pub fn helm(&self) -> PathBuf {
+        self.gardener.join("helm")
+    }
 }

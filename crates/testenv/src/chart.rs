@@ -1,0 +1,91 @@
+//! The extension's Helm chart, rendered by the pinned `helm` (the version Gardener renders
+//! extension charts with), and its objects applied to a test API server.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use kube::Client;
+use kube::api::{Api, DynamicObject, PostParams};
+use kube::core::GroupVersionKind;
+use serde_json::Value;
+
+use crate::tools::repo_root;
+use crate::{Error, Result, Tools};
+
+/// The chart's folder.
+pub fn chart_dir() -> PathBuf {
+    repo_root().join("charts/gardener-extension-runtime-sandbox")
+}
+
+/// Runs the pinned helm with `args`; (success, stdout, stderr).
+pub fn helm(tools: &Tools, args: &[&str]) -> Result<(bool, String, String)> {
+    let output = Command::new(tools.helm())
+        .args(args)
+        .env(
+            "HELM_CACHE_HOME",
+            std::env::temp_dir().join("sandbox-helm/cache"),
+        )
+        .env(
+            "HELM_CONFIG_HOME",
+            std::env::temp_dir().join("sandbox-helm/config"),
+        )
+        .env(
+            "HELM_DATA_HOME",
+            std::env::temp_dir().join("sandbox-helm/data"),
+        )
+        .output()
+        .map_err(|e| Error::Tools(format!("cannot run {}: {e}", tools.helm().display())))?;
+    Ok((
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
+/// `helm template` of the chart as release `release` in `namespace` with extra helm arguments
+/// (`--set`, `-f`); the rendered objects, or helm's error output.
+pub fn template(
+    tools: &Tools,
+    release: &str,
+    namespace: &str,
+    extra: &[&str],
+) -> Result<std::result::Result<Vec<Value>, String>> {
+    let dir = chart_dir();
+    let dir = dir.to_string_lossy();
+    let mut args = vec!["template", release, &dir, "--namespace", namespace];
+    args.extend_from_slice(extra);
+    let (ok, stdout, stderr) = helm(tools, &args)?;
+    if !ok {
+        return Ok(Err(stderr));
+    }
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&stdout)
+        .map_err(|e| Error::Tools(format!("helm template printed invalid YAML: {e}")))?;
+    Ok(Ok(docs.into_iter().filter(|d| !d.is_null()).collect()))
+}
+
+/// The rendered object of `kind` (the first one).
+pub fn object<'a>(objects: &'a [Value], kind: &str) -> Option<&'a Value> {
+    objects.iter().find(|o| o["kind"] == kind)
+}
+
+/// Creates `object` on the API server, whatever its kind (discovered).
+pub async fn create(client: &Client, object: &Value) -> std::result::Result<(), kube::Error> {
+    let api_version = object["apiVersion"].as_str().unwrap_or_default();
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, object["kind"].as_str().unwrap_or_default());
+    let (resource, caps) = kube::discovery::pinned_kind(client, &gvk).await?;
+    let dynamic: DynamicObject =
+        serde_json::from_value(object.clone()).map_err(kube::Error::SerdeError)?;
+    let api: Api<DynamicObject> = match (&caps.scope, object["metadata"]["namespace"].as_str()) {
+        (kube::discovery::Scope::Namespaced, Some(ns)) => {
+            Api::namespaced_with(client.clone(), ns, &resource)
+        }
+        (kube::discovery::Scope::Namespaced, None) => {
+            Api::default_namespaced_with(client.clone(), &resource)
+        }
+        _ => Api::all_with(client.clone(), &resource),
+    };
+    api.create(&PostParams::default(), &dynamic)
+        .await
+        .map(|_| ())
+}
