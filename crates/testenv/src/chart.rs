@@ -89,3 +89,78 @@ pub async fn create(client: &Client, object: &Value) -> std::result::Result<(), 
         .await
         .map(|_| ())
 }
+
+/// The namespace the chart is installed into in tests (as gardenlet's `extension-<name>`).
+pub const RELEASE_NAMESPACE: &str = "extension-runtime-sandbox";
+/// The chart's ServiceAccount.
+pub const SERVICE_ACCOUNT: &str = "gardener-extension-runtime-sandbox";
+/// The kinds that make up the controller's identity and permissions.
+pub const RBAC_KINDS: &[&str] = &[
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+];
+
+/// Installs the chart's ServiceAccount and RBAC (rendered with `extra` helm arguments) in
+/// [`RELEASE_NAMESPACE`] and returns the rendered objects and a kubeconfig that authenticates
+/// with a bound token of that ServiceAccount (TokenRequest API), as the pod's projected token
+/// does.
+pub async fn install_identity(
+    cp: &crate::ControlPlane,
+    extra: &[&str],
+) -> Result<(Vec<Value>, kube::config::Kubeconfig)> {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+
+    let tools = Tools::locate()?;
+    let objects = template(&tools, "runtime-sandbox", RELEASE_NAMESPACE, extra)?
+        .map_err(|e| Error::Tools(format!("helm template failed: {e}")))?;
+    let client = cp.client().await?;
+    let namespace: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": RELEASE_NAMESPACE}}))
+            .map_err(|e| Error::Tools(e.to_string()))?;
+    ok_if_exists(
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .map(|_| ()),
+    )?;
+    let rbac: Vec<Value> = objects
+        .iter()
+        .filter(|o| RBAC_KINDS.iter().any(|k| o["kind"] == *k))
+        .cloned()
+        .collect();
+    for object in &rbac {
+        ok_if_exists(create(&client, object).await)?;
+    }
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let token = Api::<ServiceAccount>::namespaced(client, RELEASE_NAMESPACE)
+        .create_token_request(SERVICE_ACCOUNT, &PostParams::default(), &request)
+        .await?
+        .status
+        .and_then(|s| s.token)
+        .ok_or_else(|| Error::Tools("the TokenRequest returned no token".into()))?;
+    let mut kubeconfig = cp.kubeconfig().clone();
+    for auth in &mut kubeconfig.auth_infos {
+        auth.auth_info = Some(kube::config::AuthInfo {
+            token: Some(token.clone().into()),
+            ..Default::default()
+        });
+    }
+    Ok((rbac, kubeconfig))
+}
+
+fn ok_if_exists(result: std::result::Result<(), kube::Error>) -> Result<()> {
+    match result {
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        other => Ok(other?),
+    }
+}

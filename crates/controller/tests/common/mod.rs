@@ -1,6 +1,11 @@
 //! Test harness: one control plane and one in-process controller per test binary; each test
 //! gets its own namespace with a Cluster, and drives objects the way gardenlet does
 //! (`sandbox_testenv::gardenlet`).
+//!
+//! The controller runs with exactly the chart's permissions: the chart's ServiceAccount and
+//! RBAC (rendered by the pinned helm) are applied to the control plane, and the controller
+//! authenticates with a bound token of that ServiceAccount. A scenario that needs a grant the
+//! chart lacks fails here.
 
 #![allow(dead_code)]
 
@@ -20,7 +25,20 @@ pub fn env(config: fn() -> ControllerConfig) -> &'static ControlPlane {
     static STARTED: OnceLock<()> = OnceLock::new();
     let cp = sandbox_testenv::shared();
     STARTED.get_or_init(|| {
-        let kubeconfig = cp.kubeconfig().clone();
+        let kubeconfig = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap()
+                        .block_on(sandbox_testenv::chart::install_identity(cp, &[]))
+                })
+                .join()
+                .unwrap()
+        })
+        .expect("installing the chart's ServiceAccount and RBAC")
+        .1;
         let config = config();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
