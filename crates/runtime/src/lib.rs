@@ -10,6 +10,7 @@ pub mod actuator;
 pub mod gvisor;
 pub mod image;
 pub mod manifests;
+pub mod node_label_policy;
 pub mod node_plan;
 
 /// Label gardenlet puts on every node of a pool: which CRI the pool uses.

@@ -37,6 +37,9 @@ pub const NODE_READY_LABEL: &str = "runtime-sandbox.gardener.cloud/gvisor-ready"
 pub const SERVICE_ACCOUNT: &str = "gvisor";
 /// ClusterRole (and binding) that lets the node agent label nodes.
 pub const NODE_AGENT_CLUSTER_ROLE: &str = "extensions.gardener.cloud:runtime-gvisor:node-agent";
+/// ValidatingAdmissionPolicy (and binding) that limits the node agent to its own node's
+/// ready label.
+pub const NODE_LABEL_POLICY: &str = "runtime-gvisor-node-agent-labels";
 /// Namespace of everything we put into the shoot.
 pub const SHOOT_NAMESPACE: &str = "kube-system";
 /// The shared ManagedResource (RuntimeClass + ServiceAccount).
@@ -136,7 +139,8 @@ impl GVisor {
 }
 
 /// Objects shared by all gVisor pools of a shoot: the RuntimeClass, and the installer's
-/// ServiceAccount with its permission to label nodes.
+/// ServiceAccount with its permission to label nodes (RBAC) narrowed to its own node's ready
+/// label (a ValidatingAdmissionPolicy).
 pub fn shared_objects() -> Result<ObjectSet, RenderError> {
     let runtime_class = RuntimeClass {
         metadata: ObjectMeta {
@@ -202,5 +206,13 @@ pub fn shared_objects() -> Result<ObjectSet, RenderError> {
     set.add(&service_account)?;
     set.add(&cluster_role)?;
     set.add(&binding)?;
+    // RBAC lets it patch any node; the policy narrows that to its own node's ready label.
+    crate::node_label_policy::add_node_label_policy(
+        &mut set,
+        NODE_LABEL_POLICY,
+        SHOOT_NAMESPACE,
+        SERVICE_ACCOUNT,
+        NODE_READY_LABEL,
+    )?;
     Ok(set)
 }

@@ -1,0 +1,100 @@
+//! RBAC cannot say "only your own node, only this label": a node agent allowed to patch nodes
+//! may patch any node, any field. This `ValidatingAdmissionPolicy` (Kubernetes 1.30+; Gardener
+//! supports shoots from 1.32 on) closes that in the shoot's API server: a request of the node
+//! agent's ServiceAccount may change a node only if the node is the one its pod runs on (the
+//! node name the API server puts into a pod-bound token, `authentication.kubernetes.io/node-name`),
+//! and only the runtime's ready label, which it may set to `"true"` or remove.
+
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
+use serde_json::json;
+
+use crate::manifests::{ObjectSet, RenderError};
+
+/// The key under which the API server records the node of a pod-bound ServiceAccount token.
+pub const NODE_NAME_EXTRA: &str = "authentication.kubernetes.io/node-name";
+
+/// The policy and its binding for the node agent `namespace/service_account`, limited to
+/// `label`. `name` names both (cluster-scoped).
+pub fn node_label_policy(
+    name: &str,
+    namespace: &str,
+    service_account: &str,
+    label: &str,
+) -> Result<(ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding), RenderError> {
+    let user = format!("system:serviceaccount:{namespace}:{service_account}");
+    let unchanged_except_label = format!(
+        "object.metadata.labels.all(k, k == '{label}' || (k in oldObject.metadata.labels && oldObject.metadata.labels[k] == object.metadata.labels[k])) && \
+         (!has(oldObject.metadata.labels) || oldObject.metadata.labels.all(k, k == '{label}' || k in object.metadata.labels))"
+    );
+    let policy = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": [""], "apiVersions": ["v1"], "resources": ["nodes"],
+                "operations": ["CREATE", "UPDATE", "DELETE"],
+            }]},
+            "matchConditions": [{"name": "node-agent", "expression": format!("request.userInfo.username == '{user}'")}],
+            "validations": [
+                {
+                    "expression": format!(
+                        "request.operation == 'UPDATE' && '{NODE_NAME_EXTRA}' in request.userInfo.extra && \
+                         request.userInfo.extra['{NODE_NAME_EXTRA}'] == [object.metadata.name]"
+                    ),
+                    "message": "the node agent may change only the node its pod runs on",
+                    "reason": "Forbidden",
+                },
+                {
+                    "expression": format!(
+                        "has(object.metadata.labels) && {unchanged_except_label} && \
+                         (!('{label}' in object.metadata.labels) || object.metadata.labels['{label}'] == 'true')"
+                    ),
+                    "message": format!("the node agent may change only the label {label}, to \"true\" or removed"),
+                    "reason": "Forbidden",
+                },
+                {
+                    "expression": "object.spec == oldObject.spec && \
+                        (has(object.metadata.annotations) == has(oldObject.metadata.annotations)) && \
+                        (!has(object.metadata.annotations) || object.metadata.annotations == oldObject.metadata.annotations) && \
+                        (has(object.metadata.ownerReferences) == has(oldObject.metadata.ownerReferences)) && \
+                        (!has(object.metadata.ownerReferences) || object.metadata.ownerReferences == oldObject.metadata.ownerReferences) && \
+                        (has(object.metadata.finalizers) == has(oldObject.metadata.finalizers)) && \
+                        (!has(object.metadata.finalizers) || object.metadata.finalizers == oldObject.metadata.finalizers)",
+                    "message": format!("the node agent may change only the label {label}"),
+                    "reason": "Forbidden",
+                },
+            ],
+        },
+    });
+    let binding = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"]},
+    });
+    let err = |e: serde_json::Error| RenderError {
+        key: name.to_string(),
+        message: e.to_string(),
+    };
+    Ok((
+        serde_json::from_value(policy).map_err(err)?,
+        serde_json::from_value(binding).map_err(err)?,
+    ))
+}
+
+/// Adds the policy and its binding to `set`.
+pub fn add_node_label_policy(
+    set: &mut ObjectSet,
+    name: &str,
+    namespace: &str,
+    service_account: &str,
+    label: &str,
+) -> Result<(), RenderError> {
+    let (policy, binding) = node_label_policy(name, namespace, service_account, label)?;
+    set.add(&policy)?;
+    set.add(&binding)
+}

@@ -1,0 +1,202 @@
+//! The node agent's label restriction, enforced by the real API server: with the shared
+//! objects gVisor ships into a shoot (ServiceAccount, ClusterRole, ValidatingAdmissionPolicy),
+//! a token bound to a pod on node A labels node A, and the same token can neither label node B
+//! nor change any other field of node A.
+
+use std::time::Duration;
+
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use sandbox_runtime::gvisor::{self, NODE_READY_LABEL, SERVICE_ACCOUNT, SHOOT_NAMESPACE};
+use serde_json::{Value, json};
+
+async fn patch(api: &Api<Node>, node: &str, patch: Value) -> Result<(), kube::Error> {
+    api.patch(node, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map(|_| ())
+}
+
+fn refused(result: Result<(), kube::Error>, what: &str) -> String {
+    match result {
+        Err(kube::Error::Api(e)) if e.code == 403 || e.code == 422 => e.message,
+        other => panic!("{what} must be refused, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_node_agent_may_set_only_its_own_nodes_ready_label() {
+    let cp = sandbox_testenv::shared();
+    let _logs = cp.logs_on_panic();
+    let admin = cp.client().await.unwrap();
+    for yaml in gvisor::shared_objects().unwrap().data().values() {
+        let object: Value = serde_saphyr::from_str(yaml).unwrap();
+        match sandbox_testenv::chart::create(&admin, &object).await {
+            Ok(()) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => panic!("creating {}: {e}", object["kind"]),
+        }
+    }
+    let suffix = std::process::id();
+    let (node_a, node_b) = (format!("node-a-{suffix}"), format!("node-b-{suffix}"));
+    let nodes = Api::<Node>::all(admin.clone());
+    for name in [&node_a, &node_b] {
+        let node: Node = serde_json::from_value(
+            json!({"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}}}),
+        )
+        .unwrap();
+        nodes.create(&PostParams::default(), &node).await.unwrap();
+    }
+    // The agent's pod on node A (nothing runs it: the token only needs the binding).
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": format!("agent-{suffix}"), "namespace": SHOOT_NAMESPACE},
+        "spec": {"nodeName": node_a, "serviceAccountName": SERVICE_ACCOUNT, "containers": [{"name": "agent", "image": "agent"}]},
+    }))
+    .unwrap();
+    let pod = Api::<Pod>::namespaced(admin.clone(), SHOOT_NAMESPACE)
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap();
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: pod.metadata.name.clone(),
+                uid: pod.metadata.uid.clone(),
+            }),
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let token = Api::<ServiceAccount>::namespaced(admin.clone(), SHOOT_NAMESPACE)
+        .create_token_request(SERVICE_ACCOUNT, &PostParams::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.token)
+        .unwrap();
+    let mut kubeconfig = cp.kubeconfig().clone();
+    for auth in &mut kubeconfig.auth_infos {
+        auth.auth_info = Some(kube::config::AuthInfo {
+            token: Some(token.clone().into()),
+            ..Default::default()
+        });
+    }
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    let agent = Api::<Node>::all(kube::Client::try_from(config).unwrap());
+
+    // A new policy takes effect within a few seconds: until labelling another node is refused,
+    // undo what got through and try again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let message = loop {
+        match patch(
+            &agent,
+            &node_b,
+            json!({"metadata": {"labels": {NODE_READY_LABEL: "true"}}}),
+        )
+        .await
+        {
+            Err(kube::Error::Api(e)) if e.code == 403 || e.code == 422 => break e.message,
+            other => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "labelling another node was never refused: {other:?}"
+                );
+                patch(
+                    &nodes,
+                    &node_b,
+                    json!({"metadata": {"labels": {NODE_READY_LABEL: null}}}),
+                )
+                .await
+                .unwrap();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    assert!(
+        message.contains("only the node its pod runs on"),
+        "{message}"
+    );
+    assert!(
+        !nodes
+            .get(&node_b)
+            .await
+            .unwrap()
+            .metadata
+            .labels
+            .unwrap()
+            .contains_key(NODE_READY_LABEL)
+    );
+
+    // Its own node's ready label: allowed.
+    patch(
+        &agent,
+        &node_a,
+        json!({"metadata": {"labels": {NODE_READY_LABEL: "true"}}}),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the agent must label its own node: {e}"));
+    let labels = nodes.get(&node_a).await.unwrap().metadata.labels.unwrap();
+    assert_eq!(labels[NODE_READY_LABEL], "true");
+
+    // Anything else on its own node: refused.
+    let message = refused(
+        patch(
+            &agent,
+            &node_a,
+            json!({"metadata": {"labels": {"node-role.kubernetes.io/control-plane": ""}}}),
+        )
+        .await,
+        "another label",
+    );
+    assert!(message.contains(NODE_READY_LABEL), "{message}");
+    refused(
+        patch(
+            &agent,
+            &node_a,
+            json!({"metadata": {"labels": {NODE_READY_LABEL: "yes"}}}),
+        )
+        .await,
+        "another value",
+    );
+    refused(
+        patch(&agent, &node_a, json!({"spec": {"unschedulable": true}})).await,
+        "the node's spec",
+    );
+    refused(
+        patch(
+            &agent,
+            &node_a,
+            json!({"metadata": {"annotations": {"x": "y"}}}),
+        )
+        .await,
+        "an annotation",
+    );
+    refused(
+        agent.delete(&node_a, &Default::default()).await.map(|_| ()),
+        "deleting the node",
+    );
+
+    // Removing its own label (what uninstall does) is allowed.
+    patch(
+        &agent,
+        &node_a,
+        json!({"metadata": {"labels": {NODE_READY_LABEL: null}}}),
+    )
+    .await
+    .unwrap();
+    let labels = nodes.get(&node_a).await.unwrap().metadata.labels.unwrap();
+    assert!(!labels.contains_key(NODE_READY_LABEL));
+    // Admin changes are not affected.
+    patch(
+        &nodes,
+        &node_b,
+        json!({"metadata": {"labels": {"admin": "ok"}}}),
+    )
+    .await
+    .unwrap();
+}
