@@ -7,8 +7,19 @@ mod node_agent;
 
 use clap::{Parser, Subcommand};
 
+/// Version, git commit and build date (the commit's date), from build.rs.
+const VERSION: &str = concat!(
+    "v",
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SANDBOX_GIT_COMMIT"),
+    ", built ",
+    env!("SANDBOX_BUILD_DATE"),
+    ")"
+);
+
 #[derive(Parser)]
-#[command(name = "gardener-extension-runtime-sandbox", version, about)]
+#[command(name = "gardener-extension-runtime-sandbox", version = VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -35,10 +46,7 @@ fn main() -> anyhow::Result<()> {
             .build()?
             .block_on(node_agent::run(*args)),
         Command::Version => {
-            println!(
-                "gardener-extension-runtime-sandbox {}",
-                env!("CARGO_PKG_VERSION")
-            );
+            println!("gardener-extension-runtime-sandbox {VERSION}");
             Ok(())
         }
     }

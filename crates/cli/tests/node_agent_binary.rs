@@ -371,3 +371,55 @@ async fn rendered_installer_then_cleanup_install_and_uninstall_through_systemd()
             .exists()
     );
 }
+
+/// `--version` and `version` print the version, the git commit and the build date, as
+/// Gardener's extensions do.
+#[test]
+fn version_names_commit_and_build_date() {
+    let binary = env!("CARGO_BIN_EXE_gardener-extension-runtime-sandbox");
+    for args in [&["--version"][..], &["version"][..]] {
+        let output = std::process::Command::new(binary)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        let text = String::from_utf8(output.stdout).unwrap();
+        assert!(
+            text.starts_with(&format!(
+                "gardener-extension-runtime-sandbox v{} (commit ",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
+        let commit = text
+            .split("commit ")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap();
+        let head = std::process::Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success());
+        match head {
+            Some(head) => assert_eq!(
+                commit,
+                String::from_utf8_lossy(&head.stdout).trim(),
+                "{text}"
+            ),
+            None => assert_eq!(commit, "unknown", "no git checkout: {text}"),
+        }
+        let date = text
+            .split("built ")
+            .nth(1)
+            .unwrap()
+            .trim_end()
+            .trim_end_matches(')');
+        assert!(
+            date.len() == 20 && date.ends_with('Z') && date.as_bytes()[10] == b'T',
+            "RFC 3339 UTC date: {text}"
+        );
+    }
+}
