@@ -18,10 +18,13 @@ bench: tools
 	target=$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'); \
 	  $$target/release/controller-bench $(BENCH_ARGS) && $$target/release/node-agent-bench $(NODE_BENCH_ARGS)
 
-## image: the node agent's OCI image archive (release binary + pinned runsc), built from local files
+## image: the controller's and the node agent's OCI image archives (release binary, pinned runsc), built from local files
 image: tools
-	$(CARGO) build --locked --release -p gardener-extension-runtime-sandbox -p sandbox-image --bin node-agent-image
+	$(CARGO) build --locked --release -p gardener-extension-runtime-sandbox -p sandbox-image --bin node-agent-image --bin controller-image
 	target=$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'); \
+	  mkdir -p $$target/images && \
+	  $$target/release/controller-image --binary $$target/release/gardener-extension-runtime-sandbox \
+	    --out $$target/images/controller.oci.tar && \
 	  $$target/release/node-agent-image --binary $$target/release/gardener-extension-runtime-sandbox \
 	    --gvisor-dir $$(hack/tools.sh path gvisor) --out $$target/images/node-agent.oci.tar
 

@@ -112,12 +112,27 @@ pub fn archive(
     entrypoint: &[&str],
     env: &[&str],
 ) -> Result<Vec<u8>> {
+    archive_as(name, entries, entrypoint, env, None)
+}
+
+/// [`archive`] whose processes run as `user` (`uid:gid`) unless the pod says otherwise.
+pub fn archive_as(
+    name: &str,
+    entries: &[Entry],
+    entrypoint: &[&str],
+    env: &[&str],
+    user: Option<&str>,
+) -> Result<Vec<u8>> {
     let layer = layer(entries)?;
     let layer_digest = sha256_hex(&layer);
+    let mut image_config = serde_json::json!({"Entrypoint": entrypoint, "Env": env});
+    if let Some(user) = user {
+        image_config["User"] = serde_json::json!(user);
+    }
     let config = serde_json::json!({
         "architecture": go_arch(),
         "os": "linux",
-        "config": {"Entrypoint": entrypoint, "Env": env},
+        "config": image_config,
         "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_digest}")]},
     })
     .to_string()
@@ -269,24 +284,16 @@ pub fn write_gvisor_source(gvisor_dir: &Path, runsc_trailer: &[u8], dest: &Path)
     Ok(())
 }
 
-/// The node agent's image: the product binary as entrypoint, the C libraries it links
-/// (glibc and libgcc, as distroless `cc` images carry), and in gVisor's image folder (the
-/// node plan's `binaries.source`) the gVisor binaries from `gvisor_dir` with their checksums,
-/// which the agent verifies before installing anything.
-pub fn node_agent_image(name: &str, binary: &Path, gvisor_dir: &Path) -> Result<Vec<u8>> {
-    let source_dir = IMAGE_DIR.trim_start_matches('/');
+/// The user the controller image runs as (distroless' `nonroot`).
+pub const NONROOT: &str = "65532:65532";
+
+/// The files an image needs to run `binary` as its entrypoint `/<name>`: the directories, the
+/// binary and the C libraries it links, as `(dirs, files)`.
+fn binary_with_libraries(binary: &Path, name: &str) -> Result<(Vec<String>, Vec<Entry>)> {
     let read = |path: &Path| std::fs::read(path).map_err(io_err(path));
-    let mut dirs = vec![
-        "etc".to_string(),
-        "tmp".into(),
-        "usr".into(),
-        "usr/local".into(),
-        "usr/local/lib".into(),
-        "usr/local/lib/runtime-sandbox".into(),
-        source_dir.into(),
-    ];
+    let mut dirs = Vec::new();
     let mut files = vec![Entry::File {
-        path: NODE_AGENT_BINARY.into(),
+        path: name.into(),
         content: read(binary)?,
         mode: 0o755,
     }];
@@ -302,6 +309,54 @@ pub fn node_agent_image(name: &str, binary: &Path, gvisor_dir: &Path) -> Result<
             mode: 0o755,
         });
     }
+    Ok((dirs, files))
+}
+
+/// The controller's image: the product binary as entrypoint (`/gardener-extension-runtime-sandbox`,
+/// the chart's command), the C libraries it links, and `/etc/passwd` and `/etc/group` naming
+/// the non-root user 65532 it runs as. Nothing else: no shell, no package manager, no tools.
+pub fn controller_image(name: &str, binary: &Path) -> Result<Vec<u8>> {
+    let (mut dirs, files) = binary_with_libraries(binary, NODE_AGENT_BINARY)?;
+    dirs.extend(["etc".to_string(), "tmp".into()]);
+    dirs.sort();
+    dirs.dedup();
+    let mut entries: Vec<Entry> = dirs.into_iter().map(Entry::Dir).collect();
+    entries.push(Entry::File {
+        path: "etc/passwd".into(),
+        content: b"root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n".to_vec(),
+        mode: 0o644,
+    });
+    entries.push(Entry::File {
+        path: "etc/group".into(),
+        content: b"root:x:0:\nnonroot:x:65532:\n".to_vec(),
+        mode: 0o644,
+    });
+    entries.extend(files);
+    archive_as(
+        name,
+        &entries,
+        &[&format!("/{NODE_AGENT_BINARY}")],
+        &["PATH=/"],
+        Some(NONROOT),
+    )
+}
+
+/// The node agent's image: the product binary as entrypoint, the C libraries it links
+/// (glibc and libgcc, as distroless `cc` images carry), and in gVisor's image folder (the
+/// node plan's `binaries.source`) the gVisor binaries from `gvisor_dir` with their checksums,
+/// which the agent verifies before installing anything.
+pub fn node_agent_image(name: &str, binary: &Path, gvisor_dir: &Path) -> Result<Vec<u8>> {
+    let source_dir = IMAGE_DIR.trim_start_matches('/');
+    let (mut dirs, mut files) = binary_with_libraries(binary, NODE_AGENT_BINARY)?;
+    dirs.extend([
+        "etc".to_string(),
+        "tmp".into(),
+        "usr".into(),
+        "usr/local".into(),
+        "usr/local/lib".into(),
+        "usr/local/lib/runtime-sandbox".into(),
+        source_dir.into(),
+    ]);
     for (name, content) in gvisor_source(gvisor_dir, &[])? {
         let mode = if name == CHECKSUMS { 0o644 } else { 0o755 };
         files.push(Entry::File {
