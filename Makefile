@@ -2,14 +2,14 @@
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: demo control-plane bench image generate test verify fmt-check lint tools prereqs clean-tools
+.PHONY: demo control-plane control-plane-tools start bench image generate test verify fmt-check lint tools prereqs clean-tools
 
 ## demo: run the controller on a local control plane against example/ and show the results
-demo: tools
+demo: control-plane-tools
 	$(CARGO) run --locked --quiet -p sandbox-demo --bin demo
 
 ## control-plane: start a local etcd + kube-apiserver with Gardener's CRDs (ARGS=--hold to keep it)
-control-plane: tools
+control-plane: control-plane-tools
 	$(CARGO) run --locked --quiet -p sandbox-testenv --bin local-control-plane -- $(ARGS)
 
 ## bench: the controller under gardenlet-like load and the node agent on a real containerd (release build); figures go to docs/benchmarks.md
@@ -44,6 +44,17 @@ fmt-check:
 
 lint:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+## control-plane-tools: only what a local control plane needs (kube-apiserver, etcd, Gardener's CRDs)
+control-plane-tools:
+	hack/tools.sh ensure control-plane
+
+## start: run the controller locally against dev/kubeconfig (a seed, a kind cluster, or `make control-plane ARGS=--hold`)
+start:
+	@test -f dev/kubeconfig || { echo "dev/kubeconfig is missing: copy a seed's kubeconfig there, or run: make control-plane ARGS='--hold --kubeconfig-out=dev/kubeconfig'"; exit 1; }
+	$(CARGO) run --locked -p gardener-extension-runtime-sandbox -- controller \
+	  --kubeconfig=dev/kubeconfig --leader-election=false --log-format=text \
+	  --metrics-bind-address=127.0.0.1:8080 --health-bind-address=127.0.0.1:8081 $(ARGS)
 
 ## tools: build the pinned kube-apiserver and etcd and fetch Gardener's CRDs (cached by version)
 tools:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds (or finds in the cache) the pinned upstream programs our tests run for real.
 #
-#   hack/tools.sh ensure [kube-apiserver|etcd|gardener-crds|gvisor|containerd|containerd17|gvisor-extension|gardener|all]
+#   hack/tools.sh ensure [kube-apiserver|etcd|gardener-crds|gvisor|containerd|containerd17|gvisor-extension|gardener|control-plane|all]
 #   hack/tools.sh path   <tool>                                     print the cached path
 #   hack/tools.sh env                                               print SANDBOX_* variables
 #
@@ -25,7 +25,14 @@ need_go() {
 # Run a Go command quietly; on failure keep its log and print one line saying where.
 run_go() {
   local what=$1 log=$2; shift 2
-  if ! "$@" >"$log" 2>&1; then
+  # Go builds are silent for minutes: say every 30 s that this one is still going.
+  local started=$SECONDS ticker
+  ( while sleep 30; do echo "  ... $what: $((SECONDS - started)) s" >&2; done ) &
+  ticker=$!
+  local rc=0
+  "$@" >"$log" 2>&1 || rc=$?
+  kill "$ticker" 2>/dev/null; wait "$ticker" 2>/dev/null || true
+  if [ "$rc" -ne 0 ]; then
     local hint
     hint=$(grep -m1 -E 'GOPROXY|proxy\.golang\.org|dial tcp|no such host|403 Forbidden|404 Not Found|connection refused|i/o timeout' "$log" || true)
     if [ -n "$hint" ]; then
@@ -263,6 +270,8 @@ ensure() {
     containerd17) build_containerd17 ;;
     gvisor-extension) build_gvisor_extension ;;
     gardener) build_gardener ;;
+    # What a control plane needs (make demo, make control-plane): nothing for nodes.
+    control-plane) fetch_gardener_crds; build_etcd; build_kube_apiserver ;;
     all) fetch_gardener_crds; build_etcd; build_kube_apiserver; build_gvisor; build_containerd; build_containerd17; build_gvisor_extension; build_gardener ;;
     *) die "unknown tool '$1' (known: kube-apiserver, etcd, gardener-crds, gvisor, containerd, containerd17, gvisor-extension, gardener, all)" ;;
   esac

@@ -37,7 +37,7 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 pub use server::{Server, free_port, http_get};
-pub use tools::{Tools, repo_root};
+pub use tools::{ControlPlaneTools, Tools, repo_root};
 
 /// What can go wrong while bringing up or talking to the control plane.
 #[derive(Debug, thiserror::Error)]
@@ -111,7 +111,7 @@ impl ControlPlane {
 
     /// [`ControlPlane::start`] with [`Options`].
     pub async fn start_with(options: Options) -> Result<Self> {
-        let tools = Tools::locate()?;
+        let tools = ControlPlaneTools::locate()?;
         let root = tempfile::Builder::new()
             .prefix("sandbox-testenv-")
             .tempdir()

@@ -91,25 +91,7 @@ impl Tools {
     }
 
     fn from_hack_script() -> Result<Self> {
-        let script = repo_root().join("hack/tools.sh");
-        // Progress and errors of the build go straight to our stderr.
-        let status = Command::new("bash")
-            .arg(&script)
-            .args(["ensure", "all"])
-            .status()
-            .map_err(|e| Error::Tools(format!("cannot run {}: {e}", script.display())))?;
-        if !status.success() {
-            return Err(Error::Tools(format!(
-                "{} ensure all failed ({status}); see the line above",
-                script.display()
-            )));
-        }
-        let output = Command::new("bash")
-            .arg(&script)
-            .arg("env")
-            .output()
-            .map_err(|e| Error::Tools(format!("cannot run {}: {e}", script.display())))?;
-        let text = String::from_utf8_lossy(&output.stdout);
+        let (text, script) = hack_script("all")?;
         let var = |name: &str| -> Result<PathBuf> {
             text.lines()
                 .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
@@ -128,6 +110,83 @@ impl Tools {
             gvisor_extension: var(ENV_GVISOR_EXTENSION)?,
             gardener: var(ENV_GARDENER)?,
         })
+    }
+}
+
+/// What a control plane needs (kube-apiserver, etcd, Gardener's CRDs) and nothing else, so
+/// that `make demo` and `make control-plane` build only these on a fresh machine.
+#[derive(Clone, Debug)]
+pub struct ControlPlaneTools {
+    pub kube_apiserver: PathBuf,
+    pub etcd: PathBuf,
+    pub gardener_crds: PathBuf,
+}
+
+impl ControlPlaneTools {
+    /// From `SANDBOX_KUBE_APISERVER`, `SANDBOX_ETCD` and `SANDBOX_GARDENER_CRDS` when set;
+    /// otherwise `hack/tools.sh ensure control-plane` builds what is missing.
+    pub fn locate() -> Result<Self> {
+        let tools = match (
+            std::env::var_os(ENV_APISERVER),
+            std::env::var_os(ENV_ETCD),
+            std::env::var_os(ENV_CRDS),
+        ) {
+            (Some(a), Some(e), Some(c)) => ControlPlaneTools {
+                kube_apiserver: a.into(),
+                etcd: e.into(),
+                gardener_crds: c.into(),
+            },
+            _ => {
+                let (text, script) = hack_script("control-plane")?;
+                let var = |name: &str| -> Result<PathBuf> {
+                    text.lines()
+                        .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+                        .map(PathBuf::from)
+                        .ok_or_else(|| {
+                            Error::Tools(format!("{} env did not print {name}", script.display()))
+                        })
+                };
+                ControlPlaneTools {
+                    kube_apiserver: var(ENV_APISERVER)?,
+                    etcd: var(ENV_ETCD)?,
+                    gardener_crds: var(ENV_CRDS)?,
+                }
+            }
+        };
+        for path in [&tools.kube_apiserver, &tools.etcd, &tools.gardener_crds] {
+            if !path.exists() {
+                return Err(Error::Tools(format!(
+                    "{} does not exist; run `hack/tools.sh ensure control-plane` or fix the SANDBOX_* variables",
+                    path.display()
+                )));
+            }
+        }
+        Ok(tools)
+    }
+}
+
+/// Runs `hack/tools.sh ensure <what>` (progress on our stderr), then `env`; its output.
+fn hack_script(what: &str) -> Result<(String, PathBuf)> {
+    {
+        let script = repo_root().join("hack/tools.sh");
+        // Progress and errors of the build go straight to our stderr.
+        let status = Command::new("bash")
+            .arg(&script)
+            .args(["ensure", what])
+            .status()
+            .map_err(|e| Error::Tools(format!("cannot run {}: {e}", script.display())))?;
+        if !status.success() {
+            return Err(Error::Tools(format!(
+                "{} ensure {what} failed ({status}); see the line above",
+                script.display()
+            )));
+        }
+        let output = Command::new("bash")
+            .arg(&script)
+            .arg("env")
+            .output()
+            .map_err(|e| Error::Tools(format!("cannot run {}: {e}", script.display())))?;
+        Ok((String::from_utf8_lossy(&output.stdout).into_owned(), script))
     }
 }
 
