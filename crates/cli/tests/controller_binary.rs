@@ -1,8 +1,7 @@
 //! The product binary's `controller` subcommand end to end: flags, leader election,
 //! heartbeat, readiness, metrics, and a ContainerRuntime reconciled to Succeeded.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};
@@ -10,23 +9,12 @@ use sandbox_api::{ContainerRuntime, LastOperationState};
 use sandbox_testenv::{free_port, gardenlet, http_get};
 use serde_json::json;
 
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod support;
 
-async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+use support::{Kill, eventually_within};
+
+async fn eventually<T>(what: &str, f: impl AsyncFnMut() -> Option<T>) -> T {
+    eventually_within(30, what, f).await
 }
 
 #[tokio::test]

@@ -7,8 +7,8 @@
 //! silently grow. (The contract scenarios in crates/controller/tests run with the same RBAC.)
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use kube::api::{Api, Patch, PatchParams};
 use sandbox_api::ContainerRuntime;
@@ -17,23 +17,12 @@ use sandbox_testenv::gardenlet::{self, Shoot};
 use sandbox_testenv::{ControlPlane, Options, free_port, http_get};
 use serde_json::{Value, json};
 
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod support;
 
-async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+use support::{Kill, eventually_within};
+
+async fn eventually<T>(what: &str, f: impl AsyncFnMut() -> Option<T>) -> T {
+    eventually_within(60, what, f).await
 }
 
 fn gvisor_config(flags: Value) -> Value {

@@ -92,14 +92,7 @@ impl Tools {
 
     fn from_hack_script() -> Result<Self> {
         let (text, script) = hack_script("all")?;
-        let var = |name: &str| -> Result<PathBuf> {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
-                .map(PathBuf::from)
-                .ok_or_else(|| {
-                    Error::Tools(format!("{} env did not print {name}", script.display()))
-                })
-        };
+        let var = |name: &str| env_var(&text, &script, name);
         Ok(Tools {
             kube_apiserver: var(ENV_APISERVER)?,
             etcd: var(ENV_ETCD)?,
@@ -138,14 +131,7 @@ impl ControlPlaneTools {
             },
             _ => {
                 let (text, script) = hack_script("control-plane")?;
-                let var = |name: &str| -> Result<PathBuf> {
-                    text.lines()
-                        .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
-                        .map(PathBuf::from)
-                        .ok_or_else(|| {
-                            Error::Tools(format!("{} env did not print {name}", script.display()))
-                        })
-                };
+                let var = |name: &str| env_var(&text, &script, name);
                 ControlPlaneTools {
                     kube_apiserver: var(ENV_APISERVER)?,
                     etcd: var(ENV_ETCD)?,
@@ -163,6 +149,14 @@ impl ControlPlaneTools {
         }
         Ok(tools)
     }
+}
+
+/// The path `hack/tools.sh env` printed for `name`.
+fn env_var(text: &str, script: &std::path::Path, name: &str) -> Result<PathBuf> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+        .map(PathBuf::from)
+        .ok_or_else(|| Error::Tools(format!("{} env did not print {name}", script.display())))
 }
 
 /// Runs `hack/tools.sh ensure <what>` (progress on our stderr), then `env`; its output.

@@ -38,3 +38,28 @@ pub fn daemon_set_pod(set: &ObjectSet) -> PodSpec {
     let ds: DaemonSet = object(set, "DaemonSet");
     ds.spec.unwrap().template.spec.unwrap()
 }
+
+/// A child process killed (and reaped) when the test ends, passing or not.
+pub struct Kill(pub std::process::Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `f` every 200 ms until it gives a value; fails the test after `seconds`.
+pub async fn eventually_within<T>(
+    seconds: u64,
+    what: &str,
+    mut f: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
