@@ -234,14 +234,13 @@ async fn the_api_server_accepts_the_objects_and_admits_the_pod_as_restricted() {
         value: Some(999_998_900),
         ..Default::default()
     };
-    match Api::<PriorityClass>::all(client.clone())
-        .create(&PostParams::default(), &priority)
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => panic!("creating the PriorityClass: {e}"),
-    }
+    chart::ok_if_exists(
+        Api::<PriorityClass>::all(client.clone())
+            .create(&PostParams::default(), &priority)
+            .await
+            .map(|_| ()),
+    )
+    .unwrap_or_else(|e| panic!("creating the PriorityClass: {e}"));
 
     let objects = chart::template(&tools(), "runtime-sandbox", &ns, &[])
         .unwrap()

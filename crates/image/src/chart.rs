@@ -80,14 +80,14 @@ pub fn chart_archive(dir: &Path) -> Result<Vec<u8>> {
     gz.finish().map_err(tar_err)
 }
 
-/// `version` from the chart's `Chart.yaml` (a plain `key: value` line).
+/// The value of top-level `key` in the chart's `Chart.yaml` (a plain `key: value` line).
 pub fn chart_field(dir: &Path, key: &str) -> Result<String> {
     let path = dir.join("Chart.yaml");
     let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{key}:")))
         .map(|v| v.trim().trim_matches('"').to_string())
-        .ok_or_else(|| Error::Libraries(format!("{} has no {key}", path.display())))
+        .ok_or_else(|| Error::Chart(format!("{} has no {key}", path.display())))
 }
 
 fn resources() -> String {

@@ -29,6 +29,8 @@ pub enum Error {
     Archive(std::io::Error),
     #[error("{0}")]
     Libraries(String),
+    #[error("{0}")]
+    Chart(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

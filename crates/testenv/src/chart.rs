@@ -14,7 +14,7 @@ use crate::{Error, Result, Tools};
 
 /// The chart's folder.
 pub fn chart_dir() -> PathBuf {
-    repo_root().join("charts/gardener-extension-runtime-sandbox")
+    repo_root().join(sandbox_image::chart::CHART_DIR)
 }
 
 /// Runs the pinned helm with `args`; (success, stdout, stderr).
@@ -111,8 +111,7 @@ pub async fn install_identity(
     cp: &crate::ControlPlane,
     extra: &[&str],
 ) -> Result<(Vec<Value>, kube::config::Kubeconfig)> {
-    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-    use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+    use k8s_openapi::api::core::v1::Namespace;
 
     let tools = Tools::locate()?;
     let objects = template(&tools, "runtime-sandbox", RELEASE_NAMESPACE, extra)?
@@ -135,30 +134,14 @@ pub async fn install_identity(
     for object in &rbac {
         ok_if_exists(create(&client, object).await)?;
     }
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec {
-            expiration_seconds: Some(3600),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let token = Api::<ServiceAccount>::namespaced(client, RELEASE_NAMESPACE)
-        .create_token_request(SERVICE_ACCOUNT, &PostParams::default(), &request)
-        .await?
-        .status
-        .and_then(|s| s.token)
-        .ok_or_else(|| Error::Tools("the TokenRequest returned no token".into()))?;
-    let mut kubeconfig = cp.kubeconfig().clone();
-    for auth in &mut kubeconfig.auth_infos {
-        auth.auth_info = Some(kube::config::AuthInfo {
-            token: Some(token.clone().into()),
-            ..Default::default()
-        });
-    }
+    let kubeconfig = cp
+        .service_account_kubeconfig(RELEASE_NAMESPACE, SERVICE_ACCOUNT, None)
+        .await?;
     Ok((rbac, kubeconfig))
 }
 
-fn ok_if_exists(result: std::result::Result<(), kube::Error>) -> Result<()> {
+/// `result`, with "already exists" (409) counted as success.
+pub fn ok_if_exists(result: std::result::Result<(), kube::Error>) -> Result<()> {
     match result {
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
         other => Ok(other?),

@@ -243,6 +243,46 @@ impl ControlPlane {
         &self.kubeconfig_path
     }
 
+    /// A kubeconfig that authenticates as ServiceAccount `namespace/name` with a token from the
+    /// TokenRequest API (valid for an hour), bound to `bound` (e.g. a Pod, whose node the API
+    /// server then records in the token) when given: what a pod's projected token is.
+    pub async fn service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+        bound: Option<k8s_openapi::api::authentication::v1::BoundObjectReference>,
+    ) -> Result<Kubeconfig> {
+        use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+        use k8s_openapi::api::core::v1::ServiceAccount;
+
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                bound_object_ref: bound,
+                expiration_seconds: Some(3600),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let token = Api::<ServiceAccount>::namespaced(self.client().await?, namespace)
+            .create_token_request(name, &PostParams::default(), &request)
+            .await?
+            .status
+            .and_then(|s| s.token)
+            .ok_or_else(|| {
+                Error::Tools(format!(
+                    "the TokenRequest for {namespace}/{name} returned no token"
+                ))
+            })?;
+        let mut kubeconfig = self.kubeconfig.clone();
+        for auth in &mut kubeconfig.auth_infos {
+            auth.auth_info = Some(kube::config::AuthInfo {
+                token: Some(token.clone().into()),
+                ..Default::default()
+            });
+        }
+        Ok(kubeconfig)
+    }
+
     /// Writes a kubeconfig for `user` in `groups` (client-certificate authentication) and
     /// returns its path; RBAC decides what the user may do.
     pub fn user_kubeconfig(&self, user: &str, groups: &[&str]) -> Result<PathBuf> {

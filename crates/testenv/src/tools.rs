@@ -70,23 +70,19 @@ impl Tools {
             } else {
                 Self::from_hack_script()?
             };
-        for path in [
-            &tools.kube_apiserver,
-            &tools.etcd,
-            &tools.gardener_crds,
-            &tools.gvisor,
-            &tools.containerd2,
-            &tools.containerd17,
-            &tools.gvisor_extension,
-            &tools.gardener,
-        ] {
-            if !path.exists() {
-                return Err(Error::Tools(format!(
-                    "{} does not exist; run `hack/tools.sh ensure all` or fix the SANDBOX_* variables",
-                    path.display()
-                )));
-            }
-        }
+        all_exist(
+            &[
+                &tools.kube_apiserver,
+                &tools.etcd,
+                &tools.gardener_crds,
+                &tools.gvisor,
+                &tools.containerd2,
+                &tools.containerd17,
+                &tools.gvisor_extension,
+                &tools.gardener,
+            ],
+            "all",
+        )?;
         Ok(tools)
     }
 
@@ -139,15 +135,23 @@ impl ControlPlaneTools {
                 }
             }
         };
-        for path in [&tools.kube_apiserver, &tools.etcd, &tools.gardener_crds] {
-            if !path.exists() {
-                return Err(Error::Tools(format!(
-                    "{} does not exist; run `hack/tools.sh ensure control-plane` or fix the SANDBOX_* variables",
-                    path.display()
-                )));
-            }
-        }
+        all_exist(
+            &[&tools.kube_apiserver, &tools.etcd, &tools.gardener_crds],
+            "control-plane",
+        )?;
         Ok(tools)
+    }
+}
+
+/// An error naming the first of `paths` that does not exist and the `hack/tools.sh ensure`
+/// group that builds it.
+fn all_exist(paths: &[&PathBuf], group: &str) -> Result<()> {
+    match paths.iter().find(|p| !p.exists()) {
+        Some(path) => Err(Error::Tools(format!(
+            "{} does not exist; run `hack/tools.sh ensure {group}` or fix the SANDBOX_* variables",
+            path.display()
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -161,27 +165,25 @@ fn env_var(text: &str, script: &std::path::Path, name: &str) -> Result<PathBuf> 
 
 /// Runs `hack/tools.sh ensure <what>` (progress on our stderr), then `env`; its output.
 fn hack_script(what: &str) -> Result<(String, PathBuf)> {
-    {
-        let script = repo_root().join("hack/tools.sh");
-        // Progress and errors of the build go straight to our stderr.
-        let status = Command::new("bash")
-            .arg(&script)
-            .args(["ensure", what])
-            .status()
-            .map_err(|e| Error::Tools(format!("cannot run {}: {e}", script.display())))?;
-        if !status.success() {
-            return Err(Error::Tools(format!(
-                "{} ensure {what} failed ({status}); see the line above",
-                script.display()
-            )));
-        }
-        let output = Command::new("bash")
-            .arg(&script)
-            .arg("env")
-            .output()
-            .map_err(|e| Error::Tools(format!("cannot run {}: {e}", script.display())))?;
-        Ok((String::from_utf8_lossy(&output.stdout).into_owned(), script))
+    let script = repo_root().join("hack/tools.sh");
+    // Progress and errors of the build go straight to our stderr.
+    let status = Command::new("bash")
+        .arg(&script)
+        .args(["ensure", what])
+        .status()
+        .map_err(|e| Error::Tools(format!("cannot run {}: {e}", script.display())))?;
+    if !status.success() {
+        return Err(Error::Tools(format!(
+            "{} ensure {what} failed ({status}); see the line above",
+            script.display()
+        )));
     }
+    let output = Command::new("bash")
+        .arg(&script)
+        .arg("env")
+        .output()
+        .map_err(|e| Error::Tools(format!("cannot run {}: {e}", script.display())))?;
+    Ok((String::from_utf8_lossy(&output.stdout).into_owned(), script))
 }
 
 /// The repository's root folder (this crate lives in `crates/testenv`).

@@ -25,20 +25,6 @@ pub fn env(config: fn() -> ControllerConfig) -> &'static ControlPlane {
     static STARTED: OnceLock<()> = OnceLock::new();
     let cp = sandbox_testenv::shared();
     STARTED.get_or_init(|| {
-        let kubeconfig = std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .unwrap()
-                        .block_on(sandbox_testenv::chart::install_identity(cp, &[]))
-                })
-                .join()
-                .unwrap()
-        })
-        .expect("installing the chart's ServiceAccount and RBAC")
-        .1;
         let config = config();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -48,6 +34,9 @@ pub fn env(config: fn() -> ControllerConfig) -> &'static ControlPlane {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
+                let (_, kubeconfig) = sandbox_testenv::chart::install_identity(cp, &[])
+                    .await
+                    .expect("installing the chart's ServiceAccount and RBAC");
                 let config_k =
                     kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
                         .await
@@ -64,7 +53,9 @@ pub fn env(config: fn() -> ControllerConfig) -> &'static ControlPlane {
                 .await;
             });
         });
-        ready_rx.recv().unwrap();
+        ready_rx
+            .recv()
+            .expect("the controller's thread did not start (see its panic above)");
     });
     cp
 }
