@@ -360,3 +360,68 @@ async fn the_operator_extension_is_accepted_by_its_crd() {
         "a resource without type must be refused"
     );
 }
+
+/// `example/controller-registration.yaml` is accepted by the real gardener-apiserver of a test
+/// garden (its defaulting and validation, reached through the garden's aggregator), and what
+/// the garden stores is what the file says: the chart bytes and the registered type.
+#[tokio::test]
+async fn the_registration_is_accepted_by_gardener_apiserver() {
+    let garden = sandbox_testenv::garden::shared();
+    let _logs = garden.logs_on_panic();
+    let client = garden.client().await.unwrap();
+    let text = std::fs::read_to_string(
+        sandbox_testenv::repo_root().join("example/controller-registration.yaml"),
+    )
+    .unwrap();
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+    let docs: Vec<Value> = docs.into_iter().filter(|d| !d.is_null()).collect();
+    let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    assert_eq!(kinds, ["ControllerDeployment", "ControllerRegistration"]);
+    for doc in &docs {
+        chart::create(&client, doc).await.unwrap_or_else(|e| {
+            panic!("gardener-apiserver refused the {}: {e}", doc["kind"])
+        });
+    }
+
+    let get = |api_version: &'static str, kind: &'static str| {
+        let client = client.clone();
+        async move {
+            let (group, version) = api_version.split_once('/').unwrap();
+            let gvk = kube::core::GroupVersionKind::gvk(group, version, kind);
+            let api: Api<kube::api::DynamicObject> =
+                Api::all_with(client, &kube::core::ApiResource::from_gvk(&gvk));
+            serde_json::to_value(api.get("runtime-sandbox").await.unwrap()).unwrap()
+        }
+    };
+    let deployment = get("core.gardener.cloud/v1", "ControllerDeployment").await;
+    assert_eq!(deployment["helm"]["rawChart"], docs[0]["helm"]["rawChart"]);
+    assert_eq!(deployment["helm"]["values"], docs[0]["helm"]["values"]);
+    let registration = get("core.gardener.cloud/v1beta1", "ControllerRegistration").await;
+    assert_eq!(
+        registration["spec"]["resources"],
+        json!([{"kind": "ContainerRuntime", "type": "gvisor", "primary": true}])
+    );
+    assert_eq!(
+        registration["spec"]["deployment"]["deploymentRefs"],
+        json!([{"name": "runtime-sandbox"}])
+    );
+    assert_eq!(
+        registration["metadata"]["annotations"]["security.gardener.cloud/pod-security-enforce"],
+        "restricted"
+    );
+
+    // Gardener's admission is real: a second registration of the same kind and type under
+    // another name is refused (plugin ControllerRegistrationResources), since one controller
+    // owns each ContainerRuntime type.
+    let mut twice = docs[1].clone();
+    twice["metadata"]["name"] = json!("runtime-sandbox-twice");
+    let error = chart::create(&client, &twice)
+        .await
+        .expect_err("a second controller for ContainerRuntime/gvisor must be refused");
+    assert!(
+        error
+            .to_string()
+            .contains("controls resource ContainerRuntime/gvisor primarily"),
+        "{error}"
+    );
+}

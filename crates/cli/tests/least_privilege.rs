@@ -96,7 +96,10 @@ fn grants(rbac: &[Value]) -> BTreeSet<(String, String, String)> {
 
 #[tokio::test]
 async fn the_chart_grants_exactly_what_the_controller_uses() {
-    let cp = ControlPlane::start_with(Options { audit_log: true })
+    let cp = ControlPlane::start_with(Options {
+        audit_log: true,
+        ..Default::default()
+    })
         .await
         .unwrap();
     let _logs = cp.logs_on_panic();

@@ -99,7 +99,10 @@ async fn start_controller(cp: &ControlPlane) -> tokio::sync::oneshot::Sender<()>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_rereconcile_and_restart_make_exactly_these_requests() {
-    let cp = ControlPlane::start_with(Options { audit_log: true })
+    let cp = ControlPlane::start_with(Options {
+        audit_log: true,
+        ..Default::default()
+    })
         .await
         .unwrap();
     let _logs = cp.logs_on_panic();

@@ -19,6 +19,7 @@
 
 pub mod chart;
 pub mod dbus;
+pub mod garden;
 pub mod gardenlet;
 pub mod node;
 mod pki;
@@ -87,6 +88,7 @@ pub struct ControlPlane {
     etcd: Server,
     root: PathBuf,
     server_url: String,
+    etcd_url: String,
     kubeconfig_path: PathBuf,
     kubeconfig: Kubeconfig,
     crds: Vec<String>,
@@ -100,6 +102,8 @@ pub struct Options {
     /// Write an audit log (`Metadata` level, one JSON line per completed request), so
     /// tests and benchmarks can count the requests each user made.
     pub audit_log: bool,
+    /// Start without Gardener's extension CRDs (a garden's API server has none of them).
+    pub skip_crds: bool,
 }
 
 impl ControlPlane {
@@ -178,6 +182,25 @@ impl ControlPlane {
                     pki.service_account_key.display()
                 ),
                 "--service-cluster-ip-range=10.0.0.0/24".into(),
+                // The aggregation layer, as in every real cluster: requests to aggregated API
+                // servers (the garden's gardener-apiserver) carry the user in headers, vouched
+                // for by the front proxy's client certificate.
+                format!(
+                    "--requestheader-client-ca-file={}",
+                    pki.front_proxy_ca_cert.display()
+                ),
+                format!("--requestheader-allowed-names={}", pki::FRONT_PROXY_USER),
+                "--requestheader-username-headers=X-Remote-User".into(),
+                "--requestheader-group-headers=X-Remote-Group".into(),
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
+                format!(
+                    "--proxy-client-cert-file={}",
+                    pki.front_proxy_client_cert.display()
+                ),
+                format!(
+                    "--proxy-client-key-file={}",
+                    pki.front_proxy_client_key.display()
+                ),
                 "--authorization-mode=RBAC".into(),
                 "--allow-privileged=true".into(),
                 // No controller-manager creates default ServiceAccounts here.
@@ -205,6 +228,7 @@ impl ControlPlane {
             etcd,
             root,
             server_url,
+            etcd_url: format!("http://127.0.0.1:{etcd_client}"),
             kubeconfig_path,
             kubeconfig,
             crds: Vec::new(),
@@ -212,7 +236,9 @@ impl ControlPlane {
             audit_log,
         };
         cp.wait_ready().await?;
-        cp.crds = cp.install_crds(&tools.gardener_crds).await?;
+        if !options.skip_crds {
+            cp.crds = cp.install_crds(&tools.gardener_crds).await?;
+        }
         Ok(cp)
     }
 
@@ -236,6 +262,12 @@ impl ControlPlane {
     /// The API server's URL, `https://127.0.0.1:<port>`.
     pub fn server_url(&self) -> &str {
         &self.server_url
+    }
+
+    /// The etcd's client URL, `http://127.0.0.1:<port>` (an aggregated API server may store
+    /// its objects there too, under its own prefix).
+    pub fn etcd_url(&self) -> &str {
+        &self.etcd_url
     }
 
     /// Path of the admin kubeconfig file.
@@ -437,22 +469,28 @@ impl Drop for LogsOnPanic<'_> {
 /// Panics with the reason (including server log tails) if it cannot be started.
 pub fn shared() -> &'static ControlPlane {
     static SHARED: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
-    let started = SHARED.get_or_init(|| {
-        // Start on a thread of its own: callers are usually inside a Tokio runtime already.
-        std::thread::spawn(|| {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            runtime
-                .block_on(ControlPlane::start())
-                .map_err(|e| e.to_string())
-        })
-        .join()
-        .unwrap_or_else(|_| Err("control plane start-up panicked".into()))
-    });
+    let started = SHARED.get_or_init(|| start_on_own_thread(ControlPlane::start));
     match started {
         Ok(cp) => cp,
         Err(e) => panic!("cannot start the test control plane: {e}"),
     }
+}
+
+/// Runs `start` to completion on a thread and Tokio runtime of its own (callers are usually
+/// inside a Tokio runtime already, whose clients must not outlive it): for the `shared()`
+/// servers of a test binary.
+pub(crate) fn start_on_own_thread<T, F>(start: fn() -> F) -> Result<T, String>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T>> + 'static,
+{
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(start()).map_err(|e| e.to_string())
+    })
+    .join()
+    .unwrap_or_else(|_| Err("start-up panicked".into()))
 }

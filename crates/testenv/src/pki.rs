@@ -1,5 +1,8 @@
 //! Certificates and keys for one control plane: a CA, the API server's serving certificate,
-//! an admin client certificate (`system:masters`) and the service-account signing key.
+//! an admin client certificate (`system:masters`), the service-account signing key, and the
+//! front proxy's CA and client certificate with which the aggregation layer forwards requests
+//! to aggregated API servers (a CA of its own, as in a real cluster, so that an ordinary
+//! client certificate can never assert a user in request headers).
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +23,10 @@ pub(crate) struct Pki {
     pub serving_key: PathBuf,
     pub service_account_key: PathBuf,
     pub service_account_public_key: PathBuf,
+    pub front_proxy_ca_cert: PathBuf,
+    pub front_proxy_client_cert: PathBuf,
+    pub front_proxy_client_key: PathBuf,
+    dir: PathBuf,
     ca_pem: String,
     admin_cert_pem: String,
     admin_key_pem: String,
@@ -29,20 +36,7 @@ impl Pki {
     pub fn write(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
 
-        let ca_key = KeyPair::generate()?;
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "sandbox-testenv-ca");
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca_cert = ca_params.self_signed(&ca_key)?;
-        let ca_pem = ca_cert.pem();
-        let issuer = Issuer::new(ca_params, ca_key);
+        let (ca_pem, issuer) = ca("sandbox-testenv-ca")?;
 
         let serving_key = KeyPair::generate()?;
         let mut serving =
@@ -58,6 +52,10 @@ impl Pki {
 
         let service_account_key = KeyPair::generate()?;
 
+        let (front_proxy_ca_pem, front_proxy_issuer) = ca("sandbox-testenv-front-proxy-ca")?;
+        let (front_proxy_cert_pem, front_proxy_key_pem) =
+            client_cert(&front_proxy_issuer, FRONT_PROXY_USER, &[])?;
+
         let pki = Pki {
             issuer,
             ca_cert: dir.join("ca.crt"),
@@ -65,6 +63,10 @@ impl Pki {
             serving_key: dir.join("apiserver.key"),
             service_account_key: dir.join("service-account.key"),
             service_account_public_key: dir.join("service-account.pub"),
+            front_proxy_ca_cert: dir.join("front-proxy-ca.crt"),
+            front_proxy_client_cert: dir.join("front-proxy-client.crt"),
+            front_proxy_client_key: dir.join("front-proxy-client.key"),
+            dir: dir.to_path_buf(),
             ca_pem,
             admin_cert_pem,
             admin_key_pem,
@@ -81,10 +83,36 @@ impl Pki {
                 &pki.service_account_public_key,
                 service_account_key.public_key_pem(),
             ),
+            (&pki.front_proxy_ca_cert, front_proxy_ca_pem),
+            (&pki.front_proxy_client_cert, front_proxy_cert_pem),
+            (&pki.front_proxy_client_key, front_proxy_key_pem),
         ] {
             std::fs::write(path, content).map_err(io_err(path))?;
         }
         Ok(pki)
+    }
+
+    /// The CA certificate (PEM) that signs every serving and client certificate of this
+    /// control plane except the front proxy's.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// Writes a serving certificate for `name` valid for `dns_names` and 127.0.0.1, signed by
+    /// the control plane's CA, as `<name>.crt` and `<name>.key`; returns both paths.
+    pub fn serving_cert(&self, name: &str, dns_names: &[&str]) -> Result<(PathBuf, PathBuf)> {
+        let key = KeyPair::generate()?;
+        let mut sans: Vec<String> = dns_names.iter().map(|n| n.to_string()).collect();
+        sans.push("127.0.0.1".into());
+        let mut params = CertificateParams::new(sans)?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let cert_path = self.dir.join(format!("{name}.crt"));
+        let key_path = self.dir.join(format!("{name}.key"));
+        std::fs::write(&cert_path, cert.pem()).map_err(io_err(&cert_path))?;
+        std::fs::write(&key_path, key.serialize_pem()).map_err(io_err(&key_path))?;
+        Ok((cert_path, key_path))
     }
 
     /// An admin kubeconfig (YAML) for the API server at `server`.
@@ -109,6 +137,26 @@ impl Pki {
         let (cert, key) = client_cert(&self.issuer, user, groups)?;
         Ok(kubeconfig_yaml(server, &self.ca_pem, user, &cert, &key))
     }
+}
+
+/// The common name of the front proxy's client certificate (`--requestheader-allowed-names`).
+pub(crate) const FRONT_PROXY_USER: &str = "front-proxy-client";
+
+/// A new self-signed CA: its certificate (PEM) and the issuer that signs with it.
+fn ca(common_name: &str) -> Result<(String, Issuer<'static, KeyPair>)> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let cert = params.self_signed(&key)?;
+    Ok((cert.pem(), Issuer::new(params, key)))
 }
 
 fn client_cert(

@@ -8,7 +8,10 @@ use sandbox_testenv::{ControlPlane, Options};
 
 #[tokio::test]
 async fn a_user_without_rbac_is_forbidden_and_audited() {
-    let cp = ControlPlane::start_with(Options { audit_log: true })
+    let cp = ControlPlane::start_with(Options {
+        audit_log: true,
+        ..Default::default()
+    })
         .await
         .unwrap();
     let _logs = cp.logs_on_panic();
