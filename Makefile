@@ -18,15 +18,19 @@ bench: tools
 	target=$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'); \
 	  $$target/release/controller-bench $(BENCH_ARGS) && $$target/release/node-agent-bench $(NODE_BENCH_ARGS)
 
-## image: the controller's and the node agent's OCI image archives (release binary, pinned runsc), built from local files
+## image: the controller's and the node agent's OCI image archives for linux/amd64 and linux/arm64 (release binaries, pinned runsc), built from local files
 image: tools
-	$(CARGO) build --locked --release -p gardener-extension-runtime-sandbox -p sandbox-image --bin node-agent-image --bin controller-image
+	$(CARGO) build --locked --release -p sandbox-image --bin node-agent-image --bin controller-image
+	$(CARGO) build --locked --release -p gardener-extension-runtime-sandbox --target x86_64-unknown-linux-gnu --target aarch64-unknown-linux-gnu
 	target=$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'); \
+	  bin=gardener-extension-runtime-sandbox; \
+	  amd64=$$target/x86_64-unknown-linux-gnu/release/$$bin; arm64=$$target/aarch64-unknown-linux-gnu/release/$$bin; \
 	  mkdir -p $$target/images && \
-	  $$target/release/controller-image --binary $$target/release/gardener-extension-runtime-sandbox \
+	  $$target/release/controller-image --binary amd64=$$amd64 --binary arm64=$$arm64 \
 	    --out $$target/images/controller.oci.tar && \
-	  $$target/release/node-agent-image --binary $$target/release/gardener-extension-runtime-sandbox \
-	    --gvisor-dir $$(hack/tools.sh path gvisor) --out $$target/images/node-agent.oci.tar
+	  $$target/release/node-agent-image --binary amd64=$$amd64 --binary arm64=$$arm64 \
+	    --gvisor-dir amd64=$$(hack/tools.sh path gvisor) --gvisor-dir arm64=$$(hack/tools.sh path gvisor-arm64) \
+	    --out $$target/images/node-agent.oci.tar
 
 ## generate: example/controller-registration.yaml and example/extension.yaml from the chart (a test fails when they are stale)
 generate:

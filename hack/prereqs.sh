@@ -51,3 +51,15 @@ fi
 if [ ! -x /usr/bin/time ]; then
   apt_install time || die "GNU time is missing; install it ('apt-get install time')"
 fi
+
+# Multi-architecture images: the product binary for linux/arm64 (Debian's cross toolchain links
+# it, see .cargo/config.toml) and qemu-user to prove the arm64 binaries run.
+if ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then
+  rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1 ||
+    die "the Rust target aarch64-unknown-linux-gnu is missing; run 'rustup target add aarch64-unknown-linux-gnu'"
+fi
+for pkg in gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static; do
+  if ! dpkg -s "$pkg" >/dev/null 2>&1; then
+    apt_install "$pkg" || die "$pkg is missing; install it ('apt-get install $pkg')"
+  fi
+done

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds (or finds in the cache) the pinned upstream programs our tests run for real.
 #
-#   hack/tools.sh ensure [kube-apiserver|etcd|gardener-crds|gvisor|containerd|containerd17|gvisor-extension|gardener|control-plane|all]
+#   hack/tools.sh ensure [kube-apiserver|etcd|gardener-crds|gvisor|gvisor-arm64|containerd|containerd17|gvisor-extension|gardener|control-plane|all]
 #   hack/tools.sh path   <tool>                                     print the cached path
 #   hack/tools.sh env                                               print SANDBOX_* variables
 #
@@ -110,11 +110,13 @@ build_etcd() {
   publish "$dir" "$work" etcd
 }
 
-build_gvisor() {
-  local dir=$TOOLS_DIR/gvisor-$GVISOR_VERSION
+# build_gvisor_for GOARCH DIR: runsc and containerd-shim-runsc-v1 for one architecture, in one
+# `go build` (they share most packages). amd64 for the host's tests, arm64 for the images.
+build_gvisor_for() {
+  local arch=$1 dir=$2
   [ -x "$dir/runsc" ] && [ -x "$dir/containerd-shim-runsc-v1" ] && return 0
   need_go
-  echo "building runsc and containerd-shim-runsc-v1 ($GVISOR_VERSION) from the Go module proxy..." >&2
+  echo "building runsc and containerd-shim-runsc-v1 ($GVISOR_VERSION, linux/$arch) from the Go module proxy..." >&2
   local work; work=$(mktemp -d)
   mkdir -p "$TOOLS_DIR"
   (
@@ -122,12 +124,26 @@ build_gvisor() {
     run_go "go mod init" "$work/log" go mod init sandbox.local/gvisor-build
     run_go "resolving gVisor dependencies" "$work/log" \
       go get "gvisor.dev/gvisor/runsc@$GVISOR_VERSION" "gvisor.dev/gvisor/shim@$GVISOR_VERSION"
-    CGO_ENABLED=0 run_go "building runsc" "$work/log" go build -trimpath -o "$work/runsc" gvisor.dev/gvisor/runsc
-    CGO_ENABLED=0 run_go "building containerd-shim-runsc-v1" "$work/log" \
-      go build -trimpath -o "$work/containerd-shim-runsc-v1" gvisor.dev/gvisor/shim
+    mkdir -p "$work/bin"
+    GOOS=linux GOARCH=$arch CGO_ENABLED=0 run_go "building runsc and containerd-shim-runsc-v1 (linux/$arch)" "$work/log" \
+      go build -trimpath -o "$work/bin/" gvisor.dev/gvisor/runsc gvisor.dev/gvisor/shim
+    mv "$work/bin/runsc" "$work/runsc"
+    mv "$work/bin/shim" "$work/containerd-shim-runsc-v1"
   )
   publish "$dir" "$work" runsc containerd-shim-runsc-v1
 }
+
+# The host's architecture, as Go spells it: the gVisor the tests run on this machine.
+host_goarch() {
+  case $(uname -m) in
+    x86_64) echo amd64 ;;
+    aarch64 | arm64) echo arm64 ;;
+    *) die "unsupported machine architecture $(uname -m)" ;;
+  esac
+}
+
+build_gvisor() { build_gvisor_for "$(host_goarch)" "$(tool_path gvisor)"; }
+build_gvisor_arm64() { build_gvisor_for arm64 "$(tool_path gvisor-arm64)"; }
 
 # build_containerd_release VERSION MODULE: containerd, ctr and the runc shim of one release,
 # static and without btrfs (no C headers needed; the tests use overlayfs).
@@ -252,11 +268,12 @@ tool_path() {
     # "-2": the set of CRDs taken from the module grew (VPA, operator Extension).
     gardener-crds) echo "$TOOLS_DIR/gardener-crds-$GARDENER_VERSION-2" ;;
     gvisor) echo "$TOOLS_DIR/gvisor-$GVISOR_VERSION" ;;
+    gvisor-arm64) echo "$TOOLS_DIR/gvisor-$GVISOR_VERSION-arm64" ;;
     containerd) echo "$TOOLS_DIR/containerd-$CONTAINERD_VERSION" ;;
     containerd17) echo "$TOOLS_DIR/containerd-$CONTAINERD17_VERSION" ;;
     gvisor-extension) echo "$TOOLS_DIR/gardener-extension-runtime-gvisor-$GVISOR_EXTENSION_VERSION" ;;
     gardener) echo "$TOOLS_DIR/gardener-$GARDENER_VERSION-helm-$HELM_VERSION" ;;
-    *) die "unknown tool '$1' (known: kube-apiserver, etcd, gardener-crds, gvisor, containerd, containerd17, gvisor-extension, gardener)" ;;
+    *) die "unknown tool '$1' (known: kube-apiserver, etcd, gardener-crds, gvisor, gvisor-arm64, containerd, containerd17, gvisor-extension, gardener)" ;;
   esac
 }
 
@@ -266,14 +283,15 @@ ensure() {
     etcd) build_etcd ;;
     gardener-crds) fetch_gardener_crds ;;
     gvisor) build_gvisor ;;
+    gvisor-arm64) build_gvisor_arm64 ;;
     containerd) build_containerd ;;
     containerd17) build_containerd17 ;;
     gvisor-extension) build_gvisor_extension ;;
     gardener) build_gardener ;;
     # What a control plane needs (make demo, make control-plane): nothing for nodes.
     control-plane) fetch_gardener_crds; build_etcd; build_kube_apiserver ;;
-    all) fetch_gardener_crds; build_etcd; build_kube_apiserver; build_gvisor; build_containerd; build_containerd17; build_gvisor_extension; build_gardener ;;
-    *) die "unknown tool '$1' (known: kube-apiserver, etcd, gardener-crds, gvisor, containerd, containerd17, gvisor-extension, gardener, all)" ;;
+    all) fetch_gardener_crds; build_etcd; build_kube_apiserver; build_gvisor; build_gvisor_arm64; build_containerd; build_containerd17; build_gvisor_extension; build_gardener ;;
+    *) die "unknown tool '$1' (known: kube-apiserver, etcd, gardener-crds, gvisor, gvisor-arm64, containerd, containerd17, gvisor-extension, gardener, all)" ;;
   esac
 }
 
@@ -285,6 +303,7 @@ case ${1:-} in
     echo "SANDBOX_ETCD=$(tool_path etcd)"
     echo "SANDBOX_GARDENER_CRDS=$(tool_path gardener-crds)"
     echo "SANDBOX_GVISOR=$(tool_path gvisor)"
+    echo "SANDBOX_GVISOR_ARM64=$(tool_path gvisor-arm64)"
     echo "SANDBOX_CONTAINERD2=$(tool_path containerd)"
     echo "SANDBOX_CONTAINERD17=$(tool_path containerd17)"
     echo "SANDBOX_GVISOR_EXTENSION=$(tool_path gvisor-extension)"

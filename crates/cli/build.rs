@@ -5,7 +5,7 @@
 //! commit builds the same bytes; `SANDBOX_GIT_COMMIT` overrides the commit where there is no
 //! git checkout (e.g. a source tarball).
 //!
-//! On Linux with glibc, relative relocations are packed (`DT_RELR`, glibc 2.36+, binutils
+//! On x86-64 Linux with glibc, relative relocations are packed (`DT_RELR`, glibc 2.36+, binutils
 //! 2.38+): the dynamic loader otherwise reads a ~0.9 MB `.rela.dyn` table at every start,
 //! which the node agent pays in resident memory on every node and every run. The binary stays
 //! position-independent (ASLR unchanged); a glibc older than 2.36 refuses it at load time
@@ -67,7 +67,10 @@ fn main() {
 
     let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
-    if os == "linux" && env == "gnu" {
+    let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    // Debian 12's aarch64 linker (binutils 2.40) ignores the flag with a warning: the arm64
+    // binary keeps ordinary relative relocations.
+    if os == "linux" && env == "gnu" && arch == "x86_64" {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     }
 }

@@ -241,12 +241,11 @@ async fn main() -> Result<(), Error> {
     };
     let total = args.shoots * args.pools;
     eprintln!("starting the control plane (audit log on)...");
-    let cp =
-        sandbox_testenv::ControlPlane::start_with(sandbox_testenv::Options {
+    let cp = sandbox_testenv::ControlPlane::start_with(sandbox_testenv::Options {
         audit_log: true,
         ..Default::default()
     })
-            .await?;
+    .await?;
     let client = cp.client().await?;
     let audit = cp.audit_log().ok_or("no audit log")?.to_path_buf();
     let kubeconfig = cp.user_kubeconfig(CONTROLLER_USER, &["system:masters"])?;

@@ -154,7 +154,14 @@ async fn main() -> Result<(), Error> {
     );
 
     // The image that carries all of it.
-    let archive = image::node_agent_image("bench/node-agent:1", &binary, &tools.gvisor)?;
+    let archive = image::node_agent_image(
+        "bench/node-agent:1",
+        &[image::NodeAgentPlatform {
+            arch: image::Arch::host().ok_or("no image architecture for this machine")?,
+            binary: &binary,
+            gvisor_dir: &tools.gvisor,
+        }],
+    )?;
     let size = |path: &Path| std::fs::metadata(path).map(|m| m.len()).unwrap_or_default();
     println!(
         "node agent image: {:.1} MB uncompressed archive (agent binary {:.1} MB, runsc {:.1} MB, containerd-shim-runsc-v1 {:.1} MB, C libraries and SHA256SUMS the rest)",

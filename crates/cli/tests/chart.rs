@@ -378,9 +378,9 @@ async fn the_registration_is_accepted_by_gardener_apiserver() {
     let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
     assert_eq!(kinds, ["ControllerDeployment", "ControllerRegistration"]);
     for doc in &docs {
-        chart::create(&client, doc).await.unwrap_or_else(|e| {
-            panic!("gardener-apiserver refused the {}: {e}", doc["kind"])
-        });
+        chart::create(&client, doc)
+            .await
+            .unwrap_or_else(|e| panic!("gardener-apiserver refused the {}: {e}", doc["kind"]));
     }
 
     let get = |api_version: &'static str, kind: &'static str| {

@@ -2,9 +2,7 @@
 //! product binary, its C libraries and the user database, a non-root user, and it runs as the
 //! chart runs it (its command) in a real containerd 2.4.
 
-use std::io::Read;
-
-use sandbox_image::{NONROOT, controller_image};
+use sandbox_image::{Arch, NONROOT, controller_image, read_archive};
 use sandbox_testenv::node::{Flavor, TestNode};
 use sandbox_testenv::pods::{Container, Pods, run_container};
 use serde_json::Value;
@@ -13,26 +11,11 @@ const IMAGE: &str = "localhost/runtime-sandbox-test/controller:1";
 
 /// (path, size) of every file in the image's one layer, and the image configuration.
 fn contents(archive: &[u8]) -> (Vec<(String, u64)>, Value) {
-    let mut blobs = std::collections::BTreeMap::new();
-    let mut index = Value::Null;
-    for entry in tar::Archive::new(archive).entries().unwrap() {
-        let mut entry = entry.unwrap();
-        let path = entry.path().unwrap().to_string_lossy().into_owned();
-        let mut data = Vec::new();
-        entry.read_to_end(&mut data).unwrap();
-        if path == "index.json" {
-            index = serde_json::from_slice(&data).unwrap();
-        } else if let Some(digest) = path.strip_prefix("blobs/sha256/") {
-            blobs.insert(format!("sha256:{digest}"), data);
-        }
-    }
-    let manifest: Value =
-        serde_json::from_slice(&blobs[index["manifests"][0]["digest"].as_str().unwrap()]).unwrap();
-    let config: Value =
-        serde_json::from_slice(&blobs[manifest["config"]["digest"].as_str().unwrap()]).unwrap();
-    let layer = &blobs[manifest["layers"][0]["digest"].as_str().unwrap()];
+    let images = read_archive(archive).unwrap();
+    assert_eq!(images.len(), 1, "one platform");
+    let image = &images[0];
     let mut files = Vec::new();
-    for entry in tar::Archive::new(layer.as_slice()).entries().unwrap() {
+    for entry in tar::Archive::new(image.layer.as_slice()).entries().unwrap() {
         let entry = entry.unwrap();
         if entry.header().entry_type().is_file() {
             files.push((
@@ -41,16 +24,17 @@ fn contents(archive: &[u8]) -> (Vec<(String, u64)>, Value) {
             ));
         }
     }
-    (files, config)
+    (files, image.config.clone())
 }
 
 #[tokio::test]
 async fn the_controller_image_holds_only_the_binary_and_runs_as_non_root() {
     let binary = env!("CARGO_BIN_EXE_gardener-extension-runtime-sandbox");
-    let archive = controller_image(IMAGE, binary.as_ref()).unwrap();
+    let platforms = [(Arch::host().unwrap(), binary.as_ref())];
+    let archive = controller_image(IMAGE, &platforms).unwrap();
     assert_eq!(
         archive,
-        controller_image(IMAGE, binary.as_ref()).unwrap(),
+        controller_image(IMAGE, &platforms).unwrap(),
         "same files, same bytes"
     );
 

@@ -100,8 +100,8 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
         audit_log: true,
         ..Default::default()
     })
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     let _logs = cp.logs_on_panic();
     let admin = cp.client().await.unwrap();
     // The heartbeat renewed every second, so its patch is exercised within the test.

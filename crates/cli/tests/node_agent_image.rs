@@ -9,7 +9,7 @@ mod support;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use sandbox_image::node_agent_image;
+use sandbox_image::{Arch, NodeAgentPlatform, node_agent_image};
 use sandbox_node_agent::cri::{Cri, HandlerState};
 use sandbox_runtime::gvisor::node::BINARIES;
 use sandbox_testenv::dbus::{FakeSystemd, SystemBus};
@@ -25,12 +25,14 @@ async fn the_image_installs_its_own_runsc_as_the_daemon_set_runs_it() {
     node.import_images().unwrap();
     let gvisor_dir = sandbox_testenv::Tools::locate().unwrap().gvisor;
     let binary = env!("CARGO_BIN_EXE_gardener-extension-runtime-sandbox");
-    let archive = node_agent_image(IMAGE, binary.as_ref(), &gvisor_dir).unwrap();
+    let platforms = [NodeAgentPlatform {
+        arch: Arch::host().unwrap(),
+        binary: binary.as_ref(),
+        gvisor_dir: &gvisor_dir,
+    }];
+    let archive = node_agent_image(IMAGE, &platforms).unwrap();
     // Same files, same bytes: the image digest only changes when its content does.
-    assert_eq!(
-        archive,
-        node_agent_image(IMAGE, binary.as_ref(), &gvisor_dir).unwrap()
-    );
+    assert_eq!(archive, node_agent_image(IMAGE, &platforms).unwrap());
     node.import_archive(IMAGE, &archive).unwrap();
 
     let bus = SystemBus::start(&node.path("/run/dbus/system_bus_socket")).unwrap();

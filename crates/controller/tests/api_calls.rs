@@ -103,8 +103,8 @@ async fn create_rereconcile_and_restart_make_exactly_these_requests() {
         audit_log: true,
         ..Default::default()
     })
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     let _logs = cp.logs_on_panic();
     let s = common::shoot(&cp, "calls", json!({})).await;
     let stop = start_controller(&cp).await;

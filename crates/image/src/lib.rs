@@ -12,7 +12,6 @@ pub mod chart;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use sandbox_runtime::gvisor::node::{BINARIES, CHECKSUMS, IMAGE_DIR};
 use sandbox_runtime::manifests::sha256_hex;
@@ -58,12 +57,95 @@ pub enum Entry {
     },
 }
 
-/// The Go name of this machine's architecture, as OCI image configurations spell it.
-fn go_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
+/// A CPU architecture the images are built for (all `linux`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Arch {
+    Amd64,
+    Arm64,
+}
+
+impl Arch {
+    /// Every architecture the released images carry, in index order.
+    pub const ALL: [Arch; 2] = [Arch::Amd64, Arch::Arm64];
+
+    /// This machine's architecture, if it is one we build for.
+    pub fn host() -> Option<Arch> {
+        match std::env::consts::ARCH {
+            "x86_64" => Some(Arch::Amd64),
+            "aarch64" => Some(Arch::Arm64),
+            _ => None,
+        }
+    }
+
+    /// The name OCI image configurations and indexes use (`amd64`, `arm64`).
+    pub fn oci(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "amd64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+
+    /// The Rust target the product binary is built for.
+    pub fn rust_target(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "x86_64-unknown-linux-gnu",
+            Arch::Arm64 => "aarch64-unknown-linux-gnu",
+        }
+    }
+
+    /// Debian's multiarch tuple: where glibc keeps this architecture's libraries.
+    pub fn multiarch(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "x86_64-linux-gnu",
+            Arch::Arm64 => "aarch64-linux-gnu",
+        }
+    }
+
+    /// The ELF `e_machine` of this architecture's binaries.
+    pub fn elf_machine(self) -> u16 {
+        match self {
+            Arch::Amd64 => goblin::elf::header::EM_X86_64,
+            Arch::Arm64 => goblin::elf::header::EM_AARCH64,
+        }
+    }
+
+    /// Where this machine keeps this architecture's C libraries: natively, as Debian's
+    /// multiarch packages, or as Debian's cross-compilation packages
+    /// (`libc6-arm64-cross` puts them in `/usr/aarch64-linux-gnu/lib`).
+    fn library_dirs(self) -> [PathBuf; 3] {
+        let tuple = self.multiarch();
+        [
+            PathBuf::from(format!("/lib/{tuple}")),
+            PathBuf::from(format!("/usr/lib/{tuple}")),
+            PathBuf::from(format!("/usr/{tuple}/lib")),
+        ]
+    }
+}
+
+/// Parses `ARCH=PATH` (`amd64=/path`), as the image builders' flags take them.
+pub fn arch_path(value: &str) -> Result<(Arch, PathBuf), String> {
+    let (arch, path) = value
+        .split_once('=')
+        .ok_or_else(|| format!("expected ARCH=PATH (e.g. amd64=/path), got {value:?}"))?;
+    Ok((arch.parse()?, PathBuf::from(path)))
+}
+
+impl std::fmt::Display for Arch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.oci())
+    }
+}
+
+impl std::str::FromStr for Arch {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim_start_matches("linux/") {
+            "amd64" => Ok(Arch::Amd64),
+            "arm64" => Ok(Arch::Arm64),
+            other => Err(format!(
+                "unknown architecture {other:?} (supported: amd64, arm64)"
+            )),
+        }
     }
 }
 
@@ -107,32 +189,27 @@ pub fn layer(entries: &[Entry]) -> Result<Vec<u8>> {
     layer.into_inner().map_err(tar_err)
 }
 
-/// An image archive named `name` with one layer of `entries`, `entrypoint` and `env`.
-pub fn archive(
-    name: &str,
-    entries: &[Entry],
-    entrypoint: &[&str],
-    env: &[&str],
-) -> Result<Vec<u8>> {
-    archive_as(name, entries, entrypoint, env, None)
+/// One architecture's variant of an image: its one layer and its configuration.
+#[derive(Clone, Debug)]
+pub struct PlatformImage {
+    pub arch: Arch,
+    pub entries: Vec<Entry>,
+    pub entrypoint: Vec<String>,
+    pub env: Vec<String>,
+    /// The user (`uid:gid`) its processes run as unless the pod says otherwise.
+    pub user: Option<String>,
 }
 
-/// [`archive`] whose processes run as `user` (`uid:gid`) unless the pod says otherwise.
-pub fn archive_as(
-    name: &str,
-    entries: &[Entry],
-    entrypoint: &[&str],
-    env: &[&str],
-    user: Option<&str>,
-) -> Result<Vec<u8>> {
-    let layer = layer(entries)?;
+/// The manifest of `image` and the blobs it refers to (layer, config).
+fn manifest(image: &PlatformImage) -> Result<(Vec<u8>, [Vec<u8>; 2])> {
+    let layer = layer(&image.entries)?;
     let layer_digest = sha256_hex(&layer);
-    let mut image_config = serde_json::json!({"Entrypoint": entrypoint, "Env": env});
-    if let Some(user) = user {
+    let mut image_config = serde_json::json!({"Entrypoint": image.entrypoint, "Env": image.env});
+    if let Some(user) = &image.user {
         image_config["User"] = serde_json::json!(user);
     }
     let config = serde_json::json!({
-        "architecture": go_arch(),
+        "architecture": image.arch.oci(),
         "os": "linux",
         "config": image_config,
         "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_digest}")]},
@@ -141,7 +218,7 @@ pub fn archive_as(
     .into_bytes();
     let manifest = serde_json::json!({
         "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "mediaType": MANIFEST,
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
                    "digest": format!("sha256:{}", sha256_hex(&config)), "size": config.len()},
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
@@ -149,49 +226,176 @@ pub fn archive_as(
     })
     .to_string()
     .into_bytes();
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": format!("sha256:{}", sha256_hex(&manifest)),
-            "size": manifest.len(),
-            "platform": {"architecture": go_arch(), "os": "linux"},
-            "annotations": {
-                "io.containerd.image.name": name,
-                "org.opencontainers.image.ref.name": name,
-            },
-        }],
-    })
-    .to_string()
-    .into_bytes();
+    Ok((manifest, [layer, config]))
+}
 
+const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// The descriptor of `blob` (of `media_type`), with the platform of `arch` when given.
+fn descriptor(media_type: &str, blob: &[u8], arch: Option<Arch>) -> serde_json::Value {
+    let mut descriptor = serde_json::json!({
+        "mediaType": media_type,
+        "digest": format!("sha256:{}", sha256_hex(blob)),
+        "size": blob.len(),
+    });
+    if let Some(arch) = arch {
+        descriptor["platform"] = serde_json::json!({"architecture": arch.oci(), "os": "linux"});
+    }
+    descriptor
+}
+
+/// `index.json` naming `descriptor` `name`, as `ctr images import` and OCI tools read it.
+fn named_index(name: &str, mut descriptor: serde_json::Value) -> Vec<u8> {
+    descriptor["annotations"] = serde_json::json!({
+        "io.containerd.image.name": name,
+        "org.opencontainers.image.ref.name": name,
+    });
+    serde_json::json!({"schemaVersion": 2, "mediaType": INDEX, "manifests": [descriptor]})
+        .to_string()
+        .into_bytes()
+}
+
+/// The OCI layout as a tar: `oci-layout`, `index.json`, then the blobs in the given order.
+fn layout(index: &[u8], blobs: &[&[u8]]) -> Result<Vec<u8>> {
     let mut archive = tar::Builder::new(Vec::new());
-    let file = |path: String, content: &[u8], b: &mut tar::Builder<Vec<u8>>| {
+    let mut file = |path: String, content: &[u8]| {
         let mut header = tar::Header::new_gnu();
         header.set_mode(0o644);
         header.set_size(content.len() as u64);
         header.set_mtime(0);
-        b.append_data(&mut header, path, content)
+        archive.append_data(&mut header, path, content)
     };
-    file(
-        "oci-layout".into(),
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-        &mut archive,
-    )
-    .map_err(tar_err)?;
-    file("index.json".into(), &index, &mut archive).map_err(tar_err)?;
-    for blob in [&layer, &config, &manifest] {
-        file(
-            format!("blobs/sha256/{}", sha256_hex(blob)),
-            blob,
-            &mut archive,
-        )
-        .map_err(tar_err)?;
+    file("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(tar_err)?;
+    file("index.json".into(), index).map_err(tar_err)?;
+    for blob in blobs {
+        file(format!("blobs/sha256/{}", sha256_hex(blob)), blob).map_err(tar_err)?;
     }
     let mut bytes = archive.into_inner().map_err(tar_err)?;
     bytes.flush().map_err(tar_err)?;
     Ok(bytes)
+}
+
+/// An image archive named `name` for this machine's architecture, with one layer of
+/// `entries`, `entrypoint` and `env` (the test nodes' images).
+pub fn archive(
+    name: &str,
+    entries: &[Entry],
+    entrypoint: &[&str],
+    env: &[&str],
+) -> Result<Vec<u8>> {
+    let arch = Arch::host().ok_or_else(|| {
+        Error::Libraries(format!(
+            "this machine's architecture {} is not one we build images for",
+            std::env::consts::ARCH
+        ))
+    })?;
+    let image = PlatformImage {
+        arch,
+        entries: entries.to_vec(),
+        entrypoint: entrypoint.iter().map(|s| s.to_string()).collect(),
+        env: env.iter().map(|s| s.to_string()).collect(),
+        user: None,
+    };
+    let (manifest, [layer, config]) = manifest(&image)?;
+    let index = named_index(name, descriptor(MANIFEST, &manifest, Some(arch)));
+    layout(&index, &[&layer, &config, &manifest])
+}
+
+/// A multi-architecture image archive named `name`: `index.json` names one image index,
+/// which lists one manifest per platform (what registries serve and `ctr images import`,
+/// `skopeo` or `crane` read). Platforms appear in the given order.
+pub fn multi_arch_archive(name: &str, images: &[PlatformImage]) -> Result<Vec<u8>> {
+    let mut blobs = Vec::new();
+    let mut manifests = Vec::new();
+    for image in images {
+        let (manifest, [layer, config]) = manifest(image)?;
+        manifests.push(descriptor(MANIFEST, &manifest, Some(image.arch)));
+        blobs.extend([layer, config, manifest]);
+    }
+    let image_index =
+        serde_json::json!({"schemaVersion": 2, "mediaType": INDEX, "manifests": manifests})
+            .to_string()
+            .into_bytes();
+    let index = named_index(name, descriptor(INDEX, &image_index, None));
+    blobs.push(image_index);
+    layout(&index, &blobs.iter().map(Vec::as_slice).collect::<Vec<_>>())
+}
+
+/// What an image archive holds for one platform: read back from the archive's bytes.
+#[derive(Clone, Debug)]
+pub struct ArchivedImage {
+    /// The platform's architecture as the index names it.
+    pub architecture: String,
+    /// The image configuration.
+    pub config: serde_json::Value,
+    /// The one layer (an uncompressed tar).
+    pub layer: Vec<u8>,
+}
+
+/// The images of an archive built here, one per platform, in index order: follows
+/// `index.json` through image indexes to the manifests.
+pub fn read_archive(archive: &[u8]) -> Result<Vec<ArchivedImage>> {
+    use std::io::Read;
+    let bad = |what: String| Error::Archive(std::io::Error::other(what));
+    let mut files = std::collections::BTreeMap::new();
+    for entry in tar::Archive::new(archive).entries().map_err(tar_err)? {
+        let mut entry = entry.map_err(tar_err)?;
+        let path = entry
+            .path()
+            .map_err(tar_err)?
+            .to_string_lossy()
+            .into_owned();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).map_err(tar_err)?;
+        files.insert(path, data);
+    }
+    let blob = |digest: &serde_json::Value| -> Result<serde_json::Value> {
+        let digest = digest.as_str().unwrap_or_default();
+        let path = format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"));
+        let data = files
+            .get(&path)
+            .ok_or_else(|| bad(format!("{path} is missing")))?;
+        serde_json::from_slice(data).map_err(|e| bad(format!("{path}: {e}")))
+    };
+    let index: serde_json::Value = serde_json::from_slice(
+        files
+            .get("index.json")
+            .ok_or_else(|| bad("index.json is missing".into()))?,
+    )
+    .map_err(|e| bad(format!("index.json: {e}")))?;
+    let mut pending: Vec<serde_json::Value> =
+        index["manifests"].as_array().cloned().unwrap_or_default();
+    pending.reverse();
+    let mut images = Vec::new();
+    while let Some(descriptor) = pending.pop() {
+        let document = blob(&descriptor["digest"])?;
+        if descriptor["mediaType"] == INDEX {
+            let mut children = document["manifests"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            children.reverse();
+            pending.extend(children);
+            continue;
+        }
+        let config = blob(&document["config"]["digest"])?;
+        let layer_digest = document["layers"][0]["digest"].as_str().unwrap_or_default();
+        let layer_path = format!(
+            "blobs/sha256/{}",
+            layer_digest.trim_start_matches("sha256:")
+        );
+        let layer = files
+            .get(&layer_path)
+            .cloned()
+            .ok_or_else(|| bad(format!("{layer_path} is missing")))?;
+        images.push(ArchivedImage {
+            architecture: config["architecture"].as_str().unwrap_or_default().into(),
+            config,
+            layer,
+        });
+    }
+    Ok(images)
 }
 
 /// An image archive named `name`: one layer with the static busybox and its applets, and
@@ -215,44 +419,74 @@ pub fn oci_archive(name: &str, busybox: &[u8], entrypoint: &[&str]) -> Result<Ve
     archive(name, &entries, entrypoint, &["PATH=/bin"])
 }
 
-/// The shared libraries `binary` loads (with the dynamic loader), as `ldd` resolves them on
-/// this machine: `(path in the image, file on this machine)`, sorted.
-fn shared_libraries(binary: &Path) -> Result<Vec<(String, PathBuf)>> {
-    let output = Command::new("ldd")
-        .arg(binary)
-        .output()
-        .map_err(io_err("ldd"))?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        if text.contains("not a dynamic executable") {
-            return Ok(Vec::new());
-        }
+/// Parses `bytes` (`what`, for errors) as an ELF file built for `arch`.
+fn elf_for<'a>(bytes: &'a [u8], arch: Arch, what: &Path) -> Result<goblin::elf::Elf<'a>> {
+    let elf = goblin::elf::Elf::parse(bytes)
+        .map_err(|e| Error::Libraries(format!("{}: not an ELF file: {e}", what.display())))?;
+    if elf.header.e_machine != arch.elf_machine() {
         return Err(Error::Libraries(format!(
-            "ldd {}: {}",
-            binary.display(),
-            String::from_utf8_lossy(&output.stderr)
+            "{} is built for ELF machine {}, not for linux/{arch}",
+            what.display(),
+            elf.header.e_machine
         )));
     }
-    let mut libraries = Vec::new();
-    for line in text.lines() {
-        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
-        let path = match line.split_once("=>") {
-            Some((_, right)) => right.split_whitespace().next(),
-            None => line
-                .split_whitespace()
-                .next()
-                .filter(|p| p.starts_with('/')),
-        };
-        if let Some(path) = path.filter(|p| p.starts_with('/')) {
-            libraries.push((
-                path.trim_start_matches('/').to_string(),
-                PathBuf::from(path),
-            ));
+    Ok(elf)
+}
+
+/// The file `name` for `arch` on this machine, from [`Arch::library_dirs`].
+fn find_library(name: &str, arch: Arch) -> Result<PathBuf> {
+    let dirs = arch.library_dirs();
+    for dir in &dirs {
+        let path = dir.join(name);
+        if let Ok(bytes) = std::fs::read(&path)
+            && elf_for(&bytes, arch, &path).is_ok()
+        {
+            return Ok(path);
         }
     }
-    libraries.sort();
-    libraries.dedup();
-    Ok(libraries)
+    Err(Error::Libraries(format!(
+        "{name} for linux/{arch} is not in {dirs:?}; install glibc for it (hack/prereqs.sh \
+         installs Debian's libc6-dev-arm64-cross for arm64)"
+    )))
+}
+
+/// The shared libraries `binary` (built for `arch`) loads, transitively, read from the ELF
+/// files themselves (`PT_INTERP`, `DT_NEEDED`) so that it works for a foreign architecture
+/// too: `(path in the image, file on this machine)`, sorted. The dynamic loader goes where
+/// `PT_INTERP` says, libraries into `lib/<multiarch>/`, where glibc's loader looks first.
+/// A static binary needs none.
+fn shared_libraries(binary: &Path, arch: Arch) -> Result<Vec<(String, PathBuf)>> {
+    let bytes = std::fs::read(binary).map_err(io_err(binary))?;
+    let elf = elf_for(&bytes, arch, binary)?;
+    let Some(interpreter) = elf.interpreter else {
+        return Ok(Vec::new());
+    };
+    let loader_name = Path::new(interpreter)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut found = std::collections::BTreeMap::new();
+    found.insert(
+        interpreter.trim_start_matches('/').to_string(),
+        find_library(&loader_name, arch)?,
+    );
+    let mut pending: Vec<String> = elf.libraries.iter().map(|l| l.to_string()).collect();
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(name) = pending.pop() {
+        if name == loader_name || !seen.insert(name.clone()) {
+            continue;
+        }
+        let path = find_library(&name, arch)?;
+        let library = std::fs::read(&path).map_err(io_err(&path))?;
+        pending.extend(
+            elf_for(&library, arch, &path)?
+                .libraries
+                .iter()
+                .map(|l| l.to_string()),
+        );
+        found.insert(format!("lib/{}/{name}", arch.multiarch()), path);
+    }
+    Ok(found.into_iter().collect())
 }
 
 /// The files of the image's gVisor folder (the node plan's binaries): the binaries from
@@ -289,9 +523,13 @@ pub fn write_gvisor_source(gvisor_dir: &Path, runsc_trailer: &[u8], dest: &Path)
 /// The user the controller image runs as (distroless' `nonroot`).
 pub const NONROOT: &str = "65532:65532";
 
-/// The files an image needs to run `binary` as its entrypoint `/<name>`: the directories, the
-/// binary and the C libraries it links, as `(dirs, files)`.
-fn binary_with_libraries(binary: &Path, name: &str) -> Result<(Vec<String>, Vec<Entry>)> {
+/// The files an image needs to run `binary` (built for `arch`) as its entrypoint `/<name>`:
+/// the directories, the binary and the C libraries it links, as `(dirs, files)`.
+fn binary_with_libraries(
+    binary: &Path,
+    arch: Arch,
+    name: &str,
+) -> Result<(Vec<String>, Vec<Entry>)> {
     let read = |path: &Path| std::fs::read(path).map_err(io_err(path));
     let mut dirs = Vec::new();
     let mut files = vec![Entry::File {
@@ -299,7 +537,7 @@ fn binary_with_libraries(binary: &Path, name: &str) -> Result<(Vec<String>, Vec<
         content: read(binary)?,
         mode: 0o755,
     }];
-    for (path, source) in shared_libraries(binary)? {
+    for (path, source) in shared_libraries(binary, arch)? {
         let mut parent = Path::new(&path).parent();
         while let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty()) {
             dirs.push(dir.to_string_lossy().into_owned());
@@ -314,67 +552,97 @@ fn binary_with_libraries(binary: &Path, name: &str) -> Result<(Vec<String>, Vec<
     Ok((dirs, files))
 }
 
-/// The controller's image: the product binary as entrypoint (`/gardener-extension-runtime-sandbox`,
-/// the chart's command), the C libraries it links, and `/etc/passwd` and `/etc/group` naming
-/// the non-root user 65532 it runs as. Nothing else: no shell, no package manager, no tools.
-pub fn controller_image(name: &str, binary: &Path) -> Result<Vec<u8>> {
-    let (mut dirs, files) = binary_with_libraries(binary, NODE_AGENT_BINARY)?;
-    dirs.extend(["etc".to_string(), "tmp".into()]);
+/// The product binary's image configuration: `/gardener-extension-runtime-sandbox` as entrypoint
+/// (the chart's and the DaemonSet's command), nothing on `PATH` but `/`.
+fn product_image(
+    arch: Arch,
+    mut dirs: Vec<String>,
+    files: Vec<Entry>,
+    user: Option<&str>,
+) -> PlatformImage {
     dirs.sort();
     dirs.dedup();
     let mut entries: Vec<Entry> = dirs.into_iter().map(Entry::Dir).collect();
-    entries.push(Entry::File {
-        path: "etc/passwd".into(),
-        content: b"root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n".to_vec(),
-        mode: 0o644,
-    });
-    entries.push(Entry::File {
-        path: "etc/group".into(),
-        content: b"root:x:0:\nnonroot:x:65532:\n".to_vec(),
-        mode: 0o644,
-    });
     entries.extend(files);
-    archive_as(
-        name,
-        &entries,
-        &[&format!("/{NODE_AGENT_BINARY}")],
-        &["PATH=/"],
-        Some(NONROOT),
-    )
+    PlatformImage {
+        arch,
+        entries,
+        entrypoint: vec![format!("/{NODE_AGENT_BINARY}")],
+        env: vec!["PATH=/".into()],
+        user: user.map(str::to_string),
+    }
 }
 
-/// The node agent's image: the product binary as entrypoint, the C libraries it links
-/// (glibc and libgcc, as distroless `cc` images carry), and in gVisor's image folder (the
-/// node plan's `binaries.source`) the gVisor binaries from `gvisor_dir` with their checksums,
-/// which the agent verifies before installing anything.
-pub fn node_agent_image(name: &str, binary: &Path, gvisor_dir: &Path) -> Result<Vec<u8>> {
-    let source_dir = IMAGE_DIR.trim_start_matches('/');
-    let (mut dirs, mut files) = binary_with_libraries(binary, NODE_AGENT_BINARY)?;
-    dirs.extend([
-        "etc".to_string(),
-        "tmp".into(),
-        "usr".into(),
-        "usr/local".into(),
-        "usr/local/lib".into(),
-        "usr/local/lib/runtime-sandbox".into(),
-        source_dir.into(),
-    ]);
-    for (name, content) in gvisor_source(gvisor_dir, &[])? {
-        let mode = if name == CHECKSUMS { 0o644 } else { 0o755 };
-        files.push(Entry::File {
-            path: format!("{source_dir}/{name}"),
-            content,
-            mode,
-        });
+/// The controller's image, one variant per `(architecture, product binary)`: the binary as
+/// entrypoint, the C libraries it links, and `/etc/passwd` and `/etc/group` naming the
+/// non-root user 65532 it runs as. Nothing else: no shell, no package manager, no tools.
+pub fn controller_image(name: &str, binaries: &[(Arch, &Path)]) -> Result<Vec<u8>> {
+    let mut images = Vec::new();
+    for &(arch, binary) in binaries {
+        let (mut dirs, libraries) = binary_with_libraries(binary, arch, NODE_AGENT_BINARY)?;
+        dirs.extend(["etc".to_string(), "tmp".into()]);
+        let mut files = vec![
+            Entry::File {
+                path: "etc/passwd".into(),
+                content: b"root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n".to_vec(),
+                mode: 0o644,
+            },
+            Entry::File {
+                path: "etc/group".into(),
+                content: b"root:x:0:\nnonroot:x:65532:\n".to_vec(),
+                mode: 0o644,
+            },
+        ];
+        files.extend(libraries);
+        images.push(product_image(arch, dirs, files, Some(NONROOT)));
     }
-    dirs.sort();
-    dirs.dedup();
-    let mut entries: Vec<Entry> = dirs.into_iter().map(Entry::Dir).collect();
-    entries.extend(files);
-    archive(
-        name,
-        &entries,
-        &[&format!("/{NODE_AGENT_BINARY}")],
-        &["PATH=/"],
-    )
+    multi_arch_archive(name, &images)
+}
+
+/// One architecture's inputs of the node agent's image.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeAgentPlatform<'a> {
+    pub arch: Arch,
+    /// The product binary built for `arch`.
+    pub binary: &'a Path,
+    /// Folder with `runsc` and `containerd-shim-runsc-v1` built for `arch`.
+    pub gvisor_dir: &'a Path,
+}
+
+/// The node agent's image, one variant per platform: the product binary as entrypoint, the C
+/// libraries it links (glibc and libgcc, as distroless `cc` images carry), and in gVisor's
+/// image folder (the node plan's `binaries.source`) that platform's gVisor binaries with their
+/// checksums, which the agent verifies before installing anything.
+pub fn node_agent_image(name: &str, platforms: &[NodeAgentPlatform<'_>]) -> Result<Vec<u8>> {
+    let source_dir = IMAGE_DIR.trim_start_matches('/');
+    let mut images = Vec::new();
+    for platform in platforms {
+        let (mut dirs, mut files) =
+            binary_with_libraries(platform.binary, platform.arch, NODE_AGENT_BINARY)?;
+        dirs.extend([
+            "etc".to_string(),
+            "tmp".into(),
+            "usr".into(),
+            "usr/local".into(),
+            "usr/local/lib".into(),
+            "usr/local/lib/runtime-sandbox".into(),
+            source_dir.into(),
+        ]);
+        for (name, content) in gvisor_source(platform.gvisor_dir, &[])? {
+            let mode = if name == CHECKSUMS {
+                0o644
+            } else {
+                // A runsc of the wrong architecture would only fail on the node.
+                elf_for(&content, platform.arch, &platform.gvisor_dir.join(&name))?;
+                0o755
+            };
+            files.push(Entry::File {
+                path: format!("{source_dir}/{name}"),
+                content,
+                mode,
+            });
+        }
+        images.push(product_image(platform.arch, dirs, files, None));
+    }
+    multi_arch_archive(name, &images)
 }

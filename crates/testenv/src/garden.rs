@@ -129,8 +129,8 @@ impl Garden {
     }
 
     /// A guard that prints all log tails if the test holding it panics.
-    pub fn logs_on_panic(&self) -> GardenLogsOnPanic<'_> {
-        GardenLogsOnPanic(self)
+    pub fn logs_on_panic(&self) -> crate::LogsOnPanic<'_> {
+        crate::LogsOnPanic(self)
     }
 
     /// A client that talks to gardener-apiserver itself (not through the aggregator), as the
@@ -144,9 +144,10 @@ impl Garden {
                 c.server = Some(format!("https://127.0.0.1:{port}"));
             }
         }
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-            .await
-            .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| Error::Kubeconfig(e.to_string()))?;
         Ok(kube::Client::try_from(config)?)
     }
 
@@ -251,13 +252,11 @@ impl Garden {
                 let (group, version) = gv.split_once('/').unwrap_or(("", gv));
                 let name = format!("{version}.{group}");
                 *why = match api_services.get(&name).await {
-                    Ok(s) if is_available(&s) => {
-                        match client.list_api_group_resources(gv).await {
-                            Ok(list) if !list.resources.is_empty() => String::new(),
-                            Ok(_) => "discovery lists no resources yet".into(),
-                            Err(e) => format!("discovery: {e}"),
-                        }
-                    }
+                    Ok(s) if is_available(&s) => match client.list_api_group_resources(gv).await {
+                        Ok(list) if !list.resources.is_empty() => String::new(),
+                        Ok(_) => "discovery lists no resources yet".into(),
+                        Err(e) => format!("discovery: {e}"),
+                    },
                     Ok(s) => format!("APIService {name} not Available: {}", condition(&s)),
                     Err(e) => format!("APIService {name}: {e}"),
                 };
@@ -267,8 +266,10 @@ impl Garden {
                 break;
             }
             if Instant::now() > deadline || !self.gardener_apiserver.is_running() {
-                let reasons: Vec<String> =
-                    pending.iter().map(|(gv, why)| format!("{gv}: {why}")).collect();
+                let reasons: Vec<String> = pending
+                    .iter()
+                    .map(|(gv, why)| format!("{gv}: {why}"))
+                    .collect();
                 return Err(Error::NotReady {
                     server: "gardener-apiserver (aggregated)",
                     seconds: READY_TIMEOUT.as_secs(),
@@ -316,14 +317,9 @@ fn condition(api_service: &APIService) -> String {
         .unwrap_or_else(|| "no Available condition yet".into())
 }
 
-/// Prints the garden's log tails when dropped during a panic.
-pub struct GardenLogsOnPanic<'a>(&'a Garden);
-
-impl Drop for GardenLogsOnPanic<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("test failed; garden logs:\n{}", self.0.log_tails(40));
-        }
+impl crate::LogTails for Garden {
+    fn log_tails(&self, lines: usize) -> String {
+        Garden::log_tails(self, lines)
     }
 }
 

@@ -18,6 +18,7 @@
 //! its tests, also when a test panics or the process is killed.
 
 pub mod chart;
+pub mod cross;
 pub mod dbus;
 pub mod garden;
 pub mod gardenlet;
@@ -453,13 +454,25 @@ pub fn is_established(crd: &CustomResourceDefinition) -> bool {
         })
 }
 
-/// Prints the control plane's log tails when dropped during a panic.
-pub struct LogsOnPanic<'a>(&'a ControlPlane);
+/// Servers whose log tails a failing test prints.
+pub trait LogTails {
+    /// The last `lines` lines of each server's log.
+    fn log_tails(&self, lines: usize) -> String;
+}
+
+impl LogTails for ControlPlane {
+    fn log_tails(&self, lines: usize) -> String {
+        ControlPlane::log_tails(self, lines)
+    }
+}
+
+/// Prints the servers' log tails when dropped during a panic.
+pub struct LogsOnPanic<'a>(&'a dyn LogTails);
 
 impl Drop for LogsOnPanic<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("test failed; control plane logs:\n{}", self.0.log_tails(40));
+            eprintln!("test failed; server logs:\n{}", self.0.log_tails(40));
         }
     }
 }

@@ -14,8 +14,11 @@ pub struct Tools {
     pub etcd: PathBuf,
     /// Folder with Gardener's CRD YAML files.
     pub gardener_crds: PathBuf,
-    /// Folder with `runsc` and `containerd-shim-runsc-v1`.
+    /// Folder with `runsc` and `containerd-shim-runsc-v1` for this machine.
     pub gvisor: PathBuf,
+    /// Folder with `runsc` and `containerd-shim-runsc-v1` for linux/arm64 (the images' arm64
+    /// variant), from the same pinned gVisor module.
+    pub gvisor_arm64: PathBuf,
     /// Folder with containerd 2.x: `containerd`, `ctr` and `containerd-shim-runc-v2`.
     pub containerd2: PathBuf,
     /// Folder with containerd 1.7: `containerd`, `ctr` and `containerd-shim-runc-v2`.
@@ -31,73 +34,57 @@ const ENV_APISERVER: &str = "SANDBOX_KUBE_APISERVER";
 const ENV_ETCD: &str = "SANDBOX_ETCD";
 const ENV_CRDS: &str = "SANDBOX_GARDENER_CRDS";
 const ENV_GVISOR: &str = "SANDBOX_GVISOR";
+const ENV_GVISOR_ARM64: &str = "SANDBOX_GVISOR_ARM64";
 const ENV_CONTAINERD2: &str = "SANDBOX_CONTAINERD2";
 const ENV_CONTAINERD17: &str = "SANDBOX_CONTAINERD17";
 const ENV_GVISOR_EXTENSION: &str = "SANDBOX_GVISOR_EXTENSION";
 const ENV_GARDENER: &str = "SANDBOX_GARDENER";
 
-impl Tools {
-    /// Takes the paths from `SANDBOX_KUBE_APISERVER`, `SANDBOX_ETCD`,
-    /// `SANDBOX_GARDENER_CRDS`, `SANDBOX_GVISOR`, `SANDBOX_CONTAINERD2`, `SANDBOX_CONTAINERD17`
-    /// `SANDBOX_GVISOR_EXTENSION` and `SANDBOX_GARDENER` when all are set; otherwise runs
-    /// `hack/tools.sh`, which builds whatever is missing (once per pinned version) and tells
-    /// the paths.
-    pub fn locate() -> Result<Self> {
-        let from_env = (
-            std::env::var_os(ENV_APISERVER),
-            std::env::var_os(ENV_ETCD),
-            std::env::var_os(ENV_CRDS),
-            std::env::var_os(ENV_GVISOR),
-            std::env::var_os(ENV_CONTAINERD2),
-            std::env::var_os(ENV_CONTAINERD17),
-            std::env::var_os(ENV_GVISOR_EXTENSION),
-            std::env::var_os(ENV_GARDENER),
-        );
-        let tools =
-            if let (Some(a), Some(e), Some(c), Some(g), Some(d), Some(d17), Some(x), Some(gr)) =
-                from_env
-            {
-                Tools {
-                    kube_apiserver: a.into(),
-                    etcd: e.into(),
-                    gardener_crds: c.into(),
-                    gvisor: g.into(),
-                    containerd2: d.into(),
-                    containerd17: d17.into(),
-                    gvisor_extension: x.into(),
-                    gardener: gr.into(),
-                }
-            } else {
-                Self::from_hack_script()?
-            };
-        all_exist(
-            &[
-                &tools.kube_apiserver,
-                &tools.etcd,
-                &tools.gardener_crds,
-                &tools.gvisor,
-                &tools.containerd2,
-                &tools.containerd17,
-                &tools.gvisor_extension,
-                &tools.gardener,
-            ],
-            "all",
-        )?;
-        Ok(tools)
-    }
+/// Every variable `hack/tools.sh env` prints, in the order of [`Tools`]' fields.
+const ALL: [&str; 9] = [
+    ENV_APISERVER,
+    ENV_ETCD,
+    ENV_CRDS,
+    ENV_GVISOR,
+    ENV_GVISOR_ARM64,
+    ENV_CONTAINERD2,
+    ENV_CONTAINERD17,
+    ENV_GVISOR_EXTENSION,
+    ENV_GARDENER,
+];
 
-    fn from_hack_script() -> Result<Self> {
-        let (text, script) = hack_script("all")?;
-        let var = |name: &str| env_var(&text, &script, name);
+impl Tools {
+    /// Takes the paths from the `SANDBOX_*` variables `hack/tools.sh env` prints when all are
+    /// set; otherwise runs `hack/tools.sh`, which builds whatever is missing (once per pinned
+    /// version) and tells the paths.
+    pub fn locate() -> Result<Self> {
+        let from_env: Option<Vec<PathBuf>> = ALL
+            .iter()
+            .map(|name| std::env::var_os(name).map(PathBuf::from))
+            .collect();
+        let paths = match from_env {
+            Some(paths) => paths,
+            None => {
+                let (text, script) = hack_script("all")?;
+                ALL.iter()
+                    .map(|name| env_var(&text, &script, name))
+                    .collect::<Result<Vec<_>>>()?
+            }
+        };
+        all_exist(&paths.iter().collect::<Vec<_>>(), "all")?;
+        // Struct fields are evaluated in the order written: the order of `ALL`.
+        let mut paths = paths.into_iter();
+        let mut next = || paths.next().expect("one path per variable");
         Ok(Tools {
-            kube_apiserver: var(ENV_APISERVER)?,
-            etcd: var(ENV_ETCD)?,
-            gardener_crds: var(ENV_CRDS)?,
-            gvisor: var(ENV_GVISOR)?,
-            containerd2: var(ENV_CONTAINERD2)?,
-            containerd17: var(ENV_CONTAINERD17)?,
-            gvisor_extension: var(ENV_GVISOR_EXTENSION)?,
-            gardener: var(ENV_GARDENER)?,
+            kube_apiserver: next(),
+            etcd: next(),
+            gardener_crds: next(),
+            gvisor: next(),
+            gvisor_arm64: next(),
+            containerd2: next(),
+            containerd17: next(),
+            gvisor_extension: next(),
+            gardener: next(),
         })
     }
 }

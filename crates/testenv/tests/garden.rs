@@ -42,7 +42,10 @@ async fn gardener_apiserver_serves_gardener_api_groups_through_the_aggregator() 
     let client = garden.client().await.unwrap();
     let groups = client.list_api_groups().await.unwrap();
     assert!(
-        groups.groups.iter().any(|g| g.name == "core.gardener.cloud"),
+        groups
+            .groups
+            .iter()
+            .any(|g| g.name == "core.gardener.cloud"),
         "the kube-apiserver's discovery must list core.gardener.cloud"
     );
 }
@@ -56,7 +59,10 @@ async fn gardener_defaulting_and_validation_run() {
     // Defaulting by gardener-apiserver: a resource is primary unless it says otherwise, and
     // the deployment policy is OnDemand.
     let created = api
-        .create(&PostParams::default(), &registration("garden-defaults", json!({})))
+        .create(
+            &PostParams::default(),
+            &registration("garden-defaults", json!({})),
+        )
         .await
         .unwrap();
     assert_eq!(created.data["spec"]["resources"][0]["primary"], true);
@@ -104,5 +110,9 @@ async fn the_aggregator_forwards_the_user_and_rbac_decides() {
         panic!("expected an API error, got {error}");
     };
     assert_eq!(status.code, 403, "{status:?}");
-    assert!(status.message.contains("garden-nobody"), "{}", status.message);
+    assert!(
+        status.message.contains("garden-nobody"),
+        "{}",
+        status.message
+    );
 }

@@ -12,8 +12,8 @@ async fn a_user_without_rbac_is_forbidden_and_audited() {
         audit_log: true,
         ..Default::default()
     })
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     let _logs = cp.logs_on_panic();
     let path = cp.user_kubeconfig("alice", &["developers"]).unwrap();
     let config = kube::Config::from_custom_kubeconfig(

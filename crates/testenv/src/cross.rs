@@ -1,0 +1,50 @@
+//! The product binary for another architecture, built by Cargo for tests of the
+//! multi-architecture images (the host's build is `CARGO_BIN_EXE_...`).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use sandbox_image::Arch;
+
+use crate::{Error, Result, repo_root};
+
+/// The package and binary of the product.
+const PACKAGE: &str = "gardener-extension-runtime-sandbox";
+
+/// Builds the product binary (the test profile's debug build) for `arch` with the workspace's
+/// Cargo and target folder, and returns its path. Cargo's progress goes to our stderr; a
+/// missing Rust target or cross linker is an error saying what to install.
+pub fn product_binary(arch: Arch) -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target = arch.rust_target();
+    let output = Command::new(&cargo)
+        .current_dir(repo_root())
+        .args(["build", "--locked", "--package", PACKAGE, "--bin", PACKAGE])
+        .args([
+            "--target",
+            target,
+            "--message-format=json-render-diagnostics",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| Error::Tools(format!("cannot run {}: {e}", cargo.to_string_lossy())))?;
+    if !output.status.success() {
+        return Err(Error::Tools(format!(
+            "cargo build --target {target} failed ({}); hack/prereqs.sh installs what it needs \
+             (rustup target add {target}; Debian's gcc-aarch64-linux-gnu and \
+             libc6-dev-arm64-cross, the linker .cargo/config.toml names)",
+            output.status
+        )));
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == PACKAGE)
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .ok_or_else(|| {
+            Error::Tools(format!(
+                "cargo build --target {target} reported no executable for {PACKAGE}"
+            ))
+        })
+}
