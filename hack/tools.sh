@@ -60,6 +60,32 @@ publish() {
   rm -rf "$work"
 }
 
+# kubernetes_module WORK: a Go module in WORK that requires k8s.io/kubernetes at
+# KUBERNETES_VERSION, with its staging modules mapped to their published releases (as a
+# dependency, k8s.io/kubernetes' own replaces of ./staging/... do not apply) and a tools.go
+# importing the packages given after WORK, then tidied.
+kubernetes_module() {
+  local work=$1; shift
+  local staging=${KUBERNETES_VERSION/#v1./v0.}
+  run_go "go mod init" "$work/log" go mod init sandbox.local/kubernetes-build
+  run_go "downloading k8s.io/kubernetes@$KUBERNETES_VERSION" "$work/log" \
+    go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION"
+  local gomod
+  gomod=$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  local args=(-require "k8s.io/kubernetes@$KUBERNETES_VERSION")
+  while read -r mod; do
+    args+=(-replace "$mod=$mod@$staging")
+  done < <(sed -n -E 's#^[[:space:]]*(k8s\.io/[a-z0-9-]+) => \./staging/.*#\1#p' "$gomod")
+  go mod edit "${args[@]}"
+  { printf 'package main\n\nimport (\n'; for pkg in "$@"; do printf '\t_ "%s"\n' "$pkg"; done; printf ')\n'; } >tools.go
+  run_go "resolving Kubernetes dependencies" "$work/log" go mod tidy
+}
+
+# The version flags every Kubernetes binary reports (kubelet's version is what the node shows).
+kubernetes_ldflags() {
+  echo "-s -w -X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${KUBERNETES_VERSION#v1.}"
+}
+
 build_kube_apiserver() {
   local dir=$TOOLS_DIR/kube-apiserver-$KUBERNETES_VERSION
   [ -x "$dir/kube-apiserver" ] && return 0
@@ -67,28 +93,36 @@ build_kube_apiserver() {
   echo "building kube-apiserver $KUBERNETES_VERSION from the Go module proxy (takes several minutes once)..." >&2
   local work; work=$(mktemp -d)
   mkdir -p "$TOOLS_DIR"
-  local staging=${KUBERNETES_VERSION/#v1./v0.}
   (
     cd "$work"
-    run_go "go mod init" "$work/log" go mod init sandbox.local/kube-apiserver-build
-    # Download k8s.io/kubernetes' go.mod to learn which staging modules it replaces locally;
-    # as a dependency those replaces do not apply, so map each to its published v0.x.y release.
-    run_go "downloading k8s.io/kubernetes@$KUBERNETES_VERSION" "$work/log" \
-      go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION"
-    local gomod
-    gomod=$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
-    local args=(-require "k8s.io/kubernetes@$KUBERNETES_VERSION")
-    while read -r mod; do
-      args+=(-replace "$mod=$mod@$staging")
-    done < <(sed -n -E 's#^[[:space:]]*(k8s\.io/[a-z0-9-]+) => \./staging/.*#\1#p' "$gomod")
-    go mod edit "${args[@]}"
-    printf 'package main\n\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver/app"\n' >tools.go
-    run_go "resolving kube-apiserver dependencies" "$work/log" go mod tidy
+    kubernetes_module "$work" k8s.io/kubernetes/cmd/kube-apiserver/app
     GOEXPERIMENT=$(go_experiment) CGO_ENABLED=0 run_go "building kube-apiserver" "$work/log" \
-      go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${KUBERNETES_VERSION#v1.}" \
-      -o "$work/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+      go build -trimpath -ldflags "$(kubernetes_ldflags)" -o "$work/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
   )
   publish "$dir" "$work" kube-apiserver
+}
+
+# What a test shoot adds to kube-apiserver: kube-controller-manager, kube-scheduler and the
+# kubelet, in one `go build` (kube-apiserver stays alone so that `make demo` builds only it).
+build_kubernetes_node() {
+  local dir
+  dir=$(tool_path kubernetes-node)
+  [ -x "$dir/kubelet" ] && [ -x "$dir/kube-controller-manager" ] && [ -x "$dir/kube-scheduler" ] && return 0
+  need_go
+  echo "building kube-controller-manager, kube-scheduler and kubelet $KUBERNETES_VERSION from the Go module proxy (takes several minutes once)..." >&2
+  local work; work=$(mktemp -d)
+  mkdir -p "$TOOLS_DIR"
+  (
+    cd "$work"
+    kubernetes_module "$work" k8s.io/kubernetes/cmd/kube-controller-manager/app \
+      k8s.io/kubernetes/cmd/kube-scheduler/app k8s.io/kubernetes/cmd/kubelet/app
+    mkdir -p "$work/bin"
+    GOEXPERIMENT=$(go_experiment) CGO_ENABLED=0 run_go "building kube-controller-manager, kube-scheduler and kubelet" "$work/log" \
+      go build -trimpath -ldflags "$(kubernetes_ldflags)" -o "$work/bin/" \
+      k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet
+    mv "$work"/bin/* "$work/"
+  )
+  publish "$dir" "$work" kube-controller-manager kube-scheduler kubelet
 }
 
 build_etcd() {
@@ -265,6 +299,7 @@ tool_path() {
   case $1 in
     kube-apiserver) echo "$TOOLS_DIR/kube-apiserver-$KUBERNETES_VERSION/kube-apiserver" ;;
     etcd) echo "$TOOLS_DIR/etcd-$ETCD_VERSION/etcd" ;;
+    kubernetes-node) echo "$TOOLS_DIR/kubernetes-node-$KUBERNETES_VERSION" ;;
     # "-2": the set of CRDs taken from the module grew (VPA, operator Extension).
     gardener-crds) echo "$TOOLS_DIR/gardener-crds-$GARDENER_VERSION-2" ;;
     gvisor) echo "$TOOLS_DIR/gvisor-$GVISOR_VERSION" ;;
@@ -281,6 +316,7 @@ ensure() {
   case ${1:-all} in
     kube-apiserver) build_kube_apiserver ;;
     etcd) build_etcd ;;
+    kubernetes-node) build_kubernetes_node ;;
     gardener-crds) fetch_gardener_crds ;;
     gvisor) build_gvisor ;;
     gvisor-arm64) build_gvisor_arm64 ;;
