@@ -350,13 +350,15 @@ pub fn read_archive(archive: &[u8]) -> Result<Vec<ArchivedImage>> {
         entry.read_to_end(&mut data).map_err(tar_err)?;
         files.insert(path, data);
     }
-    let blob = |digest: &serde_json::Value| -> Result<serde_json::Value> {
+    let raw = |digest: &serde_json::Value| -> Result<&Vec<u8>> {
         let digest = digest.as_str().unwrap_or_default();
         let path = format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"));
-        let data = files
+        files
             .get(&path)
-            .ok_or_else(|| bad(format!("{path} is missing")))?;
-        serde_json::from_slice(data).map_err(|e| bad(format!("{path}: {e}")))
+            .ok_or_else(|| bad(format!("{path} is missing")))
+    };
+    let blob = |digest: &serde_json::Value| -> Result<serde_json::Value> {
+        serde_json::from_slice(raw(digest)?).map_err(|e| bad(format!("{digest}: {e}")))
     };
     let index: serde_json::Value = serde_json::from_slice(
         files
@@ -433,15 +435,16 @@ fn elf_for<'a>(bytes: &'a [u8], arch: Arch, what: &Path) -> Result<goblin::elf::
     Ok(elf)
 }
 
-/// The file `name` for `arch` on this machine, from [`Arch::library_dirs`].
-fn find_library(name: &str, arch: Arch) -> Result<PathBuf> {
+/// The file `name` for `arch` on this machine, from [`Arch::library_dirs`]: its path and
+/// content.
+fn find_library(name: &str, arch: Arch) -> Result<(PathBuf, Vec<u8>)> {
     let dirs = arch.library_dirs();
     for dir in &dirs {
         let path = dir.join(name);
         if let Ok(bytes) = std::fs::read(&path)
             && elf_for(&bytes, arch, &path).is_ok()
         {
-            return Ok(path);
+            return Ok((path, bytes));
         }
     }
     Err(Error::Libraries(format!(
@@ -450,14 +453,13 @@ fn find_library(name: &str, arch: Arch) -> Result<PathBuf> {
     )))
 }
 
-/// The shared libraries `binary` (built for `arch`) loads, transitively, read from the ELF
-/// files themselves (`PT_INTERP`, `DT_NEEDED`) so that it works for a foreign architecture
-/// too: `(path in the image, file on this machine)`, sorted. The dynamic loader goes where
-/// `PT_INTERP` says, libraries into `lib/<multiarch>/`, where glibc's loader looks first.
-/// A static binary needs none.
-fn shared_libraries(binary: &Path, arch: Arch) -> Result<Vec<(String, PathBuf)>> {
-    let bytes = std::fs::read(binary).map_err(io_err(binary))?;
-    let elf = elf_for(&bytes, arch, binary)?;
+/// The shared libraries `binary` (the ELF file at `path`, built for `arch`) loads,
+/// transitively, read from the ELF files themselves (`PT_INTERP`, `DT_NEEDED`) so that it works
+/// for a foreign architecture too: `(path in the image, content)`, sorted by path. The dynamic
+/// loader goes where `PT_INTERP` says, libraries into `lib/<multiarch>/`, where glibc's loader
+/// looks first. A static binary needs none.
+fn shared_libraries(binary: &[u8], path: &Path, arch: Arch) -> Result<Vec<(String, Vec<u8>)>> {
+    let elf = elf_for(binary, arch, path)?;
     let Some(interpreter) = elf.interpreter else {
         return Ok(Vec::new());
     };
@@ -468,7 +470,7 @@ fn shared_libraries(binary: &Path, arch: Arch) -> Result<Vec<(String, PathBuf)>>
     let mut found = std::collections::BTreeMap::new();
     found.insert(
         interpreter.trim_start_matches('/').to_string(),
-        find_library(&loader_name, arch)?,
+        find_library(&loader_name, arch)?.1,
     );
     let mut pending: Vec<String> = elf.libraries.iter().map(|l| l.to_string()).collect();
     let mut seen = std::collections::BTreeSet::new();
@@ -476,15 +478,14 @@ fn shared_libraries(binary: &Path, arch: Arch) -> Result<Vec<(String, PathBuf)>>
         if name == loader_name || !seen.insert(name.clone()) {
             continue;
         }
-        let path = find_library(&name, arch)?;
-        let library = std::fs::read(&path).map_err(io_err(&path))?;
+        let (path, library) = find_library(&name, arch)?;
         pending.extend(
             elf_for(&library, arch, &path)?
                 .libraries
                 .iter()
                 .map(|l| l.to_string()),
         );
-        found.insert(format!("lib/{}/{name}", arch.multiarch()), path);
+        found.insert(format!("lib/{}/{name}", arch.multiarch()), library);
     }
     Ok(found.into_iter().collect())
 }
@@ -530,14 +531,15 @@ fn binary_with_libraries(
     arch: Arch,
     name: &str,
 ) -> Result<(Vec<String>, Vec<Entry>)> {
-    let read = |path: &Path| std::fs::read(path).map_err(io_err(path));
+    let content = std::fs::read(binary).map_err(io_err(binary))?;
+    let libraries = shared_libraries(&content, binary, arch)?;
     let mut dirs = Vec::new();
     let mut files = vec![Entry::File {
         path: name.into(),
-        content: read(binary)?,
+        content,
         mode: 0o755,
     }];
-    for (path, source) in shared_libraries(binary, arch)? {
+    for (path, content) in libraries {
         let mut parent = Path::new(&path).parent();
         while let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty()) {
             dirs.push(dir.to_string_lossy().into_owned());
@@ -545,7 +547,7 @@ fn binary_with_libraries(
         }
         files.push(Entry::File {
             path,
-            content: read(&source)?,
+            content,
             mode: 0o755,
         });
     }

@@ -31,7 +31,6 @@ use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::{
     APIService, APIServiceSpec, ServiceReference,
 };
 use kube::api::{Api, ObjectMeta, PostParams};
-use kube::config::KubeConfigOptions;
 
 use crate::{ControlPlane, Error, Options, Result, Server, Tools, server};
 
@@ -144,27 +143,18 @@ impl Garden {
                 c.server = Some(format!("https://127.0.0.1:{port}"));
             }
         }
-        let config =
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                .await
-                .map_err(|e| Error::Kubeconfig(e.to_string()))?;
-        Ok(kube::Client::try_from(config)?)
+        crate::client_for(kubeconfig).await
     }
 
     async fn wait_healthy(&self, direct: &kube::Client) -> Result<()> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            let request = http::Request::get("/readyz")
-                .body(Vec::new())
-                .expect("static request");
-            match direct.request_text(request).await {
-                Ok(body) if body.trim() == "ok" => return Ok(()),
-                _ if Instant::now() > deadline || !self.gardener_apiserver.is_running() => {
-                    return Err(self.not_ready());
-                }
-                _ => tokio::time::sleep(Duration::from_millis(250)).await,
-            }
+        if crate::readyz_ok(direct, &self.gardener_apiserver, READY_TIMEOUT).await {
+            return Ok(());
         }
+        Err(Error::NotReady {
+            server: "gardener-apiserver",
+            seconds: READY_TIMEOUT.as_secs(),
+            log_tail: self.log_tails(30),
+        })
     }
 
     /// Creates the `ExternalName` Service and one `APIService` per group version that
@@ -279,14 +269,6 @@ impl Garden {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         Ok(())
-    }
-
-    fn not_ready(&self) -> Error {
-        Error::NotReady {
-            server: "gardener-apiserver",
-            seconds: READY_TIMEOUT.as_secs(),
-            log_tail: self.log_tails(30),
-        }
     }
 }
 

@@ -246,13 +246,7 @@ impl ControlPlane {
     /// A new client for this control plane, authenticated as a cluster admin
     /// (`system:masters`). Make one per Tokio runtime.
     pub async fn client(&self) -> Result<kube::Client> {
-        let config = kube::Config::from_custom_kubeconfig(
-            self.kubeconfig.clone(),
-            &KubeConfigOptions::default(),
-        )
-        .await
-        .map_err(|e| Error::Kubeconfig(e.to_string()))?;
-        Ok(kube::Client::try_from(config)?)
+        client_for(self.kubeconfig.clone()).await
     }
 
     /// The kubeconfig of a cluster admin, for programs run by tests (and for people).
@@ -383,24 +377,14 @@ impl ControlPlane {
     }
 
     async fn wait_ready(&self) -> Result<()> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let client = self.client().await?;
-        loop {
-            let request = http::Request::get("/readyz")
-                .body(Vec::new())
-                .expect("static request");
-            match client.request_text(request).await {
-                Ok(body) if body.trim() == "ok" => return Ok(()),
-                _ if Instant::now() > deadline || !self.apiserver.is_running() => {
-                    return Err(Error::NotReady {
-                        server: "kube-apiserver",
-                        seconds: READY_TIMEOUT.as_secs(),
-                        log_tail: self.log_tails(30),
-                    });
-                }
-                _ => tokio::time::sleep(Duration::from_millis(250)).await,
-            }
+        if readyz_ok(&self.client().await?, &self.apiserver, READY_TIMEOUT).await {
+            return Ok(());
         }
+        Err(Error::NotReady {
+            server: "kube-apiserver",
+            seconds: READY_TIMEOUT.as_secs(),
+            log_tail: self.log_tails(30),
+        })
     }
 
     async fn install_crds(&self, dir: &Path) -> Result<Vec<String>> {
@@ -440,6 +424,30 @@ impl ControlPlane {
             }
         }
         Ok(names)
+    }
+}
+
+/// A client for `kubeconfig` (its current context). Make one per Tokio runtime.
+pub async fn client_for(kubeconfig: Kubeconfig) -> Result<kube::Client> {
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// Polls `/readyz` through `client` until it answers `ok` (true), or until `timeout` has
+/// passed or `server` has exited (false).
+pub(crate) async fn readyz_ok(client: &kube::Client, server: &Server, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let request = http::Request::get("/readyz")
+            .body(Vec::new())
+            .expect("static request");
+        match client.request_text(request).await {
+            Ok(body) if body.trim() == "ok" => return true,
+            _ if Instant::now() > deadline || !server.is_running() => return false,
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
     }
 }
 

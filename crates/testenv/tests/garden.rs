@@ -98,10 +98,8 @@ async fn the_aggregator_forwards_the_user_and_rbac_decides() {
         .user_kubeconfig("garden-nobody", &["garden-testers"])
         .unwrap();
     let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .unwrap();
-    let api = controller_registrations(kube::Client::try_from(config).unwrap());
+    let client = sandbox_testenv::client_for(kubeconfig).await.unwrap();
+    let api = controller_registrations(client);
     let error = api
         .list(&Default::default())
         .await

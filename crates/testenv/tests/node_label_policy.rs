@@ -64,10 +64,7 @@ async fn the_node_agent_may_set_only_its_own_nodes_ready_label() {
         .service_account_kubeconfig(SHOOT_NAMESPACE, SERVICE_ACCOUNT, Some(bound))
         .await
         .unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .unwrap();
-    let agent = Api::<Node>::all(kube::Client::try_from(config).unwrap());
+    let agent = Api::<Node>::all(sandbox_testenv::client_for(kubeconfig).await.unwrap());
 
     // A new policy takes effect within a few seconds: until labelling another node is refused,
     // undo what got through and try again.

@@ -12,7 +12,6 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use kube::Client;
 use sandbox_controller::ControllerConfig;
 use sandbox_testenv::ControlPlane;
 pub use sandbox_testenv::gardenlet::{Shoot, create_cluster};
@@ -37,11 +36,7 @@ pub fn env(config: fn() -> ControllerConfig) -> &'static ControlPlane {
                 let (_, kubeconfig) = sandbox_testenv::chart::install_identity(cp, &[])
                     .await
                     .expect("installing the chart's ServiceAccount and RBAC");
-                let config_k =
-                    kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-                        .await
-                        .unwrap();
-                let client = Client::try_from(config_k).unwrap();
+                let client = sandbox_testenv::client_for(kubeconfig).await.unwrap();
                 ready_tx.send(()).unwrap();
                 sandbox_controller::run(
                     client,
