@@ -54,6 +54,17 @@ pub struct Worker {
     pub name: String,
     pub cri: Option<Cri>,
     pub machine: Machine,
+    /// Taints gardenlet puts on every node of the pool (`spec.provider.workers[].taints`).
+    pub taints: Vec<Taint>,
+}
+
+/// A node taint as a worker pool declares it (`core/v1` Taint without `timeAdded`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Taint {
+    pub key: String,
+    pub value: Option<String>,
+    pub effect: String,
 }
 
 impl Worker {
@@ -151,7 +162,8 @@ impl Shoot {
     }
 
     /// Only what the seed controller decides on: name, deletion, force deletion, hibernation,
-    /// the last operation, and each pool's name and runtime types (no providerConfig, machine,
+    /// the last operation, and each pool's name, runtime types and taints (the RuntimeClass
+    /// tolerates them) (no providerConfig, machine,
     /// other annotations or managed fields). A controller that caches every Cluster keeps this.
     pub fn projection(&self) -> Shoot {
         let annotations = self
@@ -188,6 +200,7 @@ impl Shoot {
                                     .collect(),
                             }),
                             machine: Machine::default(),
+                            taints: w.taints.clone(),
                         })
                         .collect(),
                 },
@@ -209,7 +222,9 @@ mod tests {
                 "managedFields": [{"manager": "gardenlet"}]},
             "spec": {"hibernation": {"enabled": true}, "kubernetes": {"version": "1.34.2"},
                 "provider": {"type": "aws", "workers": [
-                    {"name": "a", "machine": {"type": "m5.large"}, "cri": {"name": "containerd",
+                    {"name": "a", "machine": {"type": "m5.large"},
+                        "taints": [{"key": "sandbox", "value": "gvisor", "effect": "NoSchedule"}],
+                        "cri": {"name": "containerd",
                         "containerRuntimes": [{"type": "gvisor", "providerConfig": {"big": "x"}}]}},
                     {"name": "b"}]}},
             "status": {"hibernated": true, "lastOperation": {"type": "Reconcile", "state": "Failed"}},
@@ -227,6 +242,14 @@ mod tests {
         );
         assert!(p.worker("a").unwrap().wants_runtime("gvisor"));
         assert!(p.worker("b").is_some_and(|w| !w.wants_runtime("gvisor")));
+        assert_eq!(
+            p.worker("a").unwrap().taints,
+            shoot.worker("a").unwrap().taints
+        );
+        assert_eq!(
+            p.worker("a").unwrap().taints[0].value.as_deref(),
+            Some("gvisor")
+        );
         let text = serde_json::to_string(&p).unwrap();
         for dropped in ["managedFields", "other", "m5.large", "big", "aws", "1.34.2"] {
             assert!(!text.contains(dropped), "{dropped} kept: {text}");

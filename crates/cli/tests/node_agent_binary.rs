@@ -63,7 +63,7 @@ fn memory_limit_mib() -> u64 {
 }
 
 fn rendered<T: serde::de::DeserializeOwned>(kind: &str) -> T {
-    support::object(&gvisor::shared_objects().unwrap(), kind)
+    support::object(&gvisor::shared_objects(None).unwrap(), kind)
 }
 
 /// The image's folder: the pinned binaries with their checksums.

@@ -85,16 +85,18 @@ async fn reconcile_object(mut cr: ContainerRuntime, ctx: &Context) -> Result<Act
         actuator,
     };
 
-    let mut plan = contract::plan(&cr, &read_shoot(ctx, &namespace, false).await?, actuator);
+    let mut shoot = read_shoot(ctx, &namespace, false).await?;
+    let mut plan = contract::plan(&cr, &shoot, actuator);
     let mut desired = None;
     match plan.step {
         // Deleting decides from the Cluster as it is now, not as the cache last saw it.
         Step::Delete { .. } => {
-            plan = contract::plan(&cr, &read_shoot(ctx, &namespace, true).await?, actuator);
+            shoot = read_shoot(ctx, &namespace, true).await?;
+            plan = contract::plan(&cr, &shoot, actuator);
         }
         // Everything a reconcile writes is rendered before the first write.
         Step::Reconcile { .. } | Step::Restore => {
-            desired = Some(actuator.desired(&cr, &ctx.config.image));
+            desired = Some(actuator.desired(&cr, &shoot, &ctx.config.image));
         }
         _ => {}
     }
@@ -129,19 +131,21 @@ async fn reconcile_object(mut cr: ContainerRuntime, ctx: &Context) -> Result<Act
         Step::Skip(why) => debug!(%namespace, %name, ?why, "nothing to do"),
         Step::Reconcile { op } => {
             info!(%namespace, %name, operation = operation_label(op), "reconciling");
-            let desired = desired.unwrap_or_else(|| actuator.desired(&cr, &ctx.config.image));
+            let desired =
+                desired.unwrap_or_else(|| actuator.desired(&cr, &shoot, &ctx.config.image));
             target.reconcile(cr, op, desired).await?;
         }
         Step::Restore => {
             info!(%namespace, %name, operation = "restore", "reconciling");
             let op = LastOperationType::Restore;
-            let desired = desired.unwrap_or_else(|| actuator.desired(&cr, &ctx.config.image));
+            let desired =
+                desired.unwrap_or_else(|| actuator.desired(&cr, &shoot, &ctx.config.image));
             let cr = target.reconcile(cr, op, desired).await?;
             target.remove_operation_annotation(&cr).await?;
         }
         Step::Delete { wait, clean_nodes } => {
             info!(%namespace, %name, operation = "delete", wait, clean_nodes, "reconciling");
-            return target.delete(cr, wait, clean_nodes).await;
+            return target.delete(cr, &shoot, wait, clean_nodes).await;
         }
         Step::Migrate => {
             info!(%namespace, %name, operation = "migrate", "reconciling");
@@ -219,14 +223,20 @@ impl Target<'_> {
     /// it. While gardener-resource-manager has not finished, the reconcile requeues after
     /// `wait_poll`; after `delete_timeout` (from the attempt's Processing status) it is an
     /// Error naming what is pending, retried with backoff.
-    async fn delete(&self, cr: ContainerRuntime, wait: bool, clean_nodes: bool) -> Result<Action> {
+    async fn delete(
+        &self,
+        cr: ContainerRuntime,
+        shoot: &Shoot,
+        wait: bool,
+        clean_nodes: bool,
+    ) -> Result<Action> {
         let op = LastOperationType::Delete;
         // A requeued wait continues its attempt: no second Processing write.
         let cr = match contract::in_progress_since(&cr, op) {
             Some(_) => cr,
             None => self.processing(&cr, op).await?,
         };
-        let pending = match self.delete_step(&cr, wait, clean_nodes).await {
+        let pending = match self.delete_step(&cr, shoot, wait, clean_nodes).await {
             Ok(pending) => pending,
             Err(e) => return Err(self.fail(&cr, op, e).await),
         };
@@ -261,6 +271,7 @@ impl Target<'_> {
     async fn delete_step(
         &self,
         cr: &ContainerRuntime,
+        shoot: &Shoot,
         wait: bool,
         clean_nodes: bool,
     ) -> Result<Option<Pending>> {
@@ -274,7 +285,7 @@ impl Target<'_> {
         // pool's ManagedResource is missing or already going (nothing installed, or an
         // earlier pass finished the cleanup).
         if clean_nodes && managedresource::is_live(client, ns, &pool_mr).await? {
-            let cleanup = self.actuator.cleanup(cr, &self.ctx.config.image)?;
+            let cleanup = self.actuator.cleanup(cr, shoot, &self.ctx.config.image)?;
             self.ensure(&cleanup.shared).await?;
             self.ensure(&cleanup.pool).await?;
             if let Some(summary) = managedresource::rollout_pending(client, ns, &pool_mr).await? {

@@ -117,15 +117,26 @@ pub trait Actuator: Send + Sync + 'static {
     fn shared_managed_resource(&self) -> &'static str;
     /// Name of a pool's ManagedResource.
     fn pool_managed_resource(&self, pool: &str) -> String;
-    /// The desired state of `cr`, with the node agent's `image`; validates the providerConfig.
-    fn desired(&self, cr: &ContainerRuntime, image: &str) -> Result<Desired, ActuatorError>;
+    /// The desired state of `cr` in `shoot` (the Cluster's, for what spans pools, e.g. the
+    /// RuntimeClass's tolerations), with the node agent's `image`; validates the providerConfig.
+    fn desired(
+        &self,
+        cr: &ContainerRuntime,
+        shoot: &Shoot,
+        image: &str,
+    ) -> Result<Desired, ActuatorError>;
     /// Whether deleting the ContainerRuntime of `pool` must clean the pool's nodes first.
     fn node_cleanup(&self, shoot: &Shoot, pool: &str) -> NodeCleanup {
         pool_left_without(shoot, pool, self.runtime_type())
     }
-    /// The node cleanup of `cr`'s pool. Needs no providerConfig: an invalid one must not keep
-    /// nodes from being cleaned.
-    fn cleanup(&self, cr: &ContainerRuntime, image: &str) -> Result<Cleanup, ActuatorError>;
+    /// The node cleanup of `cr`'s pool in `shoot`. Needs no providerConfig: an invalid one
+    /// must not keep nodes from being cleaned.
+    fn cleanup(
+        &self,
+        cr: &ContainerRuntime,
+        shoot: &Shoot,
+        image: &str,
+    ) -> Result<Cleanup, ActuatorError>;
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod image;
 pub mod manifests;
 pub mod node_label_policy;
 pub mod node_plan;
+pub mod scheduling;
 
 /// Label gardenlet puts on every node of a pool: which CRI the pool uses.
 pub const CRI_NAME_LABEL: &str = "worker.gardener.cloud/cri-name";

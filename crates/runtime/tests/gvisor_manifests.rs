@@ -28,7 +28,7 @@ fn render(pool: &str, selector: &LabelSelector, config: &gvisor::GVisorConfig) -
 
 #[test]
 fn shared_objects() {
-    let set = gvisor::shared_objects().unwrap();
+    let set = gvisor::shared_objects(None).unwrap();
     let text: Vec<String> = set
         .data()
         .iter()
@@ -137,4 +137,41 @@ fn cleanup_runs_uninstall_on_the_same_nodes_as_the_installer() {
         yaml[start..end].to_string()
     };
     assert_eq!(node_selector(&text), node_selector(&installer));
+}
+
+#[test]
+fn the_runtime_class_tolerates_the_taints_of_gvisor_pools() {
+    use sandbox_runtime::actuator::Actuator;
+    let shoot: sandbox_api::Shoot = serde_json::from_value(json!({"spec": {"provider": {"workers": [
+        {"name": "sandbox", "taints": [{"key": "sandbox.gardener.cloud/untrusted", "value": "true", "effect": "NoSchedule"}],
+         "cri": {"name": "containerd", "containerRuntimes": [{"type": "gvisor"}]}},
+        {"name": "plain", "taints": [{"key": "gpu", "value": "true", "effect": "NoSchedule"}],
+         "cri": {"name": "containerd"}},
+    ]}}}))
+    .unwrap();
+    let cr: sandbox_api::ContainerRuntime = serde_json::from_value(json!({
+        "apiVersion": "extensions.gardener.cloud/v1alpha1", "kind": "ContainerRuntime",
+        "metadata": {"name": "gvisor-sandbox", "namespace": "shoot--p--s"},
+        "spec": {"type": "gvisor", "binaryPath": "/var/bin/containerruntimes",
+                 "workerPool": {"name": "sandbox", "selector": {"matchLabels": {"worker.gardener.cloud/pool": "sandbox"}}}},
+    }))
+    .unwrap();
+    let desired = gvisor::GVisor.desired(&cr, &shoot, "img").unwrap();
+    let class = desired
+        .shared
+        .data
+        .values()
+        .find(|y| y.contains("kind: RuntimeClass"))
+        .unwrap();
+    let class: serde_json::Value = serde_saphyr::from_str(class).unwrap();
+    assert_eq!(
+        class["scheduling"]["tolerations"],
+        json!([{"key": "sandbox.gardener.cloud/untrusted", "operator": "Equal", "value": "true", "effect": "NoSchedule"}])
+    );
+    // Same input, same bytes; the cleanup carries the same shared objects.
+    assert_eq!(gvisor::GVisor.desired(&cr, &shoot, "img").unwrap(), desired);
+    assert_eq!(
+        gvisor::GVisor.cleanup(&cr, &shoot, "img").unwrap().shared,
+        desired.shared
+    );
 }

@@ -29,7 +29,7 @@ async fn the_node_agent_may_set_only_its_own_nodes_ready_label() {
     let cp = sandbox_testenv::shared();
     let _logs = cp.logs_on_panic();
     let admin = cp.client().await.unwrap();
-    for yaml in gvisor::shared_objects().unwrap().data().values() {
+    for yaml in gvisor::shared_objects(None).unwrap().data().values() {
         let object: Value = serde_saphyr::from_str(yaml).unwrap();
         sandbox_testenv::chart::ok_if_exists(sandbox_testenv::chart::create(&admin, &object).await)
             .unwrap_or_else(|e| panic!("creating {}: {e}", object["kind"]));

@@ -13,12 +13,12 @@ pub use installation::{
 };
 pub use node::node_plan;
 
-use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::core::v1::{ServiceAccount, Toleration};
 use k8s_openapi::api::node::v1::{RuntimeClass, Scheduling};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use sandbox_api::ContainerRuntime;
+use sandbox_api::{ContainerRuntime, Shoot};
 
 use crate::actuator::{Actuator, ActuatorError, Cleanup, Desired, ManagedResourceContent, Warning};
 use crate::manifests::{ObjectSet, RenderError};
@@ -74,7 +74,12 @@ impl Actuator for GVisor {
         installation_managed_resource(pool)
     }
 
-    fn desired(&self, cr: &ContainerRuntime, image: &str) -> Result<Desired, ActuatorError> {
+    fn desired(
+        &self,
+        cr: &ContainerRuntime,
+        shoot: &Shoot,
+        image: &str,
+    ) -> Result<Desired, ActuatorError> {
         let config = config::parse(cr.spec.provider_config.as_ref())?;
         let pool = &cr.spec.worker_pool.name;
         let installation = installation_objects(&InstallationInput {
@@ -97,7 +102,7 @@ impl Actuator for GVisor {
             }]
         };
         Ok(Desired {
-            shared: self.shared()?,
+            shared: self.shared(shoot)?,
             pool: ManagedResourceContent {
                 name: installation_managed_resource(pool),
                 data: installation.into_data(),
@@ -106,7 +111,12 @@ impl Actuator for GVisor {
         })
     }
 
-    fn cleanup(&self, cr: &ContainerRuntime, image: &str) -> Result<Cleanup, ActuatorError> {
+    fn cleanup(
+        &self,
+        cr: &ContainerRuntime,
+        shoot: &Shoot,
+        image: &str,
+    ) -> Result<Cleanup, ActuatorError> {
         let pool = &cr.spec.worker_pool.name;
         let objects = cleanup_objects(&CleanupInput {
             pool,
@@ -116,7 +126,7 @@ impl Actuator for GVisor {
         })?;
         Ok(Cleanup {
             // The cleanup pods run as the shared ServiceAccount and unlabel nodes with its RBAC.
-            shared: self.shared()?,
+            shared: self.shared(shoot)?,
             pool: ManagedResourceContent {
                 name: installation_managed_resource(pool),
                 data: objects.into_data(),
@@ -130,18 +140,20 @@ impl Actuator for GVisor {
 }
 
 impl GVisor {
-    fn shared(&self) -> Result<ManagedResourceContent, RenderError> {
+    fn shared(&self, shoot: &Shoot) -> Result<ManagedResourceContent, RenderError> {
+        let tolerations = crate::scheduling::pool_tolerations(shoot, RUNTIME_TYPE);
         Ok(ManagedResourceContent {
             name: MANAGED_RESOURCE.into(),
-            data: shared_objects()?.into_data(),
+            data: shared_objects(tolerations)?.into_data(),
         })
     }
 }
 
-/// Objects shared by all gVisor pools of a shoot: the RuntimeClass, and the installer's
+/// Objects shared by all gVisor pools of a shoot: the RuntimeClass (tolerating the pools'
+/// `tolerations`, see [`crate::scheduling::pool_tolerations`]), and the installer's
 /// ServiceAccount with its permission to label nodes (RBAC) narrowed to its own node's ready
 /// label (a ValidatingAdmissionPolicy).
-pub fn shared_objects() -> Result<ObjectSet, RenderError> {
+pub fn shared_objects(tolerations: Option<Vec<Toleration>>) -> Result<ObjectSet, RenderError> {
     let runtime_class = RuntimeClass {
         metadata: ObjectMeta {
             name: Some(RUNTIME_CLASS.into()),
@@ -157,7 +169,8 @@ pub fn shared_objects() -> Result<ObjectSet, RenderError> {
                 ]
                 .into(),
             ),
-            tolerations: None,
+            // Dedicated (tainted) gVisor pools: a pod asking for gVisor tolerates them.
+            tolerations,
         }),
         overhead: None,
     };
