@@ -42,6 +42,14 @@ for pkg in containerd runc; do
   fi
 done
 
+# The test shoot's node: the kubelet's pods get their network from Debian's CNI plugins
+# (bridge, host-local, loopback, portmap); kubelet and containerd share a mount namespace
+# entered with util-linux's nsenter.
+if ! dpkg -s containernetworking-plugins >/dev/null 2>&1; then
+  apt_install containernetworking-plugins ||
+    die "containernetworking-plugins is missing; install it ('apt-get install containernetworking-plugins')"
+fi
+
 # Node agent tests: a real D-Bus system bus for the systemd restarter.
 if ! command -v dbus-daemon >/dev/null; then
   apt_install dbus-daemon || die "dbus-daemon is missing; install it ('apt-get install dbus-daemon')"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds (or finds in the cache) the pinned upstream programs our tests run for real.
 #
-#   hack/tools.sh ensure [kube-apiserver|etcd|gardener-crds|gvisor|gvisor-arm64|containerd|containerd17|gvisor-extension|gardener|control-plane|all]
+#   hack/tools.sh ensure [kube-apiserver|etcd|kubernetes-node|gardener-crds|gvisor|gvisor-arm64|containerd|containerd17|gvisor-extension|gardener|control-plane|all]
 #   hack/tools.sh path   <tool>                                     print the cached path
 #   hack/tools.sh env                                               print SANDBOX_* variables
 #
@@ -308,7 +308,7 @@ tool_path() {
     containerd17) echo "$TOOLS_DIR/containerd-$CONTAINERD17_VERSION" ;;
     gvisor-extension) echo "$TOOLS_DIR/gardener-extension-runtime-gvisor-$GVISOR_EXTENSION_VERSION" ;;
     gardener) echo "$TOOLS_DIR/gardener-$GARDENER_VERSION-helm-$HELM_VERSION" ;;
-    *) die "unknown tool '$1' (known: kube-apiserver, etcd, gardener-crds, gvisor, gvisor-arm64, containerd, containerd17, gvisor-extension, gardener)" ;;
+    *) die "unknown tool '$1' (known: kube-apiserver, etcd, kubernetes-node, gardener-crds, gvisor, gvisor-arm64, containerd, containerd17, gvisor-extension, gardener)" ;;
   esac
 }
 
@@ -326,8 +326,8 @@ ensure() {
     gardener) build_gardener ;;
     # What a control plane needs (make demo, make control-plane): nothing for nodes.
     control-plane) fetch_gardener_crds; build_etcd; build_kube_apiserver ;;
-    all) fetch_gardener_crds; build_etcd; build_kube_apiserver; build_gvisor; build_gvisor_arm64; build_containerd; build_containerd17; build_gvisor_extension; build_gardener ;;
-    *) die "unknown tool '$1' (known: kube-apiserver, etcd, gardener-crds, gvisor, gvisor-arm64, containerd, containerd17, gvisor-extension, gardener, all)" ;;
+    all) fetch_gardener_crds; build_etcd; build_kube_apiserver; build_kubernetes_node; build_gvisor; build_gvisor_arm64; build_containerd; build_containerd17; build_gvisor_extension; build_gardener ;;
+    *) die "unknown tool '$1' (known: kube-apiserver, etcd, kubernetes-node, gardener-crds, gvisor, gvisor-arm64, containerd, containerd17, gvisor-extension, gardener, all)" ;;
   esac
 }
 
@@ -344,6 +344,7 @@ case ${1:-} in
     echo "SANDBOX_CONTAINERD17=$(tool_path containerd17)"
     echo "SANDBOX_GVISOR_EXTENSION=$(tool_path gvisor-extension)"
     echo "SANDBOX_GARDENER=$(tool_path gardener)"
+    echo "SANDBOX_KUBERNETES_NODE=$(tool_path kubernetes-node)"
     ;;
   *) die "usage: hack/tools.sh ensure [tool|all] | path <tool> | env" ;;
 esac

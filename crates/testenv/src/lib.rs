@@ -26,6 +26,7 @@ pub mod node;
 mod pki;
 pub mod pods;
 mod server;
+pub mod shoot;
 mod tools;
 
 use std::path::{Path, PathBuf};
@@ -105,6 +106,19 @@ pub struct Options {
     pub audit_log: bool,
     /// Start without Gardener's extension CRDs (a garden's API server has none of them).
     pub skip_crds: bool,
+    /// Serve as a shoot's API server for a real kubelet (see [`shoot`]).
+    pub shoot: Option<ShootApiServer>,
+}
+
+/// How a shoot's API server differs from the seed's: kubelets and pods reach it.
+#[derive(Clone, Debug)]
+pub struct ShootApiServer {
+    /// The address pods and the kubelet reach it at (the node's IP, not loopback: the
+    /// `kubernetes` Service's endpoint). It listens on every address.
+    pub address: std::net::IpAddr,
+    /// The port (443, as in a real shoot: pods get `KUBERNETES_SERVICE_HOST` injected by
+    /// gardener-resource-manager, and the Service's port 443).
+    pub port: u16,
 }
 
 impl ControlPlane {
@@ -142,8 +156,39 @@ impl ControlPlane {
             Some(&root),
         )?;
 
-        let pki = pki::Pki::write(&root.join("pki"))?;
-        let secure_port = server::free_port()?;
+        let extra_sans: Vec<String> = options
+            .shoot
+            .iter()
+            .map(|s| s.address.to_string())
+            .collect();
+        let pki = pki::Pki::write(&root.join("pki"), &extra_sans)?;
+        let secure_port = match &options.shoot {
+            Some(shoot) => shoot.port,
+            None => server::free_port()?,
+        };
+        // A shoot's API server: Node authorization and NodeRestriction for the kubelet, the
+        // ServiceAccount admission (kube-controller-manager creates the accounts), the admin
+        // certificate for talking to kubelets (logs), and every address.
+        let (bind, advertise, mode, admission) = match &options.shoot {
+            Some(shoot) => (
+                "0.0.0.0".to_string(),
+                shoot.address.to_string(),
+                "Node,RBAC",
+                vec![
+                    "--enable-admission-plugins=NodeRestriction".to_string(),
+                    format!("--kubelet-client-certificate={}", pki.admin_cert.display()),
+                    format!("--kubelet-client-key={}", pki.admin_key.display()),
+                    "--kubelet-preferred-address-types=InternalIP".to_string(),
+                ],
+            ),
+            None => (
+                "127.0.0.1".to_string(),
+                "127.0.0.1".to_string(),
+                "RBAC",
+                // No controller-manager creates default ServiceAccounts here.
+                vec!["--disable-admission-plugins=ServiceAccount".to_string()],
+            ),
+        };
         let mut audit_args = Vec::new();
         let audit_log = if options.audit_log {
             let policy = root.join("audit-policy.yaml");
@@ -166,8 +211,8 @@ impl ControlPlane {
             &tools.kube_apiserver,
             &[
                 format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
+                format!("--bind-address={bind}"),
+                format!("--advertise-address={advertise}"),
                 format!("--secure-port={secure_port}"),
                 format!("--cert-dir={}", root.join("apiserver-certs").display()),
                 format!("--tls-cert-file={}", pki.serving_cert.display()),
@@ -202,15 +247,14 @@ impl ControlPlane {
                     "--proxy-client-key-file={}",
                     pki.front_proxy_client_key.display()
                 ),
-                "--authorization-mode=RBAC".into(),
+                format!("--authorization-mode={mode}"),
                 "--allow-privileged=true".into(),
-                // No controller-manager creates default ServiceAccounts here.
-                "--disable-admission-plugins=ServiceAccount".into(),
                 "--enable-priority-and-fairness=false".into(),
                 "--profiling=false".into(),
                 "--v=1".into(),
             ]
             .into_iter()
+            .chain(admission)
             .chain(audit_args)
             .collect::<Vec<_>>(),
             &root,
@@ -263,6 +307,28 @@ impl ControlPlane {
     /// its objects there too, under its own prefix).
     pub fn etcd_url(&self) -> &str {
         &self.etcd_url
+    }
+
+    /// The CA certificate (PEM file) that signs the API server's serving certificate and
+    /// every client certificate it accepts.
+    pub fn ca_cert_path(&self) -> &Path {
+        &self.pki.ca_cert
+    }
+
+    /// The service-account signing key (PEM file), for kube-controller-manager.
+    pub fn service_account_key_path(&self) -> &Path {
+        &self.pki.service_account_key
+    }
+
+    /// Writes a serving certificate for `name` (valid for `dns_names` and 127.0.0.1) signed
+    /// by this control plane's CA; returns the certificate's and the key's paths.
+    pub fn serving_cert(&self, name: &str, dns_names: &[&str]) -> Result<(PathBuf, PathBuf)> {
+        self.pki.serving_cert(name, dns_names)
+    }
+
+    /// The CA certificate (PEM).
+    pub fn ca_pem(&self) -> &str {
+        self.pki.ca_pem()
     }
 
     /// Path of the admin kubeconfig file.

@@ -47,6 +47,9 @@ pub struct TestNode {
     path_env: String,
     server: Mutex<Option<Server>>,
     starts: Mutex<usize>,
+    /// The process holding the mount namespace containerd runs in, when it is a kubelet
+    /// node's (see [`crate::shoot`]); otherwise containerd gets its own ([`LAUNCHER`]).
+    namespace: Option<u32>,
 }
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -131,6 +134,7 @@ impl TestNode {
             path_env,
             server: Mutex::new(None),
             starts: Mutex::new(0),
+            namespace: None,
         };
         for folder in [
             "etc/containerd",
@@ -155,6 +159,15 @@ impl TestNode {
         let config = node.relocate(&String::from_utf8_lossy(&default.stdout))?;
         node.write_config(&config)?;
         Ok(node)
+    }
+
+    /// From now on containerd runs in the mount namespace held by process `holder` (a
+    /// kubelet node's, in which the host root's folders are bind-mounted onto the node's
+    /// paths), in the machine's network namespace, with `binary_path` first on its `PATH`
+    /// (as Gardener's containerd unit has it). Call before [`TestNode::start`].
+    pub fn run_in_namespace(&mut self, holder: u32, binary_path: &str) {
+        self.namespace = Some(holder);
+        self.path_env = format!("{binary_path}:{}", self.path_env);
     }
 
     /// The host root (what the agent gets as `--host-root`).
@@ -254,15 +267,27 @@ impl TestNode {
             return Ok(());
         }
         let etc = self.path("/etc/containerd");
-        let args: Vec<String> = vec![
-            format!("PATH={}", self.path_env),
-            "sh".into(),
-            "-c".into(),
-            LAUNCHER.into(),
-            "containerd-launcher".into(),
-            etc.display().to_string(),
-            self.containerd.display().to_string(),
-        ];
+        let args: Vec<String> = match self.namespace {
+            None => vec![
+                format!("PATH={}", self.path_env),
+                "sh".into(),
+                "-c".into(),
+                LAUNCHER.into(),
+                "containerd-launcher".into(),
+                etc.display().to_string(),
+                self.containerd.display().to_string(),
+            ],
+            // nsenter execs containerd (no fork): TERM reaches it directly.
+            Some(holder) => vec![
+                format!("PATH={}", self.path_env),
+                "nsenter".into(),
+                format!("--mount=/proc/{holder}/ns/mnt"),
+                "--".into(),
+                self.containerd.display().to_string(),
+                "--config".into(),
+                "/etc/containerd/config.toml".into(),
+            ],
+        };
         let started = Server::start(
             "containerd",
             Path::new("/usr/bin/env"),

@@ -26,6 +26,9 @@ pub(crate) struct Pki {
     pub front_proxy_ca_cert: PathBuf,
     pub front_proxy_client_cert: PathBuf,
     pub front_proxy_client_key: PathBuf,
+    /// The admin client certificate and key (what the API server presents to kubelets).
+    pub admin_cert: PathBuf,
+    pub admin_key: PathBuf,
     dir: PathBuf,
     ca_pem: String,
     admin_cert_pem: String,
@@ -33,14 +36,17 @@ pub(crate) struct Pki {
 }
 
 impl Pki {
-    pub fn write(dir: &Path) -> Result<Self> {
+    /// Writes the files; the API server's serving certificate is valid for localhost,
+    /// 127.0.0.1 and `extra_sans` (e.g. the node IP pods reach it at).
+    pub fn write(dir: &Path, extra_sans: &[String]) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
 
         let (ca_pem, issuer) = ca("sandbox-testenv-ca")?;
 
         let serving_key = KeyPair::generate()?;
-        let mut serving =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
+        let mut sans = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        sans.extend(extra_sans.iter().cloned());
+        let mut serving = CertificateParams::new(sans)?;
         serving
             .distinguished_name
             .push(DnType::CommonName, "kube-apiserver");
@@ -66,6 +72,8 @@ impl Pki {
             front_proxy_ca_cert: dir.join("front-proxy-ca.crt"),
             front_proxy_client_cert: dir.join("front-proxy-client.crt"),
             front_proxy_client_key: dir.join("front-proxy-client.key"),
+            admin_cert: dir.join("admin.crt"),
+            admin_key: dir.join("admin.key"),
             dir: dir.to_path_buf(),
             ca_pem,
             admin_cert_pem,
@@ -86,6 +94,8 @@ impl Pki {
             (&pki.front_proxy_ca_cert, front_proxy_ca_pem),
             (&pki.front_proxy_client_cert, front_proxy_cert_pem),
             (&pki.front_proxy_client_key, front_proxy_key_pem),
+            (&pki.admin_cert, pki.admin_cert_pem.clone()),
+            (&pki.admin_key, pki.admin_key_pem.clone()),
         ] {
             std::fs::write(path, content).map_err(io_err(path))?;
         }

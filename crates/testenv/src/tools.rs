@@ -28,6 +28,9 @@ pub struct Tools {
     /// Folder with Gardener's `gardener-apiserver`, `gardener-resource-manager` and the `helm`
     /// Gardener renders charts with.
     pub gardener: PathBuf,
+    /// Folder with `kube-controller-manager`, `kube-scheduler` and `kubelet` (a test shoot's
+    /// node and controllers), at the pinned Kubernetes version.
+    pub kubernetes_node: PathBuf,
 }
 
 const ENV_APISERVER: &str = "SANDBOX_KUBE_APISERVER";
@@ -39,9 +42,10 @@ const ENV_CONTAINERD2: &str = "SANDBOX_CONTAINERD2";
 const ENV_CONTAINERD17: &str = "SANDBOX_CONTAINERD17";
 const ENV_GVISOR_EXTENSION: &str = "SANDBOX_GVISOR_EXTENSION";
 const ENV_GARDENER: &str = "SANDBOX_GARDENER";
+const ENV_KUBERNETES_NODE: &str = "SANDBOX_KUBERNETES_NODE";
 
 /// Every variable `hack/tools.sh env` prints, in the order of [`Tools`]' fields.
-const ALL: [&str; 9] = [
+const ALL: [&str; 10] = [
     ENV_APISERVER,
     ENV_ETCD,
     ENV_CRDS,
@@ -51,6 +55,7 @@ const ALL: [&str; 9] = [
     ENV_CONTAINERD17,
     ENV_GVISOR_EXTENSION,
     ENV_GARDENER,
+    ENV_KUBERNETES_NODE,
 ];
 
 impl Tools {
@@ -85,6 +90,7 @@ impl Tools {
             containerd17: next(),
             gvisor_extension: next(),
             gardener: next(),
+            kubernetes_node: next(),
         })
     }
 }

@@ -1,0 +1,616 @@
+//! A test shoot with a real node on this machine: a second kube-apiserver + etcd as the
+//! shoot's API server, kube-controller-manager and kube-scheduler, a kubelet on the pinned
+//! containerd 2.x with Debian's CNI plugins, and gardener-resource-manager applying the
+//! ManagedResources of a seed namespace into the shoot, as in a real seed.
+//!
+//! The node: kubelet, containerd, the shims and every container share one mount namespace
+//! (held by a `sleep` process) in which the node's host root folders are bind-mounted onto the
+//! paths a Gardener node has (`/etc/containerd`, `/run/containerd`,
+//! `/var/bin/containerruntimes`, `/run/dbus`, `/run/runtime-sandbox`, `/var/lib/kubelet`,
+//! `/var/log/pods`): the installer DaemonSet's hostPath volumes land in the node, not on the
+//! machine, and restarting containerd (through systemd's D-Bus API, [`FakeSystemd`]) keeps the
+//! kubelet's volume mounts visible. Network is the machine's: the node's IP is the machine's
+//! first non-loopback address (a kubelet refuses a loopback node IP), the shoot's API server
+//! listens on port 443 there, and gardener-resource-manager's `kubernetes-service-host`
+//! webhook points pods at it, as Gardener does for every shoot (no kube-proxy needed).
+//!
+//! Needs root, cgroups (v1 works: the kubelet runs with `failCgroupV1: false`), free ports
+//! 443, 10248 and 10250, and Debian's `containernetworking-plugins`. One test shoot per
+//! machine at a time.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, PostParams};
+use toml_edit::{DocumentMut, value};
+
+use crate::dbus::{FakeSystemd, SystemBus};
+use crate::node::{Flavor, TestNode};
+use crate::{ControlPlane, Error, Options, Result, Server, ShootApiServer, Tools, io_err};
+
+/// Where gardenlet tells containerd runtimes to put binaries (`spec.binaryPath`).
+pub const BINARY_PATH: &str = "/var/bin/containerruntimes";
+/// The worker pool the node belongs to.
+pub const POOL: &str = "sandbox";
+/// The node's name.
+pub const NODE_NAME: &str = "shoot-worker-sandbox-0";
+/// Debian's CNI plugins.
+const CNI_BIN: &str = "/usr/lib/cni";
+/// The pods' network (the CNI bridge's host-local range).
+const POD_CIDR: &str = "10.88.0.0/16";
+
+/// Host folders of a Gardener node that live in the node's host root here.
+const NODE_FOLDERS: &[&str] = &[
+    "/etc/containerd",
+    "/run/containerd",
+    BINARY_PATH,
+    "/run/dbus",
+    "/run/runtime-sandbox",
+    "/var/lib/kubelet",
+    "/var/log/pods",
+    "/var/log/containers",
+];
+
+/// Holds the node's mount namespace: bind mounts, then the pid file, then sleep forever.
+const NAMESPACE_HOLDER: &str = r#"
+root=$1; shift
+for dir in "$@"; do
+  mkdir -p "$dir" "$root$dir"
+  mount --bind "$root$dir" "$dir"
+done
+echo $$ > "$root/namespace.pid.tmp" && mv "$root/namespace.pid.tmp" "$root/namespace.pid"
+exec sleep infinity
+"#;
+
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A running test shoot with one node. Dropping it stops everything.
+pub struct TestShoot {
+    // Field order is drop order: the kubelet first, the API server last.
+    kubelet: Mutex<Option<Server>>,
+    grm: Server,
+    systemd: FakeSystemd,
+    node: Arc<TestNode>,
+    bus: SystemBus,
+    scheduler: Server,
+    kcm: Server,
+    holder: Server,
+    control_plane: ControlPlane,
+    node_ip: IpAddr,
+    grm_webhook_port: u16,
+    seed_namespace: String,
+}
+
+impl TestShoot {
+    /// Starts the shoot for the seed namespace `seed_namespace` of `seed` (whose
+    /// ManagedResources gardener-resource-manager applies into the shoot), with one node of pool
+    /// [`POOL`] that carries `labels` besides a Gardener worker node's
+    /// (`worker.gardener.cloud/pool`, `worker.gardener.cloud/cri-name: containerd`). Waits
+    /// until the node is Ready.
+    pub async fn start(
+        seed: &ControlPlane,
+        seed_namespace: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<Self> {
+        let tools = Tools::locate()?;
+        let node_ip = node_ip()?;
+        let control_plane = ControlPlane::start_with(Options {
+            skip_crds: true,
+            shoot: Some(ShootApiServer {
+                address: node_ip,
+                port: 443,
+            }),
+            ..Options::default()
+        })
+        .await?;
+        let root = control_plane.root().to_path_buf();
+        let kubeconfig = control_plane.kubeconfig_path().display().to_string();
+        let k8s = &tools.kubernetes_node;
+
+        let kcm = Server::start(
+            "kube-controller-manager",
+            &k8s.join("kube-controller-manager"),
+            &[
+                format!("--kubeconfig={kubeconfig}"),
+                format!("--authentication-kubeconfig={kubeconfig}"),
+                format!("--authorization-kubeconfig={kubeconfig}"),
+                // What a node's pods need: DaemonSets, default ServiceAccounts, the CA
+                // ConfigMap of projected tokens, owner-based deletion, pod cleanup, and the node
+                // lifecycle (it lifts the not-ready taint a new node registers with).
+                "--controllers=daemonset-controller,serviceaccount-controller,root-ca-certificate-publisher-controller,garbage-collector-controller,pod-garbage-collector-controller,namespace-controller,node-lifecycle-controller".into(),
+                format!("--root-ca-file={}", control_plane.ca_cert_path().display()),
+                format!(
+                    "--service-account-private-key-file={}",
+                    control_plane.service_account_key_path().display()
+                ),
+                "--leader-elect=false".into(),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={}", crate::free_port()?),
+                format!("--cert-dir={}", root.join("kcm-certs").display()),
+                "--v=1".into(),
+            ],
+            &root,
+            None,
+        )?;
+        let scheduler = Server::start(
+            "kube-scheduler",
+            &k8s.join("kube-scheduler"),
+            &[
+                format!("--kubeconfig={kubeconfig}"),
+                format!("--authentication-kubeconfig={kubeconfig}"),
+                format!("--authorization-kubeconfig={kubeconfig}"),
+                "--leader-elect=false".into(),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={}", crate::free_port()?),
+                format!("--cert-dir={}", root.join("scheduler-certs").display()),
+                "--v=1".into(),
+            ],
+            &root,
+            None,
+        )?;
+
+        // The node: its host root, the mount namespace, containerd in it.
+        let mut node = TestNode::new(Flavor::V2)?;
+        let mut holder_args = vec![
+            "--mount".to_string(),
+            "--propagation".into(),
+            "private".into(),
+            "sh".into(),
+            "-c".into(),
+            NAMESPACE_HOLDER.into(),
+            "node-namespace".into(),
+            node.root().display().to_string(),
+        ];
+        holder_args.extend(NODE_FOLDERS.iter().map(|f| f.to_string()));
+        let holder = Server::start(
+            "node-namespace",
+            Path::new("/usr/bin/unshare"),
+            &holder_args,
+            node.root(),
+            None,
+        )?;
+        let pid_file = node.root().join("namespace.pid");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let holder_pid = loop {
+            if let Some(pid) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|p| p.trim().parse::<u32>().ok())
+            {
+                break pid;
+            }
+            if !holder.is_running() || Instant::now() > deadline {
+                return Err(Error::NotReady {
+                    server: "node-namespace",
+                    seconds: 10,
+                    log_tail: holder.log_tail(20),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        node.run_in_namespace(holder_pid, BINARY_PATH);
+        configure_cni(&node)?;
+        node.start()?;
+        node.import_images()?;
+        let node = Arc::new(node);
+
+        let bus = SystemBus::start(&node.path("/run/dbus/system_bus_socket"))?;
+        let systemd = FakeSystemd::for_node(&bus, node.clone())
+            .await
+            .map_err(|e| Error::Tools(format!("fake systemd on the test bus: {e}")))?;
+
+        let (grm, grm_webhook_port) =
+            start_grm(&tools, seed, seed_namespace, &control_plane, node_ip)?;
+        let shoot = TestShoot {
+            kubelet: Mutex::new(None),
+            grm,
+            systemd,
+            node,
+            bus,
+            scheduler,
+            kcm,
+            holder,
+            control_plane,
+            node_ip,
+            grm_webhook_port,
+            seed_namespace: seed_namespace.to_string(),
+        };
+        shoot.register_service_host_webhook().await?;
+        shoot.write_kubelet_config(labels)?;
+        shoot.start_kubelet()?;
+        shoot.wait_node_ready(START_TIMEOUT).await?;
+        Ok(shoot)
+    }
+
+    /// The shoot's API server.
+    pub fn control_plane(&self) -> &ControlPlane {
+        &self.control_plane
+    }
+
+    /// A cluster-admin client for the shoot.
+    pub async fn client(&self) -> Result<kube::Client> {
+        self.control_plane.client().await
+    }
+
+    /// The node (its containerd, host root and images).
+    pub fn node(&self) -> &Arc<TestNode> {
+        &self.node
+    }
+
+    /// systemd's stand-in: which units were restarted.
+    pub fn systemd(&self) -> &FakeSystemd {
+        &self.systemd
+    }
+
+    /// The seed namespace gardener-resource-manager watches.
+    pub fn seed_namespace(&self) -> &str {
+        &self.seed_namespace
+    }
+
+    /// Stops the kubelet (its pods keep running, as on a real node).
+    pub fn stop_kubelet(&self) {
+        drop(
+            self.kubelet
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+    }
+
+    /// Starts the kubelet (again).
+    pub fn start_kubelet(&self) -> Result<()> {
+        let mut kubelet = self.kubelet.lock().unwrap_or_else(|e| e.into_inner());
+        if kubelet.is_some() {
+            return Ok(());
+        }
+        let tools = Tools::locate()?;
+        let root = self.node.root();
+        let args = vec![
+            "nsenter".to_string(),
+            format!("--mount=/proc/{}/ns/mnt", self.holder_pid()?),
+            "--".into(),
+            tools.kubernetes_node.join("kubelet").display().to_string(),
+            format!("--config={}", root.join("kubelet.yaml").display()),
+            format!("--kubeconfig={}", root.join("kubelet.kubeconfig").display()),
+            format!("--hostname-override={NODE_NAME}"),
+            format!("--node-ip={}", self.node_ip),
+            format!(
+                "--node-labels={}",
+                std::fs::read_to_string(root.join("node-labels"))
+                    .map_err(io_err(root.join("node-labels")))?
+            ),
+            "--v=1".into(),
+        ];
+        *kubelet = Some(Server::start(
+            "kubelet",
+            Path::new("/usr/bin/env"),
+            &args,
+            root,
+            None,
+        )?);
+        Ok(())
+    }
+
+    /// Waits until the node reports Ready.
+    pub async fn wait_node_ready(&self, timeout: Duration) -> Result<()> {
+        let nodes = Api::<Node>::all(self.client().await?);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(node) = nodes.get_opt(NODE_NAME).await? {
+                let ready = node
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                if ready {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(Error::NotReady {
+                    server: "kubelet",
+                    seconds: timeout.as_secs(),
+                    log_tail: self.log_tails(30),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    fn holder_pid(&self) -> Result<u32> {
+        let path = self.node.root().join("namespace.pid");
+        std::fs::read_to_string(&path)
+            .map_err(io_err(&path))?
+            .trim()
+            .parse()
+            .map_err(|e| Error::Tools(format!("{}: {e}", path.display())))
+    }
+
+    fn write_kubelet_config(&self, labels: &[(&str, &str)]) -> Result<()> {
+        let root = self.node.root();
+        let config = format!(
+            r#"apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+# This machine has cgroup v1 (hybrid) and no systemd: supported by the pinned kubelet when
+# told so (failCgroupV1), with the cgroupfs driver.
+failCgroupV1: false
+cgroupDriver: cgroupfs
+failSwapOn: false
+authentication:
+  anonymous: {{enabled: false}}
+  webhook: {{enabled: true}}
+  x509: {{clientCAFile: "{ca}"}}
+authorization: {{mode: Webhook}}
+address: "{ip}"
+port: 10250
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+containerRuntimeEndpoint: "unix://{socket}"
+# A test machine's disk is the developer's: never evict, never collect images.
+evictionHard: {{memory.available: "1Mi", nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}}
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+resolvConf: /etc/resolv.conf
+registerNode: true
+podCIDR: "{cidr}"
+nodeStatusUpdateFrequency: 5s
+syncFrequency: 10s
+"#,
+            ca = self.control_plane.ca_cert_path().display(),
+            ip = self.node_ip,
+            socket = self.node.socket().display(),
+            cidr = POD_CIDR,
+        );
+        let path = root.join("kubelet.yaml");
+        std::fs::write(&path, config).map_err(io_err(&path))?;
+        let kubeconfig = self
+            .control_plane
+            .user_kubeconfig(&format!("system:node:{NODE_NAME}"), &["system:nodes"])?;
+        let target = root.join("kubelet.kubeconfig");
+        std::fs::copy(&kubeconfig, &target).map_err(io_err(&target))?;
+        let mut all = vec![
+            format!("worker.gardener.cloud/pool={POOL}"),
+            "worker.gardener.cloud/cri-name=containerd".to_string(),
+        ];
+        all.extend(labels.iter().map(|(k, v)| format!("{k}={v}")));
+        let path = root.join("node-labels");
+        std::fs::write(&path, all.join(",")).map_err(io_err(&path))
+    }
+
+    /// gardenlet registers gardener-resource-manager's pod webhooks in every shoot; this one
+    /// points the pods of `kube-system` at the API server's address.
+    async fn register_service_host_webhook(&self) -> Result<()> {
+        use base64::Engine;
+        let ca = base64::engine::general_purpose::STANDARD.encode(self.control_plane.ca_pem());
+        let config: MutatingWebhookConfiguration = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "gardener-resource-manager-shoot"},
+            "webhooks": [{
+                "name": "kubernetes-service-host.resources.gardener.cloud",
+                "admissionReviewVersions": ["v1"],
+                "clientConfig": {
+                    "url": format!("https://127.0.0.1:{}/webhooks/kubernetes-service-host", self.grm_webhook_port),
+                    "caBundle": ca,
+                },
+                "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                "objectSelector": {"matchExpressions": [{"key": "apiserver-proxy.networking.gardener.cloud/inject", "operator": "NotIn", "values": ["disable"]}]},
+                "failurePolicy": "Fail",
+                "sideEffects": "None",
+                "timeoutSeconds": 10,
+            }],
+        }))
+        .map_err(|e| Error::Tools(e.to_string()))?;
+        Api::<MutatingWebhookConfiguration>::all(self.client().await?)
+            .create(&PostParams::default(), &config)
+            .await?;
+        Ok(())
+    }
+
+    /// The last `lines` lines of every component's log.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let kubelet = self
+            .kubelet
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|k| k.log_tail(lines))
+            .unwrap_or_else(|| tail_file(&self.node.root().join("kubelet.log"), lines));
+        format!(
+            "{}\n--- kubelet ---\n{kubelet}\n--- containerd ---\n{}\n--- gardener-resource-manager ---\n{}\n--- kube-controller-manager ---\n{}\n--- kube-scheduler ---\n{}\n--- dbus ---\n{}\n--- node namespace ---\n{}",
+            self.control_plane.log_tails(lines),
+            self.node.log_tail(lines),
+            self.grm.log_tail(lines),
+            self.kcm.log_tail(lines),
+            self.scheduler.log_tail(lines),
+            self.bus.log_tail(lines),
+            self.holder.log_tail(lines),
+        )
+    }
+
+    /// A guard that prints every component's log tail if the test holding it panics.
+    pub fn logs_on_panic(&self) -> crate::LogsOnPanic<'_> {
+        crate::LogsOnPanic(self)
+    }
+}
+
+impl Drop for TestShoot {
+    fn drop(&mut self) {
+        self.stop_kubelet();
+        // The node's drop kills every process naming its host root, the holder's watchdog
+        // included: end the holder first, so its `sleep` is not orphaned. containerd and the
+        // pods keep the namespace until they go.
+        if let Ok(pid) = self.holder_pid() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+impl crate::LogTails for TestShoot {
+    fn log_tails(&self, lines: usize) -> String {
+        TestShoot::log_tails(self, lines)
+    }
+}
+
+fn tail_file(path: &Path, lines: usize) -> String {
+    std::fs::read_to_string(path)
+        .map(|log| {
+            let all: Vec<&str> = log.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        })
+        .unwrap_or_default()
+}
+
+/// The machine's first global IPv4 address (of the interface of the default route).
+fn node_ip() -> Result<IpAddr> {
+    let output = std::process::Command::new("ip")
+        .args(["-4", "-o", "route", "get", "192.0.2.255"])
+        .output()
+        .map_err(io_err("ip"))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut words = text.split_whitespace();
+    while let Some(word) = words.next() {
+        if word == "src"
+            && let Some(ip) = words.next().and_then(|w| w.parse::<IpAddr>().ok())
+            && !ip.is_loopback()
+        {
+            return Ok(ip);
+        }
+    }
+    Err(Error::Tools(format!(
+        "this machine has no non-loopback IPv4 address with a route (`ip route get` said: {text}); a kubelet refuses a loopback node IP"
+    )))
+}
+
+/// Points the node's containerd at Debian's CNI plugins and a bridge network in its host root.
+fn configure_cni(node: &TestNode) -> Result<()> {
+    if !Path::new(CNI_BIN).join("bridge").exists() {
+        return Err(Error::Tools(format!(
+            "{CNI_BIN}/bridge is missing: install Debian's containernetworking-plugins (hack/prereqs.sh does)"
+        )));
+    }
+    let conf_dir = node.path("/etc/cni/net.d");
+    std::fs::create_dir_all(&conf_dir).map_err(io_err(&conf_dir))?;
+    let conflist = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "shoot-pods",
+        "plugins": [
+            {"type": "bridge", "bridge": "shoot0", "isGateway": true, "ipMasq": true,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_CIDR}]],
+                      "routes": [{"dst": "0.0.0.0/0"}],
+                      "dataDir": node.path("/var/lib/cni/networks").display().to_string()}},
+            {"type": "portmap", "capabilities": {"portMappings": true}},
+        ],
+    });
+    let path = conf_dir.join("10-bridge.conflist");
+    std::fs::write(&path, conflist.to_string()).map_err(io_err(&path))?;
+    let config_path = node.config_path();
+    let text = std::fs::read_to_string(&config_path).map_err(io_err(&config_path))?;
+    let mut doc: DocumentMut = text
+        .parse()
+        .map_err(|e| Error::Tools(format!("{}: {e}", config_path.display())))?;
+    let cni = &mut doc["plugins"]["io.containerd.cri.v1.runtime"]["cni"];
+    cni["conf_dir"] = value(conf_dir.display().to_string());
+    let mut bins = toml_edit::Array::new();
+    bins.push(CNI_BIN);
+    cni["bin_dirs"] = value(bins);
+    node.write_config(&doc.to_string())
+}
+
+/// gardener-resource-manager as a shoot's: ManagedResources from `seed_namespace` of the seed,
+/// applied into the shoot; its webhooks served on a local port. Returns the server and the
+/// webhook port.
+fn start_grm(
+    tools: &Tools,
+    seed: &ControlPlane,
+    seed_namespace: &str,
+    shoot: &ControlPlane,
+    node_ip: IpAddr,
+) -> Result<(Server, u16)> {
+    let dir = shoot.root().join("gardener-resource-manager");
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).map_err(io_err(&certs))?;
+    let (cert, key) = shoot.serving_cert("gardener-resource-manager", &["localhost"])?;
+    for (from, to) in [(&cert, "tls.crt"), (&key, "tls.key")] {
+        std::fs::copy(from, certs.join(to)).map_err(io_err(certs.join(to)))?;
+    }
+    let webhook_port = crate::free_port()?;
+    let health_port = crate::free_port()?;
+    let metrics_port = crate::free_port()?;
+    let config = format!(
+        r#"apiVersion: resourcemanager.config.gardener.cloud/v1alpha1
+kind: ResourceManagerConfiguration
+sourceClientConnection:
+  kubeconfig: "{seed}"
+  namespaces: ["{seed_namespace}"]
+  qps: 100
+  burst: 130
+targetClientConnection:
+  kubeconfig: "{target}"
+  qps: 100
+  burst: 130
+leaderElection:
+  leaderElect: false
+  resourceNamespace: "{seed_namespace}"
+server:
+  webhooks:
+    bindAddress: 127.0.0.1
+    port: {webhook_port}
+    tls:
+      serverCertDir: "{certs}"
+  healthProbes:
+    bindAddress: 127.0.0.1
+    port: {health_port}
+  metrics:
+    bindAddress: 127.0.0.1
+    port: {metrics_port}
+logLevel: info
+logFormat: text
+controllers:
+  clusterID: ""
+  garbageCollector:
+    enabled: false
+  health:
+    syncPeriod: 15s
+  managedResource:
+    syncPeriod: 1m
+  tokenRequestor:
+    enabled: true
+webhooks:
+  kubernetesServiceHost:
+    enabled: true
+    host: "{host}"
+"#,
+        seed = seed.kubeconfig_path().display(),
+        target = shoot.kubeconfig_path().display(),
+        certs = certs.display(),
+        host = node_ip,
+    );
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, config).map_err(io_err(&path))?;
+    let server = Server::start(
+        "gardener-resource-manager",
+        &tools.gardener.join("gardener-resource-manager"),
+        &[format!("--config={}", path.display())],
+        &dir,
+        None,
+    )?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    while crate::http_get(health_port, "/readyz").is_none_or(|(code, _)| code != 200) {
+        if !server.is_running() || Instant::now() > deadline {
+            return Err(Error::NotReady {
+                server: "gardener-resource-manager",
+                seconds: START_TIMEOUT.as_secs(),
+                log_tail: server.log_tail(30),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    Ok((server, webhook_port))
+}
