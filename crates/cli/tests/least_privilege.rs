@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use kube::api::{Api, Patch, PatchParams};
 use sandbox_api::ContainerRuntime;
-use sandbox_testenv::chart::{self, RELEASE_NAMESPACE, SERVICE_ACCOUNT, object};
+use sandbox_testenv::chart::{self, RELEASE_NAMESPACE, SERVICE_ACCOUNT};
 use sandbox_testenv::gardenlet::{self, Shoot};
 use sandbox_testenv::{ControlPlane, Options, free_port, http_get};
 use serde_json::{Value, json};
@@ -115,32 +115,8 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
     .unwrap();
 
     // The chart's own command line, with local ports and the kubeconfig added.
-    let tools = sandbox_testenv::Tools::locate().unwrap();
-    let objects = chart::template(&tools, "runtime-sandbox", RELEASE_NAMESPACE, &values)
-        .unwrap()
-        .unwrap();
-    let container =
-        &object(&objects, "Deployment").unwrap()["spec"]["template"]["spec"]["containers"][0];
-    let command: Vec<String> = container["command"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(command[0], "/gardener-extension-runtime-sandbox");
     let (health, metrics) = (free_port().unwrap(), free_port().unwrap());
-    let args: Vec<String> = command[1..]
-        .iter()
-        .map(|a| {
-            if a.starts_with("--metrics-bind-address=") {
-                format!("--metrics-bind-address=127.0.0.1:{metrics}")
-            } else if a.starts_with("--health-bind-address=") {
-                format!("--health-bind-address=127.0.0.1:{health}")
-            } else {
-                a.clone()
-            }
-        })
-        .collect();
+    let args = support::chart_controller_args(&values, health, metrics);
     let binary = env!("CARGO_BIN_EXE_gardener-extension-runtime-sandbox");
     let start = || {
         Kill(

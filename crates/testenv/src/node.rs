@@ -161,9 +161,9 @@ impl TestNode {
         Ok(node)
     }
 
-    /// From now on containerd runs in the mount namespace held by process `holder` (a
-    /// kubelet node's, in which the host root's folders are bind-mounted onto the node's
-    /// paths), in the machine's network namespace, with `binary_path` first on its `PATH`
+    /// From now on containerd runs in the user, mount and network namespaces held by process
+    /// `holder` (a kubelet node's, in which the host root's folders are bind-mounted onto the
+    /// node's paths), with `binary_path` first on its `PATH`
     /// (as Gardener's containerd unit has it). Call before [`TestNode::start`].
     pub fn run_in_namespace(&mut self, holder: u32, binary_path: &str) {
         self.namespace = Some(holder);
@@ -277,11 +277,14 @@ impl TestNode {
                 etc.display().to_string(),
                 self.containerd.display().to_string(),
             ],
-            // nsenter execs containerd (no fork): TERM reaches it directly.
+            // The node's user, mount and network namespaces. nsenter execs containerd (no
+            // fork): TERM reaches it directly.
             Some(holder) => vec![
                 format!("PATH={}", self.path_env),
                 "nsenter".into(),
+                format!("--user=/proc/{holder}/ns/user"),
                 format!("--mount=/proc/{holder}/ns/mnt"),
+                format!("--net=/proc/{holder}/ns/net"),
                 "--".into(),
                 self.containerd.display().to_string(),
                 "--config".into(),

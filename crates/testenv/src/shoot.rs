@@ -4,19 +4,22 @@
 //! ManagedResources of a seed namespace into the shoot, as in a real seed.
 //!
 //! The node: kubelet, containerd, the shims and every container share one mount namespace
-//! (held by a `sleep` process) in which the node's host root folders are bind-mounted onto the
-//! paths a Gardener node has (`/etc/containerd`, `/run/containerd`,
-//! `/var/bin/containerruntimes`, `/run/dbus`, `/run/runtime-sandbox`, `/var/lib/kubelet`,
-//! `/var/log/pods`): the installer DaemonSet's hostPath volumes land in the node, not on the
-//! machine, and restarting containerd (through systemd's D-Bus API, [`FakeSystemd`]) keeps the
-//! kubelet's volume mounts visible. Network is the machine's: the node's IP is the machine's
-//! first non-loopback address (a kubelet refuses a loopback node IP), the shoot's API server
-//! listens on port 443 there, and gardener-resource-manager's `kubernetes-service-host`
-//! webhook points pods at it, as Gardener does for every shoot (no kube-proxy needed).
+//! and one network namespace (held by a `sleep` process, see [`NAMESPACE_HOLDER`]) in which
+//! the node's host root folders are bind-mounted onto the paths a Gardener node has
+//! (`/etc/containerd`, `/run/containerd`, `/var/bin/containerruntimes`, `/run/dbus`,
+//! `/run/runtime-sandbox`, `/var/lib/kubelet`, `/var/log/pods`): the installer DaemonSet's
+//! hostPath volumes land in the node, not on the machine, and restarting containerd (through
+//! systemd's D-Bus API, [`FakeSystemd`]) keeps the kubelet's volume mounts visible.
+//! containerd also runs in the node's user namespace (identity-mapped), the kubelet in the
+//! machine's. The node's network is joined to the machine by a veth pair (10.201.0.0/30):
+//! the node IP is 10.201.0.2, the shoot's API server listens on port 443 and is reached at
+//! 10.201.0.1, and gardener-resource-manager's `kubernetes-service-host` webhook points pods
+//! there, as Gardener does for every shoot (no kube-proxy needed). Pods get their addresses
+//! from Debian's CNI bridge inside the node's network namespace.
 //!
-//! Needs root, cgroups (v1 works: the kubelet runs with `failCgroupV1: false`), free ports
-//! 443, 10248 and 10250, and Debian's `containernetworking-plugins`. One test shoot per
-//! machine at a time.
+//! Needs root, cgroups (v1 works: the kubelet runs with `failCgroupV1: false`), a free port
+//! 443 and the 10.201.0.0/30 range, and Debian's `containernetworking-plugins`. One test
+//! shoot per machine at a time.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -55,16 +58,44 @@ const NODE_FOLDERS: &[&str] = &[
     "/var/log/containers",
 ];
 
-/// Holds the node's mount namespace: bind mounts, then the pid file, then sleep forever.
+/// Creates the node's namespaces and holds them: a user namespace that maps every id but the
+/// last to itself (root stays root for files and processes, but containerd and the shims know
+/// they are nested: this machine may lack CAP_SYS_RESOURCE, and gVisor's shim lowers its own
+/// OOM score, which a real node allows), a mount namespace with the node's folders
+/// bind-mounted, and a network namespace (the node's own, joined to the machine by a veth
+/// pair). Writes the holder's pid once everything is set up, then sleeps.
 const NAMESPACE_HOLDER: &str = r#"
 root=$1; shift
-for dir in "$@"; do
-  mkdir -p "$dir" "$root$dir"
-  mount --bind "$root$dir" "$dir"
-done
-echo $$ > "$root/namespace.pid.tmp" && mv "$root/namespace.pid.tmp" "$root/namespace.pid"
-exec sleep infinity
+sync=$(mktemp -d)
+mkfifo "$sync/ready" "$sync/go"
+unshare --user --mount --net --propagation private sh -c '
+  root=$1; sync=$2; shift 2
+  echo ready > "$sync/ready"; read _ < "$sync/go"
+  for dir in "$@"; do
+    mkdir -p "$dir" "$root$dir"
+    mount --bind "$root$dir" "$dir"
+  done
+  ip link set lo up
+  echo $$ > "$root/namespace.pid.tmp" && mv "$root/namespace.pid.tmp" "$root/namespace.pid"
+  exec sleep infinity
+' node-namespace "$root" "$sync" "$@" &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null' TERM INT
+read _ < "$sync/ready"
+echo "0 0 4294967294" > "/proc/$child/uid_map"
+echo "0 0 4294967294" > "/proc/$child/gid_map"
+echo go > "$sync/go"
+rm -rf "$sync"
+while kill -0 "$child" 2>/dev/null; do wait "$child"; done
 "#;
+
+/// The link between the machine and the node: the machine's end (where the shoot's API
+/// server is reached) and the node's (the node IP).
+const HOST_ADDRESS: &str = "10.201.0.1";
+const NODE_ADDRESS: &str = "10.201.0.2";
+const LINK_PREFIX: u8 = 30;
+const HOST_LINK: &str = "sandbox-host0";
+const NODE_LINK: &str = "sandbox-node0";
 
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -89,7 +120,8 @@ impl TestShoot {
     /// Starts the shoot for the seed namespace `seed_namespace` of `seed` (whose
     /// ManagedResources gardener-resource-manager applies into the shoot), with one node of pool
     /// [`POOL`] that carries `labels` besides a Gardener worker node's
-    /// (`worker.gardener.cloud/pool`, `worker.gardener.cloud/cri-name: containerd`). Waits
+    /// (`worker.gardener.cloud/pool`, `worker.garden.sapcloud.io/group`,
+    /// `worker.gardener.cloud/cri-name: containerd`). Waits
     /// until the node is Ready.
     pub async fn start(
         seed: &ControlPlane,
@@ -97,11 +129,12 @@ impl TestShoot {
         labels: &[(&str, &str)],
     ) -> Result<Self> {
         let tools = Tools::locate()?;
-        let node_ip = node_ip()?;
+        let host_ip: IpAddr = HOST_ADDRESS.parse().expect("constant address");
+        let node_ip: IpAddr = NODE_ADDRESS.parse().expect("constant address");
         let control_plane = ControlPlane::start_with(Options {
             skip_crds: true,
             shoot: Some(ShootApiServer {
-                address: node_ip,
+                address: host_ip,
                 port: 443,
             }),
             ..Options::default()
@@ -156,19 +189,15 @@ impl TestShoot {
         // The node: its host root, the mount namespace, containerd in it.
         let mut node = TestNode::new(Flavor::V2)?;
         let mut holder_args = vec![
-            "--mount".to_string(),
-            "--propagation".into(),
-            "private".into(),
-            "sh".into(),
-            "-c".into(),
+            "-c".to_string(),
             NAMESPACE_HOLDER.into(),
-            "node-namespace".into(),
+            "node-namespace-holder".into(),
             node.root().display().to_string(),
         ];
         holder_args.extend(NODE_FOLDERS.iter().map(|f| f.to_string()));
         let holder = Server::start(
             "node-namespace",
-            Path::new("/usr/bin/unshare"),
+            Path::new("/bin/sh"),
             &holder_args,
             node.root(),
             None,
@@ -191,6 +220,7 @@ impl TestShoot {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
+        link_node(holder_pid)?;
         node.run_in_namespace(holder_pid, BINARY_PATH);
         configure_cni(&node)?;
         node.start()?;
@@ -203,7 +233,7 @@ impl TestShoot {
             .map_err(|e| Error::Tools(format!("fake systemd on the test bus: {e}")))?;
 
         let (grm, grm_webhook_port) =
-            start_grm(&tools, seed, seed_namespace, &control_plane, node_ip)?;
+            start_grm(&tools, seed, seed_namespace, &control_plane, host_ip)?;
         let shoot = TestShoot {
             kubelet: Mutex::new(None),
             grm,
@@ -269,8 +299,11 @@ impl TestShoot {
         let tools = Tools::locate()?;
         let root = self.node.root();
         let args = vec![
+            // The node's mount and network namespaces, but the machine's user namespace: the
+            // kubelet manages cgroups and sysctls as on a real node.
             "nsenter".to_string(),
             format!("--mount=/proc/{}/ns/mnt", self.holder_pid()?),
+            format!("--net=/proc/{}/ns/net", self.holder_pid()?),
             "--".into(),
             tools.kubernetes_node.join("kubelet").display().to_string(),
             format!("--config={}", root.join("kubelet.yaml").display()),
@@ -371,10 +404,19 @@ syncFrequency: 10s
         let kubeconfig = self
             .control_plane
             .user_kubeconfig(&format!("system:node:{NODE_NAME}"), &["system:nodes"])?;
+        // The kubelet reaches the API server from the node's network, over the veth pair.
+        let text = std::fs::read_to_string(&kubeconfig).map_err(io_err(&kubeconfig))?;
+        let text = text.replace(
+            self.control_plane.server_url(),
+            &format!("https://{HOST_ADDRESS}:443"),
+        );
         let target = root.join("kubelet.kubeconfig");
-        std::fs::copy(&kubeconfig, &target).map_err(io_err(&target))?;
+        std::fs::write(&target, text).map_err(io_err(&target))?;
+        // gardenlet's worker pool labels, the legacy one included (a pool's ContainerRuntime
+        // selects both).
         let mut all = vec![
             format!("worker.gardener.cloud/pool={POOL}"),
+            format!("worker.garden.sapcloud.io/group={POOL}"),
             "worker.gardener.cloud/cri-name=containerd".to_string(),
         ];
         all.extend(labels.iter().map(|(k, v)| format!("{k}={v}")));
@@ -467,25 +509,44 @@ fn tail_file(path: &Path, lines: usize) -> String {
         .unwrap_or_default()
 }
 
-/// The machine's first global IPv4 address (of the interface of the default route).
-fn node_ip() -> Result<IpAddr> {
-    let output = std::process::Command::new("ip")
-        .args(["-4", "-o", "route", "get", "192.0.2.255"])
-        .output()
-        .map_err(io_err("ip"))?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    let mut words = text.split_whitespace();
-    while let Some(word) = words.next() {
-        if word == "src"
-            && let Some(ip) = words.next().and_then(|w| w.parse::<IpAddr>().ok())
-            && !ip.is_loopback()
-        {
-            return Ok(ip);
+/// Joins the node's network namespace (held by `holder`) to the machine with a veth pair:
+/// [`HOST_ADDRESS`] on the machine's end, [`NODE_ADDRESS`] (the node IP, default route) on the
+/// node's. The pair goes away with the node's namespace.
+fn link_node(holder: u32) -> Result<()> {
+    let netns = format!("/proc/{holder}/ns/net");
+    let run = |args: &[&str]| -> Result<()> {
+        let output = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .map_err(io_err(args[0]))?;
+        if !output.status.success() {
+            return Err(Error::Tools(format!(
+                "{} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
         }
-    }
-    Err(Error::Tools(format!(
-        "this machine has no non-loopback IPv4 address with a route (`ip route get` said: {text}); a kubelet refuses a loopback node IP"
-    )))
+        Ok(())
+    };
+    // A pair left by a test that was killed: its namespace is gone, so is the pair, unless
+    // the machine's end survived alone.
+    let _ = run(&["ip", "link", "del", HOST_LINK]);
+    let host_cidr = format!("{HOST_ADDRESS}/{LINK_PREFIX}");
+    let node_cidr = format!("{NODE_ADDRESS}/{LINK_PREFIX}");
+    run(&[
+        "ip", "link", "add", HOST_LINK, "type", "veth", "peer", "name", NODE_LINK, "netns", &netns,
+    ])?;
+    run(&["ip", "addr", "add", &host_cidr, "dev", HOST_LINK])?;
+    run(&["ip", "link", "set", HOST_LINK, "up"])?;
+    let inside = |args: &[&str]| -> Result<()> {
+        let net = format!("--net={netns}");
+        let mut all = vec!["nsenter", net.as_str(), "--"];
+        all.extend_from_slice(args);
+        run(&all)
+    };
+    inside(&["ip", "addr", "add", &node_cidr, "dev", NODE_LINK])?;
+    inside(&["ip", "link", "set", NODE_LINK, "up"])?;
+    inside(&["ip", "route", "add", "default", "via", HOST_ADDRESS])
 }
 
 /// Points the node's containerd at Debian's CNI plugins and a bridge network in its host root.
@@ -531,7 +592,7 @@ fn start_grm(
     seed: &ControlPlane,
     seed_namespace: &str,
     shoot: &ControlPlane,
-    node_ip: IpAddr,
+    api_address: IpAddr,
 ) -> Result<(Server, u16)> {
     let dir = shoot.root().join("gardener-resource-manager");
     let certs = dir.join("certs");
@@ -590,7 +651,7 @@ webhooks:
         seed = seed.kubeconfig_path().display(),
         target = shoot.kubeconfig_path().display(),
         certs = certs.display(),
-        host = node_ip,
+        host = api_address,
     );
     let path = dir.join("config.yaml");
     std::fs::write(&path, config).map_err(io_err(&path))?;

@@ -63,3 +63,35 @@ pub async fn eventually_within<T>(
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// The controller's command line as the chart renders it (with helm `values`), with the
+/// health and metrics servers moved to local ports `health` and `metrics`; without the
+/// binary (the first word).
+pub fn chart_controller_args(values: &[&str], health: u16, metrics: u16) -> Vec<String> {
+    use sandbox_testenv::chart::{self, RELEASE_NAMESPACE, object};
+    let tools = sandbox_testenv::Tools::locate().unwrap();
+    let objects = chart::template(&tools, "runtime-sandbox", RELEASE_NAMESPACE, values)
+        .unwrap()
+        .unwrap();
+    let container =
+        &object(&objects, "Deployment").unwrap()["spec"]["template"]["spec"]["containers"][0];
+    let command: Vec<String> = container["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(command[0], "/gardener-extension-runtime-sandbox");
+    command[1..]
+        .iter()
+        .map(|a| {
+            if a.starts_with("--metrics-bind-address=") {
+                format!("--metrics-bind-address=127.0.0.1:{metrics}")
+            } else if a.starts_with("--health-bind-address=") {
+                format!("--health-bind-address=127.0.0.1:{health}")
+            } else {
+                a.clone()
+            }
+        })
+        .collect()
+}
