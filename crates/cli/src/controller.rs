@@ -51,6 +51,10 @@ pub struct Args {
     /// Renew interval of the heartbeat Lease.
     #[arg(long, default_value_t = 30)]
     heartbeat_renew_interval_seconds: u64,
+    /// How often the health conditions on each ContainerRuntime are refreshed (Gardener's
+    /// extensions default to 30 s).
+    #[arg(long, default_value_t = 30)]
+    health_check_sync_period_seconds: u64,
     /// Address of the metrics server.
     #[arg(long, default_value = ":8080")]
     metrics_bind_address: String,
@@ -154,6 +158,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ignore_operation_annotation: args.ignore_operation_annotation,
         max_concurrent_reconciles: args.max_concurrent_reconciles.max(1),
         image,
+        health_sync_period: std::time::Duration::from_secs(
+            args.health_check_sync_period_seconds.max(1),
+        ),
         ..ControllerConfig::default()
     };
 

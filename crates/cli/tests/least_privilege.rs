@@ -104,8 +104,14 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
     .unwrap();
     let _logs = cp.logs_on_panic();
     let admin = cp.client().await.unwrap();
-    // The heartbeat renewed every second, so its patch is exercised within the test.
-    let values = ["--set", "controllers.heartbeat.renewIntervalSeconds=1"];
+    // The heartbeat renewed and the health checked every second, so their calls are exercised
+    // within the test.
+    let values = [
+        "--set",
+        "controllers.heartbeat.renewIntervalSeconds=1",
+        "--set",
+        "controllers.healthcheck.syncPeriodSeconds=1",
+    ];
     let (rbac, kubeconfig) = chart::install_identity(&cp, &values).await.unwrap();
     let kubeconfig_path = cp.root().join("kubeconfig-chart-serviceaccount");
     std::fs::write(

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use sandbox_image::{Arch, NodeAgentPlatform, node_agent_image};
@@ -111,6 +111,29 @@ fn unschedulable(p: &Pod) -> Option<String> {
         .iter()
         .find(|c| c.type_ == "PodScheduled" && c.status == "False")
         .and_then(|c| c.message.clone())
+}
+
+/// Waits until condition `type_` of ContainerRuntime `name` satisfies `check`.
+async fn wait_condition(
+    seed: &Shoot,
+    name: &str,
+    type_: &str,
+    what: &str,
+    check: impl Fn(&sandbox_api::extension::Condition) -> bool,
+) -> sandbox_api::extension::Condition {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let cr = seed.runtimes().get(name).await.unwrap();
+        let conditions = cr.status.map(|s| s.conditions).unwrap_or_default();
+        if let Some(c) = conditions.iter().find(|c| c.type_ == type_ && check(c)) {
+            return c.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out: {name} {type_} {what}; conditions: {conditions:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 struct World {
@@ -323,7 +346,22 @@ async fn a_gvisor_pod_runs_on_a_node_our_agent_prepared_and_the_pool_can_drop_it
     )
     .unwrap();
     let (health, metrics) = (free_port().unwrap(), free_port().unwrap());
-    let args = support::chart_controller_args(&[], health, metrics);
+    // Health refreshed every 2 s instead of 30 s, so the test sees changes quickly.
+    let args = support::chart_controller_args(
+        &["--set", "controllers.healthcheck.syncPeriodSeconds=2"],
+        health,
+        metrics,
+    );
+    // gardenlet keeps the shoot's kubeconfig for extensions in the shoot namespace.
+    let access: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "gardener-internal", "namespace": ns},
+        "stringData": {"kubeconfig": std::fs::read_to_string(shoot.control_plane().kubeconfig_path()).unwrap()},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &access)
+        .await
+        .unwrap();
     let _controller = Kill(
         Command::new(binary)
             .args(&args)
@@ -387,6 +425,13 @@ async fn a_gvisor_pod_runs_on_a_node_our_agent_prepared_and_the_pool_can_drop_it
         .run_to_completion(&pod("dmesg", Some("gvisor"), "dmesg", "Never"))
         .await;
     assert!(dmesg.contains("gVisor"), "dmesg in the gVisor pod: {dmesg}");
+    // Health reported to Gardener: both conditions True, as the library words them.
+    let cr_name = format!("gvisor-{POOL}");
+    for type_ in ["SystemComponentsHealthy", "EveryNodeReady"] {
+        let c = wait_condition(&w.seed, &cr_name, type_, "True", |c| c.status == "True").await;
+        assert_eq!(c.reason, "HealthCheckSuccessful");
+        assert_eq!(c.message, "All health checks successful");
+    }
     // A long-running gVisor pod and a runc pod that must survive what follows.
     w.pods
         .create(
@@ -444,6 +489,56 @@ async fn a_gvisor_pod_runs_on_a_node_our_agent_prepared_and_the_pool_can_drop_it
     let sandboxed = w.running("sandboxed").await;
     assert_eq!(sandboxed.metadata.uid, sandboxed_uid);
     assert_eq!(restarts(&sandboxed), 0, "the gVisor pod kept running");
+
+    // 2b. A node whose containerd configuration is broken shows up by name, with the agent's
+    //     reason, in EveryNodeReady; repaired, the condition turns True again.
+    let config = shoot.node().config_path();
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, "version = 3\n[plugins\n").unwrap();
+    let agent = w.installer_pod().await.unwrap();
+    w.system_pods
+        .delete(
+            agent.metadata.name.as_deref().unwrap(),
+            &DeleteParams::default(),
+        )
+        .await
+        .unwrap();
+    let broken = wait_condition(
+        &w.seed,
+        &cr_name,
+        "EveryNodeReady",
+        "False naming the node",
+        |c| c.status == "False",
+    )
+    .await;
+    assert_eq!(broken.reason, "HealthCheckUnsuccessful");
+    assert!(
+        broken.message.starts_with(&format!(
+            "0 of 1 nodes of pool {POOL} have gVisor ready; not ready: {NODE_NAME} (ContainerdConfigInvalid: "
+        )),
+        "{}",
+        broken.message
+    );
+    assert!(
+        !w.node_ready_label().await,
+        "no ready label on a broken node"
+    );
+    std::fs::write(&config, &good).unwrap();
+    let agent = w.installer_pod().await.unwrap();
+    w.system_pods
+        .delete(
+            agent.metadata.name.as_deref().unwrap(),
+            &DeleteParams::default(),
+        )
+        .await
+        .unwrap();
+    w.wait_verified(180, "the node verified again after the repair")
+        .await;
+    let repaired = wait_condition(&w.seed, &cr_name, "EveryNodeReady", "True again", |c| {
+        c.status == "True"
+    })
+    .await;
+    assert!(repaired.last_transition_time.0 > broken.last_transition_time.0);
 
     // 3. A dedicated pool: tainted node, the taint in the Cluster, the RuntimeClass tolerates it.
     w.nodes

@@ -46,6 +46,9 @@ pub struct ControllerConfig {
     pub base_backoff: Duration,
     /// Longest retry delay.
     pub max_backoff: Duration,
+    /// How often the health conditions are checked (`SystemComponentsHealthy`,
+    /// `EveryNodeReady`; see [`crate::health`]).
+    pub health_sync_period: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -60,6 +63,7 @@ impl Default for ControllerConfig {
             reporter: "gardener-extension-runtime-sandbox".to_string(),
             base_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(300),
+            health_sync_period: Duration::from_secs(30),
         }
     }
 }
@@ -151,6 +155,7 @@ pub async fn run(
     // concurrent waiters (a oneshot receiver keeps one waker), and reconciles that waited
     // there themselves hung for good.
     context.caches.wait_until_ready().await;
+    let health = tokio::spawn(crate::health_loop::run(context.clone(), reader.clone()));
     controller
         .run(reconcile::reconcile, error_policy, context)
         .for_each(|result| {
@@ -160,6 +165,7 @@ pub async fn run(
             ready(())
         })
         .await;
+    health.abort();
 }
 
 /// Exponential backoff per object: `base_backoff` doubled per failure, up to `max_backoff`.

@@ -12,6 +12,8 @@ mod cache;
 pub mod contract;
 pub mod controller;
 mod event_filter;
+pub mod health;
+mod health_loop;
 pub mod heartbeat;
 pub mod leader_election;
 pub mod managedresource;

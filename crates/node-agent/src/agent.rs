@@ -97,6 +97,22 @@ pub enum AgentError {
     Cri(#[from] CriError),
 }
 
+impl AgentError {
+    /// Why, in one word, for the node's state annotation and the seed's health condition.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AgentError::Lock(_) => "LockNotAcquired",
+            AgentError::Binaries(_) => "BinaryInstallFailed",
+            AgentError::Host(_) => "ContainerdConfigInvalid",
+            AgentError::RolledBack { .. } => "ContainerdRestartFailed",
+            AgentError::RollbackFailed { .. } => "RollbackFailed",
+            AgentError::UnsupportedContainerd { .. } => "ContainerdTooOld",
+            AgentError::NotLoaded { .. } => "HandlerNotLoaded",
+            AgentError::Cri(_) => "ContainerdUnreachable",
+        }
+    }
+}
+
 async fn restart_and_wait(
     restarter: &dyn Restarter,
     cri: &Cri,

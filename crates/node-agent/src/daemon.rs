@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sandbox_health::Readiness;
+use sandbox_runtime::node_plan::NodeReport;
 
 use crate::agent::{self, AgentError, Options};
 use crate::node;
@@ -31,12 +32,13 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    async fn label(&self, ready: bool) {
+    async fn label(&self, report: Option<NodeReport>) {
         let Some((client, name)) = &self.kube else {
             return;
         };
         let label = &self.options.plan.ready_label;
-        match node::set_ready_label(client, name, label, ready).await {
+        let ready = report.as_ref().is_some_and(|r| r.ready);
+        match node::set_ready_label(client, name, label, report.as_ref()).await {
             Ok(()) => tracing::info!(node = %name, ready, "node label {label}"),
             Err(e) => {
                 tracing::error!(node = %name, error = %e, "cannot update the node's ready label")
@@ -49,13 +51,18 @@ impl Daemon {
         match self.mode {
             Mode::Install => {
                 let result = agent::install(&self.options, self.restarter.as_ref()).await;
-                // The label follows the verified state: set when the runtime works, removed when not.
-                self.label(result.is_ok()).await;
+                // The label follows the verified state: set when the runtime works, removed when
+                // not; the state annotation says why.
+                let report = match &result {
+                    Ok(_) => NodeReport::ready(),
+                    Err(e) => NodeReport::failed(e.reason(), &e.to_string()),
+                };
+                self.label(Some(report)).await;
                 result
             }
             Mode::Uninstall => {
                 // No new sandboxed pods here from now on, then clean up.
-                self.label(false).await;
+                self.label(None).await;
                 agent::uninstall(&self.options, self.restarter.as_ref()).await
             }
         }

@@ -1,25 +1,38 @@
 //! The node's ready label (the plan's `readyLabel`): set only after containerd has loaded the
 //! handlers, removed before an uninstall. The RuntimeClass selects it, so no sandboxed pod
-//! lands on a node before its runtime works there.
+//! lands on a node before its runtime works there. Next to it, the state annotation
+//! ([`sandbox_runtime::node_plan::state_annotation`]) says why not, for the seed's health check.
 
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
+use sandbox_runtime::node_plan::{NodeReport, state_annotation};
 
-/// Sets (`ready`) or removes `label` on node `name` with a JSON merge patch, which leaves
-/// every other label alone and needs only `nodes: get, patch`.
+/// Sets `label` on node `name` when `report` says ready (else removes it) and writes `report`
+/// into the state annotation (removes it when `None`: an uninstall leaves nothing behind),
+/// with one JSON merge patch, which leaves every other label and annotation alone and needs
+/// only `nodes: get, patch`.
 pub async fn set_ready_label(
     client: &kube::Client,
     name: &str,
     label: &str,
-    ready: bool,
+    report: Option<&NodeReport>,
 ) -> Result<(), kube::Error> {
-    let value = if ready {
+    let value = if report.is_some_and(|r| r.ready) {
         serde_json::Value::String("true".into())
     } else {
         serde_json::Value::Null
     };
-    let patch = serde_json::json!({"metadata": {"labels": {label: value}}});
+    let state = match report {
+        Some(report) => serde_json::Value::String(
+            serde_json::to_string(report).unwrap_or_else(|_| r#"{"ready":false}"#.into()),
+        ),
+        None => serde_json::Value::Null,
+    };
+    let patch = serde_json::json!({"metadata": {
+        "labels": {label: value},
+        "annotations": {state_annotation(label): state},
+    }});
     Api::<Node>::all(client.clone())
         .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;

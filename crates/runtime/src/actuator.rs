@@ -111,8 +111,13 @@ pub struct Cleanup {
 pub trait Actuator: Send + Sync + 'static {
     /// The `spec.type` served, e.g. `gvisor`.
     fn runtime_type(&self) -> &'static str;
+    /// The runtime as operators name it in messages, e.g. `gVisor`.
+    fn display_name(&self) -> &'static str;
     /// The `origin` label of its ManagedResources.
     fn origin(&self) -> &'static str;
+    /// The label the node agent sets on a node once the runtime works there (its state
+    /// annotation is [`crate::node_plan::state_annotation`] of it).
+    fn node_ready_label(&self) -> &'static str;
     /// Name of the ManagedResource shared by all pools of a shoot.
     fn shared_managed_resource(&self) -> &'static str;
     /// Name of a pool's ManagedResource.

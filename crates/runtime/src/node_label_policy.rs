@@ -3,7 +3,8 @@
 //! supports shoots from 1.32 on) closes that in the shoot's API server: a request of the node
 //! agent's ServiceAccount may change a node only if the node is the one its pod runs on (the
 //! node name the API server puts into a pod-bound token, `authentication.kubernetes.io/node-name`),
-//! and only the runtime's ready label, which it may set to `"true"` or remove.
+//! and only the runtime's ready label, which it may set to `"true"` or remove, and the state
+//! annotation next to it ([`crate::node_plan::state_annotation`]), where it reports its last run.
 
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
@@ -24,6 +25,13 @@ pub fn node_label_policy(
     label: &str,
 ) -> Result<(ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding), RenderError> {
     let user = format!("system:serviceaccount:{namespace}:{service_account}");
+    let annotation = crate::node_plan::state_annotation(label);
+    let unchanged_except_annotation = format!(
+        "(!has(object.metadata.annotations) || object.metadata.annotations.all(k, k == '{annotation}' || \
+           (has(oldObject.metadata.annotations) && k in oldObject.metadata.annotations && oldObject.metadata.annotations[k] == object.metadata.annotations[k]))) && \
+         (!has(oldObject.metadata.annotations) || oldObject.metadata.annotations.all(k, k == '{annotation}' || \
+           (has(object.metadata.annotations) && k in object.metadata.annotations)))"
+    );
     let unchanged_except_label = format!(
         "object.metadata.labels.all(k, k == '{label}' || (k in oldObject.metadata.labels && oldObject.metadata.labels[k] == object.metadata.labels[k])) && \
          (!has(oldObject.metadata.labels) || oldObject.metadata.labels.all(k, k == '{label}' || k in object.metadata.labels))"
@@ -57,14 +65,12 @@ pub fn node_label_policy(
                     "reason": "Forbidden",
                 },
                 {
-                    "expression": "object.spec == oldObject.spec && \
-                        (has(object.metadata.annotations) == has(oldObject.metadata.annotations)) && \
-                        (!has(object.metadata.annotations) || object.metadata.annotations == oldObject.metadata.annotations) && \
+                    "expression": format!("object.spec == oldObject.spec && {unchanged_except_annotation} && \
                         (has(object.metadata.ownerReferences) == has(oldObject.metadata.ownerReferences)) && \
                         (!has(object.metadata.ownerReferences) || object.metadata.ownerReferences == oldObject.metadata.ownerReferences) && \
                         (has(object.metadata.finalizers) == has(oldObject.metadata.finalizers)) && \
-                        (!has(object.metadata.finalizers) || object.metadata.finalizers == oldObject.metadata.finalizers)",
-                    "message": format!("the node agent may change only the label {label}"),
+                        (!has(object.metadata.finalizers) || object.metadata.finalizers == oldObject.metadata.finalizers)"),
+                    "message": format!("the node agent may change only the label {label} and the annotation {annotation}"),
                     "reason": "Forbidden",
                 },
             ],

@@ -386,3 +386,76 @@ mod tests {
         assert_eq!(major_minor("unknown"), None);
     }
 }
+
+/// The annotation in which a node agent reports its last run on its node, next to the ready
+/// label: `runtime-sandbox.gardener.cloud/gvisor-ready` gives
+/// `runtime-sandbox.gardener.cloud/gvisor-state`. The seed controller reads it for the
+/// `EveryNodeReady` condition.
+pub fn state_annotation(ready_label: &str) -> String {
+    match ready_label.strip_suffix("-ready") {
+        Some(stem) => format!("{stem}-state"),
+        None => format!("{ready_label}-state"),
+    }
+}
+
+/// What a node agent reports in [`state_annotation`] (JSON).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeReport {
+    pub ready: bool,
+    /// Why not, in one word (e.g. `ContainerdTooOld`, `ContainerdConfigInvalid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The longest message a [`NodeReport`] carries (annotations are small).
+pub const REPORT_MESSAGE_LIMIT: usize = 512;
+
+impl NodeReport {
+    pub fn ready() -> Self {
+        NodeReport {
+            ready: true,
+            ..NodeReport::default()
+        }
+    }
+
+    /// Not ready for `reason`; `message` is cut to [`REPORT_MESSAGE_LIMIT`] bytes at a
+    /// character boundary.
+    pub fn failed(reason: &str, message: &str) -> Self {
+        let mut end = message.len().min(REPORT_MESSAGE_LIMIT);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        NodeReport {
+            ready: false,
+            reason: Some(reason.to_string()),
+            message: Some(message[..end].to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod report_tests {
+    use super::*;
+
+    #[test]
+    fn state_annotation_sits_next_to_the_ready_label() {
+        assert_eq!(
+            state_annotation("runtime-sandbox.gardener.cloud/gvisor-ready"),
+            "runtime-sandbox.gardener.cloud/gvisor-state"
+        );
+        assert_eq!(state_annotation("example.io/ok"), "example.io/ok-state");
+    }
+
+    #[test]
+    fn long_messages_are_cut_at_a_character_boundary() {
+        let message = "ä".repeat(400);
+        let report = NodeReport::failed("X", &message);
+        let kept = report.message.unwrap();
+        assert!(kept.len() <= REPORT_MESSAGE_LIMIT && message.starts_with(&kept));
+        let json = serde_json::to_string(&NodeReport::ready()).unwrap();
+        assert_eq!(json, r#"{"ready":true}"#);
+    }
+}

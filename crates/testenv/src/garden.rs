@@ -179,7 +179,18 @@ impl Garden {
             .create(&PostParams::default(), &service)
             .await?;
 
-        let groups = direct.list_api_groups().await?;
+        // Ready does not mean its client CA (read from the kube-apiserver's
+        // extension-apiserver-authentication ConfigMap) is loaded: until it is, our client
+        // certificate counts as anonymous and gets 403. Retry that, briefly.
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let groups = loop {
+            match direct.list_api_groups().await {
+                Err(kube::Error::Api(e)) if e.code == 403 && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                other => break other?,
+            }
+        };
         let api_services = Api::<APIService>::all(client);
         let mut registered = Vec::new();
         for group in &groups.groups {

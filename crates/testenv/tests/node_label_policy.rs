@@ -153,6 +153,30 @@ async fn the_node_agent_may_set_only_its_own_nodes_ready_label() {
         .await,
         "an annotation",
     );
+    // Its state annotation, with the label, as the agent writes both: allowed; removing it too.
+    let state = sandbox_runtime::node_plan::state_annotation(NODE_READY_LABEL);
+    patch(
+        &agent,
+        &node_a,
+        json!({"metadata": {"labels": {NODE_READY_LABEL: null},
+            "annotations": {&state: r#"{"ready":false,"reason":"ContainerdTooOld"}"#}}}),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the agent must report its state: {e}"));
+    patch(
+        &agent,
+        &node_a,
+        json!({"metadata": {"annotations": {&state: null}}}),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the agent must remove its state: {e}"));
+    patch(
+        &agent,
+        &node_a,
+        json!({"metadata": {"labels": {NODE_READY_LABEL: "true"}}}),
+    )
+    .await
+    .unwrap();
     refused(
         agent.delete(&node_a, &Default::default()).await.map(|_| ()),
         "deleting the node",

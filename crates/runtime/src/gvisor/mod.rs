@@ -62,8 +62,16 @@ impl Actuator for GVisor {
         RUNTIME_TYPE
     }
 
+    fn display_name(&self) -> &'static str {
+        "gVisor"
+    }
+
     fn origin(&self) -> &'static str {
         ORIGIN
+    }
+
+    fn node_ready_label(&self) -> &'static str {
+        NODE_READY_LABEL
     }
 
     fn shared_managed_resource(&self) -> &'static str {

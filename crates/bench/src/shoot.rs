@@ -1,0 +1,239 @@
+//! `shoot-bench`: the whole chain on the test shoot (real kubelet, real
+//! gardener-resource-manager), timed. The release product binary runs the controller (with the
+//! chart's flags and RBAC) and, from a node-agent image built here, the node agent. Reported:
+//! time from ContainerRuntime creation to the first gVisor pod Running, time from a
+//! providerConfig flag change to the node re-verified (`--changes` times), and containerd
+//! restarts per step.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
+use k8s_openapi::api::node::v1::RuntimeClass;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use sandbox_image::{Arch, NodeAgentPlatform, node_agent_image};
+use sandbox_runtime::gvisor::{NODE_READY_LABEL, installer_name};
+use sandbox_testenv::chart;
+use sandbox_testenv::gardenlet::{self, Shoot};
+use sandbox_testenv::node::BUSYBOX_IMAGE;
+use sandbox_testenv::shoot::{NODE_NAME, POOL, TestShoot};
+use sandbox_testenv::{ControlPlane, free_port, http_get};
+use serde_json::json;
+
+#[derive(Parser)]
+struct Args {
+    /// The product binary; default: next to this one.
+    #[arg(long)]
+    binary: Option<PathBuf>,
+    /// How many flag changes to time.
+    #[arg(long, default_value_t = 3)]
+    changes: u32,
+}
+
+const IMAGE: &str = "localhost/runtime-sandbox-bench/node-agent:bench";
+
+async fn until<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = Args::parse();
+    let binary = args.binary.clone().unwrap_or_else(|| {
+        std::env::current_exe()
+            .unwrap()
+            .with_file_name("gardener-extension-runtime-sandbox")
+    });
+    let seed = ControlPlane::start().await.unwrap();
+    let admin = seed.client().await.unwrap();
+    let ns = seed
+        .namespace(&admin, "shoot--bench--sandbox")
+        .await
+        .unwrap();
+    gardenlet::create_cluster(&admin, &ns, json!({
+        "apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot",
+        "metadata": {"name": "sandbox", "namespace": "garden-bench"},
+        "spec": {"kubernetes": {"version": "1.36.4"}, "provider": {"type": "local", "workers": [
+            {"name": POOL, "cri": {"name": "containerd", "containerRuntimes": [{"type": "gvisor"}]}}]}},
+        "status": {"hibernated": false, "lastOperation": {"type": "Reconcile", "state": "Succeeded"}},
+    }))
+    .await;
+    let shoot = TestShoot::start(
+        &seed,
+        &ns,
+        &[("containerruntime.worker.gardener.cloud/gvisor", "true")],
+    )
+    .await
+    .unwrap();
+    let gvisor_dir = sandbox_testenv::Tools::locate().unwrap().gvisor;
+    let archive = node_agent_image(
+        IMAGE,
+        &[NodeAgentPlatform {
+            arch: Arch::host().unwrap(),
+            binary: &binary,
+            gvisor_dir: &gvisor_dir,
+        }],
+    )
+    .unwrap();
+    shoot.node().import_archive(IMAGE, &archive).unwrap();
+
+    let (_, kubeconfig) = chart::install_identity(&seed, &[]).await.unwrap();
+    let kubeconfig_path = seed.root().join("kubeconfig-bench");
+    std::fs::write(&kubeconfig_path, kubeconfig_json(&kubeconfig)).unwrap();
+    let overwrite = seed.root().join("imagevector-overwrite.yaml");
+    let (repository, tag) = IMAGE.rsplit_once(':').unwrap();
+    std::fs::write(
+        &overwrite,
+        format!("images:\n- name: runtime-gvisor-installation\n  repository: {repository}\n  tag: {tag}\n"),
+    )
+    .unwrap();
+    let access: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "gardener-internal", "namespace": ns},
+        "stringData": {"kubeconfig": std::fs::read_to_string(shoot.control_plane().kubeconfig_path()).unwrap()},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &access)
+        .await
+        .unwrap();
+    let health = free_port().unwrap();
+    let mut controller = Command::new(&binary)
+        .args([
+            "controller".to_string(),
+            format!("--kubeconfig={}", kubeconfig_path.display()),
+            "--leader-election=false".into(),
+            format!("--health-bind-address=127.0.0.1:{health}"),
+            format!("--metrics-bind-address=127.0.0.1:{}", free_port().unwrap()),
+        ])
+        .env("IMAGEVECTOR_OVERWRITE", &overwrite)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    until("controller ready", async || {
+        http_get(health, "/readyz").filter(|(c, _)| *c == 200)
+    })
+    .await;
+
+    let client = shoot.client().await.unwrap();
+    let pods = Api::<Pod>::namespaced(client.clone(), "default");
+    let classes = Api::<RuntimeClass>::all(client.clone());
+    let nodes = Api::<Node>::all(client.clone());
+    let daemon_sets = Api::<DaemonSet>::namespaced(client.clone(), "kube-system");
+    let restarts = || {
+        shoot
+            .systemd()
+            .calls()
+            .iter()
+            .filter(|(unit, _)| unit == "containerd.service")
+            .count()
+    };
+    let s = Shoot {
+        client: admin.clone(),
+        ns: ns.clone(),
+    };
+    let cr = format!("gvisor-{POOL}");
+
+    // ContainerRuntime created -> first gVisor pod Running.
+    let started = Instant::now();
+    s.gardenlet_create(POOL, None).await;
+    until("RuntimeClass", async || {
+        classes.get_opt("gvisor").await.ok().flatten()
+    })
+    .await;
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "first"},
+        "spec": {"runtimeClassName": "gvisor", "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": BUSYBOX_IMAGE, "imagePullPolicy": "Never",
+                "command": ["sleep", "100000"]}]},
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    until("first gVisor pod Running", async || {
+        let p = pods.get("first").await.ok()?;
+        (p.status?.phase.as_deref() == Some("Running")).then_some(())
+    })
+    .await;
+    let first_pod = started.elapsed();
+    let first_restarts = restarts();
+    println!(
+        "ContainerRuntime created -> first gVisor pod Running: {:.1} s, containerd restarts: {first_restarts}",
+        first_pod.as_secs_f64()
+    );
+
+    // Flag change -> node re-verified (new DaemonSet generation rolled out, label back).
+    let mut times = Vec::new();
+    for i in 0..args.changes {
+        let before = restarts();
+        let generation = daemon_sets
+            .get(&installer_name(POOL))
+            .await
+            .unwrap()
+            .metadata
+            .generation;
+        let started = Instant::now();
+        let value = if i % 2 == 0 { "true" } else { "false" };
+        s.runtimes()
+            .patch(
+                &cr,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"providerConfig": {
+                    "apiVersion": "gvisor.runtime.extensions.config.gardener.cloud/v1alpha1",
+                    "kind": "GVisorConfiguration", "configFlags": {"net-raw": value}}}})),
+            )
+            .await
+            .unwrap();
+        s.annotate(&cr, "reconcile").await;
+        until("node re-verified", async || {
+            let ds = daemon_sets.get(&installer_name(POOL)).await.ok()?;
+            let status = ds.status.as_ref()?;
+            let rolled = ds.metadata.generation > generation
+                && status.observed_generation == ds.metadata.generation
+                && status.updated_number_scheduled == Some(1)
+                && status.number_ready == 1;
+            let labelled = nodes
+                .get(NODE_NAME)
+                .await
+                .ok()?
+                .metadata
+                .labels?
+                .get(NODE_READY_LABEL)
+                .is_some_and(|v| v == "true");
+            (rolled && labelled).then_some(())
+        })
+        .await;
+        let took = started.elapsed();
+        println!(
+            "flag change {} -> node re-verified: {:.1} s, containerd restarts: {}",
+            i + 1,
+            took.as_secs_f64(),
+            restarts() - before
+        );
+        times.push(took);
+    }
+    times.sort();
+    if let Some(median) = times.get(times.len() / 2) {
+        println!(
+            "flag change -> node re-verified: median {:.1} s over {} changes",
+            median.as_secs_f64(),
+            times.len()
+        );
+    }
+    let _ = controller.kill();
+    let _ = controller.wait();
+}
+
+/// The kubeconfig as YAML (JSON is YAML).
+fn kubeconfig_json(kubeconfig: &kube::config::Kubeconfig) -> String {
+    serde_json::to_string(kubeconfig).unwrap()
+}

@@ -1,0 +1,547 @@
+//! Health of one ContainerRuntime as Gardener's extensions report it: conditions on the
+//! extension object, which gardenlet's care controller merges into the Shoot's conditions of
+//! the same type. Types, reasons, messages and timestamps follow Gardener's health check library
+//! (`extensions/pkg/controller/healthcheck`):
+//!
+//! - `SystemComponentsHealthy`: the runtime's objects in the shoot are applied and healthy
+//!   (the shared and the pool's ManagedResource, as gardener-resource-manager reports them);
+//! - `EveryNodeReady`: every node of the pool has the runtime ready, as its node agent reported
+//!   it on the node (ready label and state annotation); when the shoot cannot be read, the
+//!   installer DaemonSet's readiness as gardener-resource-manager reflects it.
+//!
+//! Status `True` (reason `HealthCheckSuccessful`), `Progressing` (`HealthCheckProgressing`,
+//! while a rollout runs, for at most [`PROGRESSING_THRESHOLD`]), `False`
+//! (`HealthCheckUnsuccessful`), `Unknown` (`ConditionCheckError`). `lastTransitionTime` moves
+//! when the status changes, `lastUpdateTime` when reason, message or codes change: a check
+//! that finds nothing new computes the old conditions again and nothing is written.
+//!
+//! Everything here is pure; [`crate::health_loop`] reads and writes.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use sandbox_api::ManagedResource;
+use sandbox_api::extension::Condition;
+
+/// The condition types this extension reports.
+pub const SYSTEM_COMPONENTS_HEALTHY: &str = "SystemComponentsHealthy";
+pub const EVERY_NODE_READY: &str = "EveryNodeReady";
+/// Reasons, as Gardener's health check library writes them.
+pub const REASON_SUCCESSFUL: &str = "HealthCheckSuccessful";
+pub const REASON_UNSUCCESSFUL: &str = "HealthCheckUnsuccessful";
+pub const REASON_PROGRESSING: &str = "HealthCheckProgressing";
+pub const REASON_CHECK_ERROR: &str = "ConditionCheckError";
+/// How long a rollout may keep a condition `Progressing` before it counts as `False`.
+pub const PROGRESSING_THRESHOLD: Duration = Duration::from_secs(10 * 60);
+
+/// What one node's agent reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeState {
+    pub name: String,
+    /// The node carries the ready label (the agent verified the runtime).
+    pub ready: bool,
+    /// The agent's reason when not ready (e.g. `ContainerdTooOld`), if it reported one.
+    pub reason: Option<String>,
+    pub message: Option<String>,
+}
+
+/// Everything the health of one ContainerRuntime depends on.
+#[derive(Clone, Debug)]
+pub struct Input<'a> {
+    /// The runtime as operators name it, e.g. `gVisor`.
+    pub runtime: &'a str,
+    pub pool: &'a str,
+    pub namespace: &'a str,
+    /// Name and current state of the shared ManagedResource.
+    pub shared: (&'a str, Option<&'a ManagedResource>),
+    /// Name and current state of the pool's ManagedResource.
+    pub pool_mr: (&'a str, Option<&'a ManagedResource>),
+    /// The pool's nodes as read from the shoot, or why they could not be read.
+    pub nodes: Result<Vec<NodeState>, String>,
+    pub hibernated: bool,
+}
+
+/// The outcome of one check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Check {
+    Ok,
+    Progressing(String),
+    Failed(String),
+    /// The check itself could not run.
+    Error(String),
+}
+
+/// Gardener's `CheckManagedResource` plus its `ResourcesProgressing` condition.
+fn check_managed_resource(namespace: &str, name: &str, mr: Option<&ManagedResource>) -> Check {
+    let Some(mr) = mr else {
+        return Check::Failed(format!(
+            "Managed Resource {name:?} in namespace {namespace:?} not found"
+        ));
+    };
+    let status = mr.status.clone().unwrap_or_default();
+    let generation = mr.metadata.generation.unwrap_or_default();
+    let observed = status.observed_generation.unwrap_or_default();
+    if observed != generation {
+        return Check::Failed(format!(
+            "observed generation of managed resource {namespace}/{name} outdated ({observed}/{generation})"
+        ));
+    }
+    let condition = |t: &str| status.conditions.iter().find(|c| c.type_ == t);
+    for type_ in ["ResourcesApplied", "ResourcesHealthy"] {
+        match condition(type_) {
+            None => {
+                return Check::Failed(format!(
+                    "condition {type_} for managed resource {namespace}/{name} has not been reported yet"
+                ));
+            }
+            Some(c) if c.status != "True" => {
+                // A DaemonSet whose new pods are not all available yet is unhealthy and
+                // progressing at once: that is a rollout, not a failure (yet).
+                let rolling = condition("ResourcesProgressing").is_some_and(|p| p.status == "True");
+                let detail = format!(
+                    "condition {type_} of managed resource {namespace}/{name} is {}: {}",
+                    c.status, c.message
+                );
+                return if rolling && type_ == "ResourcesHealthy" {
+                    Check::Progressing(detail)
+                } else {
+                    Check::Failed(detail)
+                };
+            }
+            Some(_) => {}
+        }
+    }
+    match condition("ResourcesProgressing") {
+        Some(c) if c.status == "True" => Check::Progressing(format!(
+            "managed resource {namespace}/{name} is progressing: {}",
+            c.message
+        )),
+        _ => Check::Ok,
+    }
+}
+
+/// The pool's nodes against what the agents reported.
+fn check_nodes(input: &Input<'_>, rollout: &Check) -> Check {
+    let nodes = match &input.nodes {
+        Ok(nodes) => nodes,
+        // Without the shoot's nodes, the installer's readiness as gardener-resource-manager
+        // reflects it is all there is.
+        Err(why) => {
+            return match rollout {
+                Check::Ok => Check::Ok,
+                Check::Progressing(d) => Check::Progressing(d.clone()),
+                Check::Failed(d) | Check::Error(d) => Check::Error(format!(
+                    "the pool's nodes could not be read ({why}); the installer reports: {d}"
+                )),
+            };
+        }
+    };
+    let not_ready: Vec<&NodeState> = nodes.iter().filter(|n| !n.ready).collect();
+    if not_ready.is_empty() {
+        return Check::Ok;
+    }
+    let mut names: Vec<String> = not_ready
+        .iter()
+        .map(|n| match (&n.reason, &n.message) {
+            (Some(reason), Some(message)) => format!("{} ({reason}: {message})", n.name),
+            (Some(reason), None) => format!("{} ({reason})", n.name),
+            _ => format!("{} (no report from its node agent yet)", n.name),
+        })
+        .collect();
+    names.sort();
+    let detail = format!(
+        "{} of {} nodes of pool {} have {} ready; not ready: {}",
+        nodes.len() - not_ready.len(),
+        nodes.len(),
+        input.pool,
+        input.runtime,
+        names.join(", ")
+    );
+    // While the installer rolls out and no agent reported a failure, nodes are on their way.
+    let reported_failure = not_ready.iter().any(|n| n.reason.is_some());
+    if matches!(rollout, Check::Progressing(_)) && !reported_failure {
+        Check::Progressing(detail)
+    } else {
+        Check::Failed(detail)
+    }
+}
+
+fn with_dot(s: &str) -> String {
+    if s.ends_with('.') {
+        s.to_string()
+    } else {
+        format!("{s}.")
+    }
+}
+
+/// Several checks of one condition type into one (status, reason, message), as the library
+/// combines them.
+fn combine(checks: &[Check]) -> (&'static str, &'static str, String) {
+    let failed: Vec<&String> = checks
+        .iter()
+        .filter_map(|c| match c {
+            Check::Failed(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    let progressing: Vec<&String> = checks
+        .iter()
+        .filter_map(|c| match c {
+            Check::Progressing(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    let errors: Vec<&String> = checks
+        .iter()
+        .filter_map(|c| match c {
+            Check::Error(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    let list = |items: &[&String]| -> String {
+        if items.len() == 1 {
+            with_dot(items[0])
+        } else {
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, d)| format!("{}) {}", i + 1, with_dot(d)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
+    };
+    if !errors.is_empty() {
+        let n = errors.len();
+        let word = if n > 1 { "checks" } else { "check" };
+        return (
+            "Unknown",
+            REASON_CHECK_ERROR,
+            format!("failed to execute {n} health {word}: {}", list(&errors)),
+        );
+    }
+    if !failed.is_empty() {
+        let mut message = list(&failed);
+        if !progressing.is_empty() {
+            message = format!(
+                "Failed {}: {message} Progressing {}: {}",
+                if failed.len() > 1 { "checks" } else { "check" },
+                if progressing.len() > 1 {
+                    "checks"
+                } else {
+                    "check"
+                },
+                list(&progressing)
+            );
+        }
+        return ("False", REASON_UNSUCCESSFUL, message);
+    }
+    if !progressing.is_empty() {
+        return ("Progressing", REASON_PROGRESSING, list(&progressing));
+    }
+    (
+        "True",
+        REASON_SUCCESSFUL,
+        "All health checks successful".into(),
+    )
+}
+
+/// The conditions `old` becomes at `now` for `input`: our two types computed afresh (with
+/// Gardener's timestamp rules and progressing threshold), conditions of other writers kept,
+/// and stale health check conditions (a type we no longer report, left with a health check
+/// reason) removed. Sorted by type.
+pub fn conditions(input: &Input<'_>, old: &[Condition], now: Timestamp) -> Vec<Condition> {
+    let computed: Vec<(&str, &str, &str, String)> = if input.hibernated {
+        [SYSTEM_COMPONENTS_HEALTHY, EVERY_NODE_READY]
+            .into_iter()
+            .map(|t| {
+                (
+                    t,
+                    "True",
+                    REASON_SUCCESSFUL,
+                    "Shoot is hibernated".to_string(),
+                )
+            })
+            .collect()
+    } else {
+        let shared = check_managed_resource(input.namespace, input.shared.0, input.shared.1);
+        let pool = check_managed_resource(input.namespace, input.pool_mr.0, input.pool_mr.1);
+        let nodes = check_nodes(input, &pool);
+        let (s1, r1, m1) = combine(&[shared, pool]);
+        let (s2, r2, m2) = combine(&[nodes]);
+        vec![
+            (SYSTEM_COMPONENTS_HEALTHY, s1, r1, m1),
+            (EVERY_NODE_READY, s2, r2, m2),
+        ]
+    };
+    let mut result: Vec<Condition> = old
+        .iter()
+        .filter(|c| {
+            let ours = c.type_ == SYSTEM_COMPONENTS_HEALTHY || c.type_ == EVERY_NODE_READY;
+            let stale = !ours
+                && [
+                    REASON_SUCCESSFUL,
+                    REASON_UNSUCCESSFUL,
+                    REASON_PROGRESSING,
+                    REASON_CHECK_ERROR,
+                ]
+                .contains(&c.reason.as_str());
+            !ours && !stale
+        })
+        .cloned()
+        .collect();
+    for (type_, status, reason, message) in computed {
+        let previous = old.iter().find(|c| c.type_ == type_);
+        let (mut status, mut reason) = (status, reason);
+        // Progressing for longer than the threshold is a failure.
+        if status == "Progressing"
+            && let Some(p) = previous
+            && p.status == "Progressing"
+            && now
+                .duration_since(p.last_transition_time.0)
+                .as_secs()
+                .max(0) as u64
+                > PROGRESSING_THRESHOLD.as_secs()
+        {
+            status = "False";
+            reason = REASON_UNSUCCESSFUL;
+        }
+        result.push(build(type_, status, reason, message, previous, now));
+    }
+    result.sort_by(|a, b| a.type_.cmp(&b.type_));
+    result
+}
+
+/// Gardener's condition builder: the transition time moves with the status, the update time
+/// with reason, message or codes.
+fn build(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    old: Option<&Condition>,
+    now: Timestamp,
+) -> Condition {
+    let now = Time(now);
+    let Some(old) = old else {
+        return Condition {
+            type_: type_.into(),
+            status: status.into(),
+            last_transition_time: now.clone(),
+            last_update_time: now,
+            reason: reason.into(),
+            message,
+            codes: Vec::new(),
+        };
+    };
+    let last_transition_time = if old.status == status {
+        old.last_transition_time.clone()
+    } else {
+        now.clone()
+    };
+    let last_update_time =
+        if old.reason != reason || old.message != message || !old.codes.is_empty() {
+            now
+        } else {
+            old.last_update_time.clone()
+        };
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        last_transition_time,
+        last_update_time,
+        reason: reason.into(),
+        message,
+        codes: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn mr(name: &str, conditions: serde_json::Value) -> ManagedResource {
+        serde_json::from_value(json!({
+            "apiVersion": "resources.gardener.cloud/v1alpha1", "kind": "ManagedResource",
+            "metadata": {"name": name, "namespace": "shoot--p--s", "generation": 2},
+            "spec": {"secretRefs": []},
+            "status": {"observedGeneration": 2, "conditions": conditions},
+        }))
+        .unwrap()
+    }
+
+    fn cond(t: &str, s: &str, msg: &str) -> serde_json::Value {
+        json!({"type": t, "status": s, "lastTransitionTime": "2026-11-22T10:00:00Z",
+               "lastUpdateTime": "2026-11-22T10:00:00Z", "reason": "R", "message": msg})
+    }
+
+    fn healthy(name: &str) -> ManagedResource {
+        mr(
+            name,
+            json!([
+                cond("ResourcesApplied", "True", ""),
+                cond("ResourcesHealthy", "True", ""),
+                cond("ResourcesProgressing", "False", "")
+            ]),
+        )
+    }
+
+    fn node(name: &str, ready: bool, reason: Option<&str>) -> NodeState {
+        NodeState {
+            name: name.into(),
+            ready,
+            reason: reason.map(String::from),
+            message: reason.map(|_| "containerd 1.6.20 is older than 1.7".into()),
+        }
+    }
+
+    fn input<'a>(
+        shared: Option<&'a ManagedResource>,
+        pool: Option<&'a ManagedResource>,
+        nodes: Result<Vec<NodeState>, String>,
+    ) -> Input<'a> {
+        Input {
+            runtime: "gVisor",
+            pool: "sandbox",
+            namespace: "shoot--p--s",
+            shared: ("extension-runtime-gvisor", shared),
+            pool_mr: ("extension-runtime-gvisor-installation-sandbox", pool),
+            nodes,
+            hibernated: false,
+        }
+    }
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn find<'a>(cs: &'a [Condition], t: &str) -> &'a Condition {
+        cs.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn healthy_everywhere_is_true_and_a_second_check_changes_nothing() {
+        let (s, p) = (healthy("a"), healthy("b"));
+        let i = input(Some(&s), Some(&p), Ok(vec![node("n1", true, None)]));
+        let first = conditions(&i, &[], at("2026-11-22T10:00:00Z"));
+        for t in [SYSTEM_COMPONENTS_HEALTHY, EVERY_NODE_READY] {
+            let c = find(&first, t);
+            assert_eq!(
+                (c.status.as_str(), c.reason.as_str()),
+                ("True", REASON_SUCCESSFUL)
+            );
+            assert_eq!(c.message, "All health checks successful");
+        }
+        let again = conditions(&i, &first, at("2026-11-22T10:05:00Z"));
+        assert_eq!(again, first, "nothing new, nothing to write");
+    }
+
+    #[test]
+    fn a_broken_node_is_named_with_its_agents_reason() {
+        let (s, p) = (healthy("a"), healthy("b"));
+        let i = input(
+            Some(&s),
+            Some(&p),
+            Ok(vec![
+                node("n2", false, Some("ContainerdTooOld")),
+                node("n1", true, None),
+            ]),
+        );
+        let old = conditions(
+            &input(Some(&s), Some(&p), Ok(vec![node("n1", true, None)])),
+            &[],
+            at("2026-11-22T10:00:00Z"),
+        );
+        let now = at("2026-11-22T10:01:00Z");
+        let cs = conditions(&i, &old, now);
+        let c = find(&cs, EVERY_NODE_READY);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", REASON_UNSUCCESSFUL)
+        );
+        assert_eq!(
+            c.message,
+            "1 of 2 nodes of pool sandbox have gVisor ready; not ready: n2 (ContainerdTooOld: containerd 1.6.20 is older than 1.7)."
+        );
+        assert_eq!((c.last_transition_time.0, c.last_update_time.0), (now, now));
+        // The other condition did not change: its timestamps stay.
+        assert_eq!(
+            find(&cs, SYSTEM_COMPONENTS_HEALTHY),
+            find(&old, SYSTEM_COMPONENTS_HEALTHY)
+        );
+    }
+
+    #[test]
+    fn a_rollout_is_progressing_until_the_threshold() {
+        let s = healthy("a");
+        let p = mr(
+            "b",
+            json!([
+                cond("ResourcesApplied", "True", ""),
+                cond(
+                    "ResourcesHealthy",
+                    "False",
+                    "DaemonSet \"kube-system/x\" is unhealthy: too many unavailable pods found (1/1)"
+                ),
+                cond(
+                    "ResourcesProgressing",
+                    "True",
+                    "DaemonSet \"kube-system/x\" is progressing: 0 of 1 replica(s) have been updated"
+                )
+            ]),
+        );
+        let i = input(Some(&s), Some(&p), Ok(vec![node("n1", false, None)]));
+        let t0 = at("2026-11-22T10:00:00Z");
+        let cs = conditions(&i, &[], t0);
+        for t in [SYSTEM_COMPONENTS_HEALTHY, EVERY_NODE_READY] {
+            assert_eq!(find(&cs, t).status, "Progressing", "{t}");
+            assert_eq!(find(&cs, t).reason, REASON_PROGRESSING);
+        }
+        let later = conditions(&i, &cs, at("2026-11-22T10:11:00Z"));
+        assert_eq!(find(&later, EVERY_NODE_READY).status, "False");
+        assert_eq!(find(&later, EVERY_NODE_READY).reason, REASON_UNSUCCESSFUL);
+    }
+
+    #[test]
+    fn missing_managed_resources_and_unreadable_nodes() {
+        let i = input(None, None, Err("secret gardener-internal not found".into()));
+        let cs = conditions(&i, &[], at("2026-11-22T10:00:00Z"));
+        let c = find(&cs, SYSTEM_COMPONENTS_HEALTHY);
+        assert_eq!(c.status, "False");
+        assert_eq!(
+            c.message,
+            "1) Managed Resource \"extension-runtime-gvisor\" in namespace \"shoot--p--s\" not found. 2) Managed Resource \"extension-runtime-gvisor-installation-sandbox\" in namespace \"shoot--p--s\" not found."
+        );
+        let c = find(&cs, EVERY_NODE_READY);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("Unknown", REASON_CHECK_ERROR)
+        );
+        assert!(
+            c.message.contains("secret gardener-internal not found"),
+            "{}",
+            c.message
+        );
+    }
+
+    #[test]
+    fn hibernated_is_true_and_stale_health_conditions_go() {
+        let mut i = input(None, None, Ok(vec![]));
+        i.hibernated = true;
+        let old: Vec<Condition> = serde_json::from_value(json!([
+            {"type": "ControlPlaneHealthy", "status": "True", "lastTransitionTime": "2026-11-22T09:00:00Z",
+             "lastUpdateTime": "2026-11-22T09:00:00Z", "reason": REASON_SUCCESSFUL, "message": "old"},
+            {"type": "SomeoneElses", "status": "True", "lastTransitionTime": "2026-11-22T09:00:00Z",
+             "lastUpdateTime": "2026-11-22T09:00:00Z", "reason": "Other", "message": "kept"},
+        ]))
+        .unwrap();
+        let cs = conditions(&i, &old, at("2026-11-22T10:00:00Z"));
+        let types: Vec<&str> = cs.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(
+            types,
+            [EVERY_NODE_READY, "SomeoneElses", SYSTEM_COMPONENTS_HEALTHY]
+        );
+        assert_eq!(find(&cs, EVERY_NODE_READY).message, "Shoot is hibernated");
+    }
+}
