@@ -11,10 +11,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use sandbox_image::{Arch, NodeAgentPlatform, node_agent_image};
 use sandbox_runtime::gvisor::{NODE_READY_LABEL, installer_name};
 use sandbox_testenv::chart;
 use sandbox_testenv::gardenlet::{self, Shoot};
@@ -75,37 +74,14 @@ async fn main() {
     )
     .await
     .unwrap();
-    let gvisor_dir = sandbox_testenv::Tools::locate().unwrap().gvisor;
-    let archive = node_agent_image(
-        IMAGE,
-        &[NodeAgentPlatform {
-            arch: Arch::host().unwrap(),
-            binary: &binary,
-            gvisor_dir: &gvisor_dir,
-        }],
-    )
-    .unwrap();
-    shoot.node().import_archive(IMAGE, &archive).unwrap();
-
+    let (repository, tag) = IMAGE.rsplit_once(':').unwrap();
+    let overwrite = shoot
+        .provide_node_agent_image(repository, tag, &binary)
+        .unwrap();
+    shoot.publish_shoot_access(&admin).await.unwrap();
     let (_, kubeconfig) = chart::install_identity(&seed, &[]).await.unwrap();
     let kubeconfig_path = seed.root().join("kubeconfig-bench");
     std::fs::write(&kubeconfig_path, kubeconfig_json(&kubeconfig)).unwrap();
-    let overwrite = seed.root().join("imagevector-overwrite.yaml");
-    let (repository, tag) = IMAGE.rsplit_once(':').unwrap();
-    std::fs::write(
-        &overwrite,
-        format!("images:\n- name: runtime-gvisor-installation\n  repository: {repository}\n  tag: {tag}\n"),
-    )
-    .unwrap();
-    let access: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "gardener-internal", "namespace": ns},
-        "stringData": {"kubeconfig": std::fs::read_to_string(shoot.control_plane().kubeconfig_path()).unwrap()},
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(admin.clone(), &ns)
-        .create(&PostParams::default(), &access)
-        .await
-        .unwrap();
     let health = free_port().unwrap();
     let mut controller = Command::new(&binary)
         .args([

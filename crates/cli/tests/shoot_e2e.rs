@@ -15,10 +15,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
-use sandbox_image::{Arch, NodeAgentPlatform, node_agent_image};
 use sandbox_runtime::gvisor::{NODE_READY_LABEL, cleanup_name, installer_name};
 use sandbox_testenv::chart::{self, RELEASE_NAMESPACE};
 use sandbox_testenv::gardenlet::{self, Shoot};
@@ -273,6 +272,40 @@ impl World {
         }
     }
 
+    /// Sets the pool's gVisor flags (`None`: no providerConfig) and asks for a reconcile as
+    /// gardenlet does; waits until it succeeded.
+    async fn set_flags(&self, flags: Option<Value>) {
+        let config = flags.map(|flags| {
+            json!({
+            "apiVersion": "gvisor.runtime.extensions.config.gardener.cloud/v1alpha1",
+            "kind": "GVisorConfiguration", "configFlags": flags})
+        });
+        let name = format!("gvisor-{POOL}");
+        self.seed
+            .runtimes()
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"providerConfig": config}})),
+            )
+            .await
+            .unwrap();
+        let ts = self.seed.annotate(&name, "reconcile").await;
+        self.seed.wait_ready(&name, &ts).await;
+    }
+
+    /// Deletes the current installer pod (the DaemonSet makes a new one).
+    async fn delete_installer_pod(&self) {
+        let pod = self.installer_pod().await.unwrap();
+        self.system_pods
+            .delete(
+                pod.metadata.name.as_deref().unwrap(),
+                &DeleteParams::default(),
+            )
+            .await
+            .unwrap();
+    }
+
     async fn installer_pod(&self) -> Option<Pod> {
         self.system_pods
             .list(&ListParams::default())
@@ -317,19 +350,11 @@ async fn a_gvisor_pod_runs_on_a_node_our_agent_prepared_and_the_pool_can_drop_it
     .await
     .unwrap();
     let _shoot_logs = shoot.logs_on_panic();
-    let gvisor_dir = sandbox_testenv::Tools::locate().unwrap().gvisor;
     let binary = env!("CARGO_BIN_EXE_gardener-extension-runtime-sandbox");
-    let image = format!("{IMAGE_REPOSITORY}:{IMAGE_TAG}");
-    let archive = node_agent_image(
-        &image,
-        &[NodeAgentPlatform {
-            arch: Arch::host().unwrap(),
-            binary: binary.as_ref(),
-            gvisor_dir: &gvisor_dir,
-        }],
-    )
-    .unwrap();
-    shoot.node().import_archive(&image, &archive).unwrap();
+    let overwrite = shoot
+        .provide_node_agent_image(IMAGE_REPOSITORY, IMAGE_TAG, binary.as_ref())
+        .unwrap();
+    shoot.publish_shoot_access(&admin).await.unwrap();
 
     // The controller: the chart's flags, its ServiceAccount's RBAC, our image by overwrite.
     let (_rbac, kubeconfig) = chart::install_identity(&seed_cp, &[]).await.unwrap();
@@ -339,12 +364,6 @@ async fn a_gvisor_pod_runs_on_a_node_our_agent_prepared_and_the_pool_can_drop_it
         serde_saphyr::to_string(&kubeconfig).unwrap(),
     )
     .unwrap();
-    let overwrite = seed_cp.root().join("imagevector-overwrite.yaml");
-    std::fs::write(
-        &overwrite,
-        format!("images:\n- name: runtime-gvisor-installation\n  repository: {IMAGE_REPOSITORY}\n  tag: {IMAGE_TAG}\n"),
-    )
-    .unwrap();
     let (health, metrics) = (free_port().unwrap(), free_port().unwrap());
     // Health refreshed every 2 s instead of 30 s, so the test sees changes quickly.
     let args = support::chart_controller_args(
@@ -352,16 +371,6 @@ async fn a_gvisor_pod_runs_on_a_node_our_agent_prepared_and_the_pool_can_drop_it
         health,
         metrics,
     );
-    // gardenlet keeps the shoot's kubeconfig for extensions in the shoot namespace.
-    let access: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "gardener-internal", "namespace": ns},
-        "stringData": {"kubeconfig": std::fs::read_to_string(shoot.control_plane().kubeconfig_path()).unwrap()},
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(admin.clone(), &ns)
-        .create(&PostParams::default(), &access)
-        .await
-        .unwrap();
     let _controller = Kill(
         Command::new(binary)
             .args(&args)
@@ -458,22 +467,7 @@ async fn a_gvisor_pod_runs_on_a_node_our_agent_prepared_and_the_pool_can_drop_it
         .unwrap()
         .metadata
         .generation;
-    w.seed
-        .runtimes()
-        .patch(
-            &format!("gvisor-{POOL}"),
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"providerConfig": {
-                "apiVersion": "gvisor.runtime.extensions.config.gardener.cloud/v1alpha1",
-                "kind": "GVisorConfiguration", "configFlags": {"net-raw": "true"}}}})),
-        )
-        .await
-        .unwrap();
-    let ts = w
-        .seed
-        .annotate(&format!("gvisor-{POOL}"), "reconcile")
-        .await;
-    w.seed.wait_ready(&format!("gvisor-{POOL}"), &ts).await;
+    w.set_flags(Some(json!({"net-raw": "true"}))).await;
     eventually(60, "the installer DaemonSet's new generation", async || {
         let ds = w.daemon_sets.get(&installer_name(POOL)).await.ok()?;
         (ds.metadata.generation > generation).then_some(())
@@ -495,14 +489,7 @@ async fn a_gvisor_pod_runs_on_a_node_our_agent_prepared_and_the_pool_can_drop_it
     let config = shoot.node().config_path();
     let good = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, "version = 3\n[plugins\n").unwrap();
-    let agent = w.installer_pod().await.unwrap();
-    w.system_pods
-        .delete(
-            agent.metadata.name.as_deref().unwrap(),
-            &DeleteParams::default(),
-        )
-        .await
-        .unwrap();
+    w.delete_installer_pod().await;
     let broken = wait_condition(
         &w.seed,
         &cr_name,
@@ -524,14 +511,7 @@ async fn a_gvisor_pod_runs_on_a_node_our_agent_prepared_and_the_pool_can_drop_it
         "no ready label on a broken node"
     );
     std::fs::write(&config, &good).unwrap();
-    let agent = w.installer_pod().await.unwrap();
-    w.system_pods
-        .delete(
-            agent.metadata.name.as_deref().unwrap(),
-            &DeleteParams::default(),
-        )
-        .await
-        .unwrap();
+    w.delete_installer_pod().await;
     w.wait_verified(180, "the node verified again after the repair")
         .await;
     let repaired = wait_condition(&w.seed, &cr_name, "EveryNodeReady", "True again", |c| {
@@ -614,23 +594,8 @@ async fn a_gvisor_pod_runs_on_a_node_our_agent_prepared_and_the_pool_can_drop_it
 
     // 4. The agent pod deleted in the middle of an install, then the kubelet restarted in the
     //    middle of one: both converge with the node verified.
-    w.seed
-        .runtimes()
-        .patch(
-            &format!("gvisor-{POOL}"),
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"providerConfig": {
-                "apiVersion": "gvisor.runtime.extensions.config.gardener.cloud/v1alpha1",
-                "kind": "GVisorConfiguration", "configFlags": {"net-raw": "false"}}}})),
-        )
-        .await
-        .unwrap();
     let before = w.installer_pod().await.unwrap().metadata.uid;
-    let ts = w
-        .seed
-        .annotate(&format!("gvisor-{POOL}"), "reconcile")
-        .await;
-    w.seed.wait_ready(&format!("gvisor-{POOL}"), &ts).await;
+    w.set_flags(Some(json!({"net-raw": "false"}))).await;
     let fresh = eventually(120, "the rolled installer pod", async || {
         w.installer_pod().await.filter(|p| p.metadata.uid != before)
     })
@@ -644,21 +609,8 @@ async fn a_gvisor_pod_runs_on_a_node_our_agent_prepared_and_the_pool_can_drop_it
         .unwrap();
     w.wait_verified(180, "converged after the agent pod was deleted")
         .await;
-    w.seed
-        .runtimes()
-        .patch(
-            &format!("gvisor-{POOL}"),
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"providerConfig": null}})),
-        )
-        .await
-        .unwrap();
     let before = w.installer_pod().await.unwrap().metadata.uid;
-    let ts = w
-        .seed
-        .annotate(&format!("gvisor-{POOL}"), "reconcile")
-        .await;
-    w.seed.wait_ready(&format!("gvisor-{POOL}"), &ts).await;
+    w.set_flags(None).await;
     eventually(120, "the rolled installer pod", async || {
         w.installer_pod().await.filter(|p| p.metadata.uid != before)
     })

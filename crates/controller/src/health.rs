@@ -72,6 +72,27 @@ enum Check {
     Error(String),
 }
 
+impl Check {
+    fn failed(&self) -> Option<&String> {
+        match self {
+            Check::Failed(d) => Some(d),
+            _ => None,
+        }
+    }
+    fn progressing(&self) -> Option<&String> {
+        match self {
+            Check::Progressing(d) => Some(d),
+            _ => None,
+        }
+    }
+    fn error(&self) -> Option<&String> {
+        match self {
+            Check::Error(d) => Some(d),
+            _ => None,
+        }
+    }
+}
+
 /// Gardener's `CheckManagedResource` plus its `ResourcesProgressing` condition.
 fn check_managed_resource(namespace: &str, name: &str, mr: Option<&ManagedResource>) -> Check {
     let Some(mr) = mr else {
@@ -178,27 +199,9 @@ fn with_dot(s: &str) -> String {
 /// Several checks of one condition type into one (status, reason, message), as the library
 /// combines them.
 fn combine(checks: &[Check]) -> (&'static str, &'static str, String) {
-    let failed: Vec<&String> = checks
-        .iter()
-        .filter_map(|c| match c {
-            Check::Failed(d) => Some(d),
-            _ => None,
-        })
-        .collect();
-    let progressing: Vec<&String> = checks
-        .iter()
-        .filter_map(|c| match c {
-            Check::Progressing(d) => Some(d),
-            _ => None,
-        })
-        .collect();
-    let errors: Vec<&String> = checks
-        .iter()
-        .filter_map(|c| match c {
-            Check::Error(d) => Some(d),
-            _ => None,
-        })
-        .collect();
+    let failed: Vec<&String> = checks.iter().filter_map(Check::failed).collect();
+    let progressing: Vec<&String> = checks.iter().filter_map(Check::progressing).collect();
+    let errors: Vec<&String> = checks.iter().filter_map(Check::error).collect();
     let list = |items: &[&String]| -> String {
         if items.len() == 1 {
             with_dot(items[0])

@@ -280,6 +280,60 @@ impl TestShoot {
         &self.seed_namespace
     }
 
+    /// What gardenlet keeps for extensions in the shoot namespace: the `gardener-internal`
+    /// Secret with a kubeconfig for the shoot (here the shoot's admin, reached at 127.0.0.1).
+    pub async fn publish_shoot_access(&self, seed: &kube::Client) -> Result<()> {
+        use k8s_openapi::api::core::v1::Secret;
+        let path = self.control_plane.kubeconfig_path();
+        let kubeconfig = std::fs::read_to_string(path).map_err(io_err(path))?;
+        let secret: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "gardener-internal", "namespace": self.seed_namespace},
+            "stringData": {"kubeconfig": kubeconfig},
+        }))
+        .map_err(|e| Error::Tools(e.to_string()))?;
+        Api::<Secret>::namespaced(seed.clone(), &self.seed_namespace)
+            .create(&PostParams::default(), &secret)
+            .await?;
+        Ok(())
+    }
+
+    /// Builds the node agent's image `repository:tag` for this machine's architecture from the
+    /// product `binary` and the pinned gVisor, imports it into the node's containerd (the
+    /// kubelet never pulls it), and writes an image vector overwrite naming it
+    /// (`IMAGEVECTOR_OVERWRITE` for the controller); returns the overwrite's path.
+    pub fn provide_node_agent_image(
+        &self,
+        repository: &str,
+        tag: &str,
+        binary: &Path,
+    ) -> Result<std::path::PathBuf> {
+        let image = format!("{repository}:{tag}");
+        let tools = Tools::locate()?;
+        let arch = sandbox_image::Arch::host().ok_or_else(|| {
+            Error::Tools(format!(
+                "no image for this machine's architecture ({})",
+                std::env::consts::ARCH
+            ))
+        })?;
+        let archive = sandbox_image::node_agent_image(
+            &image,
+            &[sandbox_image::NodeAgentPlatform {
+                arch,
+                binary,
+                gvisor_dir: &tools.gvisor,
+            }],
+        )
+        .map_err(|e| Error::Tools(format!("building {image}: {e}")))?;
+        self.node.import_archive(&image, &archive)?;
+        let path = self.control_plane.root().join("imagevector-overwrite.yaml");
+        std::fs::write(
+            &path,
+            format!("images:\n- name: runtime-gvisor-installation\n  repository: {repository}\n  tag: {tag}\n"),
+        )
+        .map_err(io_err(&path))?;
+        Ok(path)
+    }
+
     /// Stops the kubelet (its pods keep running, as on a real node).
     pub fn stop_kubelet(&self) {
         drop(
