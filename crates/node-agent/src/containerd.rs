@@ -179,24 +179,64 @@ impl Config {
 }
 
 fn entry_matches(table: &Table, handler: &Handler) -> bool {
-    let keys: Vec<&str> = table.iter().map(|(k, _)| k).collect();
-    let options_match = table
-        .get("options")
-        .and_then(Item::as_table)
-        .is_some_and(|options| {
-            options.len() == handler.options.len()
-                && handler
-                    .options
-                    .iter()
-                    .all(|(k, v)| options.get(k).and_then(Item::as_str) == Some(v.as_str()))
-        });
-    keys.len() == 2
-        && table.get("runtime_type").and_then(Item::as_str) == Some(handler.runtime_type.as_str())
-        && options_match
+    let mut wanted = Table::new();
+    fill_entry(&mut wanted, handler);
+    same_table(table, &wanted)
 }
 
+/// Same keys and values, ignoring formatting and order.
+fn same_table(a: &Table, b: &Table) -> bool {
+    a.len() == b.len()
+        && b.iter().all(|(key, wanted)| {
+            let Some(actual) = a.get(key) else {
+                return false;
+            };
+            match (actual.as_table(), wanted.as_table()) {
+                (Some(x), Some(y)) => same_table(x, y),
+                (None, None) => match (actual.as_value(), wanted.as_value()) {
+                    (Some(x), Some(y)) => same_value(x, y),
+                    _ => false,
+                },
+                _ => false,
+            }
+        })
+}
+
+fn same_value(a: &toml_edit::Value, b: &toml_edit::Value) -> bool {
+    use toml_edit::Value as V;
+    match (a, b) {
+        (V::String(x), V::String(y)) => x.value() == y.value(),
+        (V::Boolean(x), V::Boolean(y)) => x.value() == y.value(),
+        (V::Integer(x), V::Integer(y)) => x.value() == y.value(),
+        (V::Array(x), V::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y.iter()).all(|(p, q)| same_value(p, q))
+        }
+        _ => false,
+    }
+}
+
+/// The entry's keys in the order kata-deploy and containerd's docs write them; optional ones
+/// only when the plan sets them.
 fn fill_entry(entry: &mut Table, handler: &Handler) {
     entry.insert("runtime_type", value(handler.runtime_type.as_str()));
+    if let Some(path) = &handler.runtime_path {
+        entry.insert("runtime_path", value(path.as_str()));
+    }
+    if handler.privileged_without_host_devices {
+        entry.insert("privileged_without_host_devices", value(true));
+    }
+    for (key, patterns) in [
+        ("pod_annotations", &handler.pod_annotations),
+        ("container_annotations", &handler.container_annotations),
+    ] {
+        if !patterns.is_empty() {
+            let array: toml_edit::Array = patterns.iter().map(String::as_str).collect();
+            entry.insert(key, value(array));
+        }
+    }
+    if let Some(snapshotter) = &handler.snapshotter {
+        entry.insert("snapshotter", value(snapshotter.as_str()));
+    }
     let mut options = Table::new();
     for (k, v) in &handler.options {
         options.insert(k, value(v.as_str()));
@@ -236,6 +276,7 @@ mod tests {
                 ),
             ]
             .into(),
+            ..Handler::default()
         }
     }
 

@@ -9,6 +9,7 @@
 pub mod actuator;
 pub mod gvisor;
 pub mod image;
+pub mod installation;
 pub mod manifests;
 pub mod node_label_policy;
 pub mod node_plan;

@@ -30,6 +30,8 @@ pub const CONTAINERD_DIR: &str = "/etc/containerd";
 pub const CONF_D_DIR: &str = "/etc/containerd/conf.d";
 /// Folder of the agents' host locks.
 pub const LOCK_DIR: &str = "/run/runtime-sandbox";
+/// Folder below which versioned payloads are installed.
+pub const OPT_DIR: &str = "/opt/runtime-sandbox";
 
 /// What one runtime needs on a node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,16 +59,73 @@ pub struct NodePlan {
     pub min_containerd: MinContainerd,
 }
 
-/// A containerd CRI runtime handler entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A containerd CRI runtime handler entry. The optional fields are left out of the plan when
+/// unset, so a runtime that does not use them (gVisor) keeps the bytes of its plan.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Handler {
     /// Handler name, as in a RuntimeClass's `handler`.
     pub name: String,
     /// containerd shim, e.g. `io.containerd.runsc.v1`.
     pub runtime_type: String,
+    /// The shim binary's absolute path (`runtime_path`), when it is not on containerd's PATH.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_path: Option<String>,
+    /// `privileged_without_host_devices`: a privileged pod of this handler gets no host
+    /// devices (a VM must not see the host's).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub privileged_without_host_devices: bool,
+    /// `pod_annotations` passed to the shim (glob patterns).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pod_annotations: Vec<String>,
+    /// `container_annotations` passed to the shim (glob patterns).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub container_annotations: Vec<String>,
     /// The entry's `options` table (string values).
     pub options: BTreeMap<String, String>,
+    /// The label set on the node once this handler is loaded **and** its `requires` hold (a
+    /// RuntimeClass per handler selects it); unset: the plan's `readyLabel` alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_label: Option<String>,
+    /// What the host must offer before this handler may run pods; checked on every run, a
+    /// failure keeps `readyLabel` off with the reason and changes nothing else.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requires: Vec<Requirement>,
+    /// What the host must offer before the entry is even written (e.g. a devmapper pool the
+    /// entry's snapshotter needs: containerd 2.x loses CRI when it is configured without one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub written_only_if: Vec<Requirement>,
+    /// The snapshotter of this handler's containers (`snapshotter`), e.g. `devmapper`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshotter: Option<String>,
+}
+
+/// One host capability a handler needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Requirement {
+    /// What kind of file must be at `path`.
+    pub kind: RequirementKind,
+    /// Absolute host path.
+    pub path: String,
+    /// The reason reported when it is missing, in one word (e.g. `NoVhostVsock`).
+    pub reason: String,
+    /// What it is for, for the message (e.g. `vhost-vsock, for the VM's agent connection`).
+    pub purpose: String,
+}
+
+/// Kinds of [`Requirement`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RequirementKind {
+    /// A character device that opens read-write (e.g. `/dev/kvm`).
+    CharDevice,
+    /// A block device (e.g. a device-mapper pool below `/dev/mapper`).
+    BlockDevice,
+    /// An executable regular file.
+    Executable,
+    /// A regular file.
+    File,
 }
 
 /// A file with its whole content.
@@ -89,6 +148,28 @@ pub struct Binaries {
     pub checksums: String,
     /// File names to copy (no folders).
     pub names: Vec<String>,
+    /// A versioned install: the files go to `<target>/<version>/` instead of
+    /// `spec.binaryPath`, and an older version's folder stays while sandboxes of the plan's
+    /// handlers still run on the node (their shims and VMs use it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versioned: Option<Versioned>,
+}
+
+/// Where a versioned install goes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Versioned {
+    /// Absolute host folder below [`OPT_DIR`], e.g. `/opt/runtime-sandbox/kata`.
+    pub target: String,
+    /// The payload's version: a plain folder name.
+    pub version: String,
+}
+
+impl Versioned {
+    /// The folder of this version.
+    pub fn dir(&self) -> String {
+        format!("{}/{}", self.target, self.version)
+    }
 }
 
 /// The oldest containerd a runtime works with, and why.
@@ -151,6 +232,14 @@ fn check_name(field: &str, name: &str) -> Result<(), PlanError> {
             field,
             format!("{name:?} must be a plain file name"),
         ));
+    }
+    Ok(())
+}
+
+/// A label key: not empty, no whitespace.
+fn check_label(field: &str, label: &str) -> Result<(), PlanError> {
+    if label.is_empty() || label.contains(char::is_whitespace) {
+        return Err(invalid(field, format!("{label:?} must be a label key")));
     }
     Ok(())
 }
@@ -223,6 +312,43 @@ impl NodePlan {
                     "must not be empty",
                 ));
             }
+            if let Some(path) = &handler.runtime_path {
+                check_path(&format!("handlers[{i}].runtimePath"), path, OPT_DIR)?;
+            }
+            if let Some(label) = &handler.ready_label {
+                check_label(&format!("handlers[{i}].readyLabel"), label)?;
+            }
+            let requirements = handler.requires.iter().map(|r| ("requires", r));
+            let gates = handler.written_only_if.iter().map(|r| ("writtenOnlyIf", r));
+            for (j, (list, r)) in requirements.chain(gates).enumerate() {
+                let field = format!("handlers[{i}].{list}[{j}]");
+                let p = Path::new(&r.path);
+                if !p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir)) {
+                    return Err(invalid(
+                        format!("{field}.path"),
+                        format!("{:?} must be an absolute path without '..'", r.path),
+                    ));
+                }
+                if r.reason.is_empty() || !r.reason.chars().all(|c| c.is_ascii_alphanumeric()) {
+                    return Err(invalid(
+                        format!("{field}.reason"),
+                        format!("{:?} must be one word (letters and digits)", r.reason),
+                    ));
+                }
+            }
+            for (list, patterns) in [
+                ("podAnnotations", &handler.pod_annotations),
+                ("containerAnnotations", &handler.container_annotations),
+            ] {
+                for (j, pattern) in patterns.iter().enumerate() {
+                    if pattern.is_empty() || !pattern.chars().all(|c| c.is_ascii_graphic()) {
+                        return Err(invalid(
+                            format!("handlers[{i}].{list}[{j}]"),
+                            format!("{pattern:?} must be an annotation pattern"),
+                        ));
+                    }
+                }
+            }
         }
         for (i, file) in self.files.iter().enumerate() {
             check_path(&format!("files[{i}].path"), &file.path, CONTAINERD_DIR)?;
@@ -245,12 +371,11 @@ impl NodePlan {
         for (i, name) in self.binaries.names.iter().enumerate() {
             check_name(&format!("binaries.names[{i}]"), name)?;
         }
-        if self.ready_label.is_empty() || self.ready_label.contains(char::is_whitespace) {
-            return Err(invalid(
-                "readyLabel",
-                format!("{:?} must be a label key", self.ready_label),
-            ));
+        if let Some(versioned) = &self.binaries.versioned {
+            check_path("binaries.versioned.target", &versioned.target, OPT_DIR)?;
+            check_name("binaries.versioned.version", &versioned.version)?;
         }
+        check_label("readyLabel", &self.ready_label)?;
         if major_minor(&self.min_containerd.version).is_none() {
             return Err(invalid(
                 "minContainerd.version",
@@ -268,6 +393,25 @@ impl NodePlan {
     /// The handlers' names.
     pub fn handler_names(&self) -> Vec<&str> {
         self.handlers.iter().map(|h| h.name.as_str()).collect()
+    }
+
+    /// Every label the agent of this plan manages: the plan's and the handlers'.
+    pub fn labels(&self) -> Vec<&str> {
+        let mut labels = vec![self.ready_label.as_str()];
+        labels.extend(
+            self.handlers
+                .iter()
+                .filter_map(|h| h.ready_label.as_deref()),
+        );
+        labels
+    }
+
+    /// Where the binaries go on the host: the versioned folder, or `binary_path`.
+    pub fn binary_dir(&self, binary_path: &str) -> String {
+        match &self.binaries.versioned {
+            Some(v) => v.dir(),
+            None => binary_path.to_string(),
+        }
     }
 }
 
@@ -288,6 +432,7 @@ mod tests {
                     "/etc/containerd/example.toml".into(),
                 )]
                 .into(),
+                ..Handler::default()
             }],
             files: vec![PlanFile {
                 path: "/etc/containerd/example.toml".into(),
@@ -297,6 +442,7 @@ mod tests {
                 source: "/usr/local/lib/example".into(),
                 checksums: "SHA256SUMS".into(),
                 names: vec!["example".into()],
+                versioned: None,
             },
             drop_in: "/etc/containerd/conf.d/example.toml".into(),
             lock: "/run/runtime-sandbox/example.lock".into(),

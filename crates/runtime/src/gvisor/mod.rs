@@ -3,15 +3,14 @@
 //! `gardener-extension-runtime-gvisor`, so operators' habits and tooling keep working.
 
 pub mod config;
-mod installation;
 pub mod node;
 
 pub use config::GVisorConfig;
-pub use installation::{
-    CleanupInput, InstallationInput, cleanup_name, cleanup_objects, installation_objects,
-    installer_name,
-};
 pub use node::node_plan;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use crate::installation::{self, Agent, PoolInput};
 
 use k8s_openapi::api::core::v1::{ServiceAccount, Toleration};
 use k8s_openapi::api::node::v1::{RuntimeClass, Scheduling};
@@ -41,7 +40,7 @@ pub const NODE_AGENT_CLUSTER_ROLE: &str = "extensions.gardener.cloud:runtime-gvi
 /// ready label.
 pub const NODE_LABEL_POLICY: &str = "runtime-gvisor-node-agent-labels";
 /// Namespace of everything we put into the shoot.
-pub const SHOOT_NAMESPACE: &str = "kube-system";
+pub const SHOOT_NAMESPACE: &str = installation::SHOOT_NAMESPACE;
 /// The shared ManagedResource (RuntimeClass + ServiceAccount).
 pub const MANAGED_RESOURCE: &str = "extension-runtime-gvisor";
 /// Prefix of the per-pool ManagedResource (the node installer).
@@ -52,6 +51,76 @@ pub const ORIGIN: &str = "gardener-extension-runtime-gvisor";
 /// Name of the per-pool ManagedResource.
 pub fn installation_managed_resource(pool: &str) -> String {
     format!("{INSTALLATION_MANAGED_RESOURCE_PREFIX}{pool}")
+}
+
+/// gVisor's node agents, named as the Go extension's installer (`containerd-gvisor-<pool>`).
+pub const AGENT: Agent = Agent {
+    app: "containerd-gvisor",
+    service_account: SERVICE_ACCOUNT,
+    origin: ORIGIN,
+};
+
+/// Name of the pool's installer DaemonSet and ConfigMap in `kube-system` (as in the Go extension).
+pub fn installer_name(pool: &str) -> String {
+    AGENT.installer_name(pool)
+}
+
+/// Name of the pool's cleanup DaemonSet in `kube-system`.
+pub fn cleanup_name(pool: &str) -> String {
+    AGENT.cleanup_name(pool)
+}
+
+/// Everything the installer of one pool depends on.
+#[derive(Clone, Debug)]
+pub struct InstallationInput<'a> {
+    /// Worker pool name.
+    pub pool: &'a str,
+    /// The pool's node selector from the ContainerRuntime.
+    pub selector: &'a LabelSelector,
+    /// `spec.binaryPath` on the node.
+    pub binary_path: &'a str,
+    /// The validated providerConfig.
+    pub config: &'a GVisorConfig,
+    /// The node-agent image reference.
+    pub image: &'a str,
+}
+
+/// Everything the cleanup of one pool depends on: no providerConfig (an invalid one must not
+/// keep the nodes from being cleaned).
+#[derive(Clone, Debug)]
+pub struct CleanupInput<'a> {
+    pub pool: &'a str,
+    pub selector: &'a LabelSelector,
+    pub binary_path: &'a str,
+    pub image: &'a str,
+}
+
+/// The pool's installer: its node plan in a ConfigMap and the DaemonSet.
+pub fn installation_objects(input: &InstallationInput<'_>) -> Result<ObjectSet, RenderError> {
+    installation::installation_objects(
+        &AGENT,
+        &PoolInput {
+            pool: input.pool,
+            selector: input.selector,
+            binary_path: input.binary_path,
+            plan: &node_plan(input.config),
+            image: input.image,
+        },
+    )
+}
+
+/// The pool's cleanup DaemonSet.
+pub fn cleanup_objects(input: &CleanupInput<'_>) -> Result<ObjectSet, RenderError> {
+    installation::cleanup_objects(
+        &AGENT,
+        &PoolInput {
+            pool: input.pool,
+            selector: input.selector,
+            binary_path: input.binary_path,
+            plan: &node_plan(&GVisorConfig::default()),
+            image: input.image,
+        },
+    )
 }
 
 /// gVisor's [`Actuator`].

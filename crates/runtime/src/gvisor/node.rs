@@ -36,6 +36,7 @@ pub fn handler() -> Handler {
             ("ConfigPath".to_string(), RUNSC_TOML.to_string()),
         ]
         .into(),
+        ..Handler::default()
     }
 }
 
@@ -54,6 +55,7 @@ pub fn node_plan(config: &GVisorConfig) -> NodePlan {
             source: IMAGE_DIR.into(),
             checksums: CHECKSUMS.into(),
             names: BINARIES.iter().map(|b| b.to_string()).collect(),
+            versioned: None,
         },
         drop_in: DROP_IN.into(),
         lock: LOCK.into(),

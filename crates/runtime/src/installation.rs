@@ -1,8 +1,10 @@
-//! The per-pool node agent: the installer (a ConfigMap with the pool's node plan and a
-//! DaemonSet running `node-agent install` on exactly that pool's containerd nodes), and the
-//! cleanup that replaces it when gVisor is removed from a pool whose nodes stay (a DaemonSet
-//! running `node-agent uninstall` on the same nodes, its plan inline in `NODE_PLAN`: it owns no
-//! ConfigMap and depends on nothing the installer had).
+//! The per-pool node agent of any runtime: the installer (a ConfigMap with the pool's node
+//! plan and a DaemonSet running `node-agent install` on exactly that pool's containerd nodes),
+//! and the cleanup that replaces it when the runtime is removed from a pool whose nodes stay
+//! (a DaemonSet running `node-agent uninstall` on the same nodes, its plan inline in
+//! `NODE_PLAN`: it owns no ConfigMap and depends on nothing the installer had). What differs
+//! between runtimes is an [`Agent`] and the node plan; the host folders the pods mount follow
+//! from the plan.
 
 use std::collections::BTreeMap;
 
@@ -20,10 +22,24 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{GVisorConfig, SERVICE_ACCOUNT, SHOOT_NAMESPACE, node_plan};
 use crate::manifests::{ObjectSet, RenderError, secret_checksum};
-use crate::node_plan::{self, PLAN_ENV};
+use crate::node_plan::{self, NodePlan, PLAN_ENV};
 use crate::{CRI_CONTAINERD, CRI_NAME_LABEL};
+
+/// Namespace of everything we put into the shoot.
+pub const SHOOT_NAMESPACE: &str = "kube-system";
+
+/// What names a runtime's node agents.
+#[derive(Clone, Copy, Debug)]
+pub struct Agent {
+    /// Prefix of the DaemonSets and ConfigMap (`<app>-<pool>`, `<app>-cleanup-<pool>`), and
+    /// their `app.kubernetes.io/name`, e.g. `containerd-gvisor` as in the Go extension.
+    pub app: &'static str,
+    /// The ServiceAccount the pods run as (it may label nodes).
+    pub service_account: &'static str,
+    /// The `origin` label of the pods.
+    pub origin: &'static str,
+}
 
 /// Where the node agent sees the host's root file system.
 pub const HOST_ROOT: &str = "/host";
@@ -32,44 +48,33 @@ pub const CONFIG_DIR: &str = "/etc/runtime-sandbox";
 /// Port of the node agent's health endpoints.
 pub const HEALTH_PORT: i32 = 8081;
 
-/// Everything the installer of one pool depends on.
+/// Everything a node agent DaemonSet of one pool depends on.
 #[derive(Clone, Debug)]
-pub struct InstallationInput<'a> {
+pub struct PoolInput<'a> {
     /// Worker pool name.
     pub pool: &'a str,
     /// The pool's node selector from the ContainerRuntime.
     pub selector: &'a LabelSelector,
     /// `spec.binaryPath` on the node.
     pub binary_path: &'a str,
-    /// The validated providerConfig.
-    pub config: &'a GVisorConfig,
+    /// The node plan: for the installer the pool's, for the cleanup one from defaults (an
+    /// invalid providerConfig must not keep the nodes from being cleaned; uninstalling needs
+    /// the plan's names and paths, not the settings).
+    pub plan: &'a NodePlan,
     /// The node-agent image reference.
     pub image: &'a str,
 }
 
-/// Name of the pool's DaemonSet and ConfigMap in `kube-system` (as in the Go extension).
-pub fn installer_name(pool: &str) -> String {
-    format!("containerd-gvisor-{pool}")
-}
+impl Agent {
+    /// Name of the pool's installer DaemonSet and ConfigMap in `kube-system`.
+    pub fn installer_name(&self, pool: &str) -> String {
+        format!("{}-{pool}", self.app)
+    }
 
-/// Everything the cleanup of one pool depends on. No providerConfig: an invalid one must not
-/// keep the nodes from being cleaned (uninstalling needs the plan's names and paths, not the
-/// flags).
-#[derive(Clone, Debug)]
-pub struct CleanupInput<'a> {
-    /// Worker pool name.
-    pub pool: &'a str,
-    /// The pool's node selector from the ContainerRuntime.
-    pub selector: &'a LabelSelector,
-    /// `spec.binaryPath` on the node.
-    pub binary_path: &'a str,
-    /// The node-agent image reference.
-    pub image: &'a str,
-}
-
-/// Name of the pool's cleanup DaemonSet in `kube-system`.
-pub fn cleanup_name(pool: &str) -> String {
-    format!("containerd-gvisor-cleanup-{pool}")
+    /// Name of the pool's cleanup DaemonSet in `kube-system`.
+    pub fn cleanup_name(&self, pool: &str) -> String {
+        format!("{}-cleanup-{pool}", self.app)
+    }
 }
 
 /// Labels of one DaemonSet and its pods; unique per pool and purpose (the Go extension's
@@ -83,14 +88,14 @@ fn labels(app: &str, instance: String) -> BTreeMap<String, String> {
 }
 
 /// The pool's installer objects.
-pub fn installation_objects(input: &InstallationInput<'_>) -> Result<ObjectSet, RenderError> {
-    let name = installer_name(input.pool);
-    let labels = labels("containerd-gvisor", name.clone());
-    let config_data: BTreeMap<String, String> = [(
-        node_plan::FILE_NAME.to_string(),
-        node_plan(input.config).to_yaml(),
-    )]
-    .into();
+pub fn installation_objects(
+    agent: &Agent,
+    input: &PoolInput<'_>,
+) -> Result<ObjectSet, RenderError> {
+    let name = agent.installer_name(input.pool);
+    let labels = labels(agent.app, name.clone());
+    let config_data: BTreeMap<String, String> =
+        [(node_plan::FILE_NAME.to_string(), input.plan.to_yaml())].into();
     // Gardener's checksum of a data map, as for the ManagedResource secrets: a new plan rolls
     // the DaemonSet, an unchanged one does not.
     let config_checksum = secret_checksum(config_data.iter().map(|(k, v)| (k, v.as_bytes())));
@@ -105,11 +110,10 @@ pub fn installation_objects(input: &InstallationInput<'_>) -> Result<ObjectSet, 
         ..ConfigMap::default()
     };
     let daemon_set = agent_daemon_set(AgentDaemonSet {
+        agent,
         name: &name,
         labels,
-        selector: input.selector,
-        binary_path: input.binary_path,
-        image: input.image,
+        input,
         action: "install",
         plan: Plan::ConfigMap {
             name: &name,
@@ -123,19 +127,17 @@ pub fn installation_objects(input: &InstallationInput<'_>) -> Result<ObjectSet, 
 }
 
 /// The pool's cleanup objects: a DaemonSet whose pods run `node-agent uninstall` and turn
-/// ready once their node no longer has gVisor (label removed, containerd without `runsc`,
-/// binaries gone). Rolled out on every node of the pool means the pool is clean.
-pub fn cleanup_objects(input: &CleanupInput<'_>) -> Result<ObjectSet, RenderError> {
-    let name = cleanup_name(input.pool);
+/// ready once their node no longer has the runtime (labels removed, containerd without its
+/// handlers, binaries gone). Rolled out on every node of the pool means the pool is clean.
+pub fn cleanup_objects(agent: &Agent, input: &PoolInput<'_>) -> Result<ObjectSet, RenderError> {
+    let name = agent.cleanup_name(input.pool);
     let daemon_set = agent_daemon_set(AgentDaemonSet {
+        agent,
         name: &name,
-        labels: labels("containerd-gvisor-cleanup", name.clone()),
-        selector: input.selector,
-        binary_path: input.binary_path,
-        image: input.image,
+        labels: labels(&format!("{}-cleanup", agent.app), name.clone()),
+        input,
         action: "uninstall",
-        // Uninstalling needs the plan's names and paths, not the flags.
-        plan: Plan::Inline(node_plan(&GVisorConfig::default()).to_yaml()),
+        plan: Plan::Inline(input.plan.to_yaml()),
     });
     let mut set = ObjectSet::default();
     set.add(&daemon_set)?;
@@ -152,11 +154,10 @@ enum Plan<'a> {
 
 /// One node-agent DaemonSet of a pool.
 struct AgentDaemonSet<'a> {
+    agent: &'a Agent,
     name: &'a str,
     labels: BTreeMap<String, String>,
-    selector: &'a LabelSelector,
-    binary_path: &'a str,
-    image: &'a str,
+    input: &'a PoolInput<'a>,
     /// `install` or `uninstall`.
     action: &'a str,
     /// Where the pods find the node plan.
@@ -166,8 +167,14 @@ struct AgentDaemonSet<'a> {
 fn agent_daemon_set(ds: AgentDaemonSet<'_>) -> DaemonSet {
     let mut node_selector: BTreeMap<String, String> =
         [(CRI_NAME_LABEL.to_string(), CRI_CONTAINERD.to_string())].into();
-    node_selector.extend(ds.selector.match_labels.clone().unwrap_or_default());
-    let affinity = node_affinity(ds.selector);
+    node_selector.extend(ds.input.selector.match_labels.clone().unwrap_or_default());
+    let affinity = node_affinity(ds.input.selector);
+    let plan = ds.input.plan;
+    // A versioned payload's folder holds every version (old ones are pruned from it).
+    let binaries = match &plan.binaries.versioned {
+        Some(versioned) => versioned.target.as_str(),
+        None => ds.input.binary_path,
+    };
 
     let host_path = |name: &str, path: &str, kind: &str| Volume {
         name: name.into(),
@@ -186,7 +193,7 @@ fn agent_daemon_set(ds: AgentDaemonSet<'_>) -> DaemonSet {
     let host = |path: &str| format!("{HOST_ROOT}{path}");
     // The node plan's files live below /etc/containerd, its lock below /run/runtime-sandbox.
     let mut volumes = vec![
-        host_path("binaries", ds.binary_path, "DirectoryOrCreate"),
+        host_path("binaries", binaries, "DirectoryOrCreate"),
         host_path(
             "containerd-config",
             node_plan::CONTAINERD_DIR,
@@ -197,7 +204,7 @@ fn agent_daemon_set(ds: AgentDaemonSet<'_>) -> DaemonSet {
         host_path("lock", node_plan::LOCK_DIR, "DirectoryOrCreate"),
     ];
     let mut volume_mounts = vec![
-        mount("binaries", &host(ds.binary_path), false),
+        mount("binaries", &host(binaries), false),
         mount("containerd-config", &host(node_plan::CONTAINERD_DIR), false),
         mount("containerd-run", &host("/run/containerd"), false),
         mount("dbus", &host("/run/dbus"), false),
@@ -207,8 +214,19 @@ fn agent_daemon_set(ds: AgentDaemonSet<'_>) -> DaemonSet {
         "node-agent".to_string(),
         ds.action.to_string(),
         format!("--host-root={HOST_ROOT}"),
-        format!("--binary-path={}", ds.binary_path),
+        format!("--binary-path={}", ds.input.binary_path),
     ];
+    // Host capabilities the plan checks are looked at (never opened) through a read-only /dev.
+    let checks_devices = plan.handlers.iter().any(|h| {
+        h.requires
+            .iter()
+            .chain(&h.written_only_if)
+            .any(|r| r.path.starts_with("/dev/"))
+    });
+    if checks_devices {
+        volumes.push(host_path("dev", "/dev", "Directory"));
+        volume_mounts.push(mount("dev", &host("/dev"), true));
+    }
     let mut env = vec![EnvVar {
         name: "NODE_NAME".into(),
         value_from: Some(EnvVarSource {
@@ -257,7 +275,7 @@ fn agent_daemon_set(ds: AgentDaemonSet<'_>) -> DaemonSet {
 
     let container = Container {
         name: "node-agent".into(),
-        image: Some(ds.image.into()),
+        image: Some(ds.input.image.into()),
         args: Some(args),
         env: Some(env),
         ports: Some(vec![ContainerPort {
@@ -306,7 +324,7 @@ fn agent_daemon_set(ds: AgentDaemonSet<'_>) -> DaemonSet {
     };
 
     let mut pod_labels = ds.labels.clone();
-    pod_labels.insert("origin".into(), super::ORIGIN.into());
+    pod_labels.insert("origin".into(), ds.agent.origin.into());
     pod_labels.insert("gardener.cloud/role".into(), "container-runtime".into());
 
     DaemonSet {
@@ -335,8 +353,8 @@ fn agent_daemon_set(ds: AgentDaemonSet<'_>) -> DaemonSet {
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
-                    service_account_name: Some(SERVICE_ACCOUNT.into()),
-                    // The agent labels its node once runsc works there (nodes get/patch only).
+                    service_account_name: Some(ds.agent.service_account.into()),
+                    // The agent labels its node once the runtime works there (nodes get/patch only).
                     automount_service_account_token: Some(true),
                     priority_class_name: Some("system-node-critical".into()),
                     node_selector: Some(node_selector),
