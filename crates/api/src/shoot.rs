@@ -162,9 +162,10 @@ impl Shoot {
     }
 
     /// Only what the seed controller decides on: name, deletion, force deletion, hibernation,
-    /// the last operation, and each pool's name, runtime types and taints (the RuntimeClass
-    /// tolerates them) (no providerConfig, machine,
-    /// other annotations or managed fields). A controller that caches every Cluster keeps this.
+    /// the last operation, and each pool's name, runtimes with their providerConfigs (shoot-wide
+    /// objects such as Kata's RuntimeClasses follow every pool's configuration) and taints (the
+    /// RuntimeClass tolerates them) (no worker providerConfig, machine, other annotations or
+    /// managed fields). A controller that caches every Cluster keeps this.
     pub fn projection(&self) -> Shoot {
         let annotations = self
             .force_deletion()
@@ -195,7 +196,7 @@ impl Shoot {
                                     .iter()
                                     .map(|r| CriContainerRuntime {
                                         type_: r.type_.clone(),
-                                        provider_config: None,
+                                        provider_config: r.provider_config.clone(),
                                     })
                                     .collect(),
                             }),
@@ -222,10 +223,10 @@ mod tests {
                 "managedFields": [{"manager": "gardenlet"}]},
             "spec": {"hibernation": {"enabled": true}, "kubernetes": {"version": "1.34.2"},
                 "provider": {"type": "aws", "workers": [
-                    {"name": "a", "machine": {"type": "m5.large"},
+                    {"name": "a", "machine": {"type": "m5.large"}, "providerConfig": {"big": "x"},
                         "taints": [{"key": "sandbox", "value": "gvisor", "effect": "NoSchedule"}],
                         "cri": {"name": "containerd",
-                        "containerRuntimes": [{"type": "gvisor", "providerConfig": {"big": "x"}}]}},
+                        "containerRuntimes": [{"type": "gvisor", "providerConfig": {"flags": "kept"}}]}},
                     {"name": "b"}]}},
             "status": {"hibernated": true, "lastOperation": {"type": "Reconcile", "state": "Failed"}},
         }))
@@ -251,6 +252,10 @@ mod tests {
             Some("gvisor")
         );
         let text = serde_json::to_string(&p).unwrap();
+        assert!(
+            text.contains("kept"),
+            "runtime providerConfigs are kept: {text}"
+        );
         for dropped in ["managedFields", "other", "m5.large", "big", "aws", "1.34.2"] {
             assert!(!text.contains(dropped), "{dropped} kept: {text}");
         }

@@ -73,7 +73,7 @@ pub struct Args {
 }
 
 /// Our image vector with the operator's `IMAGEVECTOR_OVERWRITE` applied.
-fn node_agent_image() -> anyhow::Result<String> {
+fn image_vector() -> anyhow::Result<ImageVector> {
     let mut vector = ImageVector::parse(DEFAULT_IMAGE_VECTOR)?;
     if let Some(path) = std::env::var_os("IMAGEVECTOR_OVERWRITE") {
         let text = std::fs::read_to_string(&path).with_context(|| {
@@ -84,7 +84,7 @@ fn node_agent_image() -> anyhow::Result<String> {
         })?;
         vector = vector.overwritten_by(ImageVector::parse(&text)?);
     }
-    Ok(vector.find(NODE_AGENT_IMAGE)?.reference())
+    Ok(vector)
 }
 
 async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
@@ -132,7 +132,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     init_logging(&args.log_level, &args.log_format, &["sandbox_controller"]);
     let health = bind_address("health-bind-address", &args.health_bind_address)?;
     let metrics_addr = bind_address("metrics-bind-address", &args.metrics_bind_address)?;
-    let image = node_agent_image()?;
+    let vector = image_vector()?;
+    let image = vector.find(NODE_AGENT_IMAGE)?.reference();
+    let mut images = std::collections::BTreeMap::new();
+    for actuator in sandbox_runtime::actuator::ACTUATORS {
+        let name = actuator.image_name();
+        images.insert(name.to_string(), vector.find(name)?.reference());
+    }
     let client = client(args.kubeconfig.as_ref()).await?;
     info!(version = env!("CARGO_PKG_VERSION"), gardener_version = args.gardener_version.as_deref().unwrap_or("unknown"), %image, "starting the controller");
 
@@ -158,6 +164,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ignore_operation_annotation: args.ignore_operation_annotation,
         max_concurrent_reconciles: args.max_concurrent_reconciles.max(1),
         image,
+        images,
         health_sync_period: std::time::Duration::from_secs(
             args.health_check_sync_period_seconds.max(1),
         ),

@@ -38,8 +38,11 @@ pub struct ControllerConfig {
     pub delete_timeout: Duration,
     /// How often a waiting deletion checks again (it requeues; no worker waits).
     pub wait_poll: Duration,
-    /// The node-agent image reference.
+    /// The node-agent image reference (gVisor's, and any runtime's not in `images`).
     pub image: String,
+    /// Image references by image-vector name, for runtimes with their own node-agent image
+    /// (Kata's carries its payload).
+    pub images: std::collections::BTreeMap<String, String>,
     /// Name under which Events are reported.
     pub reporter: String,
     /// First retry delay after an error; doubles per failure up to `max_backoff`.
@@ -51,6 +54,15 @@ pub struct ControllerConfig {
     pub health_sync_period: Duration,
 }
 
+impl ControllerConfig {
+    /// The node-agent image of `actuator`.
+    pub fn image_for(&self, actuator: &dyn sandbox_runtime::actuator::Actuator) -> &str {
+        self.images
+            .get(actuator.image_name())
+            .map_or(self.image.as_str(), String::as_str)
+    }
+}
+
 impl Default for ControllerConfig {
     fn default() -> Self {
         ControllerConfig {
@@ -60,6 +72,7 @@ impl Default for ControllerConfig {
             delete_timeout: Duration::from_secs(120),
             wait_poll: Duration::from_secs(2),
             image: String::new(),
+            images: Default::default(),
             reporter: "gardener-extension-runtime-sandbox".to_string(),
             base_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(300),

@@ -96,7 +96,7 @@ async fn reconcile_object(mut cr: ContainerRuntime, ctx: &Context) -> Result<Act
         }
         // Everything a reconcile writes is rendered before the first write.
         Step::Reconcile { .. } | Step::Restore => {
-            desired = Some(actuator.desired(&cr, &shoot, &ctx.config.image));
+            desired = Some(actuator.desired(&cr, &shoot, ctx.config.image_for(actuator)));
         }
         _ => {}
     }
@@ -131,15 +131,15 @@ async fn reconcile_object(mut cr: ContainerRuntime, ctx: &Context) -> Result<Act
         Step::Skip(why) => debug!(%namespace, %name, ?why, "nothing to do"),
         Step::Reconcile { op } => {
             info!(%namespace, %name, operation = operation_label(op), "reconciling");
-            let desired =
-                desired.unwrap_or_else(|| actuator.desired(&cr, &shoot, &ctx.config.image));
+            let desired = desired
+                .unwrap_or_else(|| actuator.desired(&cr, &shoot, ctx.config.image_for(actuator)));
             target.reconcile(cr, op, desired).await?;
         }
         Step::Restore => {
             info!(%namespace, %name, operation = "restore", "reconciling");
             let op = LastOperationType::Restore;
-            let desired =
-                desired.unwrap_or_else(|| actuator.desired(&cr, &shoot, &ctx.config.image));
+            let desired = desired
+                .unwrap_or_else(|| actuator.desired(&cr, &shoot, ctx.config.image_for(actuator)));
             let cr = target.reconcile(cr, op, desired).await?;
             target.remove_operation_annotation(&cr).await?;
         }
@@ -285,7 +285,9 @@ impl Target<'_> {
         // pool's ManagedResource is missing or already going (nothing installed, or an
         // earlier pass finished the cleanup).
         if clean_nodes && managedresource::is_live(client, ns, &pool_mr).await? {
-            let cleanup = self.actuator.cleanup(cr, shoot, &self.ctx.config.image)?;
+            let cleanup =
+                self.actuator
+                    .cleanup(cr, shoot, self.ctx.config.image_for(self.actuator))?;
             self.ensure(&cleanup.shared).await?;
             self.ensure(&cleanup.pool).await?;
             if let Some(summary) = managedresource::rollout_pending(client, ns, &pool_mr).await? {

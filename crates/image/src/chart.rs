@@ -17,7 +17,7 @@ pub const CHART_NAME: &str = "gardener-extension-runtime-sandbox";
 /// Name of the ControllerRegistration, ControllerDeployment and operator Extension.
 pub const REGISTRATION_NAME: &str = "runtime-sandbox";
 /// The ContainerRuntime types this extension serves.
-pub const RUNTIME_TYPES: &[&str] = &["gvisor"];
+pub const RUNTIME_TYPES: &[&str] = &["gvisor", "kata"];
 /// Where the chart is published as an OCI artifact for gardener-operator's `Extension`.
 pub const CHART_OCI_REPOSITORY: &str =
     "ghcr.io/gardener-extension-runtime-sandbox/charts/runtime-sandbox";

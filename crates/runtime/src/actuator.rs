@@ -12,7 +12,7 @@ use sandbox_api::{ContainerRuntime, Shoot};
 use crate::manifests::RenderError;
 
 /// Every runtime this extension serves.
-pub static ACTUATORS: &[&dyn Actuator] = &[&crate::gvisor::GVisor];
+pub static ACTUATORS: &[&dyn Actuator] = &[&crate::gvisor::GVisor, &crate::kata::Kata];
 
 /// The actuator of `runtime_type`, if we serve it.
 pub fn actuator(runtime_type: &str) -> Option<&'static dyn Actuator> {
@@ -118,12 +118,17 @@ pub trait Actuator: Send + Sync + 'static {
     /// The label the node agent sets on a node once the runtime works there (its state
     /// annotation is [`crate::node_plan::state_annotation`] of it).
     fn node_ready_label(&self) -> &'static str;
+    /// The name of its node-agent image in the image vector.
+    fn image_name(&self) -> &'static str {
+        crate::image::NODE_AGENT_IMAGE
+    }
     /// Name of the ManagedResource shared by all pools of a shoot.
     fn shared_managed_resource(&self) -> &'static str;
     /// Name of a pool's ManagedResource.
     fn pool_managed_resource(&self, pool: &str) -> String;
     /// The desired state of `cr` in `shoot` (the Cluster's, for what spans pools, e.g. the
-    /// RuntimeClass's tolerations), with the node agent's `image`; validates the providerConfig.
+    /// RuntimeClass's tolerations), with the node agent's `image` (the image vector's
+    /// [`Actuator::image_name`]); validates the providerConfig.
     fn desired(
         &self,
         cr: &ContainerRuntime,

@@ -4,12 +4,13 @@
 //!
 //! [`actuator`] is the seam to the controller (one [`actuator::Actuator`] per runtime, all in
 //! [`actuator::ACTUATORS`]); [`node_plan`] the seam to the node agent. Each runtime has one
-//! module ([`gvisor`]) that owns everything about it.
+//! module ([`gvisor`], [`kata`]) that owns everything about it.
 
 pub mod actuator;
 pub mod gvisor;
 pub mod image;
 pub mod installation;
+pub mod kata;
 pub mod manifests;
 pub mod node_label_policy;
 pub mod node_plan;

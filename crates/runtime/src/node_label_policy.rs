@@ -16,26 +16,52 @@ use crate::manifests::{ObjectSet, RenderError};
 /// The key under which the API server records the node of a pod-bound ServiceAccount token.
 pub const NODE_NAME_EXTRA: &str = "authentication.kubernetes.io/node-name";
 
+/// `k == 'a'`, or `(k == 'a' || k == 'b')` for several keys (CEL).
+fn is_one_of(keys: &[String]) -> String {
+    let tests: Vec<String> = keys.iter().map(|k| format!("k == '{k}'")).collect();
+    match tests.len() {
+        1 => tests[0].clone(),
+        _ => format!("({})", tests.join(" || ")),
+    }
+}
+
 /// The policy and its binding for the node agent `namespace/service_account`, limited to
-/// `label`. `name` names both (cluster-scoped).
+/// `labels` (a runtime's ready labels, e.g. one per Kata hypervisor) and their state
+/// annotations. `name` names both (cluster-scoped).
 pub fn node_label_policy(
     name: &str,
     namespace: &str,
     service_account: &str,
-    label: &str,
+    labels: &[&str],
 ) -> Result<(ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding), RenderError> {
     let user = format!("system:serviceaccount:{namespace}:{service_account}");
-    let annotation = crate::node_plan::state_annotation(label);
+    let label_keys: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
+    let annotation_keys: Vec<String> = labels
+        .iter()
+        .map(|l| crate::node_plan::state_annotation(l))
+        .collect();
+    let (label, annotation) = (label_keys.join(", "), annotation_keys.join(", "));
+    let ours = is_one_of(&annotation_keys);
     let unchanged_except_annotation = format!(
-        "(!has(object.metadata.annotations) || object.metadata.annotations.all(k, k == '{annotation}' || \
+        "(!has(object.metadata.annotations) || object.metadata.annotations.all(k, {ours} || \
            (has(oldObject.metadata.annotations) && k in oldObject.metadata.annotations && oldObject.metadata.annotations[k] == object.metadata.annotations[k]))) && \
-         (!has(oldObject.metadata.annotations) || oldObject.metadata.annotations.all(k, k == '{annotation}' || \
+         (!has(oldObject.metadata.annotations) || oldObject.metadata.annotations.all(k, {ours} || \
            (has(object.metadata.annotations) && k in object.metadata.annotations)))"
     );
+    let ours = is_one_of(&label_keys);
     let unchanged_except_label = format!(
-        "object.metadata.labels.all(k, k == '{label}' || (k in oldObject.metadata.labels && oldObject.metadata.labels[k] == object.metadata.labels[k])) && \
-         (!has(oldObject.metadata.labels) || oldObject.metadata.labels.all(k, k == '{label}' || k in object.metadata.labels))"
+        "object.metadata.labels.all(k, {ours} || (k in oldObject.metadata.labels && oldObject.metadata.labels[k] == object.metadata.labels[k])) && \
+         (!has(oldObject.metadata.labels) || oldObject.metadata.labels.all(k, {ours} || k in object.metadata.labels))"
     );
+    let only_true: Vec<String> = label_keys
+        .iter()
+        .map(|l| {
+            format!(
+                "(!('{l}' in object.metadata.labels) || object.metadata.labels['{l}'] == 'true')"
+            )
+        })
+        .collect();
+    let only_true = only_true.join(" && ");
     let policy = json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingAdmissionPolicy",
@@ -59,7 +85,7 @@ pub fn node_label_policy(
                 {
                     "expression": format!(
                         "has(object.metadata.labels) && {unchanged_except_label} && \
-                         (!('{label}' in object.metadata.labels) || object.metadata.labels['{label}'] == 'true')"
+                         {only_true}"
                     ),
                     "message": format!("the node agent may change only the label {label}, to \"true\" or removed"),
                     "reason": "Forbidden",
@@ -98,9 +124,9 @@ pub fn add_node_label_policy(
     name: &str,
     namespace: &str,
     service_account: &str,
-    label: &str,
+    labels: &[&str],
 ) -> Result<(), RenderError> {
-    let (policy, binding) = node_label_policy(name, namespace, service_account, label)?;
+    let (policy, binding) = node_label_policy(name, namespace, service_account, labels)?;
     set.add(&policy)?;
     set.add(&binding)
 }

@@ -148,6 +148,10 @@ pub struct Binaries {
     pub checksums: String,
     /// File names to copy (no folders).
     pub names: Vec<String>,
+    /// File names copied when the checksums file lists them (a payload may leave out, say, a
+    /// hypervisor; the handler's host check then reports it missing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub optional: Vec<String>,
     /// A versioned install: the files go to `<target>/<version>/` instead of
     /// `spec.binaryPath`, and an older version's folder stays while sandboxes of the plan's
     /// handlers still run on the node (their shims and VMs use it).
@@ -371,6 +375,9 @@ impl NodePlan {
         for (i, name) in self.binaries.names.iter().enumerate() {
             check_name(&format!("binaries.names[{i}]"), name)?;
         }
+        for (i, name) in self.binaries.optional.iter().enumerate() {
+            check_name(&format!("binaries.optional[{i}]"), name)?;
+        }
         if let Some(versioned) = &self.binaries.versioned {
             check_path("binaries.versioned.target", &versioned.target, OPT_DIR)?;
             check_name("binaries.versioned.version", &versioned.version)?;
@@ -442,6 +449,7 @@ mod tests {
                 source: "/usr/local/lib/example".into(),
                 checksums: "SHA256SUMS".into(),
                 names: vec!["example".into()],
+                optional: Vec::new(),
                 versioned: None,
             },
             drop_in: "/etc/containerd/conf.d/example.toml".into(),

@@ -302,7 +302,7 @@ pub fn shared_objects(tolerations: Option<Vec<Toleration>>) -> Result<ObjectSet,
         NODE_LABEL_POLICY,
         SHOOT_NAMESPACE,
         SERVICE_ACCOUNT,
-        NODE_READY_LABEL,
+        &[NODE_READY_LABEL],
     )?;
     Ok(set)
 }

@@ -55,6 +55,7 @@ pub fn node_plan(config: &GVisorConfig) -> NodePlan {
             source: IMAGE_DIR.into(),
             checksums: CHECKSUMS.into(),
             names: BINARIES.iter().map(|b| b.to_string()).collect(),
+            optional: Vec::new(),
             versioned: None,
         },
         drop_in: DROP_IN.into(),
