@@ -50,6 +50,13 @@ if ! dpkg -s containernetworking-plugins >/dev/null 2>&1; then
     die "containernetworking-plugins is missing; install it ('apt-get install containernetworking-plugins')"
 fi
 
+# Kata's node tests: the payload they build takes QEMU from Debian (the hypervisor binary the
+# shim's configuration must name); the guest kernel and image are Kata's own (docs/kata.md).
+if ! dpkg -s qemu-system-x86 >/dev/null 2>&1 && [ "$(uname -m)" = x86_64 ]; then
+  apt_install qemu-system-x86 ||
+    die "qemu-system-x86 is missing; install it ('apt-get install --no-install-recommends qemu-system-x86')"
+fi
+
 # Node agent tests: a real D-Bus system bus for the systemd restarter.
 if ! command -v dbus-daemon >/dev/null; then
   apt_install dbus-daemon || die "dbus-daemon is missing; install it ('apt-get install dbus-daemon')"

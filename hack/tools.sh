@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds (or finds in the cache) the pinned upstream programs our tests run for real.
 #
-#   hack/tools.sh ensure [kube-apiserver|etcd|kubernetes-node|gardener-crds|gvisor|gvisor-arm64|containerd|containerd17|gvisor-extension|gardener|control-plane|all]
+#   hack/tools.sh ensure [kube-apiserver|etcd|kubernetes-node|gardener-crds|gvisor|gvisor-arm64|containerd|containerd17|gvisor-extension|gardener|kata|control-plane|all]
 #   hack/tools.sh path   <tool>                                     print the cached path
 #   hack/tools.sh env                                               print SANDBOX_* variables
 #
@@ -267,6 +267,42 @@ import (
   publish "$dir" "$work" gardener-apiserver gardener-resource-manager helm
 }
 
+# Kata's shim, built as the main module from its own go.mod and go.sum (its config-settings.go
+# is generated from the .in template first, with the values Kata's Makefile puts there).
+# CGO_ENABLED=0 is enough for the shim (kata-runtime would need cgo; we do not build it).
+build_kata() {
+  local dir
+  dir=$(tool_path kata)
+  [ -x "$dir/containerd-shim-kata-v2" ] && return 0
+  need_go
+  echo "building containerd-shim-kata-v2 ($KATA_RUNTIME_VERSION) from the Go module proxy..." >&2
+  local work; work=$(mktemp -d)
+  mkdir -p "$TOOLS_DIR"
+  local mod=github.com/kata-containers/kata-containers/src/runtime
+  (
+    cd "$work"
+    run_go "downloading $mod@$KATA_RUNTIME_VERSION" "$work/log" \
+      env GOFLAGS=-mod=mod go mod download -json "$mod@$KATA_RUNTIME_VERSION"
+    local src
+    src=$(sed -n 's/.*"Dir": "\(.*\)".*/\1/p' "$work/log")
+    [ -d "$src" ] || die "the Kata runtime module was downloaded but its folder was not found (see $work/log)"
+    cp -r "$src" "$work/src" && chmod -R u+w "$work/src"
+    local commit=${KATA_RUNTIME_VERSION##*-}
+    sed -e 's|@RUNTIME_NAME@|containerd-shim-kata-v2|' -e 's|@PROJECT_NAME@|Kata Containers|' \
+      -e 's|@PROJECT_TYPE@|kata|' -e 's|@PROJECT_URL@|https://github.com/kata-containers|' \
+      -e 's|@PROJECT_ORG@|kata-containers|' -e 's|@PKGRUNDIR@|/run/kata-containers|' \
+      -e "s|@COMMIT@|$commit|" -e "s|@VERSION@|$KATA_VERSION_NAME|" \
+      -e 's|@CONFIG_PATH@|/opt/kata/share/defaults/kata-containers/configuration.toml|' \
+      -e 's|@SYSCONFIG@|/etc/kata-containers/configuration.toml|' \
+      "$work/src/pkg/katautils/config-settings.go.in" >"$work/src/pkg/katautils/config-settings.go"
+    cd "$work/src"
+    CGO_ENABLED=0 run_go "building containerd-shim-kata-v2" "$work/log" \
+      go build -trimpath -ldflags "-s -w" -o "$work/containerd-shim-kata-v2" ./cmd/containerd-shim-kata-v2
+  )
+  rm -rf "$work/src"
+  publish "$dir" "$work" containerd-shim-kata-v2
+}
+
 build_containerd() { build_containerd_release "$CONTAINERD_VERSION" github.com/containerd/containerd/v2; }
 build_containerd17() { build_containerd_release "$CONTAINERD17_VERSION" github.com/containerd/containerd; }
 
@@ -308,7 +344,8 @@ tool_path() {
     containerd17) echo "$TOOLS_DIR/containerd-$CONTAINERD17_VERSION" ;;
     gvisor-extension) echo "$TOOLS_DIR/gardener-extension-runtime-gvisor-$GVISOR_EXTENSION_VERSION" ;;
     gardener) echo "$TOOLS_DIR/gardener-$GARDENER_VERSION-helm-$HELM_VERSION" ;;
-    *) die "unknown tool '$1' (known: kube-apiserver, etcd, kubernetes-node, gardener-crds, gvisor, gvisor-arm64, containerd, containerd17, gvisor-extension, gardener)" ;;
+    kata) echo "$TOOLS_DIR/kata-shim-$KATA_RUNTIME_VERSION" ;;
+    *) die "unknown tool '$1' (known: kube-apiserver, etcd, kubernetes-node, gardener-crds, gvisor, gvisor-arm64, containerd, containerd17, gvisor-extension, gardener, kata)" ;;
   esac
 }
 
@@ -324,10 +361,11 @@ ensure() {
     containerd17) build_containerd17 ;;
     gvisor-extension) build_gvisor_extension ;;
     gardener) build_gardener ;;
+    kata) build_kata ;;
     # What a control plane needs (make demo, make control-plane): nothing for nodes.
     control-plane) fetch_gardener_crds; build_etcd; build_kube_apiserver ;;
-    all) fetch_gardener_crds; build_etcd; build_kube_apiserver; build_kubernetes_node; build_gvisor; build_gvisor_arm64; build_containerd; build_containerd17; build_gvisor_extension; build_gardener ;;
-    *) die "unknown tool '$1' (known: kube-apiserver, etcd, kubernetes-node, gardener-crds, gvisor, gvisor-arm64, containerd, containerd17, gvisor-extension, gardener, all)" ;;
+    all) fetch_gardener_crds; build_etcd; build_kube_apiserver; build_kubernetes_node; build_gvisor; build_gvisor_arm64; build_containerd; build_containerd17; build_gvisor_extension; build_gardener; build_kata ;;
+    *) die "unknown tool '$1' (known: kube-apiserver, etcd, kubernetes-node, gardener-crds, gvisor, gvisor-arm64, containerd, containerd17, gvisor-extension, gardener, kata, all)" ;;
   esac
 }
 
@@ -345,6 +383,7 @@ case ${1:-} in
     echo "SANDBOX_GVISOR_EXTENSION=$(tool_path gvisor-extension)"
     echo "SANDBOX_GARDENER=$(tool_path gardener)"
     echo "SANDBOX_KUBERNETES_NODE=$(tool_path kubernetes-node)"
+    echo "SANDBOX_KATA=$(tool_path kata)"
     ;;
   *) die "usage: hack/tools.sh ensure [tool|all] | path <tool> | env" ;;
 esac

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use sandbox_runtime::node_plan::{Handler, NodePlan, major_minor};
 
 use crate::binaries::{self, BinaryError};
+use crate::capability::{self, Missing};
 use crate::cri::{Cri, CriError, HandlerState};
 use crate::host::{self, Change, Host, HostError};
 use crate::lock::{HostLock, LockError};
@@ -62,6 +63,19 @@ pub struct Report {
     pub restarts: u32,
     /// From agent start to the handler's state verified.
     pub elapsed: Duration,
+    /// Per-handler ready labels (install only): set, or why not.
+    pub labels: Vec<LabelState>,
+    /// Older payload versions kept because sandboxes still run (versioned installs).
+    pub kept_versions: Vec<String>,
+}
+
+/// A handler's ready label after an install: whether the node may get it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LabelState {
+    pub label: String,
+    pub handler: String,
+    /// `Err` says why the host cannot run this handler's pods.
+    pub ready: Result<(), Missing>,
 }
 
 /// Why a run failed. Whatever it changed in containerd's configuration has been rolled back
@@ -95,6 +109,14 @@ pub enum AgentError {
     NotLoaded { handler: String, state: String },
     #[error(transparent)]
     Cri(#[from] CriError),
+    #[error(
+        "{count} pod sandbox(es) of {runtime} still run on this node ({names}); {runtime} stays until they end"
+    )]
+    SandboxesRunning {
+        runtime: String,
+        count: usize,
+        names: String,
+    },
 }
 
 impl AgentError {
@@ -109,6 +131,7 @@ impl AgentError {
             AgentError::UnsupportedContainerd { .. } => "ContainerdTooOld",
             AgentError::NotLoaded { .. } => "HandlerNotLoaded",
             AgentError::Cri(_) => "ContainerdUnreachable",
+            AgentError::SandboxesRunning { .. } => "SandboxesRunning",
         }
     }
 }
@@ -198,23 +221,28 @@ pub async fn install(options: &Options, restarter: &dyn Restarter) -> Result<Rep
     let _lock = HostLock::acquire(&options.host.path(&plan.lock), options.lock_timeout).await?;
     check_containerd(&options.cri(), plan).await?;
     let mut report = Report {
-        binaries: binaries::install(
+        binaries: binaries::install_with_optional(
             &options.source,
             &plan.binaries.checksums,
-            &options.host.path(&options.binary_path),
+            &options.host.path(&plan.binary_dir(&options.binary_path)),
             &plan.binaries.names,
+            &plan.binaries.optional,
         )?,
         ..Report::default()
     };
+    let writable: Vec<Handler> = capability::writable(&options.host, &plan.handlers)
+        .into_iter()
+        .cloned()
+        .collect();
     let changes = host::install(&options.host, plan)?;
     report.files = changes.iter().map(|c| c.path.clone()).collect();
     let cri = options.cri();
     let loaded = HandlerState::Loaded;
     let missing = if !changes.is_empty() {
         apply(options, restarter, &changes, &mut report).await?;
-        first_not(&cri, &plan.handlers, &loaded).await?
+        first_not(&cri, &writable, &loaded).await?
     } else {
-        match first_not(&cri, &plan.handlers, &loaded).await? {
+        match first_not(&cri, &writable, &loaded).await? {
             None => None,
             Some((handler, _)) => {
                 // The files are right but containerd has not loaded them, e.g. an earlier
@@ -229,7 +257,7 @@ pub async fn install(options: &Options, restarter: &dyn Restarter) -> Result<Rep
                         handler,
                         state: format!("not loaded and containerd did not come back: {cause}"),
                     })?;
-                first_not(&cri, &plan.handlers, &loaded).await?
+                first_not(&cri, &writable, &loaded).await?
             }
         }
     };
@@ -239,8 +267,55 @@ pub async fn install(options: &Options, restarter: &dyn Restarter) -> Result<Rep
             state: describe(&state),
         });
     }
+    // Loaded; whether each handler's pods can run here is the host's to say.
+    for handler in &plan.handlers {
+        let Some(label) = &handler.ready_label else {
+            continue;
+        };
+        let ready = match capability::first_missing(&options.host, &handler.written_only_if) {
+            Some(missing) => Err(missing),
+            None => match capability::first_missing(&options.host, &handler.requires) {
+                Some(missing) => Err(missing),
+                None => Ok(()),
+            },
+        };
+        if let Err(missing) = &ready {
+            tracing::warn!(handler = %handler.name, reason = %missing.reason, "{}; its ready label stays off", missing.message);
+        }
+        report.labels.push(LabelState {
+            label: label.clone(),
+            handler: handler.name.clone(),
+            ready,
+        });
+    }
+    report.kept_versions = prune_versions(options, &cri).await?;
     report.elapsed = start.elapsed();
     Ok(report)
+}
+
+/// Removes older payload versions of a versioned install, unless sandboxes of the plan's
+/// handlers still run on the node (their shims and VMs may use an older folder): then every
+/// version stays, and the names are returned.
+async fn prune_versions(options: &Options, cri: &Cri) -> Result<Vec<String>, AgentError> {
+    let Some(versioned) = &options.plan.binaries.versioned else {
+        return Ok(Vec::new());
+    };
+    let target = options.host.path(&versioned.target);
+    let others =
+        binaries::other_versions(&target, &versioned.version).map_err(BinaryError::from)?;
+    if others.is_empty() {
+        return Ok(others);
+    }
+    let running = cri.sandboxes_of(&options.plan.handler_names()).await?;
+    if !running.is_empty() {
+        tracing::info!(versions = ?others, sandboxes = running.len(), "older payload versions kept while sandboxes run");
+        return Ok(others);
+    }
+    for version in &others {
+        binaries::remove_version(&target, version).map_err(BinaryError::from)?;
+        tracing::info!(%version, "older payload version removed");
+    }
+    Ok(Vec::new())
 }
 
 /// Removes the handlers and the plan's files, restarts containerd once if anything was
@@ -251,9 +326,20 @@ pub async fn uninstall(options: &Options, restarter: &dyn Restarter) -> Result<R
     let plan = &options.plan;
     let _lock = HostLock::acquire(&options.host.path(&plan.lock), options.lock_timeout).await?;
     let mut report = Report::default();
+    let cri = options.cri();
+    // A VM-based runtime's pods die with their handler: never pull it from under them.
+    if plan.binaries.versioned.is_some() {
+        let running = cri.sandboxes_of(&plan.handler_names()).await?;
+        if !running.is_empty() {
+            return Err(AgentError::SandboxesRunning {
+                runtime: plan.runtime.clone(),
+                count: running.len(),
+                names: running.join(", "),
+            });
+        }
+    }
     let changes = host::uninstall(&options.host, plan)?;
     report.files = changes.iter().map(|c| c.path.clone()).collect();
-    let cri = options.cri();
     if !changes.is_empty() {
         apply(options, restarter, &changes, &mut report).await?;
     }
@@ -263,10 +349,21 @@ pub async fn uninstall(options: &Options, restarter: &dyn Restarter) -> Result<R
             state: format!("{} after uninstall", describe(&state)),
         });
     }
-    report.binaries = binaries::uninstall(
-        &options.host.path(&options.binary_path),
-        &plan.binaries.names,
-    )?;
+    report.binaries = match &plan.binaries.versioned {
+        // Every version folder goes (no sandbox runs any more).
+        Some(versioned) => {
+            let target = options.host.path(&versioned.target);
+            let all = binaries::other_versions(&target, "").map_err(BinaryError::from)?;
+            for version in &all {
+                binaries::remove_version(&target, version).map_err(BinaryError::from)?;
+            }
+            all
+        }
+        None => binaries::uninstall(
+            &options.host.path(&options.binary_path),
+            &plan.binaries.names,
+        )?,
+    };
     report.elapsed = start.elapsed();
     Ok(report)
 }

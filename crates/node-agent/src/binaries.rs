@@ -85,12 +85,29 @@ pub fn install(
     target: &Path,
     names: &[String],
 ) -> Result<Vec<String>, BinaryError> {
+    install_with_optional(source, checksums, target, names, &[])
+}
+
+/// [`install`], plus those of `optional` that the checksums file lists.
+pub fn install_with_optional(
+    source: &Path,
+    checksums: &str,
+    target: &Path,
+    names: &[String],
+    optional: &[String],
+) -> Result<Vec<String>, BinaryError> {
     let sums_path = source.join(checksums);
     let sums = parse_checksums(
         &fs::read_to_string(&sums_path).map_err(files::failed("reading", &sums_path))?,
     )?;
+    let listed: Vec<String> = optional
+        .iter()
+        .filter(|name| sums.iter().any(|(_, n)| n == *name))
+        .cloned()
+        .collect();
+    fs::create_dir_all(target).map_err(files::failed("creating", target))?;
     let mut verified = Vec::new();
-    for name in names {
+    for name in names.iter().chain(&listed) {
         let expected = sums
             .iter()
             .find(|(_, n)| n == name)
@@ -137,6 +154,29 @@ pub fn install(
         written.push(name);
     }
     Ok(written)
+}
+
+/// The version folders below `target` other than `keep` (sorted).
+pub fn other_versions(target: &Path, keep: &str) -> Result<Vec<String>, FileError> {
+    let entries = match fs::read_dir(target) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(files::failed("reading", target)(e)),
+    };
+    let mut versions: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| name != keep && !name.starts_with('.'))
+        .collect();
+    versions.sort();
+    Ok(versions)
+}
+
+/// Removes the version folder `target/version` with everything in it.
+pub fn remove_version(target: &Path, version: &str) -> Result<(), FileError> {
+    let dir = target.join(version);
+    fs::remove_dir_all(&dir).map_err(files::failed("removing", &dir))
 }
 
 /// Removes `names` from `target`. Running shims keep their (unlinked) files.

@@ -249,11 +249,13 @@ pub fn drop_in(schema: Schema, handlers: &[Handler]) -> String {
     let mut doc = DocumentMut::new();
     doc.insert("version", value(schema.version_number()));
     let config = Config { doc, schema };
+    // No handler (none may be written on this host): the file still says its version, which
+    // containerd needs of every imported file.
     config
         .with_handlers(handlers)
         .ok()
         .flatten()
-        .unwrap_or_default()
+        .unwrap_or_else(|| config.doc.to_string())
 }
 
 #[cfg(test)]

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use k8s_cri::v1::{RuntimeHandler, StatusRequest, StatusResponse, VersionRequest};
+use k8s_cri::v1::{
+    ListPodSandboxRequest, PodSandboxState, RuntimeHandler, StatusRequest, StatusResponse,
+    VersionRequest,
+};
 use sandbox_runtime::node_plan::Handler;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint};
@@ -139,6 +142,29 @@ impl Cri {
                 )
             })
             .collect()
+    }
+
+    /// Names of the pod sandboxes on this node that run with one of `handlers` and are not
+    /// yet stopped (`namespace/name`), sorted.
+    pub async fn sandboxes_of(&self, handlers: &[&str]) -> Result<Vec<String>, CriError> {
+        let items = self
+            .runtime_service()
+            .list_pod_sandbox(ListPodSandboxRequest::default())
+            .await
+            .map_err(|e| self.unreachable(e.message()))?
+            .into_inner()
+            .items;
+        let mut names: Vec<String> = items
+            .into_iter()
+            .filter(|s| handlers.contains(&s.runtime_handler.as_str()))
+            .filter(|s| s.state == PodSandboxState::SandboxReady as i32)
+            .map(|s| match s.metadata {
+                Some(m) => format!("{}/{}", m.namespace, m.name),
+                None => s.id,
+            })
+            .collect();
+        names.sort();
+        Ok(names)
     }
 
     async fn status(&self) -> Result<StatusResponse, CriError> {

@@ -32,16 +32,45 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    async fn label(&self, report: Option<NodeReport>) {
+    /// Sets the plan's ready label from `report` and each handler's from `handlers` (a
+    /// handler without an entry shares `report`); `None` removes them all.
+    async fn label(&self, report: Option<NodeReport>, handlers: &[agent::LabelState]) {
         let Some((client, name)) = &self.kube else {
             return;
         };
-        let label = &self.options.plan.ready_label;
-        let ready = report.as_ref().is_some_and(|r| r.ready);
-        match node::set_ready_label(client, name, label, report.as_ref()).await {
-            Ok(()) => tracing::info!(node = %name, ready, "node label {label}"),
+        let plan = &self.options.plan;
+        let handler_reports: Vec<(String, Option<NodeReport>)> = plan
+            .handlers
+            .iter()
+            .filter_map(|h| h.ready_label.clone())
+            .map(|label| {
+                let own = handlers.iter().find(|s| s.label == label);
+                let state = match (&report, own) {
+                    (Some(r), Some(s)) if r.ready => Some(match &s.ready {
+                        Ok(()) => NodeReport::ready(),
+                        Err(missing) => NodeReport::failed(&missing.reason, &missing.message),
+                    }),
+                    (other, _) => other.clone(),
+                };
+                (label, state)
+            })
+            .collect();
+        let mut labels: Vec<(&str, Option<&NodeReport>)> =
+            vec![(plan.ready_label.as_str(), report.as_ref())];
+        labels.extend(
+            handler_reports
+                .iter()
+                .map(|(l, r)| (l.as_str(), r.as_ref())),
+        );
+        let ready: Vec<&str> = labels
+            .iter()
+            .filter(|(_, r)| r.is_some_and(|r| r.ready))
+            .map(|(l, _)| *l)
+            .collect();
+        match node::set_labels(client, name, &labels).await {
+            Ok(()) => tracing::info!(node = %name, ?ready, "node labels updated"),
             Err(e) => {
-                tracing::error!(node = %name, error = %e, "cannot update the node's ready label")
+                tracing::error!(node = %name, error = %e, "cannot update the node's ready labels")
             }
         }
     }
@@ -53,16 +82,16 @@ impl Daemon {
                 let result = agent::install(&self.options, self.restarter.as_ref()).await;
                 // The label follows the verified state: set when the runtime works, removed when
                 // not; the state annotation says why.
-                let report = match &result {
-                    Ok(_) => NodeReport::ready(),
-                    Err(e) => NodeReport::failed(e.reason(), &e.to_string()),
+                let (report, handlers) = match &result {
+                    Ok(r) => (NodeReport::ready(), r.labels.clone()),
+                    Err(e) => (NodeReport::failed(e.reason(), &e.to_string()), Vec::new()),
                 };
-                self.label(Some(report)).await;
+                self.label(Some(report), &handlers).await;
                 result
             }
             Mode::Uninstall => {
                 // No new sandboxed pods here from now on, then clean up.
-                self.label(None).await;
+                self.label(None, &[]).await;
                 agent::uninstall(&self.options, self.restarter.as_ref()).await
             }
         }

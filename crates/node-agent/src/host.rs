@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use sandbox_runtime::node_plan::NodePlan;
 
+use crate::capability;
 use crate::containerd::{self, Config, ConfigError};
 use crate::files::{self, FileError};
 
@@ -108,26 +109,47 @@ fn delete(host: &Host, path: &str, changes: &mut Vec<Change>) -> Result<(), File
 /// `config.toml`, e.g. the Go extension's); otherwise edits `config.toml` in place. Returns
 /// what changed (nothing on an unchanged re-run). A missing or invalid `config.toml` is an
 /// error before any write.
+///
+/// A handler whose `writtenOnlyIf` does not hold on this host is not written (and removed if
+/// an earlier run wrote it): e.g. Firecracker's entry names the devmapper snapshotter, and
+/// containerd 2.x loses its CRI plugin when that is configured without a pool.
 pub fn install(host: &Host, plan: &NodePlan) -> Result<Vec<Change>, HostError> {
     let config = read_config(host)?;
     let mut changes = Vec::new();
+    let writable: Vec<_> = capability::writable(host, &plan.handlers)
+        .into_iter()
+        .cloned()
+        .collect();
+    let unwritable: Vec<&str> = plan
+        .handlers
+        .iter()
+        .filter(|h| !writable.iter().any(|w| w.name == h.name))
+        .map(|h| h.name.as_str())
+        .collect();
     if config.imports_conf_d() {
         put(
             host,
             &plan.drop_in,
-            &containerd::drop_in(config.schema(), &plan.handlers),
+            &containerd::drop_in(config.schema(), &writable),
             &mut changes,
         )?;
         if let Some(cleaned) = config.without_handlers(&plan.handler_names()) {
             put(host, CONFIG_TOML, &cleaned, &mut changes)?;
         }
     } else {
-        let edited = config
-            .with_handlers(&plan.handlers)
-            .map_err(|source| HostError::Config {
-                path: host.path(CONFIG_TOML),
-                source,
-            })?;
+        let config_error = |source| HostError::Config {
+            path: host.path(CONFIG_TOML),
+            source,
+        };
+        let mut current = config;
+        let mut edited = None;
+        if let Some(text) = current.without_handlers(&unwritable) {
+            current = Config::parse(&text).map_err(config_error)?;
+            edited = Some(text);
+        }
+        if let Some(text) = current.with_handlers(&writable).map_err(config_error)? {
+            edited = Some(text);
+        }
         if let Some(edited) = edited {
             put(host, CONFIG_TOML, &edited, &mut changes)?;
         }

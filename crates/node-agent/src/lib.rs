@@ -12,6 +12,7 @@
 
 pub mod agent;
 pub mod binaries;
+pub mod capability;
 pub mod containerd;
 pub mod cri;
 pub mod daemon;

@@ -18,20 +18,35 @@ pub async fn set_ready_label(
     label: &str,
     report: Option<&NodeReport>,
 ) -> Result<(), kube::Error> {
-    let value = if report.is_some_and(|r| r.ready) {
-        serde_json::Value::String("true".into())
-    } else {
-        serde_json::Value::Null
-    };
-    let state = match report {
-        Some(report) => serde_json::Value::String(
-            serde_json::to_string(report).unwrap_or_else(|_| r#"{"ready":false}"#.into()),
-        ),
-        None => serde_json::Value::Null,
-    };
+    set_labels(client, name, &[(label, report)]).await
+}
+
+/// [`set_ready_label`] for several labels (a runtime with a label per handler) in one patch.
+pub async fn set_labels(
+    client: &kube::Client,
+    name: &str,
+    labels: &[(&str, Option<&NodeReport>)],
+) -> Result<(), kube::Error> {
+    let mut label_patch = serde_json::Map::new();
+    let mut annotation_patch = serde_json::Map::new();
+    for (label, report) in labels {
+        let value = if report.is_some_and(|r| r.ready) {
+            serde_json::Value::String("true".into())
+        } else {
+            serde_json::Value::Null
+        };
+        let state = match report {
+            Some(report) => serde_json::Value::String(
+                serde_json::to_string(report).unwrap_or_else(|_| r#"{"ready":false}"#.into()),
+            ),
+            None => serde_json::Value::Null,
+        };
+        label_patch.insert(label.to_string(), value);
+        annotation_patch.insert(state_annotation(label), state);
+    }
     let patch = serde_json::json!({"metadata": {
-        "labels": {label: value},
-        "annotations": {state_annotation(label): state},
+        "labels": label_patch,
+        "annotations": annotation_patch,
     }});
     Api::<Node>::all(client.clone())
         .patch(name, &PatchParams::default(), &Patch::Merge(&patch))

@@ -50,6 +50,8 @@ pub struct TestNode {
     /// The process holding the mount namespace containerd runs in, when it is a kubelet
     /// node's (see [`crate::shoot`]); otherwise containerd gets its own ([`LAUNCHER`]).
     namespace: Option<u32>,
+    /// The syslog socket containerd's shims log to, with what it received.
+    syslog: Option<(PathBuf, std::sync::Arc<Mutex<Vec<String>>>)>,
 }
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -62,14 +64,23 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// nested and tolerate what the machine forbids. Test machines are often containers without
 /// CAP_SYS_RESOURCE, and gVisor's shim lowers its own OOM score, which needs it; on a real
 /// node that succeeds. TERM is passed on to containerd.
+///
+/// The host root's `opt/runtime-sandbox` is bind-mounted onto `/opt/runtime-sandbox` too
+/// (versioned payloads, e.g. Kata's, are installed there). With a syslog socket as third
+/// argument, `/run` is a private tmpfs whose `/run/syslog` is that socket (Go's log/syslog
+/// tries it after `/dev/log`; Kata's shim refuses to start without a syslog).
 const LAUNCHER: &str = r#"
-etc=$1; containerd=$2
+etc=$1; containerd=$2; syslog=$3
 sync=$(mktemp -d)
 mkfifo "$sync/ready" "$sync/go"
 unshare --user --mount --net --uts --ipc --propagation private sh -c '
   echo ready > "$1/ready"; read _ < "$1/go"
-  mount --bind "$2" /etc/containerd && exec "$3" --config /etc/containerd/config.toml
-' namespaced "$sync" "$etc" "$containerd" &
+  mount --bind "$2" /etc/containerd && mount --bind "$2/../../opt/runtime-sandbox" /opt/runtime-sandbox || exit 1
+  if [ -n "$4" ]; then
+    mount -t tmpfs tmpfs /run && touch /run/syslog && mount --bind "$4" /run/syslog || exit 1
+  fi
+  exec "$3" --config /etc/containerd/config.toml
+' namespaced "$sync" "$etc" "$containerd" "$syslog" &
 child=$!
 trap 'kill -TERM "$child" 2>/dev/null' TERM INT
 read _ < "$sync/ready"
@@ -135,8 +146,12 @@ impl TestNode {
             server: Mutex::new(None),
             starts: Mutex::new(0),
             namespace: None,
+            syslog: None,
         };
+        // The mount point of the payload bind mount (an empty folder on the machine).
+        std::fs::create_dir_all("/opt/runtime-sandbox").map_err(io_err("/opt/runtime-sandbox"))?;
         for folder in [
+            "opt/runtime-sandbox",
             "etc/containerd",
             "run/containerd",
             "var/lib/containerd",
@@ -145,6 +160,9 @@ impl TestNode {
             let path = node.path(folder);
             std::fs::create_dir_all(&path).map_err(io_err(&path))?;
         }
+        // The node's devices are the machine's (the agent's capability checks look there).
+        let dev = node.path("/dev");
+        std::os::unix::fs::symlink("/dev", &dev).map_err(io_err(&dev))?;
         let default = Command::new(&node.containerd)
             .args(["config", "default"])
             .output()
@@ -276,6 +294,10 @@ impl TestNode {
                 "containerd-launcher".into(),
                 etc.display().to_string(),
                 self.containerd.display().to_string(),
+                self.syslog
+                    .as_ref()
+                    .map(|(path, _)| path.display().to_string())
+                    .unwrap_or_default(),
             ],
             // The node's user, mount and network namespaces. nsenter execs containerd (no
             // fork): TERM reaches it directly.
@@ -326,6 +348,32 @@ impl TestNode {
     pub fn restart(&self) -> Result<()> {
         self.stop();
         self.start()
+    }
+
+    /// Gives containerd's shims a syslog (a datagram socket this process reads); call before
+    /// [`TestNode::start`]. Kata's shim will not start without one.
+    pub fn enable_syslog(&mut self) -> Result<()> {
+        let path = self.path("/syslog.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).map_err(io_err(&path))?;
+        let lines = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            let mut buffer = vec![0u8; 64 * 1024];
+            while let Ok(n) = socket.recv(&mut buffer) {
+                let line = String::from_utf8_lossy(&buffer[..n]).into_owned();
+                sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            }
+        });
+        self.syslog = Some((path, lines));
+        Ok(())
+    }
+
+    /// What the shims logged to syslog so far.
+    pub fn syslog(&self) -> Vec<String> {
+        match &self.syslog {
+            Some((_, lines)) => lines.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            None => Vec::new(),
+        }
     }
 
     /// How often containerd was started since the node was made (the first start included).

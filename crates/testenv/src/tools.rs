@@ -31,6 +31,8 @@ pub struct Tools {
     /// Folder with `kube-controller-manager`, `kube-scheduler` and `kubelet` (a test shoot's
     /// node and controllers), at the pinned Kubernetes version.
     pub kubernetes_node: PathBuf,
+    /// Folder with Kata's `containerd-shim-kata-v2`.
+    pub kata: PathBuf,
 }
 
 const ENV_APISERVER: &str = "SANDBOX_KUBE_APISERVER";
@@ -43,9 +45,10 @@ const ENV_CONTAINERD17: &str = "SANDBOX_CONTAINERD17";
 const ENV_GVISOR_EXTENSION: &str = "SANDBOX_GVISOR_EXTENSION";
 const ENV_GARDENER: &str = "SANDBOX_GARDENER";
 const ENV_KUBERNETES_NODE: &str = "SANDBOX_KUBERNETES_NODE";
+const ENV_KATA: &str = "SANDBOX_KATA";
 
 /// Every variable `hack/tools.sh env` prints, in the order of [`Tools`]' fields.
-const ALL: [&str; 10] = [
+const ALL: [&str; 11] = [
     ENV_APISERVER,
     ENV_ETCD,
     ENV_CRDS,
@@ -56,6 +59,7 @@ const ALL: [&str; 10] = [
     ENV_GVISOR_EXTENSION,
     ENV_GARDENER,
     ENV_KUBERNETES_NODE,
+    ENV_KATA,
 ];
 
 impl Tools {
@@ -91,6 +95,7 @@ impl Tools {
             gvisor_extension: next(),
             gardener: next(),
             kubernetes_node: next(),
+            kata: next(),
         })
     }
 }

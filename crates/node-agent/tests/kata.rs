@@ -1,0 +1,376 @@
+//! Kata's node plan against real containerd (the pinned 1.7 with config version 2 edited in
+//! place, the pinned 2.4 with version 3+ and a conf.d drop-in) and the real Kata shim built by
+//! `hack/tools.sh ensure kata`, as far as this host allows.
+//!
+//! What a Kata pod needs (KVM with hardware virtualisation, `/dev/vhost-vsock` for QEMU, the
+//! hypervisor, a guest kernel and image) is detected and printed first; the expectations follow
+//! it: on a host without it, every `kata-*` ready label stays off with the reason and a Kata
+//! sandbox fails in the real shim's host check; on a capable host the label is set (a running
+//! Kata pod there needs Kata's guest kernel and image in `SANDBOX_KATA_GUEST_DIR`; the test
+//! says so and fails rather than skip when they are missing).
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use sandbox_node_agent::agent::{self, Options};
+use sandbox_node_agent::cri::{Cri, HandlerState};
+use sandbox_node_agent::host::{self, Host};
+use sandbox_node_agent::restart::{RestartError, Restarter};
+use sandbox_runtime::kata::node::{self as kata_node, DEVMAPPER_POOL, DROP_IN, INSTALL_DIR};
+use sandbox_runtime::kata::{Hypervisor, KataConfig, hypervisor_ready_label, node_plan};
+use sandbox_runtime::manifests::sha256_hex;
+use sandbox_runtime::node_plan::NodePlan;
+use sandbox_testenv::node::{BINARY_PATH, Flavor, TestNode};
+use sandbox_testenv::pods::{self, Pods};
+
+struct TestRestarter {
+    node: Arc<TestNode>,
+    calls: AtomicUsize,
+}
+
+impl Restarter for TestRestarter {
+    fn restart(&self) -> BoxFuture<'_, Result<(), RestartError>> {
+        Box::pin(async move {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let node = self.node.clone();
+            tokio::task::spawn_blocking(move || {
+                node.stop();
+                node.start().map_err(|e| RestartError(e.to_string()))
+            })
+            .await
+            .map_err(|e| RestartError(e.to_string()))?
+        })
+    }
+}
+
+/// What this host offers a Kata VM, as the agent's capability check sees it.
+#[derive(Debug)]
+struct Capability {
+    kvm: bool,
+    vhost_vsock: bool,
+    qemu: Option<PathBuf>,
+}
+
+impl Capability {
+    fn detect() -> Self {
+        let char_device =
+            |p: &str| std::fs::metadata(p).is_ok_and(|m| m.file_type().is_char_device());
+        let qemu = PathBuf::from("/usr/bin/qemu-system-x86_64");
+        Capability {
+            kvm: char_device("/dev/kvm"),
+            vhost_vsock: char_device("/dev/vhost-vsock"),
+            qemu: qemu.exists().then_some(qemu),
+        }
+    }
+
+    fn qemu_can_run(&self) -> bool {
+        self.kvm && self.vhost_vsock && self.qemu.is_some()
+    }
+}
+
+/// A payload folder as operators build it (docs/kata.md): the pinned shim, Debian's QEMU and
+/// the guest kernel and image. Those are Kata's own artifacts; without
+/// `SANDBOX_KATA_GUEST_DIR` they are stand-in files, which is enough here because no VM can
+/// start on this host: the shim only checks that the configured paths exist before its host
+/// check refuses.
+fn payload(dir: &Path, capability: &Capability, trailer: &[u8]) -> PathBuf {
+    let tools = sandbox_testenv::Tools::locate().unwrap();
+    let source = dir.join(format!("payload-{}", trailer.len()));
+    std::fs::create_dir_all(&source).unwrap();
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut shim = std::fs::read(tools.kata.join(kata_node::SHIM)).unwrap();
+    shim.extend_from_slice(trailer);
+    files.push((kata_node::SHIM.into(), shim));
+    let qemu = capability
+        .qemu
+        .as_ref()
+        .expect("Debian's qemu-system-x86 is installed by hack/prereqs.sh");
+    files.push((
+        kata_node::hypervisor_binary(Hypervisor::Qemu).into(),
+        std::fs::read(qemu).unwrap(),
+    ));
+    let guest = std::env::var_os("SANDBOX_KATA_GUEST_DIR").map(PathBuf::from);
+    for name in [kata_node::GUEST_KERNEL, kata_node::GUEST_IMAGE] {
+        let content = match &guest {
+            Some(dir) => std::fs::read(dir.join(name)).unwrap(),
+            None => format!("stand-in for Kata's {name}: no VM boots on this host\n").into_bytes(),
+        };
+        files.push((name.into(), content));
+    }
+    let mut sums = String::new();
+    for (name, content) in &files {
+        std::fs::write(source.join(name), content).unwrap();
+        sums.push_str(&format!("{}  {name}\n", sha256_hex(content)));
+    }
+    std::fs::write(source.join(kata_node::CHECKSUMS), sums).unwrap();
+    source
+}
+
+fn plan(version: &str) -> NodePlan {
+    node_plan(
+        &KataConfig::everything(),
+        &format!("localhost/runtime-sandbox-test/node-agent-kata:{version}"),
+    )
+}
+
+struct Fixture {
+    node: Arc<TestNode>,
+    restarter: TestRestarter,
+    cri: Cri,
+    pods: Pods,
+    work: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new(flavor: Flavor) -> Self {
+        let mut node = TestNode::new(flavor).unwrap();
+        node.enable_syslog().unwrap();
+        node.start().unwrap();
+        node.import_images().unwrap();
+        let node = Arc::new(node);
+        Fixture {
+            restarter: TestRestarter {
+                node: node.clone(),
+                calls: AtomicUsize::new(0),
+            },
+            cri: Cri::new(node.socket()),
+            pods: Pods::new(node.socket()),
+            node,
+            work: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn options(&self, source: &Path, plan: NodePlan) -> Options {
+        let mut options = Options::new(Host::new(self.node.root()), plan, BINARY_PATH.to_string());
+        options.source = source.to_path_buf();
+        options.restart_timeout = Duration::from_secs(15);
+        options
+    }
+
+    fn containerd_config(&self) -> String {
+        let read = |p: &str| std::fs::read_to_string(self.node.path(p)).unwrap_or_default();
+        format!("{}\n{}", read(host::CONFIG_TOML), read(DROP_IN))
+    }
+
+    fn fingerprint(&self, plan: &NodePlan) -> Vec<(String, u64, i64, i64)> {
+        let mut paths = vec![host::CONFIG_TOML.to_string(), DROP_IN.to_string()];
+        paths.extend(plan.files.iter().map(|f| f.path.clone()));
+        paths
+            .iter()
+            .filter_map(|p| {
+                let m = std::fs::metadata(self.node.path(p)).ok()?;
+                Some((p.clone(), m.ino(), m.mtime(), m.mtime_nsec()))
+            })
+            .collect()
+    }
+}
+
+async fn kata_as_far_as_the_host_allows(flavor: Flavor) {
+    let capability = Capability::detect();
+    println!("host capability for Kata: {capability:?}");
+    let f = Fixture::new(flavor);
+    let original = std::fs::read(f.node.config_path()).unwrap();
+    let v1 = plan("v1");
+    let source = payload(f.work.path(), &capability, b"");
+    let options = f.options(&source, v1.clone());
+
+    // Install: payload into its version folder, handlers and Kata's configurations, one restart.
+    let report = agent::install(&options, &f.restarter)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\ncontainerd log:\n{}", f.node.log_tail(40)));
+    assert_eq!(report.restarts, 1, "{report:?}");
+    let version_dir = f.node.path(&format!("{INSTALL_DIR}/v1"));
+    for name in [
+        kata_node::SHIM,
+        "qemu-system-x86_64",
+        kata_node::GUEST_KERNEL,
+    ] {
+        assert!(
+            version_dir.join(name).exists(),
+            "{name} not installed: {report:?}"
+        );
+    }
+    let config = f.containerd_config();
+    for handler in ["kata-qemu", "kata-clh"] {
+        assert!(config.contains(handler), "{handler} missing:\n{config}");
+    }
+    assert!(
+        config.contains("runtime_path = \"/opt/runtime-sandbox/kata/v1/containerd-shim-kata-v2\""),
+        "{config}"
+    );
+    // No devmapper pool here: Firecracker's entry (and its snapshotter) is never written, and
+    // containerd keeps its CRI plugin.
+    let pool = std::fs::metadata(DEVMAPPER_POOL).is_ok_and(|m| m.file_type().is_block_device());
+    println!("devmapper pool {DEVMAPPER_POOL}: {pool}");
+    assert!(
+        !pool,
+        "this test expects no devmapper pool on a test machine"
+    );
+    assert!(
+        !config.contains("kata-fc") && !config.contains("snapshotter = \"devmapper\""),
+        "{config}"
+    );
+    if flavor == Flavor::V2 {
+        assert_eq!(
+            std::fs::read(f.node.config_path()).unwrap(),
+            original,
+            "2.4 uses the drop-in"
+        );
+    }
+    // containerd loaded them (CRI status; 2.x also lists them as runtime handlers).
+    let handlers: Vec<_> = v1.handlers[..2].to_vec();
+    assert_eq!(
+        f.cri.handler_states(&handlers).await.unwrap(),
+        [HandlerState::Loaded, HandlerState::Loaded]
+    );
+    assert_eq!(
+        f.cri
+            .handler("kata-fc", "io.containerd.kata-fc.v2")
+            .await
+            .unwrap(),
+        HandlerState::Missing
+    );
+
+    // The capability check decides the ready labels, with the reason.
+    let label = |h: Hypervisor| {
+        report
+            .labels
+            .iter()
+            .find(|s| s.label == hypervisor_ready_label(h))
+            .unwrap_or_else(|| panic!("no label state for {h:?}: {report:?}"))
+            .ready
+            .clone()
+    };
+    println!("ready labels: {:?}", report.labels);
+    match label(Hypervisor::Qemu) {
+        Ok(()) => assert!(
+            capability.qemu_can_run(),
+            "qemu ready without the capability"
+        ),
+        Err(missing) => {
+            assert!(
+                !capability.qemu_can_run(),
+                "qemu could run but: {missing:?}"
+            );
+            let expected = if capability.kvm {
+                "NoVhostVsock"
+            } else {
+                "NoKVM"
+            };
+            assert_eq!(missing.reason, expected, "{missing:?}");
+        }
+    }
+    // No Cloud Hypervisor in the payload: its label stays off whatever the host.
+    let clh = label(Hypervisor::Clh).unwrap_err();
+    assert!(
+        ["NoKVM", "NoHypervisorBinary"].contains(&clh.reason.as_str()),
+        "{clh:?}"
+    );
+    assert_eq!(label(Hypervisor::Fc).unwrap_err().reason, "NoDevmapperPool");
+
+    // A Kata sandbox reaches the real shim with our configuration file.
+    let attempt = pods::run_pod(
+        &f.pods,
+        "kata-qemu",
+        &["true"],
+        &f.node.path("/var/log/pods"),
+    )
+    .await;
+    if capability.qemu_can_run() {
+        let result = attempt.unwrap_or_else(|e| {
+            panic!("this host can run QEMU VMs, so a Kata pod must run (SANDBOX_KATA_GUEST_DIR must hold Kata's guest kernel and image): {e}")
+        });
+        assert_eq!(result.exit_code, 0, "{result:?}");
+    } else {
+        let error = attempt.expect_err("no VM can start on this host");
+        println!("RunPodSandbox with kata-qemu: {error}");
+        let syslog = f.node.syslog().join("\n");
+        let ours = kata_node::config_path(Hypervisor::Qemu);
+        assert!(
+            error.contains(&ours) || syslog.contains(&ours),
+            "the shim did not load our configuration {ours}:\n{error}\nsyslog:\n{syslog}"
+        );
+        let host_check = if capability.kvm { "vsock" } else { "kvm" };
+        assert!(
+            error.to_lowercase().contains(host_check),
+            "the shim did not fail at its host check ({host_check}): {error}"
+        );
+    }
+    // runc pods are unaffected.
+    let runc = pods::run_pod(
+        &f.pods,
+        "",
+        &["echo", "runc"],
+        &f.node.path("/var/log/pods"),
+    )
+    .await
+    .unwrap();
+    assert_eq!((runc.exit_code, runc.output.trim()), (0, "runc"));
+
+    // Unchanged re-run: nothing written, no restart.
+    let before = f.fingerprint(&v1);
+    let again = agent::install(&options, &f.restarter).await.unwrap();
+    assert_eq!(
+        (again.restarts, again.files.len(), again.binaries.len()),
+        (0, 0, 0),
+        "{again:?}"
+    );
+    assert_eq!(f.fingerprint(&v1), before);
+
+    // A new payload version: a new folder; with no Kata sandbox running the old one goes.
+    assert!(
+        f.cri
+            .sandboxes_of(&v1.handler_names())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let v2 = plan("v2");
+    let source2 = payload(f.work.path(), &capability, b"\0v2");
+    let upgraded = agent::install(&f.options(&source2, v2.clone()), &f.restarter)
+        .await
+        .unwrap();
+    assert_eq!(upgraded.restarts, 1, "{upgraded:?}");
+    assert!(
+        f.node
+            .path(&format!("{INSTALL_DIR}/v2"))
+            .join(kata_node::SHIM)
+            .exists()
+    );
+    assert!(
+        !version_dir.exists(),
+        "v1 stays although no sandbox uses it"
+    );
+    assert!(
+        f.containerd_config()
+            .contains("/opt/runtime-sandbox/kata/v2/")
+    );
+
+    // Uninstall: config.toml byte for byte, handlers gone, payload gone.
+    let removed = agent::uninstall(&f.options(&source2, v2.clone()), &f.restarter)
+        .await
+        .unwrap();
+    assert_eq!(removed.restarts, 1, "{removed:?}");
+    assert_eq!(std::fs::read(f.node.config_path()).unwrap(), original);
+    assert!(!f.node.path(DROP_IN).exists());
+    assert_eq!(
+        f.cri.handler_states(&handlers).await.unwrap(),
+        [HandlerState::Missing, HandlerState::Missing]
+    );
+    assert!(!f.node.path(INSTALL_DIR).join("v2").exists());
+    assert_eq!(f.restarter.calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kata_on_containerd_1_7_config_v2() {
+    kata_as_far_as_the_host_allows(Flavor::V17).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kata_on_containerd_2_4_drop_in() {
+    kata_as_far_as_the_host_allows(Flavor::V2).await;
+}
