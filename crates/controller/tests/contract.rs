@@ -443,10 +443,11 @@ async fn wrong_class_or_type_is_not_touched() {
         .await;
     s.gardenlet_create_with_class("pool-b", None, Some(""))
         .await;
+    // A runtime type this extension does not serve.
     let mut kata = sandbox_api::ContainerRuntime::new(
-        "kata-pool-a",
+        "youki-pool-a",
         serde_json::from_value(json!({
-        "type": "kata", "binaryPath": "/var/bin/containerruntimes",
+        "type": "youki", "binaryPath": "/var/bin/containerruntimes",
         "workerPool": {"name": "pool-a", "selector": {}}}))
         .unwrap(),
     );
@@ -457,7 +458,7 @@ async fn wrong_class_or_type_is_not_touched() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    for name in ["gvisor-pool-a", "gvisor-pool-b", "kata-pool-a"] {
+    for name in ["gvisor-pool-a", "gvisor-pool-b", "youki-pool-a"] {
         let cr = s.runtimes().get(name).await.unwrap();
         assert!(cr.status.is_none(), "{name} was touched");
         assert_eq!(
@@ -719,4 +720,145 @@ async fn migrate_beats_a_pending_deletion() {
         "migration keeps the objects in the shoot"
     );
     s.hold_mr(&pool_mr("pool-a"), false).await;
+}
+
+fn kata_config(fields: serde_json::Value) -> serde_json::Value {
+    let mut config = json!({"apiVersion": "kata.runtime.extensions.config.gardener.cloud/v1alpha1", "kind": "KataConfiguration"});
+    for (k, v) in fields.as_object().unwrap() {
+        config[k.as_str()] = v.clone();
+    }
+    config
+}
+
+/// gVisor and Kata (QEMU) in one pool, Kata (Firecracker, tainted) in another: each runtime
+/// gets its own ManagedResources, each hypervisor its RuntimeClass selecting only its nodes.
+#[tokio::test]
+async fn kata_and_gvisor_in_one_pool_and_kata_in_another() {
+    let cp = env(default_config);
+    let _logs = cp.logs_on_panic();
+    let qemu = kata_config(json!({"hypervisors": ["qemu"]}));
+    let fc = kata_config(json!({"hypervisors": ["fc"], "overhead": {"fc": {"memory": "256Mi"}}}));
+    let s = shoot(
+        cp,
+        "kata",
+        json!({"spec": {"provider": {"workers": [
+            {"name": "pool-a", "cri": {"name": "containerd", "containerRuntimes": [
+                {"type": "gvisor"}, {"type": "kata", "providerConfig": qemu}]}},
+            {"name": "pool-b", "taints": [{"key": "sandbox", "value": "kata", "effect": "NoSchedule"}],
+             "cri": {"name": "containerd", "containerRuntimes": [{"type": "kata", "providerConfig": fc}]}},
+        ]}}}),
+    )
+    .await;
+    let ts_g = s.gardenlet_create("pool-a", None).await;
+    let ts_a = s
+        .gardenlet_create_runtime("kata", "pool-a", Some(qemu.clone()))
+        .await;
+    let ts_b = s
+        .gardenlet_create_runtime("kata", "pool-b", Some(fc.clone()))
+        .await;
+    s.wait_ready("gvisor-pool-a", &ts_g).await;
+    s.wait_ready("kata-pool-a", &ts_a).await;
+    s.wait_ready("kata-pool-b", &ts_b).await;
+    assert_eq!(
+        s.mr_names().await,
+        [
+            SHARED_MR.to_string(),
+            pool_mr("pool-a"),
+            "extension-runtime-kata".to_string(),
+            "extension-runtime-kata-installation-pool-a".to_string(),
+            "extension-runtime-kata-installation-pool-b".to_string(),
+        ]
+    );
+    let kata_mr = s
+        .managed_resources()
+        .get("extension-runtime-kata")
+        .await
+        .unwrap();
+    assert_eq!(
+        kata_mr.metadata.labels.as_ref().unwrap()["origin"],
+        "gardener-extension-runtime-kata"
+    );
+    let shared = s.mr_manifests("extension-runtime-kata").await;
+    let qemu_class = &shared["runtimeclass____kata-qemu.yaml"];
+    assert!(
+        qemu_class.contains("memory: 320Mi") && qemu_class.contains("cpu: 250m"),
+        "{qemu_class}"
+    );
+    assert!(
+        qemu_class.contains("runtime-sandbox.gardener.cloud/kata-qemu-ready: \"true\""),
+        "{qemu_class}"
+    );
+    assert!(
+        !qemu_class.contains("tolerations"),
+        "pool-a is not tainted: {qemu_class}"
+    );
+    let fc_class = &shared["runtimeclass____kata-fc.yaml"];
+    assert!(
+        fc_class.contains("memory: 256Mi") && fc_class.contains("key: sandbox"),
+        "{fc_class}"
+    );
+    assert!(
+        !shared.contains_key("runtimeclass____kata-clh.yaml"),
+        "{:?}",
+        shared.keys()
+    );
+    let policy = &shared["validatingadmissionpolicy____runtime-kata-node-agent-labels.yaml"];
+    assert!(
+        policy.contains("kata-fc-ready") && policy.contains("kata-qemu-state"),
+        "{policy}"
+    );
+
+    let pool_a = s
+        .mr_manifests("extension-runtime-kata-installation-pool-a")
+        .await;
+    let plan_a = &pool_a["configmap__kube-system__containerd-kata-pool-a.yaml"];
+    assert!(
+        plan_a.contains("name: kata-qemu") && !plan_a.contains("kata-fc"),
+        "{plan_a}"
+    );
+    let ds_a = &pool_a["daemonset__kube-system__containerd-kata-pool-a.yaml"];
+    assert!(
+        ds_a.contains("/opt/runtime-sandbox/kata") && ds_a.contains("serviceAccountName: kata"),
+        "{ds_a}"
+    );
+    let pool_b = s
+        .mr_manifests("extension-runtime-kata-installation-pool-b")
+        .await;
+    let plan_b = &pool_b["configmap__kube-system__containerd-kata-pool-b.yaml"];
+    assert!(
+        plan_b.contains("name: kata-fc") && plan_b.contains("snapshotter: devmapper"),
+        "{plan_b}"
+    );
+
+    // A typo in Kata's providerConfig is the owner's configuration problem, naming the field.
+    let ts = s
+        .gardenlet_create_runtime(
+            "kata",
+            "pool-c",
+            Some(kata_config(json!({"hypervisors": ["qemu", "vmware"]}))),
+        )
+        .await;
+    let cr = s
+        .wait_for("kata-pool-c", "an error", |cr| {
+            cr.and_then(|cr| cr.status.as_ref()?.last_operation.clone())
+                .is_some_and(|op| op.state == LastOperationState::Error)
+        })
+        .await
+        .unwrap();
+    let status = cr.status.unwrap();
+    let error = status.last_error.unwrap();
+    assert!(
+        error.description.contains("providerConfig.hypervisors[1]")
+            && error.description.contains("allowed: qemu, clh, fc"),
+        "{}",
+        error.description
+    );
+    assert_eq!(error.codes, ["ERR_CONFIGURATION_PROBLEM"]);
+    let _ = ts;
+
+    for name in ["kata-pool-c", "kata-pool-b", "kata-pool-a", "gvisor-pool-a"] {
+        s.gardenlet_delete(name).await;
+        s.wait_for(name, "gone", |cr| cr.is_none()).await;
+    }
+    assert!(s.mr_names().await.is_empty(), "{:?}", s.mr_names().await);
 }

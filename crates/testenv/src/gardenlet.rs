@@ -41,6 +41,19 @@ pub fn container_runtime(
     cr
 }
 
+/// The ContainerRuntime gardenlet creates for `pool` and `runtime_type`: `<type>-<pool>`.
+pub fn container_runtime_of(
+    namespace: &str,
+    runtime_type: &str,
+    pool: &str,
+    provider_config: Option<Value>,
+) -> ContainerRuntime {
+    let mut cr = container_runtime(namespace, pool, provider_config);
+    cr.metadata.name = Some(format!("{runtime_type}-{pool}"));
+    cr.spec.type_ = runtime_type.to_string();
+    cr
+}
+
 /// Asks for `operation` the way gardenlet does (operation annotation and a new timestamp);
 /// returns the timestamp to wait for.
 pub fn request(cr: &mut ContainerRuntime, operation: &str) -> String {
@@ -136,6 +149,22 @@ impl Shoot {
     ) -> String {
         let mut cr = container_runtime(&self.ns, pool, provider_config);
         cr.spec.class = class.map(String::from);
+        let ts = request(&mut cr, "reconcile");
+        self.runtimes()
+            .create(&PostParams::default(), &cr)
+            .await
+            .unwrap();
+        ts
+    }
+
+    /// Creates `<runtime_type>-<pool>` as gardenlet does; returns the timestamp annotation.
+    pub async fn gardenlet_create_runtime(
+        &self,
+        runtime_type: &str,
+        pool: &str,
+        provider_config: Option<Value>,
+    ) -> String {
+        let mut cr = container_runtime_of(&self.ns, runtime_type, pool, provider_config);
         let ts = request(&mut cr, "reconcile");
         self.runtimes()
             .create(&PostParams::default(), &cr)
