@@ -399,7 +399,10 @@ async fn the_registration_is_accepted_by_gardener_apiserver() {
     let registration = get("core.gardener.cloud/v1beta1", "ControllerRegistration").await;
     assert_eq!(
         registration["spec"]["resources"],
-        json!([{"kind": "ContainerRuntime", "type": "gvisor", "primary": true}])
+        json!([
+            {"kind": "ContainerRuntime", "type": "gvisor", "primary": true},
+            {"kind": "ContainerRuntime", "type": "kata", "primary": true},
+        ])
     );
     assert_eq!(
         registration["spec"]["deployment"]["deploymentRefs"],

@@ -43,7 +43,10 @@ fn every_manifest() {
         .desired(&cr(), &shoot(), "registry.local/node-agent-kata:v3.20.0")
         .unwrap();
     assert_eq!(desired.shared.name, "extension-runtime-kata");
-    assert_eq!(desired.pool.name, "extension-runtime-kata-installation-pool-a");
+    assert_eq!(
+        desired.pool.name,
+        "extension-runtime-kata-installation-pool-a"
+    );
     insta::assert_snapshot!("shared", text(&desired.shared.data));
     insta::assert_snapshot!("pool", text(&desired.pool.data));
     let again = kata
