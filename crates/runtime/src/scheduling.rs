@@ -4,18 +4,28 @@
 
 use k8s_openapi::api::core::v1::Toleration;
 use sandbox_api::Shoot;
+use sandbox_api::shoot::Taint;
 
 /// Tolerations for the taints of every pool of `shoot` that asks for `runtime_type`: one per
 /// distinct (key, value, effect), sorted, so the same pools always give the same bytes.
 /// `None` when no such pool is tainted (the RuntimeClass then has no `tolerations` field).
 pub fn pool_tolerations(shoot: &Shoot, runtime_type: &str) -> Option<Vec<Toleration>> {
-    let mut taints: Vec<_> = shoot
-        .spec
-        .provider
-        .workers
-        .iter()
-        .filter(|w| w.wants_runtime(runtime_type))
-        .flat_map(|w| w.taints.iter())
+    let tolerations = tolerate(
+        shoot
+            .spec
+            .provider
+            .workers
+            .iter()
+            .filter(|w| w.wants_runtime(runtime_type))
+            .flat_map(|w| w.taints.iter()),
+    );
+    Some(tolerations).filter(|t| !t.is_empty())
+}
+
+/// One toleration per distinct taint of `taints` (key, value, effect), sorted.
+pub fn tolerate<'a>(taints: impl IntoIterator<Item = &'a Taint>) -> Vec<Toleration> {
+    let mut taints: Vec<(String, String, String)> = taints
+        .into_iter()
         .map(|t| {
             (
                 t.key.clone(),
@@ -26,10 +36,7 @@ pub fn pool_tolerations(shoot: &Shoot, runtime_type: &str) -> Option<Vec<Tolerat
         .collect();
     taints.sort();
     taints.dedup();
-    if taints.is_empty() {
-        return None;
-    }
-    let tolerations = taints
+    taints
         .into_iter()
         .map(|(key, value, effect)| Toleration {
             key: Some(key),
@@ -40,8 +47,7 @@ pub fn pool_tolerations(shoot: &Shoot, runtime_type: &str) -> Option<Vec<Tolerat
             effect: (!effect.is_empty()).then_some(effect),
             ..Toleration::default()
         })
-        .collect();
-    Some(tolerations)
+        .collect()
 }
 
 #[cfg(test)]

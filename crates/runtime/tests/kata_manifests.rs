@@ -3,7 +3,7 @@
 //! determinism.
 
 use sandbox_api::{ContainerRuntime, Shoot};
-use sandbox_runtime::actuator::{Actuator, actuator};
+use sandbox_runtime::actuator::actuator;
 use serde_json::json;
 
 fn shoot() -> Shoot {

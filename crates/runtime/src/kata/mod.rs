@@ -21,6 +21,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Ro
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use sandbox_api::shoot::Taint;
 use sandbox_api::{ContainerRuntime, Shoot};
 
 use crate::actuator::{Actuator, ActuatorError, Cleanup, Desired, ManagedResourceContent};
@@ -166,9 +167,6 @@ impl Actuator for Kata {
     }
 }
 
-/// A taint as (key, value, effect).
-type TaintKey = (String, String, String);
-
 /// Per offered hypervisor: the RuntimeClass's overhead and tolerations.
 pub type Offers = BTreeMap<Hypervisor, (config::Overhead, Vec<Toleration>)>;
 
@@ -178,8 +176,8 @@ pub type Offers = BTreeMap<Hypervisor, (config::Overhead, Vec<Toleration>)>;
 /// providerConfig is what this reconcile validated). Pools whose providerConfig is invalid are
 /// left out: their own ContainerRuntime reports the error.
 pub fn offers(shoot: &Shoot, current: Option<(&str, &KataConfig)>) -> Offers {
-    let mut offers: BTreeMap<Hypervisor, (config::Overhead, Vec<TaintKey>)> = BTreeMap::new();
-    let mut pools: Vec<(String, Option<KataConfig>, Vec<TaintKey>)> = shoot
+    let mut offers: BTreeMap<Hypervisor, (config::Overhead, Vec<&Taint>)> = BTreeMap::new();
+    let mut pools: Vec<(&str, Option<KataConfig>, &[Taint])> = shoot
         .spec
         .provider
         .workers
@@ -195,24 +193,17 @@ pub fn offers(shoot: &Shoot, current: Option<(&str, &KataConfig)>) -> Offers {
                         .find(|r| r.type_ == RUNTIME_TYPE)
                 })
                 .and_then(|r| r.provider_config.as_ref());
-            let taints = w
-                .taints
-                .iter()
-                .map(|t| {
-                    (
-                        t.key.clone(),
-                        t.value.clone().unwrap_or_default(),
-                        t.effect.clone(),
-                    )
-                })
-                .collect();
-            (w.name.clone(), config::parse(raw).ok(), taints)
+            (
+                w.name.as_str(),
+                config::parse(raw).ok(),
+                w.taints.as_slice(),
+            )
         })
         .collect();
     if let Some((pool, config)) = current {
-        match pools.iter_mut().find(|(name, _, _)| name == pool) {
+        match pools.iter_mut().find(|(name, _, _)| *name == pool) {
             Some(entry) => entry.1 = Some(config.clone()),
-            None => pools.push((pool.to_string(), Some(config.clone()), Vec::new())),
+            None => pools.push((pool, Some(config.clone()), &[])),
         }
     }
     for (_, config, taints) in pools {
@@ -223,26 +214,12 @@ pub fn offers(shoot: &Shoot, current: Option<(&str, &KataConfig)>) -> Offers {
                 .entry(*h)
                 .or_insert_with(|| (overhead.clone(), Vec::new()));
             entry.0 = larger(&entry.0, overhead);
-            entry.1.extend(taints.iter().cloned());
+            entry.1.extend(taints);
         }
     }
     offers
         .into_iter()
-        .map(|(h, (overhead, mut taints))| {
-            taints.sort();
-            taints.dedup();
-            let tolerations = taints
-                .into_iter()
-                .map(|(key, value, effect)| Toleration {
-                    key: Some(key),
-                    operator: Some("Equal".into()),
-                    value: Some(value),
-                    effect: (!effect.is_empty()).then_some(effect),
-                    ..Toleration::default()
-                })
-                .collect();
-            (h, (overhead, tolerations))
-        })
+        .map(|(h, (overhead, taints))| (h, (overhead, crate::scheduling::tolerate(taints))))
         .collect()
 }
 
