@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{
     DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet,
 };
+use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar,
     EnvVarSource, HTTPGetAction, HostPathVolumeSource, NodeAffinity, NodeSelector,
@@ -18,6 +19,7 @@ use k8s_openapi::api::core::v1::{
     PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Toleration,
     Volume, VolumeMount,
 };
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -39,6 +41,10 @@ pub struct Agent {
     pub service_account: &'static str,
     /// The `origin` label of the pods.
     pub origin: &'static str,
+    /// ClusterRole (and binding) that lets the agent label nodes.
+    pub cluster_role: &'static str,
+    /// ValidatingAdmissionPolicy (and binding) narrowing that to its own node's labels.
+    pub label_policy: &'static str,
 }
 
 /// Where the node agent sees the host's root file system.
@@ -66,6 +72,67 @@ pub struct PoolInput<'a> {
 }
 
 impl Agent {
+    /// Adds what the agents of all pools share to `set`: their ServiceAccount, the permission
+    /// to label nodes (RBAC: nodes get/patch), and the policy that narrows it to `labels` (and
+    /// their state annotations) on the agent's own node.
+    pub fn add_shared_objects(
+        &self,
+        set: &mut ObjectSet,
+        labels: &[&str],
+    ) -> Result<(), RenderError> {
+        let service_account = ServiceAccount {
+            metadata: ObjectMeta {
+                name: Some(self.service_account.into()),
+                namespace: Some(SHOOT_NAMESPACE.into()),
+                ..ObjectMeta::default()
+            },
+            automount_service_account_token: Some(false),
+            ..ServiceAccount::default()
+        };
+        // The agent labels its own node: nodes get and patch, nothing else.
+        let cluster_role = ClusterRole {
+            metadata: ObjectMeta {
+                name: Some(self.cluster_role.into()),
+                ..ObjectMeta::default()
+            },
+            rules: Some(vec![PolicyRule {
+                api_groups: Some(vec![String::new()]),
+                resources: Some(vec!["nodes".into()]),
+                verbs: vec!["get".into(), "patch".into()],
+                ..PolicyRule::default()
+            }]),
+            ..ClusterRole::default()
+        };
+        let binding = ClusterRoleBinding {
+            metadata: ObjectMeta {
+                name: Some(self.cluster_role.into()),
+                ..ObjectMeta::default()
+            },
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "ClusterRole".into(),
+                name: self.cluster_role.into(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".into(),
+                name: self.service_account.into(),
+                namespace: Some(SHOOT_NAMESPACE.into()),
+                ..Subject::default()
+            }]),
+        };
+        set.add(&service_account)?;
+        set.add(&cluster_role)?;
+        set.add(&binding)?;
+        // RBAC lets it patch any node; the policy narrows that to its own node's labels.
+        crate::node_label_policy::add_node_label_policy(
+            set,
+            self.label_policy,
+            SHOOT_NAMESPACE,
+            self.service_account,
+            labels,
+        )
+    }
+
     /// Name of the pool's installer DaemonSet and ConfigMap in `kube-system`.
     pub fn installer_name(&self, pool: &str) -> String {
         format!("{}-{pool}", self.app)

@@ -12,9 +12,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::installation::{self, Agent, PoolInput};
 
-use k8s_openapi::api::core::v1::{ServiceAccount, Toleration};
+use k8s_openapi::api::core::v1::Toleration;
 use k8s_openapi::api::node::v1::{RuntimeClass, Scheduling};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use sandbox_api::{ContainerRuntime, Shoot};
@@ -58,6 +57,8 @@ pub const AGENT: Agent = Agent {
     app: "containerd-gvisor",
     service_account: SERVICE_ACCOUNT,
     origin: ORIGIN,
+    cluster_role: NODE_AGENT_CLUSTER_ROLE,
+    label_policy: NODE_LABEL_POLICY,
 };
 
 /// Name of the pool's installer DaemonSet and ConfigMap in `kube-system` (as in the Go extension).
@@ -251,58 +252,8 @@ pub fn shared_objects(tolerations: Option<Vec<Toleration>>) -> Result<ObjectSet,
         }),
         overhead: None,
     };
-    let service_account = ServiceAccount {
-        metadata: ObjectMeta {
-            name: Some(SERVICE_ACCOUNT.into()),
-            namespace: Some(SHOOT_NAMESPACE.into()),
-            ..ObjectMeta::default()
-        },
-        automount_service_account_token: Some(false),
-        ..ServiceAccount::default()
-    };
-    // The agent labels its own node: nodes get and patch, nothing else.
-    let cluster_role = ClusterRole {
-        metadata: ObjectMeta {
-            name: Some(NODE_AGENT_CLUSTER_ROLE.into()),
-            ..ObjectMeta::default()
-        },
-        rules: Some(vec![PolicyRule {
-            api_groups: Some(vec![String::new()]),
-            resources: Some(vec!["nodes".into()]),
-            verbs: vec!["get".into(), "patch".into()],
-            ..PolicyRule::default()
-        }]),
-        ..ClusterRole::default()
-    };
-    let binding = ClusterRoleBinding {
-        metadata: ObjectMeta {
-            name: Some(NODE_AGENT_CLUSTER_ROLE.into()),
-            ..ObjectMeta::default()
-        },
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "ClusterRole".into(),
-            name: NODE_AGENT_CLUSTER_ROLE.into(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: SERVICE_ACCOUNT.into(),
-            namespace: Some(SHOOT_NAMESPACE.into()),
-            ..Subject::default()
-        }]),
-    };
     let mut set = ObjectSet::default();
     set.add(&runtime_class)?;
-    set.add(&service_account)?;
-    set.add(&cluster_role)?;
-    set.add(&binding)?;
-    // RBAC lets it patch any node; the policy narrows that to its own node's ready label.
-    crate::node_label_policy::add_node_label_policy(
-        &mut set,
-        NODE_LABEL_POLICY,
-        SHOOT_NAMESPACE,
-        SERVICE_ACCOUNT,
-        &[NODE_READY_LABEL],
-    )?;
+    AGENT.add_shared_objects(&mut set, &[NODE_READY_LABEL])?;
     Ok(set)
 }

@@ -15,9 +15,8 @@ pub use node::node_plan;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{ServiceAccount, Toleration};
+use k8s_openapi::api::core::v1::Toleration;
 use k8s_openapi::api::node::v1::{Overhead, RuntimeClass, Scheduling};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -55,6 +54,8 @@ pub const AGENT: Agent = Agent {
     app: "containerd-kata",
     service_account: SERVICE_ACCOUNT,
     origin: ORIGIN,
+    cluster_role: NODE_AGENT_CLUSTER_ROLE,
+    label_policy: NODE_LABEL_POLICY,
 };
 
 /// The handler and RuntimeClass of `h`: `kata-qemu`, `kata-clh`, `kata-fc`.
@@ -297,59 +298,11 @@ pub fn shared_objects(offers: &Offers) -> Result<ObjectSet, RenderError> {
         };
         set.add(&runtime_class)?;
     }
-    let service_account = ServiceAccount {
-        metadata: ObjectMeta {
-            name: Some(SERVICE_ACCOUNT.into()),
-            namespace: Some(installation::SHOOT_NAMESPACE.into()),
-            ..ObjectMeta::default()
-        },
-        automount_service_account_token: Some(false),
-        ..ServiceAccount::default()
-    };
-    let cluster_role = ClusterRole {
-        metadata: ObjectMeta {
-            name: Some(NODE_AGENT_CLUSTER_ROLE.into()),
-            ..ObjectMeta::default()
-        },
-        rules: Some(vec![PolicyRule {
-            api_groups: Some(vec![String::new()]),
-            resources: Some(vec!["nodes".into()]),
-            verbs: vec!["get".into(), "patch".into()],
-            ..PolicyRule::default()
-        }]),
-        ..ClusterRole::default()
-    };
-    let binding = ClusterRoleBinding {
-        metadata: ObjectMeta {
-            name: Some(NODE_AGENT_CLUSTER_ROLE.into()),
-            ..ObjectMeta::default()
-        },
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "ClusterRole".into(),
-            name: NODE_AGENT_CLUSTER_ROLE.into(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: SERVICE_ACCOUNT.into(),
-            namespace: Some(installation::SHOOT_NAMESPACE.into()),
-            ..Subject::default()
-        }]),
-    };
-    set.add(&service_account)?;
-    set.add(&cluster_role)?;
-    set.add(&binding)?;
     let labels: Vec<String> = std::iter::once(NODE_READY_LABEL.to_string())
         .chain(Hypervisor::ALL.map(hypervisor_ready_label))
         .collect();
     let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
-    crate::node_label_policy::add_node_label_policy(
-        &mut set,
-        NODE_LABEL_POLICY,
-        installation::SHOOT_NAMESPACE,
-        SERVICE_ACCOUNT,
-        &labels,
-    )?;
+    AGENT.add_shared_objects(&mut set, &labels)?;
     Ok(set)
 }
 
