@@ -103,26 +103,61 @@ build_kube_apiserver() {
 }
 
 # What a test shoot adds to kube-apiserver: kube-controller-manager, kube-scheduler and the
-# kubelet, in one `go build` (kube-apiserver stays alone so that `make demo` builds only it).
+# kubelet, in one `go build`. `make demo` needs only kube-apiserver (build_kube_apiserver);
+# `all` builds the four together (build_kubernetes), which shares one module download and
+# keeps both cores busy across the link steps.
 build_kubernetes_node() {
   local dir
   dir=$(tool_path kubernetes-node)
   [ -x "$dir/kubelet" ] && [ -x "$dir/kube-controller-manager" ] && [ -x "$dir/kube-scheduler" ] && return 0
+  build_kubernetes_binaries "" kube-controller-manager kube-scheduler kubelet
+}
+
+# Everything from k8s.io/kubernetes that `all` needs, building only what is missing.
+build_kubernetes() {
+  local node
+  node=$(tool_path kubernetes-node)
+  local want=()
+  [ -x "$(tool_path kube-apiserver)" ] || want+=(kube-apiserver)
+  [ -x "$node/kubelet" ] && [ -x "$node/kube-controller-manager" ] && [ -x "$node/kube-scheduler" ] \
+    || want+=(kube-controller-manager kube-scheduler kubelet)
+  case ${#want[@]} in
+    0) return 0 ;;
+    1) build_kube_apiserver ;;
+    3) build_kubernetes_node ;;
+    *) build_kubernetes_binaries "$(dirname "$(tool_path kube-apiserver)")" "${want[@]}" ;;
+  esac
+}
+
+# build_kubernetes_binaries APISERVER_DIR CMD...: one `go build` of the given k8s.io/kubernetes
+# commands; kube-apiserver (if listed) is published to APISERVER_DIR, the others to the
+# kubernetes-node folder.
+build_kubernetes_binaries() {
+  local apiserver_dir=$1; shift
+  local node_dir; node_dir=$(tool_path kubernetes-node)
   need_go
-  echo "building kube-controller-manager, kube-scheduler and kubelet $KUBERNETES_VERSION from the Go module proxy (takes several minutes once)..." >&2
+  echo "building $* $KUBERNETES_VERSION from the Go module proxy (takes several minutes once)..." >&2
   local work; work=$(mktemp -d)
   mkdir -p "$TOOLS_DIR"
+  local cmd apps=() pkgs=() node=()
+  for cmd in "$@"; do
+    apps+=("k8s.io/kubernetes/cmd/$cmd/app")
+    pkgs+=("k8s.io/kubernetes/cmd/$cmd")
+    [ "$cmd" = kube-apiserver ] || node+=("$cmd")
+  done
   (
     cd "$work"
-    kubernetes_module "$work" k8s.io/kubernetes/cmd/kube-controller-manager/app \
-      k8s.io/kubernetes/cmd/kube-scheduler/app k8s.io/kubernetes/cmd/kubelet/app
+    kubernetes_module "$work" "${apps[@]}"
     mkdir -p "$work/bin"
-    GOEXPERIMENT=$(go_experiment) CGO_ENABLED=0 run_go "building kube-controller-manager, kube-scheduler and kubelet" "$work/log" \
-      go build -trimpath -ldflags "$(kubernetes_ldflags)" -o "$work/bin/" \
-      k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet
-    mv "$work"/bin/* "$work/"
+    GOEXPERIMENT=$(go_experiment) CGO_ENABLED=0 run_go "building $*" "$work/log" \
+      go build -trimpath -ldflags "$(kubernetes_ldflags)" -o "$work/bin/" "${pkgs[@]}"
   )
-  publish "$dir" "$work" kube-controller-manager kube-scheduler kubelet
+  if [ -n "$apiserver_dir" ]; then
+    mkdir -p "$work/apiserver" && mv "$work/bin/kube-apiserver" "$work/apiserver/"
+    publish "$apiserver_dir" "$work/apiserver" kube-apiserver
+  fi
+  mv "$work"/bin/* "$work/"
+  publish "$node_dir" "$work" "${node[@]}"
 }
 
 build_etcd() {
@@ -364,7 +399,7 @@ ensure() {
     kata) build_kata ;;
     # What a control plane needs (make demo, make control-plane): nothing for nodes.
     control-plane) fetch_gardener_crds; build_etcd; build_kube_apiserver ;;
-    all) fetch_gardener_crds; build_etcd; build_kube_apiserver; build_kubernetes_node; build_gvisor; build_gvisor_arm64; build_containerd; build_containerd17; build_gvisor_extension; build_gardener; build_kata ;;
+    all) fetch_gardener_crds; build_etcd; build_kubernetes; build_gvisor; build_gvisor_arm64; build_containerd; build_containerd17; build_gvisor_extension; build_gardener; build_kata ;;
     *) die "unknown tool '$1' (known: kube-apiserver, etcd, kubernetes-node, gardener-crds, gvisor, gvisor-arm64, containerd, containerd17, gvisor-extension, gardener, kata, all)" ;;
   esac
 }

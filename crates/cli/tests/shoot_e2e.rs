@@ -607,9 +607,17 @@ async fn a_gvisor_pod_runs_on_a_node_our_agent_prepared_and_the_pool_can_drop_it
         )
         .await
         .unwrap();
+    // The DaemonSet's status still counts the deleted pod as ready for a moment: wait for its
+    // replacement first, then for the node to be verified again.
+    let replacement = eventually(120, "the deleted agent pod's replacement", async || {
+        w.installer_pod()
+            .await
+            .filter(|p| p.metadata.uid != fresh.metadata.uid)
+    })
+    .await;
     w.wait_verified(180, "converged after the agent pod was deleted")
         .await;
-    let before = w.installer_pod().await.unwrap().metadata.uid;
+    let before = replacement.metadata.uid;
     w.set_flags(None).await;
     eventually(120, "the rolled installer pod", async || {
         w.installer_pod().await.filter(|p| p.metadata.uid != before)

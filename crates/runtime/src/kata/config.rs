@@ -352,6 +352,22 @@ pub fn parse(provider_config: Option<&Value>) -> Result<KataConfig, ConfigError>
     Ok(config)
 }
 
+/// Bytes of a validated `<digits><Ki|Mi|Gi|Ti>` size; None for anything else.
+pub fn memory_bytes(text: &str) -> Option<u64> {
+    if !is_memory(text) {
+        return None;
+    }
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let n: u64 = digits.parse().ok()?;
+    let shift = match &text[digits.len()..] {
+        "Ki" => 10,
+        "Mi" => 20,
+        "Gi" => 30,
+        _ => 40,
+    };
+    n.checked_mul(1 << shift)
+}
+
 /// `<digits><Ki|Mi|Gi|Ti>` (binary suffixes only: what memory is sized in).
 fn is_memory(text: &str) -> bool {
     let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());

@@ -8,6 +8,7 @@
 //! `extension-runtime-kata-installation-<pool>`).
 
 pub mod config;
+pub mod devmapper;
 pub mod node;
 
 pub use config::{Hypervisor, KataConfig};
