@@ -14,7 +14,7 @@ use sandbox_controller::metrics::{self, Metrics};
 use sandbox_controller::{ControllerConfig, Error as ControllerError};
 use sandbox_health::Readiness;
 use sandbox_runtime::image::{DEFAULT_IMAGE_VECTOR, ImageVector, NODE_AGENT_IMAGE};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::common::{bind_address, init_logging, shutdown_signal};
 
@@ -70,6 +70,73 @@ pub struct Args {
     /// Version of the Gardener that deployed us (informational).
     #[arg(long)]
     gardener_version: Option<String>,
+    /// How the seed's API server reaches the webhook: `service` (our Service in
+    /// --webhook-config-namespace) or `url` (--webhook-config-url, when running outside).
+    #[arg(long, default_value = "service", value_parser = ["service", "url"])]
+    webhook_config_mode: String,
+    /// `host:port` the API server calls in `url` mode.
+    #[arg(long)]
+    webhook_config_url: Option<String>,
+    /// Namespace of the webhook's Service and certificate Secrets; the pod's by default.
+    #[arg(long, env = "WEBHOOK_CONFIG_NAMESPACE")]
+    webhook_config_namespace: Option<String>,
+    /// Port of our Service the API server calls in `service` mode.
+    #[arg(long, default_value_t = 443)]
+    webhook_config_service_port: u16,
+    /// Address the webhook server binds to.
+    #[arg(long, default_value = "0.0.0.0")]
+    webhook_config_server_host: String,
+    /// Port of the webhook server.
+    #[arg(long, default_value_t = 10250)]
+    webhook_config_server_port: u16,
+    /// How often the webhook's certificates and registration are checked and renewed when due.
+    #[arg(long, default_value_t = 300)]
+    webhook_config_sync_period_seconds: u64,
+    /// Webhooks to switch off (comma-separated): `kata-devmapper`. A disabled webhook is
+    /// deregistered.
+    #[arg(long, value_delimiter = ',', value_parser = ["kata-devmapper"])]
+    disable_webhooks: Vec<String>,
+}
+
+/// The webhook server's options, or None when it is disabled.
+fn webhook_options(args: &Args) -> anyhow::Result<Option<sandbox_webhook::Options>> {
+    use sandbox_webhook::registration::{Config, Mode};
+    if args.disable_webhooks.iter().any(|w| w == "kata-devmapper") {
+        return Ok(None);
+    }
+    let mode = match args.webhook_config_mode.as_str() {
+        "url" => Mode::Url {
+            host_port: args
+                .webhook_config_url
+                .clone()
+                .context("--webhook-config-mode=url needs --webhook-config-url")?,
+        },
+        _ => Mode::Service {
+            port: args.webhook_config_service_port,
+        },
+    };
+    let Some(namespace) = args.webhook_config_namespace.clone().or_else(own_namespace) else {
+        // Outside a cluster without a namespace for its Secrets (a developer's `make start`):
+        // nothing could reach a Service-mode webhook anyway. The chart always passes one.
+        warn!(
+            "the webhook is not served: no --webhook-config-namespace and no pod namespace \
+             (run with --webhook-config-mode=url --webhook-config-url=HOST:PORT \
+             --webhook-config-namespace=NS to serve it from outside the cluster)"
+        );
+        return Ok(None);
+    };
+    let bind = bind_address(
+        "webhook-config-server-host/port",
+        &format!(
+            "{}:{}",
+            args.webhook_config_server_host, args.webhook_config_server_port
+        ),
+    )?;
+    Ok(Some(sandbox_webhook::Options {
+        registration: Config { mode, namespace },
+        bind,
+        renew_period: Duration::from_secs(args.webhook_config_sync_period_seconds.max(1)),
+    }))
 }
 
 /// Our image vector with the operator's `IMAGEVECTOR_OVERWRITE` applied.
@@ -129,7 +196,11 @@ async fn serve(
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    init_logging(&args.log_level, &args.log_format, &["sandbox_controller"]);
+    init_logging(
+        &args.log_level,
+        &args.log_format,
+        &["sandbox_controller", "sandbox_webhook"],
+    );
     let health = bind_address("health-bind-address", &args.health_bind_address)?;
     let metrics_addr = bind_address("metrics-bind-address", &args.metrics_bind_address)?;
     let vector = image_vector()?;
@@ -141,6 +212,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let client = client(args.kubeconfig.as_ref()).await?;
     info!(version = env!("CARGO_PKG_VERSION"), gardener_version = args.gardener_version.as_deref().unwrap_or("unknown"), %image, "starting the controller");
+
+    let webhook = match webhook_options(&args)? {
+        Some(options) => tokio::spawn(sandbox_webhook::run(
+            client.clone(),
+            options,
+            shutdown_signal(),
+        )),
+        None => {
+            sandbox_webhook::registration::deregister(&client).await?;
+            info!("webhooks disabled; the webhook configuration is removed");
+            tokio::spawn(std::future::pending())
+        }
+    };
 
     let metrics = Arc::new(Metrics::default());
     let readiness = Readiness::default();
@@ -208,6 +292,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         lost = async { match &election { Some(e) => e.keep().await, None => std::future::pending().await } } => lost,
         result = server => bail!("the health/metrics server stopped: {result:?}"),
+        result = webhook => bail!("the webhook server stopped: {result:?}"),
     };
     error!(error = %lost, "lost leadership; exiting");
     Err(lost.into())

@@ -116,6 +116,48 @@ fn default_render_is_what_an_operator_expects() {
             .as_str()
             .is_some_and(|v| v.contains("8080"))
     );
+    // The seed webhook: flags, the Service port the registration names, the API server let in.
+    for flag in [
+        "--webhook-config-namespace=extension-runtime-sandbox",
+        "--webhook-config-service-port=443",
+        "--webhook-config-server-port=10250",
+    ] {
+        assert!(args.contains(&flag), "{flag} missing from {args:?}");
+    }
+    assert_eq!(
+        service["metadata"]["name"],
+        "gardener-extension-runtime-sandbox"
+    );
+    assert!(
+        service["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["port"] == 443 && p["targetPort"] == "webhook-server")
+    );
+    assert_eq!(
+        service["metadata"]["annotations"]["networking.resources.gardener.cloud/from-all-webhook-targets-allowed-ports"],
+        r#"[{"port":10250,"protocol":"TCP"}]"#
+    );
+    // Disabled: no port, no registration rights but the one to remove it.
+    let disabled = render(&["--set", "disableWebhooks={kata-devmapper}"]);
+    let container =
+        &object(&disabled, "Deployment").unwrap()["spec"]["template"]["spec"]["containers"][0];
+    assert!(
+        container["command"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("--disable-webhooks=kata-devmapper"))
+    );
+    let role = object(&disabled, "ClusterRole").unwrap();
+    let webhook_rule = role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resources"] == json!(["mutatingwebhookconfigurations"]))
+        .unwrap();
+    assert_eq!(webhook_rule["verbs"], json!(["delete"]));
+
     let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
     assert_eq!(annotations["prometheus.io/scrape"], "true");
 

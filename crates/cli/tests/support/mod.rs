@@ -82,16 +82,22 @@ pub fn chart_controller_args(values: &[&str], health: u16, metrics: u16) -> Vec<
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
     assert_eq!(command[0], "/gardener-extension-runtime-sandbox");
-    command[1..]
+    // The webhook server on a free loopback port (the chart's 10250 is the kubelet's here).
+    let webhook = sandbox_testenv::free_port().unwrap();
+    let mut args: Vec<String> = command[1..]
         .iter()
         .map(|a| {
             if a.starts_with("--metrics-bind-address=") {
                 format!("--metrics-bind-address=127.0.0.1:{metrics}")
             } else if a.starts_with("--health-bind-address=") {
                 format!("--health-bind-address=127.0.0.1:{health}")
+            } else if a.starts_with("--webhook-config-server-port=") {
+                format!("--webhook-config-server-port={webhook}")
             } else {
                 a.clone()
             }
         })
-        .collect()
+        .collect();
+    args.push("--webhook-config-server-host=127.0.0.1".into());
+    args
 }

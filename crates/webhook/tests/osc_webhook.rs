@@ -1,0 +1,334 @@
+//! The OperatingSystemConfig webhook with the real kube-apiserver calling it: registration
+//! (certificates in Secrets, the MutatingWebhookConfiguration with our CA bundle, owned by the
+//! extension's namespace), the devmapper unit added only to reconcile OSCs of pools offering
+//! Firecracker, idempotence (a second mutation changes no byte), and a CA renewal that keeps
+//! the API server's calls working throughout.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::Api;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use sandbox_runtime::kata::devmapper::{SCRIPT, UNIT};
+use sandbox_testenv::{ControlPlane, free_port, gardenlet};
+use sandbox_webhook::certificates::{NOT_AFTER, NOT_BEFORE};
+use sandbox_webhook::registration::{self, CA_SECRET, Mode, NAME, SERVER_SECRET};
+use serde_json::{Value, json};
+
+fn osc_api(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk(
+        "extensions.gardener.cloud",
+        "v1alpha1",
+        "OperatingSystemConfig",
+    );
+    Api::namespaced_with(client.clone(), ns, &ApiResource::from_gvk(&gvk))
+}
+
+fn osc(name: &str, pool: &str, purpose: &str) -> DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "extensions.gardener.cloud/v1alpha1",
+        "kind": "OperatingSystemConfig",
+        "metadata": {"name": name, "labels": {"worker.gardener.cloud/pool": pool}},
+        "spec": {
+            "type": "debian",
+            "purpose": purpose,
+            "files": [{"path": "/etc/gardener/x", "permissions": 0o644,
+                       "content": {"inline": {"encoding": "", "data": "x"}}}],
+            "units": [{"name": "containerd.service", "command": "start", "enable": true}],
+        }
+    }))
+    .unwrap()
+}
+
+fn ours(object: &DynamicObject) -> (usize, usize) {
+    let files = object.data["spec"]["files"]
+        .as_array()
+        .map_or(0, |f| f.iter().filter(|f| f["path"] == SCRIPT).count());
+    let units = object.data["spec"]["units"]
+        .as_array()
+        .map_or(0, |u| u.iter().filter(|u| u["name"] == UNIT).count());
+    (files, units)
+}
+
+fn kata(hypervisors: &[&str]) -> Value {
+    json!({"name": "containerd", "containerRuntimes": [{"type": "kata", "providerConfig": {
+        "apiVersion": "kata.runtime.extensions.config.gardener.cloud/v1alpha1",
+        "kind": "KataConfiguration", "hypervisors": hypervisors}}]})
+}
+
+/// Dry-run creates of `object` until the API server calls our webhook (its configuration
+/// reaches the API server's admission chain asynchronously), returning the mutated object.
+async fn until_mutated(api: &Api<DynamicObject>, object: &DynamicObject) -> DynamicObject {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let created = api
+            .create(
+                &PostParams {
+                    dry_run: true,
+                    ..PostParams::default()
+                },
+                object,
+            )
+            .await
+            .unwrap();
+        if ours(&created) == (1, 1) {
+            return created;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the API server never called the webhook"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_api_server_calls_the_webhook_for_pools_offering_firecracker_only() {
+    let cp = ControlPlane::start().await.unwrap();
+    let _logs = cp.logs_on_panic();
+    let client = cp.client().await.unwrap();
+    let extension_ns = cp
+        .namespace(&client, "extension-runtime-sandbox")
+        .await
+        .unwrap();
+    let shoot_ns = cp.namespace(&client, "shoot--p--kata").await.unwrap();
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            &shoot_ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"gardener.cloud/role": "shoot"}}})),
+        )
+        .await
+        .unwrap();
+    gardenlet::create_cluster(
+        &client,
+        &shoot_ns,
+        json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot",
+        "metadata": {"name": "kata", "namespace": "garden-p"},
+        "spec": {"provider": {"type": "local", "workers": [
+            {"name": "fc", "cri": kata(&["qemu", "fc"])},
+            {"name": "qemu", "cri": kata(&["qemu"])},
+        ]}}}),
+    )
+    .await;
+
+    // Register and serve, as the controller does in `url` mode.
+    let port = free_port().unwrap();
+    let options = sandbox_webhook::Options {
+        registration: registration::Config {
+            mode: Mode::Url {
+                host_port: format!("127.0.0.1:{port}"),
+            },
+            namespace: extension_ns.clone(),
+        },
+        bind: format!("127.0.0.1:{port}").parse().unwrap(),
+        renew_period: Duration::from_secs(2),
+    };
+    let server = tokio::spawn(sandbox_webhook::run(
+        client.clone(),
+        options.clone(),
+        std::future::pending(),
+    ));
+
+    // The registration: Secrets, the configuration with our bundle, owned by our namespace.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let configs = Api::<MutatingWebhookConfiguration>::all(client.clone());
+    let config = loop {
+        if let Some(c) = configs.get_opt(NAME).await.unwrap() {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "no MutatingWebhookConfiguration");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let secrets = Api::<Secret>::namespaced(client.clone(), &extension_ns);
+    let ca = secrets.get(CA_SECRET).await.unwrap();
+    let bundle = &ca.data.as_ref().unwrap()["bundle.crt"].0;
+    let webhook = &config.webhooks.as_ref().unwrap()[0];
+    assert_eq!(webhook.client_config.ca_bundle.as_ref().unwrap().0, *bundle);
+    let owner = &config.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("Namespace", extension_ns.as_str())
+    );
+    assert!(secrets.get_opt(SERVER_SECRET).await.unwrap().is_some());
+
+    // A reconcile OSC of the fc pool: our script and unit, once.
+    let oscs = osc_api(&client, &shoot_ns);
+    let fc = osc("gardener-node-agent-fc-77ac3", "fc", "reconcile");
+    until_mutated(&oscs, &fc).await;
+    let created = oscs.create(&PostParams::default(), &fc).await.unwrap();
+    assert_eq!(ours(&created), (1, 1));
+    let unit = created.data["spec"]["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == UNIT)
+        .unwrap();
+    assert!(
+        unit["content"]
+            .as_str()
+            .unwrap()
+            .contains("Before=containerd.service")
+    );
+    assert_eq!(
+        created.data["spec"]["files"][0]["path"], "/etc/gardener/x",
+        "other files kept, first"
+    );
+
+    // A second mutation is a no-op: writing the object back unchanged changes no byte, so the
+    // API server does not even bump the resourceVersion.
+    let again = oscs
+        .replace(
+            &created.metadata.name.clone().unwrap(),
+            &PostParams::default(),
+            &created,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        again.metadata.resource_version,
+        created.metadata.resource_version
+    );
+    assert_eq!(again.data["spec"], created.data["spec"]);
+
+    // gardenlet rewrites the OSC from scratch (without our entries): they come back, once.
+    let mut rewritten = osc("gardener-node-agent-fc-77ac3", "fc", "reconcile");
+    rewritten.metadata.resource_version = again.metadata.resource_version.clone();
+    rewritten.data["spec"]["files"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"path": "/etc/gardener/y", "content": {"inline": {"encoding": "", "data": "y"}}}));
+    let updated = oscs
+        .replace(
+            "gardener-node-agent-fc-77ac3",
+            &PostParams::default(),
+            &rewritten,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ours(&updated), (1, 1));
+    assert_eq!(updated.data["spec"]["files"].as_array().unwrap().len(), 3);
+
+    // Left alone: another pool's OSC, the provision OSC, a namespace that is not a shoot's.
+    let qemu = oscs
+        .create(
+            &PostParams::default(),
+            &osc("gardener-node-agent-qemu-1", "qemu", "reconcile"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ours(&qemu), (0, 0));
+    let provision = oscs
+        .create(
+            &PostParams::default(),
+            &osc("gardener-node-agent-fc-77ac3-init", "fc", "provision"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ours(&provision), (0, 0));
+    let other_ns = cp.namespace(&client, "not-a-shoot").await.unwrap();
+    let foreign = osc_api(&client, &other_ns)
+        .create(
+            &PostParams::default(),
+            &osc("gardener-node-agent-fc-1", "fc", "reconcile"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ours(&foreign), (0, 0));
+
+    // CA renewal: the CA looks 25 days old. One round renews it (the bundle carries old and
+    // new), re-issues the server certificate, and the API server keeps calling us.
+    let old_ca = String::from_utf8(ca.data.as_ref().unwrap()["ca.crt"].0.clone()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let aged: BTreeMap<String, String> = BTreeMap::from([
+        (NOT_BEFORE.to_string(), (now - 25 * 86400).to_string()),
+        (NOT_AFTER.to_string(), (now + 5 * 86400).to_string()),
+    ]);
+    secrets
+        .patch(
+            CA_SECRET,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": aged}})),
+        )
+        .await
+        .unwrap();
+    // The server's next round renews (every 2 s here).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let renewed_bundle = loop {
+        let renewed = secrets.get(CA_SECRET).await.unwrap();
+        let bundle =
+            String::from_utf8(renewed.data.as_ref().unwrap()["bundle.crt"].0.clone()).unwrap();
+        if bundle.matches("BEGIN CERTIFICATE").count() == 2 {
+            break bundle;
+        }
+        assert!(Instant::now() < deadline, "the CA was not renewed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        renewed_bundle.ends_with(&old_ca),
+        "the previous CA stays in the bundle"
+    );
+    let new_ca = renewed_bundle.strip_suffix(&old_ca).unwrap().to_string();
+    // The bundle reaches the configuration right after the Secret (same round).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let config = configs.get(NAME).await.unwrap();
+        let webhook = &config.webhooks.as_ref().unwrap()[0];
+        if webhook.client_config.ca_bundle.as_ref().unwrap().0 == renewed_bundle.as_bytes() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the renewed bundle never reached the configuration"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The running server now serves a certificate of the new CA (a client trusting only the
+    // new CA completes its handshake), and the API server keeps calling us.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !handshake_trusting(&new_ca, port).await {
+        assert!(
+            Instant::now() < deadline,
+            "the server never served the renewed certificate"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !handshake_trusting(&old_ca, port).await,
+        "the old certificate is still served"
+    );
+    until_mutated(&oscs, &osc("probe-after-renewal", "fc", "reconcile")).await;
+
+    server.abort();
+    registration::deregister(&client).await.unwrap();
+    assert!(configs.get_opt(NAME).await.unwrap().is_none());
+}
+
+/// Whether a TLS handshake with 127.0.0.1:`port` succeeds for a client trusting only `ca_pem`.
+async fn handshake_trusting(ca_pem: &str, port: u16) -> bool {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::IpAddress(
+        "127.0.0.1".parse::<std::net::IpAddr>().unwrap().into(),
+    );
+    connector.connect(name, tcp).await.is_ok()
+}
