@@ -2,7 +2,7 @@
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: demo control-plane control-plane-tools start bench image generate test verify fmt-check lint tools prereqs clean-tools
+.PHONY: demo control-plane control-plane-tools start bench image image-kata generate test verify fmt-check lint tools prereqs clean-tools
 
 ## demo: run the controller on a local control plane against example/ and show the results
 demo: control-plane-tools
@@ -32,6 +32,17 @@ image: tools
 	  $$target/release/node-agent-image --binary amd64=$$amd64 --binary arm64=$$arm64 \
 	    --gvisor-dir amd64=$$(hack/tools.sh path gvisor) --gvisor-dir arm64=$$(hack/tools.sh path gvisor-arm64) \
 	    --out $$target/images/node-agent.oci.tar
+
+## image-kata: Kata's node agent image for the host's architecture from a payload folder (KATA_PAYLOAD=DIR, KATA_VERSION=tag; docs/kata.md)
+image-kata:
+	@test -n "$(KATA_PAYLOAD)" && test -n "$(KATA_VERSION)" || { echo "usage: make image-kata KATA_PAYLOAD=<payload folder> KATA_VERSION=<kata version>"; exit 1; }
+	$(CARGO) build --locked --release -p sandbox-image --bin kata-node-agent-image -p gardener-extension-runtime-sandbox
+	target=$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'); \
+	  arch=$$(uname -m | sed 's/x86_64/amd64/;s/aarch64/arm64/'); \
+	  mkdir -p $$target/images && \
+	  $$target/release/kata-node-agent-image --binary $$arch=$$target/release/gardener-extension-runtime-sandbox \
+	    --payload $$arch=$(KATA_PAYLOAD) --name ghcr.io/gardener-extension-runtime-sandbox/node-agent-kata:$(KATA_VERSION) \
+	    --out $$target/images/kata-node-agent.oci.tar
 
 ## generate: example/controller-registration.yaml and example/extension.yaml from the chart (a test fails when they are stale)
 generate:

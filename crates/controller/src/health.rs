@@ -44,6 +44,45 @@ pub struct NodeState {
     /// The agent's reason when not ready (e.g. `ContainerdTooOld`), if it reported one.
     pub reason: Option<String>,
     pub message: Option<String>,
+    /// Parts of the runtime verified separately (Kata's hypervisors) that are not ready on
+    /// this node, with the agent's reason.
+    pub components_not_ready: Vec<ComponentState>,
+}
+
+/// A separately verified part of a runtime that is not ready on a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ComponentState {
+    /// As operators know it, e.g. `kata-qemu`.
+    pub name: String,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+}
+
+impl NodeState {
+    fn all_ready(&self) -> bool {
+        self.ready && self.components_not_ready.is_empty()
+    }
+
+    fn reported_failure(&self) -> bool {
+        self.reason.is_some() || self.components_not_ready.iter().any(|c| c.reason.is_some())
+    }
+
+    fn describe(&self) -> String {
+        let why = |reason: &Option<String>, message: &Option<String>| match (reason, message) {
+            (Some(reason), Some(message)) => format!("{reason}: {message}"),
+            (Some(reason), None) => reason.clone(),
+            _ => "no report from its node agent yet".to_string(),
+        };
+        if !self.ready {
+            return format!("{} ({})", self.name, why(&self.reason, &self.message));
+        }
+        let parts: Vec<String> = self
+            .components_not_ready
+            .iter()
+            .map(|c| format!("{}: {}", c.name, why(&c.reason, &c.message)))
+            .collect();
+        format!("{} ({})", self.name, parts.join("; "))
+    }
 }
 
 /// Everything the health of one ContainerRuntime depends on.
@@ -158,18 +197,11 @@ fn check_nodes(input: &Input<'_>, rollout: &Check) -> Check {
             };
         }
     };
-    let not_ready: Vec<&NodeState> = nodes.iter().filter(|n| !n.ready).collect();
+    let not_ready: Vec<&NodeState> = nodes.iter().filter(|n| !n.all_ready()).collect();
     if not_ready.is_empty() {
         return Check::Ok;
     }
-    let mut names: Vec<String> = not_ready
-        .iter()
-        .map(|n| match (&n.reason, &n.message) {
-            (Some(reason), Some(message)) => format!("{} ({reason}: {message})", n.name),
-            (Some(reason), None) => format!("{} ({reason})", n.name),
-            _ => format!("{} (no report from its node agent yet)", n.name),
-        })
-        .collect();
+    let mut names: Vec<String> = not_ready.iter().map(|n| n.describe()).collect();
     names.sort();
     let detail = format!(
         "{} of {} nodes of pool {} have {} ready; not ready: {}",
@@ -180,7 +212,7 @@ fn check_nodes(input: &Input<'_>, rollout: &Check) -> Check {
         names.join(", ")
     );
     // While the installer rolls out and no agent reported a failure, nodes are on their way.
-    let reported_failure = not_ready.iter().any(|n| n.reason.is_some());
+    let reported_failure = not_ready.iter().any(|n| n.reported_failure());
     if matches!(rollout, Check::Progressing(_)) && !reported_failure {
         Check::Progressing(detail)
     } else {
@@ -392,6 +424,7 @@ mod tests {
 
     fn node(name: &str, ready: bool, reason: Option<&str>) -> NodeState {
         NodeState {
+            components_not_ready: Vec::new(),
             name: name.into(),
             ready,
             reason: reason.map(String::from),
@@ -472,6 +505,36 @@ mod tests {
         assert_eq!(
             find(&cs, SYSTEM_COMPONENTS_HEALTHY),
             find(&old, SYSTEM_COMPONENTS_HEALTHY)
+        );
+    }
+
+    #[test]
+    fn a_hypervisor_not_verified_on_a_node_is_named_with_its_reason() {
+        let (s, p) = (healthy("a"), healthy("b"));
+        let mut n1 = node("n1", true, None);
+        n1.components_not_ready = vec![
+            ComponentState {
+                name: "kata-qemu".into(),
+                reason: Some("NoVhostVsock".into()),
+                message: Some("/dev/vhost-vsock is missing".into()),
+            },
+            ComponentState {
+                name: "kata-fc".into(),
+                reason: None,
+                message: None,
+            },
+        ];
+        let mut i = input(Some(&s), Some(&p), Ok(vec![n1, node("n2", true, None)]));
+        i.runtime = "Kata Containers";
+        let cs = conditions(&i, &[], at("2026-11-22T10:00:00Z"));
+        let c = find(&cs, EVERY_NODE_READY);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", REASON_UNSUCCESSFUL)
+        );
+        assert_eq!(
+            c.message,
+            "1 of 2 nodes of pool sandbox have Kata Containers ready; not ready: n1 (kata-qemu: NoVhostVsock: /dev/vhost-vsock is missing; kata-fc: no report from its node agent yet)."
         );
     }
 

@@ -29,7 +29,7 @@ use tracing::{debug, warn};
 use crate::contract;
 use crate::controller::Context;
 use crate::event_filter::Guarded;
-use crate::health::{self, Input, NodeState};
+use crate::health::{self, ComponentState, Input, NodeState};
 
 /// The Secrets with the shoot's kubeconfig that gardenlet keeps for extensions, preferred first.
 pub const SHOOT_ACCESS_SECRETS: [&str; 2] = ["gardener-internal", "gardener"];
@@ -105,7 +105,14 @@ async fn check(
     let nodes = if hibernated {
         Ok(Vec::new())
     } else {
-        pool_nodes(ctx, clients, cr, actuator.node_ready_label()).await
+        pool_nodes(
+            ctx,
+            clients,
+            cr,
+            actuator.node_ready_label(),
+            &actuator.component_ready_labels(cr),
+        )
+        .await
     };
     let input = Input {
         runtime: actuator.display_name(),
@@ -142,6 +149,7 @@ async fn pool_nodes(
     clients: &ShootClients,
     cr: &ContainerRuntime,
     ready_label: &str,
+    components: &[(String, String)],
 ) -> Result<Vec<NodeState>, String> {
     let namespace = cr.namespace().unwrap_or_default();
     let client = clients.get(&ctx.client, &namespace).await?;
@@ -172,11 +180,27 @@ async fn pool_nodes(
                 .get(&annotation)
                 .and_then(|v| serde_json::from_str(v).ok());
             let report = report.filter(|r| !r.ready);
+            let components_not_ready = components
+                .iter()
+                .filter(|(_, label)| node.labels().get(label).is_none_or(|v| v != "true"))
+                .map(|(name, label)| {
+                    let report: Option<NodeReport> = node
+                        .annotations()
+                        .get(&state_annotation(label))
+                        .and_then(|v| serde_json::from_str(v).ok());
+                    ComponentState {
+                        name: name.clone(),
+                        reason: report.as_ref().and_then(|r| r.reason.clone()),
+                        message: report.and_then(|r| r.message),
+                    }
+                })
+                .collect();
             NodeState {
                 name: node.name_any(),
                 ready,
                 reason: report.as_ref().and_then(|r| r.reason.clone()),
                 message: report.and_then(|r| r.message),
+                components_not_ready,
             }
         })
         .collect())

@@ -616,35 +616,154 @@ pub struct NodeAgentPlatform<'a> {
 /// image folder (the node plan's `binaries.source`) that platform's gVisor binaries with their
 /// checksums, which the agent verifies before installing anything.
 pub fn node_agent_image(name: &str, platforms: &[NodeAgentPlatform<'_>]) -> Result<Vec<u8>> {
-    let source_dir = IMAGE_DIR.trim_start_matches('/');
-    let mut images = Vec::new();
+    let mut sources = Vec::new();
     for platform in platforms {
-        let (mut dirs, mut files) =
-            binary_with_libraries(platform.binary, platform.arch, NODE_AGENT_BINARY)?;
-        dirs.extend([
-            "etc".to_string(),
-            "tmp".into(),
-            "usr".into(),
-            "usr/local".into(),
-            "usr/local/lib".into(),
-            "usr/local/lib/runtime-sandbox".into(),
-            source_dir.into(),
-        ]);
+        let mut files = Vec::new();
         for (name, content) in gvisor_source(platform.gvisor_dir, &[])? {
-            let mode = if name == CHECKSUMS {
-                0o644
-            } else {
+            if name != CHECKSUMS {
                 // A runsc of the wrong architecture would only fail on the node.
                 elf_for(&content, platform.arch, &platform.gvisor_dir.join(&name))?;
-                0o755
-            };
+            }
+            files.push((name, content));
+        }
+        sources.push((platform.arch, platform.binary, files));
+    }
+    agent_image(name, IMAGE_DIR, CHECKSUMS, &sources)
+}
+
+/// One architecture's inputs of Kata's node agent image.
+#[derive(Clone, Copy, Debug)]
+pub struct KataPlatform<'a> {
+    pub arch: Arch,
+    /// The product binary built for `arch`.
+    pub binary: &'a Path,
+    /// The payload folder of `arch` (docs/kata.md): the shim, guest kernel and image,
+    /// optional hypervisors, and `SHA256SUMS` over all of them.
+    pub payload_dir: &'a Path,
+}
+
+/// Kata's payload folder, verified: `SHA256SUMS` lists every file (and only files that are
+/// there, with matching checksums), the shim and guest files are present, and every ELF file
+/// is built for `arch`. Returns the files with `SHA256SUMS` last. A payload that fails any
+/// check is refused with what is wrong: it would only fail later, on every node.
+pub fn kata_payload(payload_dir: &Path, arch: Arch) -> Result<Files> {
+    use sandbox_runtime::kata::node::{CHECKSUMS, GUEST_IMAGE, GUEST_KERNEL, SHIM};
+    let bad = |what: String| Error::Libraries(format!("payload {}: {what}", payload_dir.display()));
+    let sums_path = payload_dir.join(CHECKSUMS);
+    let sums = std::fs::read_to_string(&sums_path).map_err(io_err(&sums_path))?;
+    let mut listed = std::collections::BTreeMap::new();
+    for (n, line) in sums
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let (hash, file) = line
+            .split_once("  ")
+            .or_else(|| line.split_once(" *"))
+            .ok_or_else(|| {
+                bad(format!(
+                    "{CHECKSUMS} line {}: not `<sha256>  <file>`",
+                    n + 1
+                ))
+            })?;
+        let plain = !file.is_empty()
+            && file != "."
+            && file != ".."
+            && file
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b));
+        if !plain || hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad(format!(
+                "{CHECKSUMS} line {}: {line:?} is not a sha256 and a plain file name",
+                n + 1
+            )));
+        }
+        if listed
+            .insert(file.to_string(), hash.to_ascii_lowercase())
+            .is_some()
+        {
+            return Err(bad(format!("{CHECKSUMS} lists {file} twice")));
+        }
+    }
+    for required in [SHIM, GUEST_KERNEL, GUEST_IMAGE] {
+        if !listed.contains_key(required) {
+            return Err(bad(format!(
+                "{required} is required (and must be in {CHECKSUMS})"
+            )));
+        }
+    }
+    let mut present = Vec::new();
+    for entry in std::fs::read_dir(payload_dir).map_err(io_err(payload_dir))? {
+        let entry = entry.map_err(io_err(payload_dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name != CHECKSUMS && !listed.contains_key(&name) {
+            present.push(name);
+        }
+    }
+    if !present.is_empty() {
+        present.sort();
+        return Err(bad(format!("not in {CHECKSUMS}: {}", present.join(", "))));
+    }
+    let mut files = Vec::new();
+    for (file, hash) in &listed {
+        let path = payload_dir.join(file);
+        let content = std::fs::read(&path).map_err(io_err(&path))?;
+        if sha256_hex(&content) != *hash {
+            return Err(bad(format!(
+                "{file} does not match its checksum in {CHECKSUMS}"
+            )));
+        }
+        if content.starts_with(b"\x7fELF") {
+            elf_for(&content, arch, &path)?;
+        }
+        files.push((file.clone(), content));
+    }
+    files.push((CHECKSUMS.to_string(), sums.into_bytes()));
+    Ok(files)
+}
+
+/// Kata's node agent image (`runtime-kata-installation`), one variant per platform: the
+/// product binary and its C libraries, and the verified payload in Kata's image folder (the
+/// node plan's `binaries.source`), which the agent verifies again before installing it.
+pub fn kata_node_agent_image(name: &str, platforms: &[KataPlatform<'_>]) -> Result<Vec<u8>> {
+    use sandbox_runtime::kata::node::{CHECKSUMS, IMAGE_DIR};
+    let mut sources = Vec::new();
+    for platform in platforms {
+        let files = kata_payload(platform.payload_dir, platform.arch)?;
+        sources.push((platform.arch, platform.binary, files));
+    }
+    agent_image(name, IMAGE_DIR, CHECKSUMS, &sources)
+}
+
+/// Files by name with their content.
+type Files = Vec<(String, Vec<u8>)>;
+
+/// A node agent image: per `(arch, binary, files)`, the binary as entrypoint with its C
+/// libraries and `files` in `source_dir` (executable, but the checksums file).
+fn agent_image(
+    name: &str,
+    source_dir: &str,
+    checksums: &str,
+    sources: &[(Arch, &Path, Files)],
+) -> Result<Vec<u8>> {
+    let source_dir = source_dir.trim_start_matches('/');
+    let mut images = Vec::new();
+    for (arch, binary, source) in sources {
+        let (mut dirs, mut files) = binary_with_libraries(binary, *arch, NODE_AGENT_BINARY)?;
+        dirs.extend(["etc".to_string(), "tmp".into()]);
+        let mut parent = Some(Path::new(source_dir));
+        while let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty()) {
+            dirs.push(dir.to_string_lossy().into_owned());
+            parent = dir.parent();
+        }
+        for (file, content) in source {
             files.push(Entry::File {
-                path: format!("{source_dir}/{name}"),
-                content,
-                mode,
+                path: format!("{source_dir}/{file}"),
+                content: content.clone(),
+                mode: if file == checksums { 0o644 } else { 0o755 },
             });
         }
-        images.push(product_image(platform.arch, dirs, files, None));
+        images.push(product_image(*arch, dirs, files, None));
     }
     multi_arch_archive(name, &images)
 }

@@ -215,7 +215,7 @@ fn same_value(a: &toml_edit::Value, b: &toml_edit::Value) -> bool {
     }
 }
 
-/// The entry's keys in the order kata-deploy and containerd's docs write them; optional ones
+/// The entry's keys in the order containerd's docs (and common installers) write them; optional ones
 /// only when the plan sets them.
 fn fill_entry(entry: &mut Table, handler: &Handler) {
     entry.insert("runtime_type", value(handler.runtime_type.as_str()));

@@ -111,7 +111,7 @@ fn delete(host: &Host, path: &str, changes: &mut Vec<Change>) -> Result<(), File
 /// error before any write.
 ///
 /// A handler whose `writtenOnlyIf` does not hold on this host is not written (and removed if
-/// an earlier run wrote it): e.g. Firecracker's entry names the devmapper snapshotter, and
+/// an earlier run wrote it): e.g. an entry naming the devmapper snapshotter, since
 /// containerd 2.x loses its CRI plugin when that is configured without a pool.
 pub fn install(host: &Host, plan: &NodePlan) -> Result<Vec<Change>, HostError> {
     let config = read_config(host)?;

@@ -118,6 +118,12 @@ pub trait Actuator: Send + Sync + 'static {
     /// The label the node agent sets on a node once the runtime works there (its state
     /// annotation is [`crate::node_plan::state_annotation`] of it).
     fn node_ready_label(&self) -> &'static str;
+    /// Further labels a node of `cr`'s pool must carry to count as ready, each with the name
+    /// operators know it by (e.g. Kata's `kata-qemu` and its `kata-qemu-ready` label); their
+    /// state annotations carry the agent's reasons. None for most runtimes.
+    fn component_ready_labels(&self, _cr: &ContainerRuntime) -> Vec<(String, String)> {
+        Vec::new()
+    }
     /// The name of its node-agent image in the image vector.
     fn image_name(&self) -> &'static str {
         crate::image::NODE_AGENT_IMAGE

@@ -11,9 +11,9 @@ use crate::{Error, Result, repo_root};
 /// The package and binary of the product.
 const PACKAGE: &str = "gardener-extension-runtime-sandbox";
 
-/// Builds the product binary (the dev profile without debug info and with unoptimised
-/// dependencies: the tests only start it under qemu-user, and a second architecture's build is
-/// CI minutes nobody else shares) for `arch` with the workspace's
+/// Builds the product binary (the dev profile without debug info: the tests only start it
+/// under qemu-user; dependencies keep the dev profile's settings, so the host's build scripts
+/// and proc-macros are shared with the test build) for `arch` with the workspace's
 /// Cargo and target folder, and returns its path. Cargo's progress goes to our stderr; a
 /// missing Rust target or cross linker is an error saying what to install.
 pub fn product_binary(arch: Arch) -> Result<PathBuf> {
@@ -22,7 +22,6 @@ pub fn product_binary(arch: Arch) -> Result<PathBuf> {
     let output = Command::new(&cargo)
         .current_dir(repo_root())
         .env("CARGO_PROFILE_DEV_DEBUG", "0")
-        .args(["--config", "profile.dev.package.\"*\".opt-level=0"])
         .args(["build", "--locked", "--package", PACKAGE, "--bin", PACKAGE])
         .args([
             "--target",

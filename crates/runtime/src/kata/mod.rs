@@ -98,6 +98,19 @@ impl Actuator for Kata {
         IMAGE_NAME
     }
 
+    /// Each offered hypervisor's ready label: a node where one is not verified cannot run that
+    /// RuntimeClass's pods, which `EveryNodeReady` names with the agent's reason.
+    fn component_ready_labels(&self, cr: &ContainerRuntime) -> Vec<(String, String)> {
+        config::parse(cr.spec.provider_config.as_ref())
+            .map(|c| {
+                c.hypervisors
+                    .iter()
+                    .map(|h| (handler_name(*h), hypervisor_ready_label(*h)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn shared_managed_resource(&self) -> &'static str {
         MANAGED_RESOURCE
     }
