@@ -3,21 +3,33 @@
 //! filled; the node agent verified its node). Other routes, like `/metrics`, can be merged in.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 
-/// Whether the process is ready; cheap to clone and share.
+/// Whether the process is ready, with an optional detail for `/readyz`'s body; cheap to
+/// clone and share.
 #[derive(Clone, Debug, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness(Arc<AtomicBool>, Arc<Mutex<String>>);
 
 impl Readiness {
     /// Marks the process ready (`true`) or not.
     pub fn set(&self, ready: bool) {
         self.0.store(ready, Ordering::SeqCst);
+    }
+
+    /// Marks the process ready or not, with `detail` (lines) after the status in `/readyz`'s
+    /// body, e.g. which parts of the runtime this host cannot run and why.
+    pub fn set_with(&self, ready: bool, detail: String) {
+        *self.1.lock().unwrap_or_else(|e| e.into_inner()) = detail;
+        self.set(ready);
+    }
+
+    fn detail(&self) -> String {
+        self.1.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Marks the process ready.
@@ -39,11 +51,17 @@ pub fn router(readiness: Readiness, not_ready: &'static str) -> Router {
             "/readyz",
             get(move || {
                 let ready = readiness.is_ready();
+                let detail = readiness.detail();
                 async move {
-                    if ready {
+                    let (code, status) = if ready {
                         (StatusCode::OK, "ok")
                     } else {
                         (StatusCode::SERVICE_UNAVAILABLE, not_ready)
+                    };
+                    if detail.is_empty() {
+                        (code, status.to_string())
+                    } else {
+                        (code, format!("{status}\n{detail}"))
                     }
                 }
             }),
@@ -89,5 +107,15 @@ mod tests {
         assert!(not_ready.ends_with("cache not synced"), "{not_ready}");
         readiness.set_ready();
         assert!(get(port, "/readyz").await.starts_with("HTTP/1.1 200"));
+        readiness.set_with(
+            true,
+            "kata-qemu: NoVhostVsock: /dev/vhost-vsock is missing".into(),
+        );
+        let ready = get(port, "/readyz").await;
+        assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+        assert!(
+            ready.ends_with("ok\nkata-qemu: NoVhostVsock: /dev/vhost-vsock is missing"),
+            "{ready}"
+        );
     }
 }

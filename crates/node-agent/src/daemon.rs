@@ -117,7 +117,15 @@ impl Daemon {
                             elapsed_ms = report.elapsed.as_millis() as u64,
                             "verified"
                         );
-                        ready.set(true);
+                        // Verified; handlers this host cannot run (their labels stay off) are
+                        // named with the reason, as in the node's state annotations.
+                        let detail: Vec<String> = report
+                            .labels
+                            .iter()
+                            .filter_map(|l| l.ready.as_ref().err().map(|m| (l, m)))
+                            .map(|(l, m)| format!("{}: {}: {}", l.handler, m.reason, m.message))
+                            .collect();
+                        ready.set_with(true, detail.join("\n"));
                     }
                     Err(e) => {
                         tracing::error!(mode = ?self.mode, error = %e, "run failed; retrying after the resync interval");
