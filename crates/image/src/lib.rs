@@ -631,6 +631,45 @@ pub fn node_agent_image(name: &str, platforms: &[NodeAgentPlatform<'_>]) -> Resu
     agent_image(name, IMAGE_DIR, CHECKSUMS, &sources)
 }
 
+/// Pairs each `--binary ARCH=...` with the `--<flag> ARCH=...` of the same architecture, for
+/// the image builders' command lines.
+pub fn pair_by_arch<'a>(
+    binaries: &'a [(Arch, PathBuf)],
+    others: &'a [(Arch, PathBuf)],
+    flag: &str,
+) -> std::result::Result<Vec<(Arch, &'a Path, &'a Path)>, String> {
+    binaries
+        .iter()
+        .map(|(arch, binary)| {
+            others
+                .iter()
+                .find(|(a, _)| a == arch)
+                .map(|(_, other)| (*arch, binary.as_path(), other.as_path()))
+                .ok_or_else(|| format!("--binary {arch}=... needs a --{flag} {arch}=..."))
+        })
+        .collect()
+}
+
+/// Writes an image archive to `out` (creating its folder) and prints what was written.
+pub fn write_archive(out: &Path, name: &str, archive: &[u8], archs: &[Arch]) -> Result<()> {
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+    }
+    std::fs::write(out, archive).map_err(io_err(out))?;
+    println!(
+        "{}: {name} for {} ({:.1} MB, sha256 {})",
+        out.display(),
+        archs
+            .iter()
+            .map(|a| format!("linux/{a}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        archive.len() as f64 / 1e6,
+        &sha256_hex(archive)[..16]
+    );
+    Ok(())
+}
+
 /// One architecture's inputs of Kata's node agent image.
 #[derive(Clone, Copy, Debug)]
 pub struct KataPlatform<'a> {

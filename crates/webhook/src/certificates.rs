@@ -165,12 +165,7 @@ impl Ca {
         data: &BTreeMap<String, String>,
         annotations: &BTreeMap<String, String>,
     ) -> Result<Ca, Error> {
-        let get = |m: &BTreeMap<String, String>, k: &str| {
-            m.get(k).cloned().ok_or_else(|| Error::Secret {
-                secret: secret.into(),
-                what: format!("{k} is missing"),
-            })
-        };
+        let get = |m: &BTreeMap<String, String>, k: &str| field(secret, m, k);
         Ok(Ca {
             cert_pem: get(data, "ca.crt")?,
             key_pem: get(data, "ca.key")?,
@@ -183,6 +178,14 @@ impl Ca {
                 .transpose()?,
         })
     }
+}
+
+/// `key` of a Secret's data or annotations, or an error naming both.
+fn field(secret: &str, map: &BTreeMap<String, String>, key: &str) -> Result<String, Error> {
+    map.get(key).cloned().ok_or_else(|| Error::Secret {
+        secret: secret.into(),
+        what: format!("{key} is missing"),
+    })
 }
 
 fn number(secret: &str, text: &str) -> Result<i64, Error> {
@@ -268,12 +271,7 @@ impl Server {
         data: &BTreeMap<String, String>,
         annotations: &BTreeMap<String, String>,
     ) -> Result<Server, Error> {
-        let get = |m: &BTreeMap<String, String>, k: &str| {
-            m.get(k).cloned().ok_or_else(|| Error::Secret {
-                secret: secret.into(),
-                what: format!("{k} is missing"),
-            })
-        };
+        let get = |m: &BTreeMap<String, String>, k: &str| field(secret, m, k);
         Ok(Server {
             cert_pem: get(data, "tls.crt")?,
             key_pem: get(data, "tls.key")?,

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use sandbox_image::{Arch, KataPlatform};
-use sandbox_runtime::manifests::sha256_hex;
 
 #[derive(Parser)]
 #[command(
@@ -32,31 +31,17 @@ struct Args {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let mut platforms = Vec::new();
-    for (arch, binary) in &args.binaries {
-        let payload_dir = args
-            .payloads
-            .iter()
-            .find(|(a, _)| a == arch)
-            .map(|(_, dir)| dir)
-            .ok_or_else(|| format!("--binary {arch}=... needs a --payload {arch}=..."))?;
-        platforms.push(KataPlatform {
-            arch: *arch,
+    let pairs = sandbox_image::pair_by_arch(&args.binaries, &args.payloads, "payload")?;
+    let platforms: Vec<KataPlatform<'_>> = pairs
+        .iter()
+        .map(|&(arch, binary, payload_dir)| KataPlatform {
+            arch,
             binary,
             payload_dir,
-        });
-    }
+        })
+        .collect();
     let archive = sandbox_image::kata_node_agent_image(&args.name, &platforms)?;
-    if let Some(parent) = args.out.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(&args.out, &archive)?;
-    println!(
-        "{}: {} ({:.1} MB, sha256 {})",
-        args.out.display(),
-        args.name,
-        archive.len() as f64 / 1e6,
-        &sha256_hex(&archive)[..16]
-    );
+    let archs: Vec<Arch> = pairs.iter().map(|p| p.0).collect();
+    sandbox_image::write_archive(&args.out, &args.name, &archive, &archs)?;
     Ok(())
 }

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use sandbox_image::{Arch, NodeAgentPlatform};
-use sandbox_runtime::manifests::sha256_hex;
 
 #[derive(Parser)]
 #[command(about = "Build the node agent's multi-architecture OCI image archive from local files")]
@@ -32,36 +31,17 @@ struct Args {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let mut platforms = Vec::new();
-    for (arch, binary) in &args.binaries {
-        let gvisor_dir = args
-            .gvisor_dirs
-            .iter()
-            .find(|(a, _)| a == arch)
-            .map(|(_, dir)| dir)
-            .ok_or_else(|| format!("--binary {arch}=... needs a --gvisor-dir {arch}=..."))?;
-        platforms.push(NodeAgentPlatform {
-            arch: *arch,
+    let pairs = sandbox_image::pair_by_arch(&args.binaries, &args.gvisor_dirs, "gvisor-dir")?;
+    let platforms: Vec<NodeAgentPlatform<'_>> = pairs
+        .iter()
+        .map(|&(arch, binary, gvisor_dir)| NodeAgentPlatform {
+            arch,
             binary,
             gvisor_dir,
-        });
-    }
+        })
+        .collect();
     let archive = sandbox_image::node_agent_image(&args.name, &platforms)?;
-    if let Some(parent) = args.out.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(&args.out, &archive)?;
-    println!(
-        "{}: {} for {} ({:.1} MB, sha256 {})",
-        args.out.display(),
-        args.name,
-        platforms
-            .iter()
-            .map(|p| format!("linux/{}", p.arch))
-            .collect::<Vec<_>>()
-            .join(", "),
-        archive.len() as f64 / 1e6,
-        &sha256_hex(&archive)[..16]
-    );
+    let archs: Vec<Arch> = pairs.iter().map(|p| p.0).collect();
+    sandbox_image::write_archive(&args.out, &args.name, &archive, &archs)?;
     Ok(())
 }
