@@ -7,6 +7,13 @@ use toml_edit::{DocumentMut, Item, Table, value};
 
 pub use sandbox_runtime::node_plan::Handler;
 
+/// containerd 2.x's CRI image service plugin (config v3).
+const IMAGES_PLUGIN: &str = "io.containerd.cri.v1.images";
+
+/// The comment on an `imports` key this agent created, so that uninstall removes the key
+/// again but keeps one that was there before (containerd 1.7's default has `imports = []`).
+const IMPORTS_CREATED: &str = " # added by gardener-extension-runtime-sandbox";
+
 /// The import gardener-node-agent adds to `config.toml`.
 pub const CONF_D_IMPORT: &str = "/etc/containerd/conf.d/*.toml";
 
@@ -109,10 +116,35 @@ impl Config {
         item.get(name)?.as_table()
     }
 
-    /// Whether the handler is present exactly as wanted.
+    /// Whether the handler is present exactly as wanted (for config v3 with a snapshotter,
+    /// also its image platform entry).
     pub fn has(&self, handler: &Handler) -> bool {
         self.current(&handler.name)
             .is_some_and(|t| entry_matches(t, handler))
+            && self.platform_matches(handler)
+    }
+
+    /// v3's `plugins."io.containerd.cri.v1.images".runtime_platforms.<handler>`, if any.
+    fn platform(&self, name: &str) -> Option<&Table> {
+        self.doc
+            .get("plugins")?
+            .get(IMAGES_PLUGIN)?
+            .get("runtime_platforms")?
+            .get(name)?
+            .as_table()
+    }
+
+    /// containerd 2.x pulls and unpacks images in its CRI image service, which needs the
+    /// handler's snapshotter there too (as containerd's own docs write it); config v2 has no
+    /// such entry.
+    fn platform_matches(&self, handler: &Handler) -> bool {
+        match (self.schema, &handler.snapshotter) {
+            (Schema::V3, Some(snapshotter)) => self.platform(&handler.name).is_some_and(|t| {
+                t.len() == 1
+                    && t.get("snapshotter").and_then(Item::as_str) == Some(snapshotter.as_str())
+            }),
+            _ => true,
+        }
     }
 
     /// The file with `handlers` added or updated, or None if they are all there as wanted
@@ -133,6 +165,11 @@ impl Config {
                 .as_table_mut()
                 .ok_or_else(|| ConfigError::Shape(key.to_string()))?;
         }
+        let platforms: Vec<(&str, &str)> = handlers
+            .iter()
+            .filter(|_| self.schema == Schema::V3)
+            .filter_map(|h| Some((h.name.as_str(), h.snapshotter.as_deref()?)))
+            .collect();
         for handler in handlers {
             // An existing entry is replaced in place (an outdated one, e.g. appended by the Go
             // extension without options, must not survive because its name is present).
@@ -148,6 +185,24 @@ impl Config {
                 }
             }
         }
+        if !platforms.is_empty() {
+            let mut table = doc.as_table_mut();
+            for key in ["plugins", IMAGES_PLUGIN, "runtime_platforms"] {
+                let entry = table.entry(key).or_insert_with(|| {
+                    let mut t = Table::new();
+                    t.set_implicit(true);
+                    Item::Table(t)
+                });
+                table = entry
+                    .as_table_mut()
+                    .ok_or_else(|| ConfigError::Shape(key.to_string()))?;
+            }
+            for (name, snapshotter) in platforms {
+                let mut entry = Table::new();
+                entry.insert("snapshotter", value(snapshotter));
+                table.insert(name, Item::Table(entry));
+            }
+        }
         Ok(Some(doc.to_string()))
     }
 
@@ -158,16 +213,29 @@ impl Config {
 
     /// The file without the handlers `names`, or None if none of them is there.
     pub fn without_handlers<S: AsRef<str>>(&self, names: &[S]) -> Option<String> {
-        if !names.iter().any(|n| self.current(n.as_ref()).is_some()) {
+        let has_entry = names.iter().any(|n| self.current(n.as_ref()).is_some());
+        let has_platform = names.iter().any(|n| self.platform(n.as_ref()).is_some());
+        if !has_entry && !has_platform {
             return None;
         }
         let mut doc = self.doc.clone();
-        let mut table = doc.as_table_mut();
-        for key in self.runtimes_path() {
-            table = table.get_mut(key)?.as_table_mut()?;
+        if has_entry {
+            let mut table = doc.as_table_mut();
+            for key in self.runtimes_path() {
+                table = table.get_mut(key)?.as_table_mut()?;
+            }
+            for name in names {
+                table.remove(name.as_ref());
+            }
         }
-        for name in names {
-            table.remove(name.as_ref());
+        if has_platform {
+            let mut table = doc.as_table_mut();
+            for key in ["plugins", IMAGES_PLUGIN, "runtime_platforms"] {
+                table = table.get_mut(key)?.as_table_mut()?;
+            }
+            for name in names {
+                table.remove(name.as_ref());
+            }
         }
         Some(doc.to_string())
     }
@@ -175,6 +243,59 @@ impl Config {
     /// [`Config::without_handlers`] for one handler.
     pub fn without_handler(&self, name: &str) -> Option<String> {
         self.without_handlers(&[name])
+    }
+
+    fn import_list(&self) -> Vec<String> {
+        self.doc
+            .get("imports")
+            .and_then(Item::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The file with `imports` appended to its `imports` (created if absent), or None if they
+    /// are all there. Everything else keeps its bytes.
+    pub fn with_imports(&self, imports: &[String]) -> Result<Option<String>, ConfigError> {
+        let present = self.import_list();
+        let missing: Vec<&String> = imports.iter().filter(|i| !present.contains(i)).collect();
+        if missing.is_empty() {
+            return Ok(None);
+        }
+        let mut doc = self.doc.clone();
+        let array = doc
+            .entry("imports")
+            .or_insert_with(|| {
+                let mut created = toml_edit::Value::from(toml_edit::Array::new());
+                created.decor_mut().set_suffix(IMPORTS_CREATED);
+                Item::Value(created)
+            })
+            .as_array_mut()
+            .ok_or_else(|| ConfigError::Shape("imports".into()))?;
+        for import in missing {
+            array.push(import.as_str());
+        }
+        Ok(Some(doc.to_string()))
+    }
+
+    /// The file without `imports` in its `imports`, or None if none of them is there. The key
+    /// goes only if [`Config::with_imports`] created it (its marker comment says so) and nothing
+    /// else is left in it; an `imports = []` that was there before stays, byte for byte.
+    pub fn without_imports(&self, imports: &[String]) -> Option<String> {
+        if !self.import_list().iter().any(|i| imports.contains(i)) {
+            return None;
+        }
+        let mut doc = self.doc.clone();
+        let array = doc.get_mut("imports")?.as_array_mut()?;
+        array.retain(|v| v.as_str().is_none_or(|s| !imports.iter().any(|i| i == s)));
+        let created = array.decor().suffix().and_then(|s| s.as_str()) == Some(IMPORTS_CREATED);
+        if array.is_empty() && created {
+            doc.remove("imports");
+        }
+        Some(doc.to_string())
     }
 }
 
@@ -244,10 +365,15 @@ fn fill_entry(entry: &mut Table, handler: &Handler) {
     entry.insert("options", Item::Table(options));
 }
 
-/// A complete drop-in file for `conf.d` that registers `handlers`.
-pub fn drop_in(schema: Schema, handlers: &[Handler]) -> String {
+/// A complete drop-in file for `conf.d` that registers `handlers` and imports `imports`
+/// (containerd reads imports of imported files too).
+pub fn drop_in(schema: Schema, handlers: &[Handler], imports: &[String]) -> String {
     let mut doc = DocumentMut::new();
     doc.insert("version", value(schema.version_number()));
+    if !imports.is_empty() {
+        let array: toml_edit::Array = imports.iter().map(String::as_str).collect();
+        doc.insert("imports", value(array));
+    }
     let config = Config { doc, schema };
     // No handler (none may be written on this host): the file still says its version, which
     // containerd needs of every imported file.
@@ -326,12 +452,12 @@ mod tests {
     #[test]
     fn drop_ins_for_both_schemas() {
         assert_eq!(
-            drop_in(Schema::V2, &[sandboxed()]),
+            drop_in(Schema::V2, &[sandboxed()], &[]),
             "version = 2\n\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.sandboxed]\nruntime_type = \"io.containerd.sandboxed.v1\"\n\n\
              [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.sandboxed.options]\nConfigPath = \"/etc/containerd/sandboxed.toml\"\nTypeUrl = \"io.containerd.sandboxed.v1.options\"\n"
         );
         assert!(
-            drop_in(Schema::V3, &[sandboxed()]).contains(
+            drop_in(Schema::V3, &[sandboxed()], &[]).contains(
                 "[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.sandboxed]"
             )
         );
@@ -377,6 +503,71 @@ mod tests {
             updated.matches("runtimes.sandboxed]").count(),
             1,
             "one entry, updated in place:\n{updated}"
+        );
+    }
+
+    #[test]
+    fn imports_are_added_once_and_removed_to_the_byte() {
+        let glob = vec!["/run/example/*.toml".to_string()];
+        for original in [
+            "version = 2\n\n[plugins]\n",
+            "imports = []\nversion = 2\n",
+            "version = 3\nimports = [\"/etc/containerd/conf.d/*.toml\"]\n",
+        ] {
+            let config = Config::parse(original).unwrap();
+            let added = config.with_imports(&glob).unwrap().unwrap();
+            let again = Config::parse(&added).unwrap();
+            assert!(again.import_list().contains(&glob[0]), "{added}");
+            assert_eq!(again.with_imports(&glob).unwrap(), None, "added once");
+            assert_eq!(again.without_imports(&glob).unwrap(), original);
+            assert_eq!(config.without_imports(&glob), None);
+        }
+        let file = drop_in(Schema::V3, &[sandboxed()], &glob);
+        assert!(
+            file.contains("imports = [\"/run/example/*.toml\"]"),
+            "{file}"
+        );
+    }
+
+    #[test]
+    fn a_snapshotter_gets_its_image_platform_entry_in_v3_only() {
+        let mut handler = sandboxed();
+        handler.snapshotter = Some("devmapper".into());
+        for (original, platform) in [("version = 2\n", false), ("version = 3\n", true)] {
+            let config = Config::parse(original).unwrap();
+            let added = config.with_handler(&handler).unwrap().unwrap();
+            let again = Config::parse(&added).unwrap();
+            assert_eq!(
+                added.contains("runtime_platforms"),
+                platform,
+                "{original}: {added}"
+            );
+            if platform {
+                assert_eq!(
+                    again.doc["plugins"]["io.containerd.cri.v1.images"]["runtime_platforms"]
+                        [&handler.name]["snapshotter"]
+                        .as_str(),
+                    Some("devmapper")
+                );
+            }
+            assert!(again.has(&handler), "{added}");
+            assert_eq!(again.with_handler(&handler).unwrap(), None);
+            assert_eq!(again.without_handler(&handler.name).unwrap(), original);
+        }
+        // A v3 entry without its platform entry is not "there": it gets completed.
+        let v3 = Config::parse("version = 3\n").unwrap();
+        let mut partial = Config::parse(&v3.with_handler(&handler).unwrap().unwrap()).unwrap();
+        partial.doc["plugins"]["io.containerd.cri.v1.images"]
+            .as_table_mut()
+            .unwrap()
+            .remove("runtime_platforms");
+        assert!(!partial.has(&handler));
+        assert!(
+            partial
+                .with_handler(&handler)
+                .unwrap()
+                .unwrap()
+                .contains("runtime_platforms")
         );
     }
 }

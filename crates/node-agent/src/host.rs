@@ -130,24 +130,30 @@ pub fn install(host: &Host, plan: &NodePlan) -> Result<Vec<Change>, HostError> {
         put(
             host,
             &plan.drop_in,
-            &containerd::drop_in(config.schema(), &writable),
+            &containerd::drop_in(config.schema(), &writable, &plan.containerd_imports),
             &mut changes,
         )?;
-        if let Some(cleaned) = config.without_handlers(&plan.handler_names()) {
+        if let Some(cleaned) = without_plan(&config, plan).map_err(config_error(host))? {
             put(host, CONFIG_TOML, &cleaned, &mut changes)?;
         }
     } else {
-        let config_error = |source| HostError::Config {
-            path: host.path(CONFIG_TOML),
-            source,
-        };
         let mut current = config;
         let mut edited = None;
         if let Some(text) = current.without_handlers(&unwritable) {
-            current = Config::parse(&text).map_err(config_error)?;
+            current = Config::parse(&text).map_err(config_error(host))?;
             edited = Some(text);
         }
-        if let Some(text) = current.with_handlers(&writable).map_err(config_error)? {
+        if let Some(text) = current
+            .with_handlers(&writable)
+            .map_err(config_error(host))?
+        {
+            current = Config::parse(&text).map_err(config_error(host))?;
+            edited = Some(text);
+        }
+        if let Some(text) = current
+            .with_imports(&plan.containerd_imports)
+            .map_err(config_error(host))?
+        {
             edited = Some(text);
         }
         if let Some(edited) = edited {
@@ -166,7 +172,7 @@ pub fn uninstall(host: &Host, plan: &NodePlan) -> Result<Vec<Change>, HostError>
     delete(host, &plan.drop_in, &mut changes)?;
     match read_config(host) {
         Ok(config) => {
-            if let Some(cleaned) = config.without_handlers(&plan.handler_names()) {
+            if let Some(cleaned) = without_plan(&config, plan).map_err(config_error(host))? {
                 put(host, CONFIG_TOML, &cleaned, &mut changes)?;
             }
         }
@@ -178,6 +184,30 @@ pub fn uninstall(host: &Host, plan: &NodePlan) -> Result<Vec<Change>, HostError>
         delete(host, &file.path, &mut changes)?;
     }
     Ok(changes)
+}
+
+fn config_error(host: &Host) -> impl Fn(containerd::ConfigError) -> HostError + '_ {
+    move |source| HostError::Config {
+        path: host.path(CONFIG_TOML),
+        source,
+    }
+}
+
+/// `config` without the plan's handlers and imports, or None if it has none of them.
+fn without_plan(
+    config: &Config,
+    plan: &NodePlan,
+) -> Result<Option<String>, containerd::ConfigError> {
+    let mut current = config.clone();
+    let mut edited = None;
+    if let Some(text) = current.without_handlers(&plan.handler_names()) {
+        current = Config::parse(&text)?;
+        edited = Some(text);
+    }
+    if let Some(text) = current.without_imports(&plan.containerd_imports) {
+        edited = Some(text);
+    }
+    Ok(edited)
 }
 
 /// Undoes `changes` (newest first): backed-up files come back, new files go.

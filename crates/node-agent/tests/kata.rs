@@ -20,6 +20,7 @@ use sandbox_node_agent::agent::{self, Options};
 use sandbox_node_agent::cri::{Cri, HandlerState};
 use sandbox_node_agent::host::{self, Host};
 use sandbox_node_agent::restart::{RestartError, Restarter};
+use sandbox_runtime::kata::devmapper;
 use sandbox_runtime::kata::node::{self as kata_node, DEVMAPPER_POOL, DROP_IN, INSTALL_DIR};
 use sandbox_runtime::kata::{Hypervisor, KataConfig, hypervisor_ready_label, node_plan};
 use sandbox_runtime::manifests::sha256_hex;
@@ -214,6 +215,13 @@ async fn kata_as_far_as_the_host_allows(flavor: Flavor) {
         !config.contains("kata-fc") && !config.contains("snapshotter = \"devmapper\""),
         "{config}"
     );
+    // The folder where the pool's unit publishes the snapshotter's configuration (only while
+    // the pool exists) is imported (in the drop-in, or in config.toml in place); empty here,
+    // and containerd's CRI stays up with it.
+    assert!(
+        config.contains(&format!("\"{}\"", devmapper::SNAPSHOTTER_IMPORT)),
+        "{config}"
+    );
     if flavor == Flavor::V2 {
         assert_eq!(
             std::fs::read(f.node.config_path()).unwrap(),
@@ -320,6 +328,53 @@ async fn kata_as_far_as_the_host_allows(flavor: Flavor) {
         "{again:?}"
     );
     assert_eq!(f.fingerprint(&v1), before);
+
+    // The running agent's /readyz: verified (200), and naming each handler this host cannot
+    // run with the reason its label stays off.
+    let port = sandbox_testenv::free_port().unwrap();
+    let daemon = sandbox_node_agent::daemon::Daemon {
+        mode: sandbox_node_agent::daemon::Mode::Install,
+        options: f.options(&source, v1.clone()),
+        restarter: Arc::new(TestRestarter {
+            node: f.node.clone(),
+            calls: AtomicUsize::new(0),
+        }),
+        kube: None,
+        health: ([127, 0, 0, 1], port).into(),
+        resync: Duration::from_secs(3600),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(daemon.run(async {
+        let _ = stopped.await;
+    }));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        if let Some((200, body)) = sandbox_testenv::http_get(port, "/readyz") {
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("/readyz: {body}");
+    for state in &report.labels {
+        match &state.ready {
+            Ok(()) => assert!(!body.contains(&state.handler), "{body}"),
+            Err(missing) => assert!(
+                body.contains(&format!("{}: {}: ", state.handler, missing.reason)),
+                "{body}"
+            ),
+        }
+    }
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+    assert_eq!(
+        f.fingerprint(&v1),
+        before,
+        "the daemon's run changed nothing"
+    );
 
     // A new payload version: a new folder; with no Kata sandbox running the old one goes.
     assert!(

@@ -57,6 +57,10 @@ pub struct NodePlan {
     pub ready_label: String,
     /// The oldest containerd the runtime works with.
     pub min_containerd: MinContainerd,
+    /// Globs added to containerd's `imports` (with the handlers: in the drop-in, or in
+    /// `config.toml` in place), e.g. a folder below `/run` another component fills.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containerd_imports: Vec<String>,
 }
 
 /// A containerd CRI runtime handler entry. The optional fields are left out of the plan when
@@ -295,6 +299,23 @@ impl NodePlan {
         if self.handlers.is_empty() {
             return Err(invalid("handlers", "at least one handler is needed"));
         }
+        for (i, import) in self.containerd_imports.iter().enumerate() {
+            let p = Path::new(import);
+            if !p.is_absolute()
+                || p.components().any(|c| matches!(c, Component::ParentDir))
+                || !import.ends_with(".toml")
+                || import
+                    .chars()
+                    .any(|c| c.is_control() || c == '"' || c == '\\')
+            {
+                return Err(invalid(
+                    format!("containerdImports[{i}]"),
+                    format!(
+                        "{import:?} must be an absolute path or glob of .toml files without '..'"
+                    ),
+                ));
+            }
+        }
         for (i, handler) in self.handlers.iter().enumerate() {
             let name_ok = !handler.name.is_empty()
                 && handler
@@ -459,6 +480,7 @@ mod tests {
                 version: "1.7".into(),
                 reason: "because".into(),
             },
+            containerd_imports: Vec::new(),
         }
     }
 

@@ -65,6 +65,7 @@ pub fn node_plan(config: &GVisorConfig) -> NodePlan {
             version: MIN_CONTAINERD.into(),
             reason: "gVisor's shim answers with the shim bootstrap protocol version 2".into(),
         },
+        containerd_imports: Vec::new(),
     }
 }
 

@@ -8,10 +8,11 @@
 //!
 //! Unlike the reference extension's script, ours is idempotent: nothing is done when the pool
 //! is there; after a reboot the sparse files are re-attached and the pool re-created with its
-//! metadata intact; the metadata is zeroed only when the files are created. It never touches
-//! containerd's configuration: the node agent writes the devmapper snapshotter (for `kata-fc`
-//! only) once the pool exists, so containerd never loads a pool configuration that points at
-//! nothing (containerd 2.4 would lose its CRI plugin).
+//! metadata intact; the metadata is zeroed only when the files are created. The devmapper
+//! snapshotter's configuration is published below `/run` only once the pool exists (and
+//! removed when it does not), before containerd starts; Kata's node plan imports that folder.
+//! So containerd never loads a pool configuration that points at nothing (containerd 2.4
+//! would lose its CRI plugin), not even after a reboot without this unit.
 //!
 //! Pure functions: an OSC and the shoot in, a JSON patch out.
 
@@ -29,6 +30,14 @@ pub const UNIT: &str = "runtime-sandbox-kata-devmapper.service";
 pub const DIR: &str = "/var/lib/runtime-sandbox/kata-devmapper";
 /// The script the unit runs.
 pub const SCRIPT: &str = "/var/lib/runtime-sandbox/kata-devmapper/ensure-pool.sh";
+/// Where the pool's unit publishes the devmapper snapshotter's configuration once the pool
+/// exists. Below `/run`, so a reboot removes it: containerd never starts with a pool
+/// configured that is not there (containerd 2.4 would lose CRI).
+pub const SNAPSHOTTER_DIR: &str = "/run/runtime-sandbox/containerd";
+/// The snapshotter configuration file in [`SNAPSHOTTER_DIR`].
+pub const SNAPSHOTTER_FILE: &str = "/run/runtime-sandbox/containerd/kata-devmapper.toml";
+/// The glob Kata's node plan adds to containerd's `imports`.
+pub const SNAPSHOTTER_IMPORT: &str = "/run/runtime-sandbox/containerd/*.toml";
 /// The OSC label naming the worker pool.
 pub const POOL_LABEL: &str = "worker.gardener.cloud/pool";
 /// Largest thin-pool metadata device the kernel uses (dm-thin's limit is 16 GiB).
@@ -96,16 +105,41 @@ pub fn script(pool: &Pool) -> String {
 # Idempotent: nothing happens when the pool is there; after a reboot the sparse files are
 # re-attached and the pool re-created with its metadata kept; metadata is zeroed only when
 # the files are created here.
+# containerd's devmapper snapshotter is configured (below /run, imported by the node agent's
+# containerd configuration) only while the pool exists.
 set -euo pipefail
 pool={name}
 dir={DIR}
 data_bytes={data}
 meta_bytes={meta}
+snapshotter_dir={SNAPSHOTTER_DIR}
+snapshotter_file=$snapshotter_dir/kata-devmapper.toml
+
+snapshotter_config() {{
+  cat <<TOML
+version = 2
+[plugins."io.containerd.snapshotter.v1.devmapper"]
+  pool_name = "$pool"
+  root_path = "/var/lib/containerd/io.containerd.snapshotter.v1.devmapper"
+  base_image_size = "10GB"
+  discard_blocks = true
+TOML
+}}
+publish() {{
+  mkdir -p "$snapshotter_dir"
+  if [ -f "$snapshotter_file" ] && [ "$(cat "$snapshotter_file")" = "$(snapshotter_config)" ]; then
+    return
+  fi
+  snapshotter_config > "$snapshotter_file.tmp"
+  mv "$snapshotter_file.tmp" "$snapshotter_file"
+}}
 
 if dmsetup status "$pool" >/dev/null 2>&1; then
+  publish
   echo "thin pool $pool is there; nothing to do"
   exit 0
 fi
+rm -f "$snapshotter_file"
 mkdir -p "$dir"
 have_data=false
 have_meta=false
@@ -137,6 +171,7 @@ if [ "$fresh" = true ]; then
 fi
 sectors=$(( $(blockdev --getsize64 "$data_device") / 512 ))
 dmsetup create "$pool" --table "0 $sectors thin-pool $meta_device $data_device 128 32768 1 skip_block_zeroing"
+publish
 echo "thin pool $pool created on $data_device (data) and $meta_device (metadata)"
 "#,
         name = pool_name(),
@@ -389,6 +424,12 @@ n=$(ls $S | grep -c '^loop' || true); echo "$3" > $S/loop$n; echo /dev/loop$n"#,
         stub("dd", "");
         let mut text = script(&Pool::with_data(1 << 30));
         text = text.replace(&format!("dir={DIR}\n"), &format!("dir={}\n", dir.display()));
+        let published = tmp.path().join("run");
+        text = text.replace(
+            &format!("snapshotter_dir={SNAPSHOTTER_DIR}\n"),
+            &format!("snapshotter_dir={}\n", published.display()),
+        );
+        let snapshotter = published.join("kata-devmapper.toml");
         let script_path = tmp.path().join("ensure-pool.sh");
         std::fs::write(&script_path, text).unwrap();
         let run = || {
@@ -424,6 +465,12 @@ n=$(ls $S | grep -c '^loop' || true); echo "$3" > $S/loop$n; echo /dev/loop$n"#,
             )),
             "{calls}"
         );
+        let config = std::fs::read_to_string(&snapshotter).unwrap();
+        assert!(
+            config.contains("pool_name = \"runtime-sandbox-kata-pool\""),
+            "{config}"
+        );
+        assert!(config.starts_with("version = 2\n"), "{config}");
         assert_eq!(std::fs::metadata(dir.join("data")).unwrap().len(), 1 << 30);
         assert_eq!(
             std::fs::metadata(dir.join("meta")).unwrap().len(),
@@ -434,10 +481,11 @@ n=$(ls $S | grep -c '^loop' || true); echo "$3" > $S/loop$n; echo /dev/loop$n"#,
         assert!(out.contains("is there; nothing to do"), "{out}");
         assert_eq!(calls.lines().count(), 1, "{calls}");
 
-        // Reboot: the pool and the loop devices are gone, the files stay.
+        // Reboot: the pool, the loop devices and /run are gone, the files stay.
         for entry in std::fs::read_dir(&state).unwrap() {
             std::fs::remove_file(entry.unwrap().path()).unwrap();
         }
+        std::fs::remove_file(&snapshotter).unwrap();
         let (out, calls) = run();
         assert!(out.contains("created on"), "{out}");
         assert!(
@@ -445,8 +493,9 @@ n=$(ls $S | grep -c '^loop' || true); echo "$3" > $S/loop$n; echo /dev/loop$n"#,
             "metadata must survive a reboot: {calls}"
         );
         assert!(!calls.contains("truncate"), "{calls}");
+        assert_eq!(std::fs::read_to_string(&snapshotter).unwrap(), config);
 
-        // Half a pool is not guessed at.
+        // Half a pool is not guessed at, and the snapshotter is not configured meanwhile.
         std::fs::remove_file(state.join("pool")).unwrap();
         std::fs::remove_file(dir.join("meta")).unwrap();
         let out = std::process::Command::new("bash")
@@ -456,5 +505,6 @@ n=$(ls $S | grep -c '^loop' || true); echo "$3" > $S/loop$n; echo /dev/loop$n"#,
             .unwrap();
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to guess"));
+        assert!(!snapshotter.exists(), "configured without a pool");
     }
 }

@@ -255,6 +255,13 @@ pub fn node_plan(config: &KataConfig, image: &str) -> NodePlan {
             version: MIN_CONTAINERD.into(),
             reason: "Kata's handlers need runtime_path".into(),
         },
+        // The devmapper snapshotter's configuration appears there only while the pool exists
+        // (written by the pool's unit before containerd starts; gone at reboot).
+        containerd_imports: if config.hypervisors.contains(&Hypervisor::Fc) {
+            vec![super::devmapper::SNAPSHOTTER_IMPORT.into()]
+        } else {
+            Vec::new()
+        },
     }
 }
 
