@@ -38,7 +38,10 @@ fn main() {
         if let Some(reference) = git(&["symbolic-ref", "-q", "HEAD"]) {
             println!("cargo:rerun-if-changed={dir}/{reference}");
         }
-        println!("cargo:rerun-if-changed={dir}/packed-refs");
+        // A missing file watched counts as changed on every build: watch it only if it is there.
+        if std::path::Path::new(&format!("{dir}/packed-refs")).exists() {
+            println!("cargo:rerun-if-changed={dir}/packed-refs");
+        }
     }
     let commit = std::env::var("SANDBOX_GIT_COMMIT")
         .ok()

@@ -11,6 +11,20 @@ use crate::{Error, Result, repo_root};
 /// The package and binary of the product.
 const PACKAGE: &str = "gardener-extension-runtime-sandbox";
 
+/// Variables `cargo test` sets for the test process, not for the build we start.
+const INHERITED_FROM_CARGO_TEST: &[&str] = &[
+    "CARGO_PKG_",
+    "CARGO_MANIFEST_",
+    "CARGO_CRATE_",
+    "CARGO_BIN_",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+    "OUT_DIR",
+    "SANDBOX_GIT_COMMIT",
+    "SANDBOX_BUILD_DATE",
+];
+
 /// Builds the product binary (the dev profile without debug info: the tests only start it
 /// under qemu-user; dependencies keep the dev profile's settings, so the host's build scripts
 /// and proc-macros are shared with the test build) for `arch` with the workspace's
@@ -19,7 +33,20 @@ const PACKAGE: &str = "gardener-extension-runtime-sandbox";
 pub fn product_binary(arch: Arch) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let target = arch.rust_target();
-    let output = Command::new(&cargo)
+    let mut command = Command::new(&cargo);
+    // Cargo gives a test process its package's variables and its build scripts' `rustc-env`
+    // values; build scripts that watch them (ours, ring's) would see a change and rebuild
+    // what a plain `cargo build` (CI's prebuild) left fresh.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if INHERITED_FROM_CARGO_TEST
+            .iter()
+            .any(|prefix| key.starts_with(prefix))
+        {
+            command.env_remove(&*key);
+        }
+    }
+    let output = command
         .current_dir(repo_root())
         .env("CARGO_PROFILE_DEV_DEBUG", "0")
         .args(["build", "--locked", "--package", PACKAGE, "--bin", PACKAGE])
