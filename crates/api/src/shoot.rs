@@ -25,7 +25,25 @@ pub struct ShootSpec {
     pub hibernation: Option<Hibernation>,
     pub kubernetes: KubernetesSpec,
     pub provider: Provider,
+    /// The CloudProfile by name (older shoots; `cloudProfile` replaces it).
+    pub cloud_profile_name: Option<String>,
+    /// The CloudProfile or NamespacedCloudProfile the shoot uses.
+    pub cloud_profile: Option<CloudProfileReference>,
 }
+
+/// `spec.cloudProfile` of a Shoot.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct CloudProfileReference {
+    /// `CloudProfile` (the default) or `NamespacedCloudProfile`.
+    pub kind: String,
+    pub name: String,
+}
+
+/// Kind of a cluster-scoped CloudProfile.
+pub const CLOUD_PROFILE_KIND: &str = "CloudProfile";
+/// Kind of a CloudProfile in the shoot's project namespace.
+pub const NAMESPACED_CLOUD_PROFILE_KIND: &str = "NamespacedCloudProfile";
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
@@ -152,6 +170,26 @@ impl Shoot {
         self.spec.provider.workers.iter().find(|w| w.name == name)
     }
 
+    /// The CloudProfile the shoot uses, as (kind, name): `spec.cloudProfile`, else
+    /// `spec.cloudProfileName` as a CloudProfile.
+    pub fn cloud_profile_reference(&self) -> Option<CloudProfileReference> {
+        match (&self.spec.cloud_profile, &self.spec.cloud_profile_name) {
+            (Some(r), _) if !r.name.is_empty() => Some(CloudProfileReference {
+                kind: if r.kind.is_empty() {
+                    CLOUD_PROFILE_KIND.into()
+                } else {
+                    r.kind.clone()
+                },
+                name: r.name.clone(),
+            }),
+            (_, Some(name)) if !name.is_empty() => Some(CloudProfileReference {
+                kind: CLOUD_PROFILE_KIND.into(),
+                name: name.clone(),
+            }),
+            _ => None,
+        }
+    }
+
     /// The owner confirmed force deletion.
     pub fn force_deletion(&self) -> bool {
         self.metadata
@@ -205,6 +243,8 @@ impl Shoot {
                         })
                         .collect(),
                 },
+                cloud_profile_name: None,
+                cloud_profile: None,
             },
             status: self.status.clone(),
         }
@@ -277,6 +317,31 @@ pub struct CloudProfileSpec {
     #[serde(rename = "type")]
     pub type_: String,
     pub machine_types: Vec<MachineType>,
+    /// The capabilities machine types and images may have, each with its values (a machine
+    /// type that does not name a capability has all of its values).
+    pub machine_capabilities: Vec<CapabilityDefinition>,
+    pub machine_images: Vec<CloudProfileMachineImage>,
+}
+
+/// A NamespacedCloudProfile: its status carries the merged spec shoots get.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct NamespacedCloudProfile {
+    pub metadata: ObjectMeta,
+    pub status: NamespacedCloudProfileStatus,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct NamespacedCloudProfileStatus {
+    pub cloud_profile_spec: CloudProfileSpec,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct CapabilityDefinition {
+    pub name: String,
+    pub values: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -284,5 +349,47 @@ pub struct CloudProfileSpec {
 pub struct MachineType {
     pub name: String,
     pub architecture: Option<String>,
+    /// Capability name to values; kept raw so that an odd entry never breaks decoding.
     pub capabilities: Option<serde_json::Value>,
+}
+
+impl MachineType {
+    /// The values of capability `name` for this machine type, Gardener's way: its own entry,
+    /// else every value of the CloudProfile's definition, else none.
+    pub fn capability_values(
+        &self,
+        name: &str,
+        definitions: &[CapabilityDefinition],
+    ) -> Vec<String> {
+        if let Some(own) = self.capabilities.as_ref().and_then(|c| c.get(name)) {
+            return match own {
+                serde_json::Value::Array(values) => values
+                    .iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect(),
+                serde_json::Value::String(value) => vec![value.clone()],
+                _ => Vec::new(),
+            };
+        }
+        definitions
+            .iter()
+            .find(|d| d.name == name)
+            .map(|d| d.values.clone())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct CloudProfileMachineImage {
+    pub name: String,
+    pub versions: Vec<CloudProfileMachineImageVersion>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct CloudProfileMachineImageVersion {
+    pub version: String,
+    /// The CRIs (and their container runtimes) this version supports.
+    pub cri: Vec<Cri>,
 }

@@ -32,6 +32,21 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// Something about a providerConfig that is accepted but that the owner should know (e.g.
+/// a gVisor flag we do not pass on).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// JSON path of the field, e.g. `providerConfig.configFlags`.
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
 /// Why an actuator cannot render.
 #[derive(Debug, thiserror::Error)]
 pub enum ActuatorError {
@@ -111,6 +126,26 @@ pub struct Cleanup {
 pub trait Actuator: Send + Sync + 'static {
     /// The `spec.type` served, e.g. `gvisor`.
     fn runtime_type(&self) -> &'static str;
+    /// Validates a pool's providerConfig with the same decoder [`Actuator::desired`] uses, so
+    /// the garden's admission and the seed's controller can never disagree; Ok carries what
+    /// the owner should know about an accepted configuration.
+    fn validate(
+        &self,
+        provider_config: Option<&serde_json::Value>,
+    ) -> Result<Vec<ConfigWarning>, ConfigError>;
+    /// What the node agent makes true on each node of a pool with `provider_config`, run
+    /// from the node agent `image` (for the offline `render`; `desired` carries the same plan
+    /// to the nodes).
+    fn node_plan(
+        &self,
+        provider_config: Option<&serde_json::Value>,
+        image: &str,
+    ) -> Result<crate::node_plan::NodePlan, ConfigError>;
+    /// Whether the runtime runs pods in VMs and so needs (nested) hardware virtualisation on
+    /// the node's machine type.
+    fn needs_virtualization(&self) -> bool {
+        false
+    }
     /// The runtime as operators name it in messages, e.g. `gVisor`.
     fn display_name(&self) -> &'static str;
     /// The `origin` label of its ManagedResources.

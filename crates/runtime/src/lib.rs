@@ -7,6 +7,7 @@
 //! module ([`gvisor`], [`kata`]) that owns everything about it.
 
 pub mod actuator;
+pub mod admission;
 pub mod gvisor;
 pub mod image;
 pub mod installation;

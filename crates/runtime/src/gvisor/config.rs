@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-pub use crate::actuator::ConfigError;
+pub use crate::actuator::{ConfigError, ConfigWarning};
 
 /// The apiVersion the Go extension accepts.
 pub const API_VERSION: &str = "gvisor.runtime.extensions.config.gardener.cloud/v1alpha1";
@@ -156,6 +156,26 @@ pub fn parse(provider_config: Option<&Value>) -> Result<GVisorConfig, ConfigErro
     }
     config.ignored_flags.sort();
     Ok(config)
+}
+
+/// What the owner should know about an accepted configuration: the flags we do not pass on.
+pub fn warnings(config: &GVisorConfig) -> Vec<ConfigWarning> {
+    if config.ignored_flags.is_empty() {
+        return Vec::new();
+    }
+    vec![ConfigWarning {
+        field: "providerConfig.configFlags".into(),
+        message: format!(
+            "{} {} not supported and ignored; supported: {}",
+            config.ignored_flags.join(", "),
+            if config.ignored_flags.len() == 1 {
+                "is"
+            } else {
+                "are"
+            },
+            supported_flags().join(", ")
+        ),
+    }]
 }
 
 fn describe(value: Option<&str>) -> String {

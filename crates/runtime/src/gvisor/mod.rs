@@ -132,6 +132,21 @@ impl Actuator for GVisor {
         RUNTIME_TYPE
     }
 
+    fn node_plan(
+        &self,
+        provider_config: Option<&serde_json::Value>,
+        _image: &str,
+    ) -> Result<crate::node_plan::NodePlan, crate::actuator::ConfigError> {
+        config::parse(provider_config).map(|c| node::node_plan(&c))
+    }
+
+    fn validate(
+        &self,
+        provider_config: Option<&serde_json::Value>,
+    ) -> Result<Vec<crate::actuator::ConfigWarning>, crate::actuator::ConfigError> {
+        config::parse(provider_config).map(|c| config::warnings(&c))
+    }
+
     fn display_name(&self) -> &'static str {
         "gVisor"
     }
@@ -167,18 +182,13 @@ impl Actuator for GVisor {
             config: &config,
             image,
         })?;
-        let warnings = if config.ignored_flags.is_empty() {
-            Vec::new()
-        } else {
-            vec![Warning {
+        let warnings = config::warnings(&config)
+            .into_iter()
+            .map(|w| Warning {
                 reason: "UnknownFlags",
-                message: format!(
-                    "providerConfig.configFlags {} are not supported and were ignored; supported: {}",
-                    config.ignored_flags.join(", "),
-                    config::supported_flags().join(", ")
-                ),
-            }]
-        };
+                message: format!("{} {}", w.field, w.message),
+            })
+            .collect();
         Ok(Desired {
             shared: self.shared(shoot)?,
             pool: ManagedResourceContent {

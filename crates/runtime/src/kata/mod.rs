@@ -82,6 +82,25 @@ impl Actuator for Kata {
         RUNTIME_TYPE
     }
 
+    fn node_plan(
+        &self,
+        provider_config: Option<&serde_json::Value>,
+        image: &str,
+    ) -> Result<crate::node_plan::NodePlan, crate::actuator::ConfigError> {
+        config::parse(provider_config).map(|c| node_plan(&c, image))
+    }
+
+    fn validate(
+        &self,
+        provider_config: Option<&serde_json::Value>,
+    ) -> Result<Vec<crate::actuator::ConfigWarning>, crate::actuator::ConfigError> {
+        config::parse(provider_config).map(|_| Vec::new())
+    }
+
+    fn needs_virtualization(&self) -> bool {
+        true
+    }
+
     fn display_name(&self) -> &'static str {
         "Kata Containers"
     }
