@@ -1,8 +1,25 @@
 //! What every subcommand shares: logging, listen addresses, and the shutdown signal.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use anyhow::Context;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+/// A client from `--kubeconfig`, else the in-cluster configuration.
+pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no --kubeconfig and no in-cluster configuration")?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
 
 /// `:8080` means every address, as in Go.
 pub fn bind_address(flag: &str, value: &str) -> anyhow::Result<SocketAddr> {

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::ArgAction;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use sandbox_controller::heartbeat::heartbeat;
 use sandbox_controller::leader_election::LeaderElection;
 use sandbox_controller::metrics::{self, Metrics};
@@ -16,7 +15,7 @@ use sandbox_health::Readiness;
 use sandbox_runtime::image::{DEFAULT_IMAGE_VECTOR, ImageVector, NODE_AGENT_IMAGE};
 use tracing::{error, info, warn};
 
-use crate::common::{bind_address, init_logging, shutdown_signal};
+use crate::common::{bind_address, client, init_logging, shutdown_signal};
 
 /// Flags of the controller; names and defaults follow Gardener's Go extensions.
 #[derive(clap::Args, Debug)]
@@ -152,20 +151,6 @@ fn image_vector() -> anyhow::Result<ImageVector> {
         vector = vector.overwritten_by(ImageVector::parse(&text)?);
     }
     Ok(vector)
-}
-
-async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no --kubeconfig and no in-cluster configuration")?,
-    };
-    Ok(kube::Client::try_from(config)?)
 }
 
 fn own_namespace() -> Option<String> {

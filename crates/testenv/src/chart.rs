@@ -50,7 +50,17 @@ pub fn template(
     namespace: &str,
     extra: &[&str],
 ) -> Result<std::result::Result<Vec<Value>, String>> {
-    let dir = chart_dir();
+    template_chart(tools, &chart_dir(), release, namespace, extra)
+}
+
+/// [`template`] of the chart in `dir` (e.g. the admission charts).
+pub fn template_chart(
+    tools: &Tools,
+    dir: &std::path::Path,
+    release: &str,
+    namespace: &str,
+    extra: &[&str],
+) -> Result<std::result::Result<Vec<Value>, String>> {
     let dir = dir.to_string_lossy();
     let mut args = vec!["template", release, &dir, "--namespace", namespace];
     args.extend_from_slice(extra);

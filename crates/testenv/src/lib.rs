@@ -39,7 +39,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-pub use server::{Server, free_port, http_get};
+pub use server::{Server, free_port, http_get, tls_handshake};
 pub use tools::{ControlPlaneTools, Tools, repo_root};
 
 /// What can go wrong while bringing up or talking to the control plane.

@@ -140,3 +140,28 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
         .unwrap_or_default();
     Some((code, body))
 }
+
+/// Whether a TLS handshake with 127.0.0.1:`port` for `server_name` (a DNS name or an IP)
+/// succeeds for a client that trusts only `ca_pem`: what a webhook serves right now.
+pub async fn tls_handshake(ca_pem: &str, port: u16, server_name: &str) -> bool {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()).flatten() {
+        let _ = roots.add(cert);
+    }
+    let Ok(builder) = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions() else {
+        return false;
+    };
+    let config = builder.with_root_certificates(roots).with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let Ok(name) = rustls::pki_types::ServerName::try_from(server_name.to_string()) else {
+        return false;
+    };
+    let Ok(tcp) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    connector.connect(name, tcp).await.is_ok()
+}

@@ -2,8 +2,9 @@
 //! Firecracker's devmapper pool on the nodes of pools whose Kata ContainerRuntime offers `fc`
 //! ([`osc`]), served over TLS ([`tls`]) with certificates and registration handled the way
 //! Gardener's extension webhooks handle theirs ([`certificates`], [`registration`]).
-//! (Shoot validation in the garden comes with the garden admission issue.)
+//! In the garden: the Shoot admission webhook ([`admission`]), certificate from files.
 
+pub mod admission;
 pub mod certificates;
 pub mod osc;
 pub mod registration;

@@ -311,24 +311,5 @@ async fn the_api_server_calls_the_webhook_for_pools_offering_firecracker_only() 
 
 /// Whether a TLS handshake with 127.0.0.1:`port` succeeds for a client trusting only `ca_pem`.
 async fn handshake_trusting(ca_pem: &str, port: u16) -> bool {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let name = rustls::pki_types::ServerName::IpAddress(
-        "127.0.0.1".parse::<std::net::IpAddr>().unwrap().into(),
-    );
-    connector.connect(name, tcp).await.is_ok()
+    sandbox_testenv::tls_handshake(ca_pem, port, "127.0.0.1").await
 }
