@@ -22,6 +22,15 @@ pub const RUNTIME_TYPES: &[&str] = &["gvisor", "kata"];
 pub const CHART_OCI_REPOSITORY: &str =
     "ghcr.io/gardener-extension-runtime-sandbox/charts/runtime-sandbox";
 
+/// The admission webhook's charts in this repository (runtime cluster, virtual garden).
+pub const ADMISSION_RUNTIME_CHART_DIR: &str = "charts/admission/runtime";
+pub const ADMISSION_APPLICATION_CHART_DIR: &str = "charts/admission/application";
+/// Where they are published for gardener-operator's `Extension`.
+pub const ADMISSION_RUNTIME_OCI_REPOSITORY: &str =
+    "ghcr.io/gardener-extension-runtime-sandbox/charts/admission-runtime-sandbox-runtime";
+pub const ADMISSION_APPLICATION_OCI_REPOSITORY: &str =
+    "ghcr.io/gardener-extension-runtime-sandbox/charts/admission-runtime-sandbox-application";
+
 /// Files `helm package` would leave out: editor and OS leftovers.
 fn ignored(name: &str) -> bool {
     name == ".DS_Store"
@@ -146,6 +155,17 @@ metadata:
     security.gardener.cloud/pod-security-enforce: restricted
 spec:
   deployment:
+    # The Shoot admission webhook (docs/admission.md): its server in the runtime cluster, its
+    # registration in the virtual garden. Both charts take the same webhookConfig values.
+    admission:
+      runtimeCluster:
+        helm:
+          ociRepository:
+            ref: {ADMISSION_RUNTIME_OCI_REPOSITORY}:{chart_version}
+      virtualCluster:
+        helm:
+          ociRepository:
+            ref: {ADMISSION_APPLICATION_OCI_REPOSITORY}:{chart_version}
     extension:
       helm:
         ociRepository:
