@@ -12,12 +12,12 @@ demo: control-plane-tools
 control-plane: control-plane-tools
 	$(CARGO) run --locked --quiet -p sandbox-testenv --bin local-control-plane -- $(ARGS)
 
-## bench: the controller under gardenlet-like load, the node agent on a real containerd, and the whole chain on the test shoot (release build); figures go to docs/benchmarks.md
+## bench: the controller under gardenlet-like load, the node agent on a real containerd, the whole chain on the test shoot, and the Shoot admission webhook under 100 concurrent reviews (release build); figures go to docs/benchmarks.md
 bench: tools
 	$(CARGO) build --locked --release -p gardener-extension-runtime-sandbox -p sandbox-bench
 	target=$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'); \
 	  $$target/release/controller-bench $(BENCH_ARGS) && $$target/release/node-agent-bench $(NODE_BENCH_ARGS) && \
-	  $$target/release/shoot-bench $(SHOOT_BENCH_ARGS)
+	  $$target/release/shoot-bench $(SHOOT_BENCH_ARGS) && $$target/release/admission-bench $(ADMISSION_BENCH_ARGS)
 
 ## image: the controller's and the node agent's OCI image archives for linux/amd64 and linux/arm64 (release binaries, pinned runsc), built from local files
 image: tools

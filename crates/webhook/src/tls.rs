@@ -123,6 +123,8 @@ impl TlsListener {
                 if tx.is_closed() {
                     return;
                 }
+                // Answers are small and latency matters: no Nagle delay on them.
+                let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
