@@ -11,7 +11,7 @@ use sandbox_runtime::admission::{Capability, Rules};
 use sandbox_webhook::admission::{self, Context, GardenApi, Metrics, ServeOptions};
 use tracing::info;
 
-use crate::common::{bind_address, client, init_logging, shutdown_signal};
+use crate::common::{ProcessFlags, bind_address, client, serve_probes, shutdown_signal};
 
 /// Flags of the admission webhook; names follow Gardener's admission components.
 #[derive(clap::Args, Debug)]
@@ -46,18 +46,8 @@ pub struct Args {
     /// The value that capability must include.
     #[arg(long, default_value = sandbox_runtime::admission::DEFAULT_VIRTUALIZATION_VALUE)]
     virtualization_capability_value: String,
-    /// Address of the metrics server.
-    #[arg(long, default_value = ":8080")]
-    metrics_bind_address: String,
-    /// Address of the health server.
-    #[arg(long, default_value = ":8081")]
-    health_bind_address: String,
-    /// Log level.
-    #[arg(long, default_value = "info", value_parser = ["info", "debug", "error"])]
-    log_level: String,
-    /// Log format.
-    #[arg(long, default_value = "json", value_parser = ["json", "text"])]
-    log_format: String,
+    #[command(flatten)]
+    process: ProcessFlags,
 }
 
 impl Args {
@@ -87,9 +77,8 @@ impl Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    init_logging(&args.log_level, &args.log_format, &["sandbox_webhook"]);
-    let health = bind_address("health-bind-address", &args.health_bind_address)?;
-    let metrics_addr = bind_address("metrics-bind-address", &args.metrics_bind_address)?;
+    args.process.init_logging(&["sandbox_webhook"]);
+    let (health, metrics_addr) = args.process.addresses()?;
     let bind = bind_address(
         "webhook-config-server-host",
         &format!(
@@ -110,17 +99,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let readiness = Readiness::default();
     let health_router = sandbox_health::router(readiness.clone(), "no serving certificate yet");
     let metrics_router = admission::metrics_router(metrics.clone());
-    let probes = async move {
-        if health == metrics_addr {
-            sandbox_health::serve(health, health_router.merge(metrics_router)).await
-        } else {
-            tokio::try_join!(
-                sandbox_health::serve(health, health_router),
-                sandbox_health::serve(metrics_addr, metrics_router)
-            )
-            .map(|_| ())
-        }
-    };
+    let probes = serve_probes(health, health_router, metrics_addr, metrics_router);
     let context = Arc::new(Context {
         profiles: GardenApi(client),
         rules,

@@ -21,6 +21,56 @@ pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client
     Ok(kube::Client::try_from(config)?)
 }
 
+/// Flags every long-running subcommand shares (the Go extensions' names and defaults).
+#[derive(clap::Args, Debug)]
+pub struct ProcessFlags {
+    /// Address of the metrics server.
+    #[arg(long, default_value = ":8080")]
+    pub metrics_bind_address: String,
+    /// Address of the health server.
+    #[arg(long, default_value = ":8081")]
+    pub health_bind_address: String,
+    /// Log level.
+    #[arg(long, default_value = "info", value_parser = ["info", "debug", "error"])]
+    pub log_level: String,
+    /// Log format.
+    #[arg(long, default_value = "json", value_parser = ["json", "text"])]
+    pub log_format: String,
+}
+
+impl ProcessFlags {
+    /// Logging for `crates` (and the binary) at the level and in the format asked for.
+    pub fn init_logging(&self, crates: &[&str]) {
+        init_logging(&self.log_level, &self.log_format, crates);
+    }
+
+    /// The health and metrics addresses.
+    pub fn addresses(&self) -> anyhow::Result<(SocketAddr, SocketAddr)> {
+        Ok((
+            bind_address("health-bind-address", &self.health_bind_address)?,
+            bind_address("metrics-bind-address", &self.metrics_bind_address)?,
+        ))
+    }
+}
+
+/// Serves `health_router` on `health` and `metrics_router` on `metrics` (one server when the
+/// addresses are the same).
+pub async fn serve_probes(
+    health: SocketAddr,
+    health_router: axum::Router,
+    metrics: SocketAddr,
+    metrics_router: axum::Router,
+) -> std::io::Result<()> {
+    if health == metrics {
+        return sandbox_health::serve(health, health_router.merge(metrics_router)).await;
+    }
+    tokio::try_join!(
+        sandbox_health::serve(health, health_router),
+        sandbox_health::serve(metrics, metrics_router)
+    )?;
+    Ok(())
+}
+
 /// `:8080` means every address, as in Go.
 pub fn bind_address(flag: &str, value: &str) -> anyhow::Result<SocketAddr> {
     let full = if value.starts_with(':') {

@@ -15,7 +15,7 @@ use sandbox_health::Readiness;
 use sandbox_runtime::image::{DEFAULT_IMAGE_VECTOR, ImageVector, NODE_AGENT_IMAGE};
 use tracing::{error, info, warn};
 
-use crate::common::{bind_address, client, init_logging, shutdown_signal};
+use crate::common::{ProcessFlags, bind_address, client, serve_probes, shutdown_signal};
 
 /// Flags of the controller; names and defaults follow Gardener's Go extensions.
 #[derive(clap::Args, Debug)]
@@ -54,18 +54,8 @@ pub struct Args {
     /// extensions default to 30 s).
     #[arg(long, default_value_t = 30)]
     health_check_sync_period_seconds: u64,
-    /// Address of the metrics server.
-    #[arg(long, default_value = ":8080")]
-    metrics_bind_address: String,
-    /// Address of the health server.
-    #[arg(long, default_value = ":8081")]
-    health_bind_address: String,
-    /// Log level.
-    #[arg(long, default_value = "info", value_parser = ["info", "debug", "error"])]
-    log_level: String,
-    /// Log format.
-    #[arg(long, default_value = "json", value_parser = ["json", "text"])]
-    log_format: String,
+    #[command(flatten)]
+    process: ProcessFlags,
     /// Version of the Gardener that deployed us (informational).
     #[arg(long)]
     gardener_version: Option<String>,
@@ -168,26 +158,19 @@ async fn serve(
     metrics: Arc<Metrics>,
     readiness: Readiness,
 ) -> std::io::Result<()> {
-    let health_router = sandbox_health::router(readiness, "cache not synced");
-    let metrics_router = metrics::router(metrics);
-    if health == metrics_addr {
-        return sandbox_health::serve(health, health_router.merge(metrics_router)).await;
-    }
-    tokio::try_join!(
-        sandbox_health::serve(health, health_router),
-        sandbox_health::serve(metrics_addr, metrics_router)
-    )?;
-    Ok(())
+    serve_probes(
+        health,
+        sandbox_health::router(readiness, "cache not synced"),
+        metrics_addr,
+        metrics::router(metrics),
+    )
+    .await
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    init_logging(
-        &args.log_level,
-        &args.log_format,
-        &["sandbox_controller", "sandbox_webhook"],
-    );
-    let health = bind_address("health-bind-address", &args.health_bind_address)?;
-    let metrics_addr = bind_address("metrics-bind-address", &args.metrics_bind_address)?;
+    args.process
+        .init_logging(&["sandbox_controller", "sandbox_webhook"]);
+    let (health, metrics_addr) = args.process.addresses()?;
     let vector = image_vector()?;
     let image = vector.find(NODE_AGENT_IMAGE)?.reference();
     let mut images = std::collections::BTreeMap::new();

@@ -242,6 +242,49 @@ async fn shoots_are_reviewed_by_our_webhook_through_gardener_apiserver() {
         "{message}"
     );
 
+    // The same through a NamespacedCloudProfile of the project (its status carries the
+    // merged spec; gardener-controller-manager, not running here, would write it).
+    let namespaced: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        NAMESPACE,
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "core.gardener.cloud",
+            "v1beta1",
+            "NamespacedCloudProfile",
+        )),
+    );
+    let profile: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "core.gardener.cloud/v1beta1", "kind": "NamespacedCloudProfile",
+        "metadata": {"name": "local-project", "namespace": NAMESPACE},
+        "spec": {"parent": {"kind": "CloudProfile", "name": "local"}},
+    }))
+    .unwrap();
+    namespaced
+        .create(&PostParams::default(), &profile)
+        .await
+        .unwrap();
+    let status = json!({"status": {
+        "cloudProfileSpec": yaml("example/garden/cloudprofile.yaml")["spec"]}});
+    namespaced
+        .patch_status(
+            "local-project",
+            &PatchParams::default(),
+            &Patch::Merge(status),
+        )
+        .await
+        .unwrap();
+    let small_namespaced = shoot("kata-small-ns", |s| {
+        s["spec"]["cloudProfile"] =
+            json!({"kind": "NamespacedCloudProfile", "name": "local-project"});
+        s["spec"]["provider"]["workers"][1]["machine"]["type"] = json!("local")
+    });
+    let message = refusal(api.create(&dry_run(), &small_namespaced).await);
+    assert!(
+        message.contains("machine type \"local\" does not offer nested virtualisation")
+            && message.contains("CloudProfile local-project"),
+        "{message}"
+    );
+
     // A valid Shoot with both runtimes: admitted, for real.
     let valid = shoot("sandboxed", |_| {});
     api.create(&PostParams::default(), &valid).await.unwrap();

@@ -3,9 +3,8 @@
 //! a real API server with the pod admitted as `restricted`. (The application chart's
 //! objects are applied to the real garden in admission.rs.)
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
-use k8s_openapi::api::scheduling::v1::PriorityClass;
-use kube::api::{Api, ObjectMeta, Patch, PostParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PostParams};
 use sandbox_testenv::{Tools, chart, repo_root};
 use serde_json::{Value, json};
 
@@ -105,31 +104,13 @@ fn versions_and_flags_agree_with_the_binary() {
 async fn the_runtime_part_is_accepted_and_its_pod_is_restricted() {
     let cp = sandbox_testenv::shared();
     let client = cp.client().await.unwrap();
-    let ns = cp.namespace(&client, "garden-admission").await.unwrap();
-    Api::<Namespace>::all(client.clone())
-        .patch(
-            &ns,
-            &Default::default(),
-            &Patch::Merge(
-                json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}),
-            ),
-        )
-        .await
-        .unwrap();
-    let priority = PriorityClass {
-        metadata: ObjectMeta {
-            name: Some("gardener-garden-system-400".into()),
-            ..Default::default()
-        },
-        value: Some(999_999_400),
-        ..Default::default()
-    };
-    chart::ok_if_exists(
-        Api::<PriorityClass>::all(client.clone())
-            .create(&PostParams::default(), &priority)
-            .await
-            .map(|_| ()),
+    let ns = chart::restricted_namespace(
+        cp,
+        &client,
+        "garden-admission",
+        "gardener-garden-system-400",
     )
+    .await
     .unwrap();
     let objects = render("charts/admission/runtime", &ns, TLS).unwrap();
     for object in &objects {

@@ -3,9 +3,8 @@
 //! accepts, a pod the `restricted` Pod Security Standard admits, and registration files that
 //! are generated from this very chart.
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
-use k8s_openapi::api::scheduling::v1::PriorityClass;
-use kube::api::{Api, ObjectMeta, PostParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PostParams};
 use sandbox_testenv::Tools;
 use sandbox_testenv::chart::{self, object};
 use serde_json::{Value, json};
@@ -254,36 +253,9 @@ fn values_gardener_injects_are_accepted() {
 async fn the_api_server_accepts_the_objects_and_admits_the_pod_as_restricted() {
     let cp = sandbox_testenv::shared();
     let client = cp.client().await.unwrap();
-    let ns = cp.namespace(&client, "extension-chart").await.unwrap();
-    let mut labels = std::collections::BTreeMap::new();
-    labels.insert(
-        "pod-security.kubernetes.io/enforce".to_string(),
-        "restricted".to_string(),
-    );
-    Api::<Namespace>::all(client.clone())
-        .patch(
-            &ns,
-            &Default::default(),
-            &kube::api::Patch::Merge(json!({"metadata": {"labels": labels}})),
-        )
+    let ns = chart::restricted_namespace(cp, &client, "extension-chart", "gardener-system-900")
         .await
         .unwrap();
-    let priority = PriorityClass {
-        metadata: ObjectMeta {
-            name: Some("gardener-system-900".into()),
-            ..Default::default()
-        },
-        value: Some(999_998_900),
-        ..Default::default()
-    };
-    chart::ok_if_exists(
-        Api::<PriorityClass>::all(client.clone())
-            .create(&PostParams::default(), &priority)
-            .await
-            .map(|_| ()),
-    )
-    .unwrap_or_else(|e| panic!("creating the PriorityClass: {e}"));
-
     let objects = chart::template(&tools(), "runtime-sandbox", &ns, &[])
         .unwrap()
         .unwrap();

@@ -120,6 +120,7 @@ pub fn review(
         return verdict;
     }
     let mut unchecked_profile = false;
+    let mut empty_profile = None;
     for (i, worker) in shoot.spec.provider.workers.iter().enumerate() {
         let Some(cri) = worker.cri.as_ref() else {
             continue;
@@ -177,6 +178,14 @@ pub fn review(
                 }),
             }
             match profile {
+                // A NamespacedCloudProfile whose status gardener-controller-manager has not
+                // written yet has nothing to check against: say so rather than pass silently.
+                Some(profile)
+                    if profile.spec.machine_types.is_empty()
+                        && profile.spec.machine_images.is_empty() =>
+                {
+                    empty_profile = Some(name(profile).to_string());
+                }
                 Some(profile) => {
                     verdict.errors.extend(machine_image_lists(
                         profile, worker, runtime, &cri.name, &path,
@@ -192,6 +201,14 @@ pub fn review(
                 None => unchecked_profile = true,
             }
         }
+    }
+    if let Some(profile) = empty_profile {
+        verdict.warnings.push(Finding {
+            field: "spec.cloudProfile".into(),
+            message: format!(
+                "CloudProfile {profile} lists no machine types or images (a NamespacedCloudProfile's status may not be written yet): machine types and machine image versions were not checked"
+            ),
+        });
     }
     if unchecked_profile {
         verdict.warnings.push(Finding {
@@ -541,6 +558,20 @@ mod tests {
         let verdict = review(&s, None, None, &Rules::default());
         assert!(verdict.allowed());
         assert_eq!(verdict.warnings[0].field, "spec.cloudProfile");
+        let empty = CloudProfile {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some("fresh".into()),
+                ..Default::default()
+            },
+            ..CloudProfile::default()
+        };
+        let verdict = review(&s, None, Some(&empty), &Rules::default());
+        assert!(verdict.allowed());
+        assert!(
+            verdict.warnings[0]
+                .message
+                .starts_with("CloudProfile fresh lists no machine types")
+        );
         let disabled = Rules {
             virtualization: None,
         };

@@ -157,3 +157,37 @@ pub fn ok_if_exists(result: std::result::Result<(), kube::Error>) -> Result<()> 
         other => Ok(other?),
     }
 }
+
+/// A fresh namespace (named after `prefix`) that enforces the `restricted` Pod Security
+/// Standard, and the PriorityClass `priority_class` the chart's pods name: where a chart's
+/// pod template must be admitted.
+pub async fn restricted_namespace(
+    cp: &crate::ControlPlane,
+    client: &Client,
+    prefix: &str,
+    priority_class: &str,
+) -> Result<String> {
+    use k8s_openapi::api::core::v1::Namespace;
+    use k8s_openapi::api::scheduling::v1::PriorityClass;
+
+    let ns = cp.namespace(client, prefix).await?;
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            &ns,
+            &Default::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"metadata": {"labels": {
+                "pod-security.kubernetes.io/enforce": "restricted"}}})),
+        )
+        .await?;
+    let priority: PriorityClass = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": priority_class}, "value": 999_990_000,
+    }))
+    .map_err(|e| Error::Tools(e.to_string()))?;
+    ok_if_exists(
+        Api::<PriorityClass>::all(client.clone())
+            .create(&PostParams::default(), &priority)
+            .await
+            .map(|_| ()),
+    )?;
+    Ok(ns)
+}
