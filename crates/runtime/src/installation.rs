@@ -142,7 +142,34 @@ impl Agent {
     pub fn cleanup_name(&self, pool: &str) -> String {
         format!("{}-cleanup-{pool}", self.app)
     }
+
+    /// Checks that `pool` names objects: a DNS label (Gardener's rule for worker names) short
+    /// enough that the longest name we derive from it (the cleanup DaemonSet's, which is also a
+    /// label value) stays within 63 characters. Anything else would render objects the shoot's
+    /// API server refuses (or, with `../` or a newline, names we never want to see).
+    pub fn check_pool(&self, pool: &str) -> Result<(), crate::actuator::ConfigError> {
+        let max = LABEL_VALUE_MAX - self.cleanup_name("").len();
+        let dns_label = !pool.is_empty()
+            && pool
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !pool.starts_with('-')
+            && !pool.ends_with('-');
+        if dns_label && pool.len() <= max {
+            return Ok(());
+        }
+        let shown: String = pool.chars().take(80).collect();
+        Err(crate::actuator::ConfigError {
+            field: "spec.workerPool.name".into(),
+            message: format!(
+                "{shown:?} is not a usable pool name: allowed are 1 to {max} characters of a-z, 0-9 and '-', starting and ending with a letter or digit"
+            ),
+        })
+    }
 }
+
+/// Kubernetes' limit for a label value (and a DNS label).
+const LABEL_VALUE_MAX: usize = 63;
 
 /// Labels of one DaemonSet and its pods; unique per pool and purpose (the Go extension's
 /// DaemonSets all shared one selector and overlapped).

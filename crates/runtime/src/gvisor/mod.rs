@@ -175,6 +175,7 @@ impl Actuator for GVisor {
     ) -> Result<Desired, ActuatorError> {
         let config = config::parse(cr.spec.provider_config.as_ref())?;
         let pool = &cr.spec.worker_pool.name;
+        AGENT.check_pool(pool)?;
         let installation = installation_objects(&InstallationInput {
             pool,
             selector: &cr.spec.worker_pool.selector,
@@ -206,6 +207,7 @@ impl Actuator for GVisor {
         image: &str,
     ) -> Result<Cleanup, ActuatorError> {
         let pool = &cr.spec.worker_pool.name;
+        AGENT.check_pool(pool)?;
         let objects = cleanup_objects(&CleanupInput {
             pool,
             selector: &cr.spec.worker_pool.selector,

@@ -146,6 +146,7 @@ impl Actuator for Kata {
     ) -> Result<Desired, ActuatorError> {
         let config = config::parse(cr.spec.provider_config.as_ref())?;
         let pool = &cr.spec.worker_pool.name;
+        AGENT.check_pool(pool)?;
         let plan = node_plan(&config, image);
         let installation = installation::installation_objects(
             &AGENT,
@@ -174,6 +175,7 @@ impl Actuator for Kata {
         image: &str,
     ) -> Result<Cleanup, ActuatorError> {
         let pool = &cr.spec.worker_pool.name;
+        AGENT.check_pool(pool)?;
         // Every hypervisor's handler and label goes, whatever the (maybe invalid) config was.
         let plan = node_plan(&KataConfig::everything(), image);
         let objects = installation::cleanup_objects(
