@@ -2,7 +2,7 @@
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: demo control-plane control-plane-tools start bench image image-kata generate test verify fmt-check lint tools prereqs clean-tools
+.PHONY: demo control-plane control-plane-tools start bench fuzz image image-kata generate test verify fmt-check lint tools prereqs clean-tools
 
 ## demo: run the controller on a local control plane against example/ and show the results
 demo: control-plane-tools
@@ -51,6 +51,14 @@ generate:
 ## test: build the pinned tools if missing, then run every test
 test: tools
 	$(CARGO) test --workspace --locked
+
+## fuzz: the property tests (providerConfig and admission decoders, pool names, flag values, containerd editor, node plan decoder) with FUZZ_CASES cases each from a new seed, printed (replay: make fuzz PROPTEST_RNG_SEED=<seed>)
+FUZZ_CASES ?= 50000
+fuzz:
+	@seed=$${PROPTEST_RNG_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; \
+	  echo "fuzz: $(FUZZ_CASES) cases per property from seed $$seed (replay: make fuzz PROPTEST_RNG_SEED=$$seed)"; \
+	  PROPTEST_RNG_SEED=$$seed PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --locked -p sandbox-runtime -p sandbox-node-agent \
+	    --test admission_fuzz --test hostile_names --test hostile_input -- --nocapture
 
 ## verify: formatting, clippy with -D warnings, then every test (what CI runs)
 verify: fmt-check lint test

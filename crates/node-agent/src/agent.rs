@@ -125,6 +125,7 @@ impl AgentError {
         match self {
             AgentError::Lock(_) => "LockNotAcquired",
             AgentError::Binaries(_) => "BinaryInstallFailed",
+            AgentError::Host(HostError::Changed(_)) => "ContainerdConfigChanging",
             AgentError::Host(_) => "ContainerdConfigInvalid",
             AgentError::RolledBack { .. } => "ContainerdRestartFailed",
             AgentError::RollbackFailed { .. } => "RollbackFailed",
@@ -141,7 +142,9 @@ async fn restart_and_wait(
     cri: &Cri,
     timeout: Duration,
 ) -> Result<(), String> {
+    crate::fault::point("restart", cri.socket());
     restarter.restart().await.map_err(|RestartError(e)| e)?;
+    crate::fault::point("restarted", cri.socket());
     cri.wait_until_answering(timeout)
         .await
         .map(|_| ())
@@ -213,6 +216,23 @@ async fn first_not(
         .map(|(handler, state)| (handler.name.clone(), state)))
 }
 
+/// Runs a configuration edit again while someone else keeps changing `config.toml` under it
+/// (each attempt rolled back what it wrote), a few times, then gives up with the error.
+fn with_retries(
+    edit: impl Fn() -> Result<Vec<Change>, HostError>,
+) -> Result<Vec<Change>, HostError> {
+    let mut attempt = 1;
+    loop {
+        match edit() {
+            Err(HostError::Changed(path)) if attempt < 3 => {
+                tracing::warn!(path = %path.display(), attempt, "changed by another writer while we edited it; reading it again");
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// Installs binaries and configuration, restarts containerd only if a file changed or
 /// containerd has not loaded every handler, and verifies over CRI that all are loaded.
 pub async fn install(options: &Options, restarter: &dyn Restarter) -> Result<Report, AgentError> {
@@ -234,7 +254,7 @@ pub async fn install(options: &Options, restarter: &dyn Restarter) -> Result<Rep
         .into_iter()
         .cloned()
         .collect();
-    let changes = host::install(&options.host, plan)?;
+    let changes = with_retries(|| host::install(&options.host, plan))?;
     report.files = changes.iter().map(|c| c.path.clone()).collect();
     let cri = options.cri();
     let loaded = HandlerState::Loaded;
@@ -338,7 +358,7 @@ pub async fn uninstall(options: &Options, restarter: &dyn Restarter) -> Result<R
             });
         }
     }
-    let changes = host::uninstall(&options.host, plan)?;
+    let changes = with_retries(|| host::uninstall(&options.host, plan))?;
     report.files = changes.iter().map(|c| c.path.clone()).collect();
     if !changes.is_empty() {
         apply(options, restarter, &changes, &mut report).await?;

@@ -176,6 +176,7 @@ pub fn other_versions(target: &Path, keep: &str) -> Result<Vec<String>, FileErro
 /// Removes the version folder `target/version` with everything in it.
 pub fn remove_version(target: &Path, version: &str) -> Result<(), FileError> {
     let dir = target.join(version);
+    crate::fault::point("remove folder", &dir);
     fs::remove_dir_all(&dir).map_err(files::failed("removing", &dir))
 }
 

@@ -198,9 +198,18 @@ impl Config {
                     .ok_or_else(|| ConfigError::Shape(key.to_string()))?;
             }
             for (name, snapshotter) in platforms {
-                let mut entry = Table::new();
-                entry.insert("snapshotter", value(snapshotter));
-                table.insert(name, Item::Table(entry));
+                // Replaced in place like the runtime entry: a comment above it stays.
+                match table.get_mut(name).and_then(Item::as_table_mut) {
+                    Some(existing) => {
+                        existing.clear();
+                        existing.insert("snapshotter", value(snapshotter));
+                    }
+                    None => {
+                        let mut entry = Table::new();
+                        entry.insert("snapshotter", value(snapshotter));
+                        table.insert(name, Item::Table(entry));
+                    }
+                }
             }
         }
         Ok(Some(doc.to_string()))

@@ -7,6 +7,8 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::fault;
+
 /// A file operation that failed, with the path.
 #[derive(Debug, thiserror::Error)]
 #[error("{action} {path}: {source}")]
@@ -64,14 +66,104 @@ pub fn write_atomic_with(
     mode: u32,
     fill: impl FnOnce(&mut File) -> std::io::Result<()>,
 ) -> Result<(), FileError> {
+    write(path, mode, fill, None)
+}
+
+/// The file changed between our read and our write: someone else edited it. Nothing was
+/// written; read it again and redo the edit.
+#[derive(Debug, thiserror::Error)]
+#[error("it changed since it was read (another writer); nothing was written")]
+pub struct Changed;
+
+impl FileError {
+    /// Whether this is [`Changed`].
+    pub fn is_changed(&self) -> bool {
+        self.source.get_ref().is_some_and(|e| e.is::<Changed>())
+    }
+}
+
+/// [`write_atomic`] of a file we edited: writes `content` only if `path` still holds exactly
+/// `read` (what the edit started from), checked once more just before the rename, so that an
+/// edit by someone else in the meantime is not lost ([`FileError::is_changed`]). The window
+/// left is the rename itself; a writer that does not rename atomically can still race it.
+pub fn replace_edited(
+    path: &Path,
+    read: &[u8],
+    content: &[u8],
+    mode: u32,
+) -> Result<bool, FileError> {
+    let unchanged = |path: &Path| -> Result<(), FileError> {
+        match fs::read(path) {
+            Ok(now) if now == read => Ok(()),
+            Ok(_) => Err(changed(path)),
+            Err(e) => Err(failed("reading", path)(e)),
+        }
+    };
+    unchanged(path)?;
+    if read == content && has_mode(path, mode) {
+        return Ok(false);
+    }
+    write(path, mode, |file| file.write_all(content), Some(&unchanged))?;
+    Ok(true)
+}
+
+fn changed(path: &Path) -> FileError {
+    FileError {
+        action: "replacing",
+        path: path.to_path_buf(),
+        source: std::io::Error::other(Changed),
+    }
+}
+
+/// Our temporary files for `path`: `<name>.runtime-sandbox.tmp.<pid>`.
+fn temp_prefix(path: &Path) -> std::ffi::OsString {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".runtime-sandbox.tmp.");
+    name
+}
+
+/// Removes temporary files of `path` left by an earlier run that died before its rename
+/// (a killed agent would otherwise leave a copy of a 60 MB binary per crash).
+fn remove_stale_temps(dir: &Path, path: &Path) {
+    let prefix = temp_prefix(path);
+    let prefix = prefix.as_encoded_bytes();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().as_encoded_bytes().starts_with(prefix) {
+            let stale = entry.path();
+            match fs::remove_file(&stale) {
+                Ok(()) => {
+                    tracing::info!(path = %stale.display(), "removed a temporary file an earlier run left")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %stale.display(), error = %e, "cannot remove a temporary file an earlier run left")
+                }
+            }
+        }
+    }
+}
+
+/// A last check of the target just before the rename.
+type Check<'a> = dyn Fn(&Path) -> Result<(), FileError> + 'a;
+
+fn write(
+    path: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut File) -> std::io::Result<()>,
+    before_rename: Option<&Check<'_>>,
+) -> Result<(), FileError> {
     let dir = path.parent().ok_or_else(|| FileError {
         action: "finding the folder of",
         path: path.to_path_buf(),
         source: std::io::Error::other("no parent folder"),
     })?;
     fs::create_dir_all(dir).map_err(failed("creating", dir))?;
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".runtime-sandbox.tmp.{}", std::process::id()));
+    // Agents of one runtime hold the host lock, so a temporary file is never another's.
+    remove_stale_temps(dir, path);
+    let mut name = temp_prefix(path);
+    name.push(std::process::id().to_string());
     let tmp = path.with_file_name(name);
     let result = (|| {
         let mut file = OpenOptions::new()
@@ -86,7 +178,12 @@ pub fn write_atomic_with(
         file.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(failed("setting the mode of", &tmp))?;
         file.sync_all().map_err(failed("syncing", &tmp))?;
+        fault::point("rename over", path);
+        if let Some(check) = before_rename {
+            check(path)?;
+        }
         fs::rename(&tmp, path).map_err(failed("renaming over", path))?;
+        fault::point("renamed", path);
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(failed("syncing", dir))
@@ -128,6 +225,7 @@ pub fn restore(path: &Path) -> Result<(), FileError> {
 
 /// Removes `path`; a missing file is fine. Returns whether something was removed.
 pub fn remove(path: &Path) -> Result<bool, FileError> {
+    fault::point("remove", path);
     match fs::remove_file(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -161,6 +259,34 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["config.toml"]);
+    }
+
+    #[test]
+    fn temporary_files_of_a_killed_run_are_removed_by_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runsc");
+        let stale = dir.path().join("runsc.runtime-sandbox.tmp.4242");
+        let other = dir.path().join("runsc-other.runtime-sandbox.tmp.4242");
+        fs::write(&stale, b"half a binary").unwrap();
+        fs::write(&other, b"not ours to judge").unwrap();
+        write_atomic(&path, b"binary", 0o755).unwrap();
+        assert!(!stale.exists());
+        assert!(
+            other.exists(),
+            "only the temporary files of the file written go"
+        );
+    }
+
+    #[test]
+    fn an_edit_is_refused_when_the_file_changed_since_it_was_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        fs::write(&path, b"read").unwrap();
+        assert!(replace_edited(&path, b"read", b"ours", 0o644).unwrap());
+        fs::write(&path, b"theirs").unwrap();
+        let err = replace_edited(&path, b"ours", b"ours again", 0o644).unwrap_err();
+        assert!(err.is_changed(), "{err}");
+        assert_eq!(fs::read(&path).unwrap(), b"theirs");
     }
 
     #[test]

@@ -53,11 +53,27 @@ pub enum HostError {
         #[source]
         source: ConfigError,
     },
+    #[error(
+        "{0} changed while this run edited it (another writer); nothing was written, the edit is redone from what is there now"
+    )]
+    Changed(PathBuf),
     #[error(transparent)]
-    File(#[from] FileError),
+    File(FileError),
 }
 
-fn read_config(host: &Host) -> Result<Config, HostError> {
+impl From<FileError> for HostError {
+    fn from(e: FileError) -> Self {
+        if e.is_changed() {
+            HostError::Changed(e.path)
+        } else {
+            HostError::File(e)
+        }
+    }
+}
+
+/// `config.toml` parsed, with the text it was parsed from (an edit is written only if the
+/// file still holds that text).
+fn read_config(host: &Host) -> Result<(Config, String), HostError> {
     let path = host.path(CONFIG_TOML);
     let text = match fs::read_to_string(&path) {
         Ok(text) => text,
@@ -68,7 +84,33 @@ fn read_config(host: &Host) -> Result<Config, HostError> {
             return Err(files::failed("reading", &path)(e).into());
         }
     };
-    Config::parse(&text).map_err(|source| HostError::Config { path, source })
+    let config = Config::parse(&text).map_err(|source| HostError::Config { path, source })?;
+    Ok((config, text))
+}
+
+/// Writes our edit `content` of `config.toml`, whose text was `read`, backing up what was
+/// there; refused ([`HostError::Changed`]) if someone else changed the file in between.
+fn put_edited(
+    host: &Host,
+    read: &str,
+    content: &str,
+    changes: &mut Vec<Change>,
+) -> Result<(), HostError> {
+    let full = host.path(CONFIG_TOML);
+    let mode = fs::metadata(&full)
+        .map(|m| m.permissions().mode() & 0o7777)
+        .unwrap_or(0o644);
+    if fs::read(&full).ok().as_deref() != Some(read.as_bytes()) {
+        return Err(HostError::Changed(full));
+    }
+    files::backup(&full)?;
+    if files::replace_edited(&full, read.as_bytes(), content.as_bytes(), mode)? {
+        changes.push(Change {
+            path: CONFIG_TOML.to_string(),
+            had_file: true,
+        });
+    }
+    Ok(())
 }
 
 /// Writes `content` to the host path if it differs, backing up what was there.
@@ -108,14 +150,38 @@ fn delete(host: &Host, path: &str, changes: &mut Vec<Change>) -> Result<(), File
 /// `config.toml` imports `conf.d` (and then removes stale entries of the same handlers from
 /// `config.toml`, e.g. the Go extension's); otherwise edits `config.toml` in place. Returns
 /// what changed (nothing on an unchanged re-run). A missing or invalid `config.toml` is an
-/// error before any write.
+/// error before any write. When someone else changes `config.toml` while this runs, what
+/// this call wrote is rolled back and [`HostError::Changed`] returned (the caller runs it
+/// again).
 ///
 /// A handler whose `writtenOnlyIf` does not hold on this host is not written (and removed if
 /// an earlier run wrote it): e.g. an entry naming the devmapper snapshotter, since
 /// containerd 2.x loses its CRI plugin when that is configured without a pool.
 pub fn install(host: &Host, plan: &NodePlan) -> Result<Vec<Change>, HostError> {
-    let config = read_config(host)?;
     let mut changes = Vec::new();
+    let result = install_into(host, plan, &mut changes);
+    undo_on_changed(host, result, changes)
+}
+
+/// `result` of a run that made `changes`; on [`HostError::Changed`] the changes are rolled
+/// back first, so that nothing this run wrote stays behind.
+fn undo_on_changed(
+    host: &Host,
+    result: Result<(), HostError>,
+    changes: Vec<Change>,
+) -> Result<Vec<Change>, HostError> {
+    match result {
+        Ok(()) => Ok(changes),
+        Err(HostError::Changed(path)) => {
+            roll_back(host, &changes)?;
+            Err(HostError::Changed(path))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn install_into(host: &Host, plan: &NodePlan, changes: &mut Vec<Change>) -> Result<(), HostError> {
+    let (config, read) = read_config(host)?;
     let writable: Vec<_> = capability::writable(host, &plan.handlers)
         .into_iter()
         .cloned()
@@ -131,10 +197,10 @@ pub fn install(host: &Host, plan: &NodePlan) -> Result<Vec<Change>, HostError> {
             host,
             &plan.drop_in,
             &containerd::drop_in(config.schema(), &writable, &plan.containerd_imports),
-            &mut changes,
+            changes,
         )?;
         if let Some(cleaned) = without_plan(&config, plan).map_err(config_error(host))? {
-            put(host, CONFIG_TOML, &cleaned, &mut changes)?;
+            put_edited(host, &read, &cleaned, changes)?;
         }
     } else {
         let mut current = config;
@@ -157,23 +223,32 @@ pub fn install(host: &Host, plan: &NodePlan) -> Result<Vec<Change>, HostError> {
             edited = Some(text);
         }
         if let Some(edited) = edited {
-            put(host, CONFIG_TOML, &edited, &mut changes)?;
+            put_edited(host, &read, &edited, changes)?;
         }
     }
     for file in &plan.files {
-        put(host, &file.path, &file.content, &mut changes)?;
+        put(host, &file.path, &file.content, changes)?;
     }
-    Ok(changes)
+    Ok(())
 }
 
 /// Removes the plan's handlers (drop-in and any entry in `config.toml`) and its files.
 pub fn uninstall(host: &Host, plan: &NodePlan) -> Result<Vec<Change>, HostError> {
     let mut changes = Vec::new();
-    delete(host, &plan.drop_in, &mut changes)?;
+    let result = uninstall_from(host, plan, &mut changes);
+    undo_on_changed(host, result, changes)
+}
+
+fn uninstall_from(
+    host: &Host,
+    plan: &NodePlan,
+    changes: &mut Vec<Change>,
+) -> Result<(), HostError> {
+    delete(host, &plan.drop_in, changes)?;
     match read_config(host) {
-        Ok(config) => {
+        Ok((config, read)) => {
             if let Some(cleaned) = without_plan(&config, plan).map_err(config_error(host))? {
-                put(host, CONFIG_TOML, &cleaned, &mut changes)?;
+                put_edited(host, &read, &cleaned, changes)?;
             }
         }
         // Without a config there is no entry to remove; a broken one we do not touch.
@@ -181,9 +256,9 @@ pub fn uninstall(host: &Host, plan: &NodePlan) -> Result<Vec<Change>, HostError>
         Err(e) => return Err(e),
     }
     for file in &plan.files {
-        delete(host, &file.path, &mut changes)?;
+        delete(host, &file.path, changes)?;
     }
-    Ok(changes)
+    Ok(())
 }
 
 fn config_error(host: &Host) -> impl Fn(containerd::ConfigError) -> HostError + '_ {
@@ -221,4 +296,90 @@ pub fn roll_back(host: &Host, changes: &[Change]) -> Result<(), FileError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::containerd::CONF_D_IMPORT;
+    use sandbox_runtime::gvisor::{GVisorConfig, node::DROP_IN, node_plan};
+
+    const THEIRS: &str = "\n# added by someone else while the agent edited\n[grpc]\n  address = \"/run/other.sock\"\n";
+
+    /// Appends [`THEIRS`] to `config.toml` the first time a write of it is about to be renamed
+    /// into place: another writer between our read and our write.
+    fn interfere_once(host: &Host) {
+        let config = host.path(CONFIG_TOML);
+        let mut done = false;
+        crate::fault::set_hook(Some(Box::new(move |what, path| {
+            if !done && what == "rename over" && path == config {
+                done = true;
+                let mut text = fs::read_to_string(&config).unwrap();
+                text.push_str(THEIRS);
+                fs::write(&config, text).unwrap();
+            }
+        })));
+    }
+
+    fn host_with(config: &str) -> (tempfile::TempDir, Host) {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Host::new(dir.path());
+        fs::create_dir_all(host.path("/etc/containerd")).unwrap();
+        fs::write(host.path(CONFIG_TOML), config).unwrap();
+        (dir, host)
+    }
+
+    #[test]
+    fn an_edit_by_someone_else_between_read_and_write_is_not_lost() {
+        let plan = node_plan(&GVisorConfig::default());
+        let (_dir, host) = host_with("version = 2\n");
+        interfere_once(&host);
+        let err = install(&host, &plan).unwrap_err();
+        assert!(matches!(err, HostError::Changed(_)), "{err}");
+        let now = fs::read_to_string(host.path(CONFIG_TOML)).unwrap();
+        assert_eq!(
+            now,
+            format!("version = 2\n{THEIRS}"),
+            "their edit stays, ours is not written"
+        );
+        for file in &plan.files {
+            assert!(!host.path(&file.path).exists(), "{} written", file.path);
+        }
+        // The next attempt reads their edit and keeps it.
+        crate::fault::set_hook(None);
+        install(&host, &plan).unwrap();
+        let now = fs::read_to_string(host.path(CONFIG_TOML)).unwrap();
+        assert!(now.contains(THEIRS.trim()), "{now}");
+        assert!(Config::parse(&now).unwrap().has(&plan.handlers[0]));
+    }
+
+    #[test]
+    fn with_a_drop_in_what_this_run_wrote_is_rolled_back_too() {
+        // conf.d imported, and an old runsc entry in config.toml that the install removes: the
+        // drop-in is written first, then config.toml is edited, and someone else interferes.
+        let plan = node_plan(&GVisorConfig::default());
+        let config = format!(
+            "version = 2\nimports = [\"{CONF_D_IMPORT}\"]\n\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runsc]\n  runtime_type = \"io.containerd.runsc.v1\"\n"
+        );
+        let (_dir, host) = host_with(&config);
+        interfere_once(&host);
+        let err = install(&host, &plan).unwrap_err();
+        assert!(matches!(err, HostError::Changed(_)), "{err}");
+        assert!(
+            !host.path(DROP_IN).exists(),
+            "the failed attempt's drop-in stays"
+        );
+        assert_eq!(
+            fs::read_to_string(host.path(CONFIG_TOML)).unwrap(),
+            format!("{config}{THEIRS}")
+        );
+        crate::fault::set_hook(None);
+        install(&host, &plan).unwrap();
+        assert!(host.path(DROP_IN).exists());
+        let now = fs::read_to_string(host.path(CONFIG_TOML)).unwrap();
+        assert!(
+            now.contains(THEIRS.trim()) && !now.contains("runtimes.runsc"),
+            "{now}"
+        );
+    }
 }

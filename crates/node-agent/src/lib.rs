@@ -8,7 +8,7 @@
 //! configuration to a host root, with uninstall and rollback; [`cri`] asks containerd what it
 //! loaded; [`restart`] restarts containerd through systemd; [`lock`] keeps two agents apart;
 //! [`agent`] is one install or uninstall run; [`node`] the ready label; [`daemon`] the
-//! DaemonSet's long-running process.
+//! DaemonSet's long-running process; [`fault`] the crash points of the crash-safety tests.
 
 pub mod agent;
 pub mod binaries;
@@ -16,6 +16,7 @@ pub mod capability;
 pub mod containerd;
 pub mod cri;
 pub mod daemon;
+pub mod fault;
 pub mod files;
 pub mod host;
 pub mod lock;

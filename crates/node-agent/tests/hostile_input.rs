@@ -7,6 +7,9 @@
 
 use std::collections::BTreeMap;
 
+#[path = "../../runtime/tests/support/fuzz.rs"]
+mod fuzz;
+
 use proptest::prelude::*;
 use sandbox_node_agent::containerd::{Config, ConfigError, Handler, Schema, drop_in};
 use sandbox_runtime::node_plan::{NodePlan, PlanError};
@@ -223,7 +226,7 @@ fn check_edit(original: &str, edited: &str, handlers: &[Handler]) -> Result<(), 
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(fuzz::config(2000))]
 
     /// Arbitrary text: parse refuses it with a reason or accepts it; no panic either way.
     #[test]
@@ -304,7 +307,7 @@ fn plan_with(field: &str, value: &str) -> Result<NodePlan, PlanError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 500, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(fuzz::config(500))]
 
     /// Paths and names in a plan: accepted only inside their folder, otherwise an error that
     /// names the field.

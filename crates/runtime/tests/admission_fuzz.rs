@@ -7,6 +7,10 @@ use sandbox_runtime::actuator::ACTUATORS;
 use sandbox_runtime::admission::{Rules, review};
 use serde_json::{Map, Value, json};
 
+mod support {
+    pub mod fuzz;
+}
+
 /// Keys the decoders know, plus noise, so generated objects reach deep into them.
 const KEYS: &[&str] = &[
     "apiVersion",
@@ -139,7 +143,7 @@ fn check(value: &Value) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(support::fuzz::config(2000))]
 
     #[test]
     fn structured_provider_configs(value in provider_config()) {
