@@ -2,7 +2,7 @@
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: demo control-plane control-plane-tools start bench fuzz image image-kata generate test verify fmt-check lint tools prereqs clean-tools
+.PHONY: demo control-plane control-plane-tools start bench fuzz chaos image image-kata generate test verify fmt-check lint tools prereqs clean-tools
 
 ## demo: run the controller on a local control plane against example/ and show the results
 demo: control-plane-tools
@@ -59,6 +59,13 @@ fuzz:
 	  echo "fuzz: $(FUZZ_CASES) cases per property from seed $$seed (replay: make fuzz PROPTEST_RNG_SEED=$$seed)"; \
 	  PROPTEST_RNG_SEED=$$seed PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --locked -p sandbox-runtime -p sandbox-node-agent \
 	    --test admission_fuzz --test hostile_names --test hostile_input -- --nocapture
+
+## chaos: the controller under faults (killed replicas and leaders, kube-apiserver restarts, etcd frozen) for CHAOS_ROUNDS rounds over CHAOS_SHOOTS shoots, from a printed seed (replay: make chaos CHAOS_SEED=<seed>); make test runs a short one
+CHAOS_ROUNDS ?= 20
+CHAOS_SHOOTS ?= 30
+chaos:
+	CHAOS_ROUNDS=$(CHAOS_ROUNDS) CHAOS_SHOOTS=$(CHAOS_SHOOTS) $(CARGO) test --locked -p gardener-extension-runtime-sandbox \
+	  --test chaos -- --nocapture
 
 ## verify: formatting, clippy with -D warnings, then every test (what CI runs)
 verify: fmt-check lint test

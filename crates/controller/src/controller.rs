@@ -90,6 +90,8 @@ pub(crate) struct Context {
     pub(crate) recorder: Recorder,
     failures: Mutex<HashMap<ObjectRef<Guarded>, u32>>,
     pub(crate) observer: Arc<dyn Observer>,
+    /// Order between the writes to a shoot's ManagedResources across its pools.
+    pub(crate) shared: crate::shared::SharedResources,
 }
 
 impl Context {
@@ -162,6 +164,7 @@ pub async fn run(
         config,
         failures: Mutex::new(HashMap::new()),
         observer,
+        shared: Default::default(),
     });
     // Reconciles read the caches, so they start once the caches hold their initial lists.
     // Waited for here, once: kube's Store::wait_until_ready wakes only the last of several

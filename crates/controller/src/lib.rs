@@ -19,6 +19,7 @@ pub mod leader_election;
 pub mod managedresource;
 pub mod metrics;
 mod reconcile;
+mod shared;
 
 pub use controller::{ControllerConfig, run};
 
@@ -59,6 +60,12 @@ pub enum Error {
     /// Rendering failed (a bug).
     #[error(transparent)]
     Render(#[from] sandbox_runtime::manifests::RenderError),
+    /// A ManagedResource we need is still being deleted (gardener-resource-manager removes its
+    /// objects from the shoot first); it is created again once it is gone.
+    #[error(
+        "managedresource {name} is still being deleted; it is created again once gardener-resource-manager has removed it"
+    )]
+    ManagedResourceDeleting { name: String },
     /// The object does not decode as a ContainerRuntime.
     #[error("invalid ContainerRuntime: {0}")]
     InvalidObject(String),
@@ -91,6 +98,7 @@ impl Error {
             Error::Cluster { .. } => "cluster",
             Error::Kube { .. } => "kube",
             Error::Timeout { .. } => "timeout",
+            Error::ManagedResourceDeleting { .. } => "managedresource_deleting",
             Error::LeadershipLost { .. } | Error::LeadershipNotRenewed { .. } => "leadership",
             Error::ImageVector(_) => "image_vector",
             Error::Render(_) => "render",

@@ -117,6 +117,12 @@ async fn ensure_managed_resource(
         ..ManagedResourceSpec::default()
     };
     let reference = reference_annotation(secret_name);
+    if existing.is_some_and(|mr| mr.metadata.deletion_timestamp.is_some()) {
+        // An update would be lost with the object: wait until it is gone, then create it.
+        return Err(Error::ManagedResourceDeleting {
+            name: name.to_string(),
+        });
+    }
     let Some(existing) = existing else {
         let mut mr = ManagedResource::new(name, spec);
         mr.metadata.labels = Some([("origin".to_string(), origin.to_string())].into());
@@ -213,6 +219,15 @@ pub async fn delete(client: &Client, namespace: &str, name: &str) -> Result<bool
     let Some(existing) = get(client, namespace, name).await? else {
         return Ok(true);
     };
+    // The Secrets go first: once the ManagedResource is gone nothing names them any more, and
+    // a controller stopped between the two would leave them behind (we never list Secrets).
+    // gardener-resource-manager deletes a ManagedResource's objects from its status, not from
+    // the Secrets.
+    for secret in &existing.spec.secret_refs {
+        let result = secrets.delete(&secret.name, &DeleteParams::default()).await;
+        ok_if(&[404], result.map(|_| ()))
+            .map_err(kube_err(format!("deleting secret {}", secret.name)))?;
+    }
     // Left: the object remains (finalizers); Right: it is gone.
     let gone = match existing.metadata.deletion_timestamp {
         Some(_) => false,
@@ -222,11 +237,6 @@ pub async fn delete(client: &Client, namespace: &str, name: &str) -> Result<bool
             Err(e) => return Err(kube_err(format!("deleting managedresource {name}"))(e)),
         },
     };
-    for secret in &existing.spec.secret_refs {
-        let result = secrets.delete(&secret.name, &DeleteParams::default()).await;
-        ok_if(&[404], result.map(|_| ()))
-            .map_err(kube_err(format!("deleting secret {}", secret.name)))?;
-    }
     Ok(gone)
 }
 

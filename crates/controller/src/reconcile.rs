@@ -207,7 +207,7 @@ impl Target<'_> {
         };
         let (cr, ()) = self
             .operate(&cr, op, async {
-                self.ensure(&desired.shared).await?;
+                self.ensure_shared(&desired.shared).await?;
                 self.ensure(&desired.pool).await
             })
             .await?;
@@ -288,7 +288,7 @@ impl Target<'_> {
             let cleanup =
                 self.actuator
                     .cleanup(cr, shoot, self.ctx.config.image_for(self.actuator))?;
-            self.ensure(&cleanup.shared).await?;
+            self.ensure_shared(&cleanup.shared).await?;
             self.ensure(&cleanup.pool).await?;
             if let Some(summary) = managedresource::rollout_pending(client, ns, &pool_mr).await? {
                 return Ok(Some(Pending {
@@ -297,19 +297,33 @@ impl Target<'_> {
                 }));
             }
         }
-        for name in [pool_mr.as_str(), self.actuator.shared_managed_resource()] {
-            if name != pool_mr && self.shared_still_required(cr).await? {
-                break;
-            }
-            let gone = managedresource::delete(client, ns, name).await?;
-            if wait && !gone {
-                return Ok(Some(Pending {
-                    what: format!("managedresource {name} still exists"),
-                    detail: "gardener-resource-manager has not finished deleting its objects from the shoot".into(),
-                }));
-            }
+        let pending = |name: &str| Pending {
+            what: format!("managedresource {name} still exists"),
+            detail:
+                "gardener-resource-manager has not finished deleting its objects from the shoot"
+                    .into(),
+        };
+        if !self.delete_managed_resource(&pool_mr).await? && wait {
+            return Ok(Some(pending(&pool_mr)));
+        }
+        // Deciding and deleting under the shoot's lock: no other pool's reconcile finds the
+        // shared ManagedResource present in between and reports Succeeded without it.
+        let shared = self.actuator.shared_managed_resource();
+        let _lock = self.ctx.shared.lock(ns, shared).await;
+        if !self.shared_still_required(cr).await?
+            && !self.delete_managed_resource(shared).await?
+            && wait
+        {
+            return Ok(Some(pending(shared)));
         }
         Ok(None)
+    }
+
+    /// Deletes ManagedResource `name` (and its Secrets); returns whether it is gone.
+    async fn delete_managed_resource(&self, name: &str) -> Result<bool> {
+        let gone = managedresource::delete(&self.ctx.client, &self.namespace, name).await?;
+        self.ctx.shared.mark_deleted(&self.namespace, name);
+        Ok(gone)
     }
 
     /// Whether another ContainerRuntime of this type in the namespace still needs the shared
@@ -355,9 +369,14 @@ impl Target<'_> {
             .actuator
             .pool_managed_resource(&cr.spec.worker_pool.name);
         let work = async {
+            let _lock = self
+                .ctx
+                .shared
+                .lock(ns, self.actuator.shared_managed_resource())
+                .await;
             for name in [pool_mr.as_str(), self.actuator.shared_managed_resource()] {
                 managedresource::keep_objects(client, ns, name).await?;
-                managedresource::delete(client, ns, name).await?;
+                self.delete_managed_resource(name).await?;
             }
             Ok(())
         };
@@ -372,12 +391,23 @@ impl Target<'_> {
         self.remove_operation_annotation(&cr).await
     }
 
+    /// [`Target::ensure`] of the ManagedResource the shoot's pools share, under its lock.
+    async fn ensure_shared(&self, content: &ManagedResourceContent) -> Result<()> {
+        let _lock = self.ctx.shared.lock(&self.namespace, &content.name).await;
+        self.ensure(content).await
+    }
+
     async fn ensure(&self, content: &ManagedResourceContent) -> Result<()> {
-        let cached = self
-            .ctx
-            .caches
-            .managed_resource(&self.namespace, &content.name)
-            .map(|mr| (*mr).clone());
+        let shared = &self.ctx.shared;
+        // After our own deletion the cache may still show the old object: ask the API server.
+        let cached = if shared.deleted_since_written(&self.namespace, &content.name) {
+            self.managed_resource_live(&content.name).await?
+        } else {
+            self.ctx
+                .caches
+                .managed_resource(&self.namespace, &content.name)
+                .map(|mr| (*mr).clone())
+        };
         managedresource::ensure(
             &self.ctx.client,
             &self.namespace,
@@ -386,7 +416,16 @@ impl Target<'_> {
             content.data.clone(),
             cached,
         )
-        .await
+        .await?;
+        shared.written(&self.namespace, &content.name);
+        Ok(())
+    }
+
+    async fn managed_resource_live(
+        &self,
+        name: &str,
+    ) -> Result<Option<sandbox_api::ManagedResource>> {
+        managedresource::get(&self.ctx.client, &self.namespace, name).await
     }
 
     /// One operation as the contract frames it: Processing, the work, then Succeeded, or

@@ -114,6 +114,45 @@ pub fn is_ready(cr: &ContainerRuntime, timestamp: &str) -> bool {
         && op.last_update_time.0 >= truncated
 }
 
+/// The conditions gardener-resource-manager writes on a ManagedResource it applied: applied
+/// and healthy, and progressing with `progressing` as the message (a DaemonSet whose pods are
+/// not all available yet) or rolled out.
+pub fn grm_conditions(progressing: Option<&str>) -> Value {
+    let now = now_annotation();
+    let condition = |type_: &str, status: &str, reason: &str, message: &str| {
+        json!({"type": type_, "status": status, "reason": reason, "message": message,
+               "lastTransitionTime": now, "lastUpdateTime": now})
+    };
+    json!([
+        condition(
+            "ResourcesApplied",
+            "True",
+            "ApplySucceeded",
+            "All resources are applied."
+        ),
+        condition(
+            "ResourcesHealthy",
+            "True",
+            "ResourcesHealthy",
+            "All resources are healthy."
+        ),
+        match progressing {
+            Some(message) => condition(
+                "ResourcesProgressing",
+                "True",
+                "ResourcesProgressing",
+                message
+            ),
+            None => condition(
+                "ResourcesProgressing",
+                "False",
+                "ResourcesRolledOut",
+                "All resources are rolled out."
+            ),
+        },
+    ])
+}
+
 /// A shoot's seed namespace as gardenlet (and gardener-resource-manager) treat it.
 pub struct Shoot {
     pub client: Client,
@@ -306,39 +345,7 @@ impl Shoot {
             .unwrap()
             .metadata
             .generation;
-        let now = now_annotation();
-        let condition = |type_: &str, status: &str, reason: &str, message: &str| {
-            json!({"type": type_, "status": status, "reason": reason, "message": message,
-                   "lastTransitionTime": now, "lastUpdateTime": now})
-        };
-        let conditions = json!([
-            condition(
-                "ResourcesApplied",
-                "True",
-                "ApplySucceeded",
-                "All resources are applied."
-            ),
-            condition(
-                "ResourcesHealthy",
-                "True",
-                "ResourcesHealthy",
-                "All resources are healthy."
-            ),
-            match progressing {
-                Some(message) => condition(
-                    "ResourcesProgressing",
-                    "True",
-                    "ResourcesProgressing",
-                    message
-                ),
-                None => condition(
-                    "ResourcesProgressing",
-                    "False",
-                    "ResourcesRolledOut",
-                    "All resources are rolled out."
-                ),
-            },
-        ]);
+        let conditions = grm_conditions(progressing);
         self.managed_resources()
             .patch_status(
                 mr,

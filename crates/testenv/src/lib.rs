@@ -88,6 +88,8 @@ pub struct ControlPlane {
     // removes the folder last.
     apiserver: Server,
     etcd: Server,
+    /// kube-apiserver's binary and flags, for [`ControlPlane::restart_apiserver`].
+    apiserver_command: (PathBuf, Vec<String>),
     root: PathBuf,
     server_url: String,
     etcd_url: String,
@@ -206,57 +208,58 @@ impl ControlPlane {
         } else {
             None
         };
+        let apiserver_args: Vec<String> = [
+            format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
+            format!("--bind-address={bind}"),
+            format!("--advertise-address={advertise}"),
+            format!("--secure-port={secure_port}"),
+            format!("--cert-dir={}", root.join("apiserver-certs").display()),
+            format!("--tls-cert-file={}", pki.serving_cert.display()),
+            format!("--tls-private-key-file={}", pki.serving_key.display()),
+            format!("--client-ca-file={}", pki.ca_cert.display()),
+            format!("--service-account-issuer=https://127.0.0.1:{secure_port}"),
+            format!(
+                "--service-account-key-file={}",
+                pki.service_account_public_key.display()
+            ),
+            format!(
+                "--service-account-signing-key-file={}",
+                pki.service_account_key.display()
+            ),
+            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            // The aggregation layer, as in every real cluster: requests to aggregated API
+            // servers (the garden's gardener-apiserver) carry the user in headers, vouched
+            // for by the front proxy's client certificate.
+            format!(
+                "--requestheader-client-ca-file={}",
+                pki.front_proxy_ca_cert.display()
+            ),
+            format!("--requestheader-allowed-names={}", pki::FRONT_PROXY_USER),
+            "--requestheader-username-headers=X-Remote-User".into(),
+            "--requestheader-group-headers=X-Remote-Group".into(),
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
+            format!(
+                "--proxy-client-cert-file={}",
+                pki.front_proxy_client_cert.display()
+            ),
+            format!(
+                "--proxy-client-key-file={}",
+                pki.front_proxy_client_key.display()
+            ),
+            format!("--authorization-mode={mode}"),
+            "--allow-privileged=true".into(),
+            "--enable-priority-and-fairness=false".into(),
+            "--profiling=false".into(),
+            "--v=1".into(),
+        ]
+        .into_iter()
+        .chain(admission)
+        .chain(audit_args)
+        .collect::<Vec<_>>();
         let apiserver = Server::start(
             "kube-apiserver",
             &tools.kube_apiserver,
-            &[
-                format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
-                format!("--bind-address={bind}"),
-                format!("--advertise-address={advertise}"),
-                format!("--secure-port={secure_port}"),
-                format!("--cert-dir={}", root.join("apiserver-certs").display()),
-                format!("--tls-cert-file={}", pki.serving_cert.display()),
-                format!("--tls-private-key-file={}", pki.serving_key.display()),
-                format!("--client-ca-file={}", pki.ca_cert.display()),
-                format!("--service-account-issuer=https://127.0.0.1:{secure_port}"),
-                format!(
-                    "--service-account-key-file={}",
-                    pki.service_account_public_key.display()
-                ),
-                format!(
-                    "--service-account-signing-key-file={}",
-                    pki.service_account_key.display()
-                ),
-                "--service-cluster-ip-range=10.0.0.0/24".into(),
-                // The aggregation layer, as in every real cluster: requests to aggregated API
-                // servers (the garden's gardener-apiserver) carry the user in headers, vouched
-                // for by the front proxy's client certificate.
-                format!(
-                    "--requestheader-client-ca-file={}",
-                    pki.front_proxy_ca_cert.display()
-                ),
-                format!("--requestheader-allowed-names={}", pki::FRONT_PROXY_USER),
-                "--requestheader-username-headers=X-Remote-User".into(),
-                "--requestheader-group-headers=X-Remote-Group".into(),
-                "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
-                format!(
-                    "--proxy-client-cert-file={}",
-                    pki.front_proxy_client_cert.display()
-                ),
-                format!(
-                    "--proxy-client-key-file={}",
-                    pki.front_proxy_client_key.display()
-                ),
-                format!("--authorization-mode={mode}"),
-                "--allow-privileged=true".into(),
-                "--enable-priority-and-fairness=false".into(),
-                "--profiling=false".into(),
-                "--v=1".into(),
-            ]
-            .into_iter()
-            .chain(admission)
-            .chain(audit_args)
-            .collect::<Vec<_>>(),
+            &apiserver_args,
             &root,
             None,
         )?;
@@ -271,6 +274,7 @@ impl ControlPlane {
         let mut cp = ControlPlane {
             apiserver,
             etcd,
+            apiserver_command: (tools.kube_apiserver.clone(), apiserver_args),
             root,
             server_url,
             etcd_url: format!("http://127.0.0.1:{etcd_client}"),
@@ -424,6 +428,36 @@ impl ControlPlane {
             .create(&PostParams::default(), &ns)
             .await?;
         Ok(name)
+    }
+
+    /// Stops kube-apiserver and starts it again with the same flags on the same port (etcd
+    /// keeps the data), and waits until it is ready: what a seed's API server rollout or crash
+    /// looks like to a controller. The old log moves to `kube-apiserver.log.<n>`.
+    pub async fn restart_apiserver(&mut self) -> Result<()> {
+        self.apiserver.stop();
+        let log = self.apiserver.log_path().to_path_buf();
+        let mut n = 1;
+        let rotated = loop {
+            let candidate = log.with_extension(format!("log.{n}"));
+            if !candidate.exists() {
+                break candidate;
+            }
+            n += 1;
+        };
+        std::fs::rename(&log, &rotated).map_err(io_err(&log))?;
+        let (binary, args) = &self.apiserver_command;
+        self.apiserver = Server::start("kube-apiserver", binary, args, &self.root, None)?;
+        self.wait_ready().await
+    }
+
+    /// Freezes etcd (SIGSTOP): requests that need it hang until [`ControlPlane::resume_etcd`].
+    pub fn pause_etcd(&self) -> Result<()> {
+        self.etcd.signal("STOP")
+    }
+
+    /// Thaws etcd (SIGCONT).
+    pub fn resume_etcd(&self) -> Result<()> {
+        self.etcd.signal("CONT")
     }
 
     /// The last `lines` lines of each server's log.

@@ -20,6 +20,7 @@ log=$1; cleanup=$2; shift 2
 exec 3<&0
 "$@" >>"$log" 2>&1 </dev/null 3<&- &
 pid=$!
+echo "$pid" >"$log.pid"
 {
   while read -r _ <&3; do :; done
   kill -TERM "$pid" 2>/dev/null
@@ -85,6 +86,46 @@ impl Server {
         &self.log
     }
 
+    /// The server process's id (not the watchdog's), once the watchdog has started it.
+    pub fn pid(&self) -> Option<u32> {
+        let mut pid_file = self.log.clone().into_os_string();
+        pid_file.push(".pid");
+        for _ in 0..50 {
+            if let Some(pid) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                return Some(pid);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Sends `signal` (a name `kill -s` knows, e.g. `STOP`, `CONT`) to the server process.
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        let pid = self.pid().ok_or_else(|| {
+            io_err(&self.log)(std::io::Error::other("the server's pid file is missing"))
+        })?;
+        let status = Command::new("kill")
+            .args(["-s", signal, &pid.to_string()])
+            .status()
+            .map_err(io_err("kill"))?;
+        if !status.success() {
+            return Err(io_err("kill")(std::io::Error::other(format!(
+                "kill -s {signal} {pid}: {status}"
+            ))));
+        }
+        Ok(())
+    }
+
+    /// Stops the server and waits until it has exited (what dropping it does).
+    pub fn stop(&mut self) {
+        drop(self.stdin.take());
+        let watchdog = self.watchdog.get_mut().unwrap_or_else(|e| e.into_inner());
+        let _ = watchdog.wait();
+    }
+
     /// Whether the server (its watchdog) still runs.
     pub fn is_running(&self) -> bool {
         let mut watchdog = self.watchdog.lock().unwrap_or_else(|e| e.into_inner());
@@ -108,9 +149,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        drop(self.stdin.take());
-        let watchdog = self.watchdog.get_mut().unwrap_or_else(|e| e.into_inner());
-        let _ = watchdog.wait();
+        self.stop();
     }
 }
 
