@@ -21,6 +21,8 @@ use sandbox_api::{
 use sandbox_testenv::{free_port, gardenlet, http_get};
 use serde_json::{Value, json};
 
+mod soak;
+
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 const CONTROLLER_USER: &str = "runtime-sandbox-controller";
@@ -40,6 +42,15 @@ struct Args {
     /// Parallel creates, like several gardenlet shoot flows at once.
     #[arg(long, default_value_t = 16)]
     parallelism: usize,
+    /// Then re-reconcile every ContainerRuntime periodically for this many minutes (0: no soak).
+    #[arg(long, default_value_t = 0)]
+    soak_minutes: u64,
+    /// The soak's re-reconcile period per object (gardenlet's is an hour; shorter here).
+    #[arg(long, default_value_t = 120)]
+    soak_period_seconds: u64,
+    /// Then this many create/delete cycles of extra pools in the same shoots.
+    #[arg(long, default_value_t = 0)]
+    cycles: usize,
 }
 
 struct Controller {
@@ -350,6 +361,32 @@ async fn main() -> Result<(), Error> {
         .await?;
     wait_all(&done_again, total).await?;
     let (requests_again, _, writes_again) = controller_requests(&audit, before_again)?;
+
+    let keys: Vec<String> = created.iter().map(|(k, _)| k.clone()).collect();
+    let soaked = if args.soak_minutes > 0 {
+        eprintln!(
+            "soak: every ContainerRuntime re-reconciled every {} s for {} minutes...",
+            args.soak_period_seconds, args.soak_minutes
+        );
+        Some(
+            soak::soak(
+                client.clone(),
+                controller.child.id(),
+                &keys,
+                args.soak_minutes,
+                Duration::from_secs(args.soak_period_seconds),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    let cycled = if args.cycles > 0 {
+        eprintln!("{} create/delete cycles...", args.cycles);
+        Some(soak::cycles(client.clone(), &namespaces, args.cycles, args.parallelism).await?)
+    } else {
+        None
+    };
     controller.stop();
 
     let reconciles = total as f64;
@@ -400,6 +437,45 @@ async fn main() -> Result<(), Error> {
         writes_again.values().sum::<usize>() as f64 / reconciles,
         fmt_writes(&writes_again)
     );
+    if let Some(soaked) = soaked {
+        let first = soaked.rss.first().map(|r| r.1).unwrap_or_default();
+        let last = soaked.rss.last().map(|r| r.1).unwrap_or_default();
+        let max = soaked.rss.iter().map(|r| r.1).fold(0.0, f64::max);
+        println!(
+            "| soak: {:.1} min of periodic re-reconciles | {} re-reconciles, latency p50 / p99 / max {:.0} / {:.0} / {:.0} ms |",
+            soaked.minutes,
+            soaked.reconciles,
+            percentile(&soaked.latencies, 0.5).as_secs_f64() * 1e3,
+            percentile(&soaked.latencies, 0.99).as_secs_f64() * 1e3,
+            soaked
+                .latencies
+                .last()
+                .copied()
+                .unwrap_or_default()
+                .as_secs_f64()
+                * 1e3,
+        );
+        println!(
+            "| soak: controller RSS first / last / max, slope after the first minute | {first:.1} / {last:.1} / {max:.1} MiB, {:+.3} MiB per minute ({} samples) |",
+            soaked.rss_slope(),
+            soaked.rss.len()
+        );
+        println!(
+            "| soak: objects ever seen with an error status | {} {:?} |",
+            soaked.errors.len(),
+            soaked.errors.iter().take(5).collect::<Vec<_>>()
+        );
+    }
+    if let Some((elapsed, left)) = cycled {
+        println!(
+            "| {} create/delete cycles: time, objects left (ContainerRuntimes, ManagedResources, Secrets) | {:.1} s, {left} |",
+            args.cycles,
+            elapsed.as_secs_f64()
+        );
+        if left > 0 {
+            return Err(format!("{left} objects of the cycles were left behind").into());
+        }
+    }
     Ok(())
 }
 
