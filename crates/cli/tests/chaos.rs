@@ -414,18 +414,11 @@ impl Gardenlet {
             self.annotate(ns, &name, "migrate").await;
             self.wait(ns, &name, "Migrate Succeeded, finalizer gone", |cr| {
                 cr.is_some_and(|c| {
-                    c.metadata.finalizers.as_ref().is_none_or(|f| f.is_empty())
+                    gardenlet::is_migrated(c)
                         && c.metadata
                             .annotations
                             .as_ref()
                             .is_none_or(|a| !a.contains_key(OPERATION_ANNOTATION))
-                        && c.status
-                            .as_ref()
-                            .and_then(|s| s.last_operation.as_ref())
-                            .is_some_and(|o| {
-                                o.type_ == LastOperationType::Migrate
-                                    && o.state == LastOperationState::Succeeded
-                            })
                 })
             })
             .await;

@@ -44,7 +44,7 @@ struct Bench {
     cri: Cri,
     pods: Pods,
     work: tempfile::TempDir,
-    runc_pod: String,
+    runc_pod: pods::RunningPod,
 }
 
 /// What one agent run did: crashed at a point, or finished with this many restarts.
@@ -62,7 +62,48 @@ fn plan(flags: serde_json::Value) -> NodePlan {
     )
 }
 
+/// What a bench keeps alive besides itself: the system bus with systemd on it.
+type Bus = (SystemBus, FakeSystemd);
+
 impl Bench {
+    /// A node on `flavor` with its system bus and systemd, and a runc pod that must survive
+    /// everything.
+    async fn start(flavor: Flavor) -> (Self, Bus) {
+        let node = Arc::new(TestNode::new(flavor).unwrap());
+        node.start().unwrap();
+        node.import_images().unwrap();
+        let bus = SystemBus::start(&node.path("/run/dbus/system_bus_socket")).unwrap();
+        let systemd = FakeSystemd::for_node(&bus, node.clone()).await.unwrap();
+        let pods = Pods::new(node.socket());
+        let runc_pod =
+            pods::start_pod(&pods, "", &["sleep", "100000"], &node.path("/var/log/pods"))
+                .await
+                .unwrap();
+        let bench = Bench {
+            cri: Cri::new(node.socket()),
+            pods,
+            work: tempfile::tempdir().unwrap(),
+            runc_pod,
+            node,
+        };
+        (bench, (bus, systemd))
+    }
+
+    /// The agent's command line for `phase` (no crash point).
+    fn command(&self, phase: &Phase) -> tokio::process::Command {
+        let mut command =
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_gardener-extension-runtime-sandbox"));
+        command
+            .args(["node-agent", phase.action, "--once"])
+            .arg(format!("--host-root={}", self.node.root().display()))
+            .arg(format!("--binary-path={BINARY_PATH}"))
+            .arg(format!("--config-dir={}", phase.config_dir.display()))
+            .arg(format!("--source-dir={}", phase.source.display()))
+            .arg("--health-bind-address=127.0.0.1:0")
+            .env_remove("NODE_NAME");
+        command
+    }
+
     fn phase(
         &self,
         name: &'static str,
@@ -163,7 +204,7 @@ impl Bench {
     }
 
     async fn check_runc(&self, at: &str) {
-        let (state, _) = pods::container_state(&self.pods, &self.runc_pod)
+        let (state, _) = pods::container_state(&self.pods, &self.runc_pod.container)
             .await
             .unwrap();
         assert_eq!(
@@ -249,23 +290,7 @@ fn files_containing(root: &Path, marker: &str) -> Vec<PathBuf> {
 }
 
 async fn crash_at_every_point(flavor: Flavor) {
-    let node = Arc::new(TestNode::new(flavor).unwrap());
-    node.start().unwrap();
-    node.import_images().unwrap();
-    let bus = SystemBus::start(&node.path("/run/dbus/system_bus_socket")).unwrap();
-    let _systemd = FakeSystemd::for_node(&bus, node.clone()).await.unwrap();
-    let pods = Pods::new(node.socket());
-    let logs = node.path("/var/log/pods");
-    let runc_pod = pods::start_pod(&pods, "", &["sleep", "100000"], &logs)
-        .await
-        .unwrap();
-    let bench = Bench {
-        cri: Cri::new(node.socket()),
-        pods,
-        work: tempfile::tempdir().unwrap(),
-        runc_pod: runc_pod.container.clone(),
-        node,
-    };
+    let (bench, _bus) = Bench::start(flavor).await;
     let v1 = plan(json!({}));
     let v2 = plan(json!({"net-raw": "true", "debug": "true"}));
     let phases = [
@@ -319,7 +344,6 @@ async fn crash_at_every_point(flavor: Flavor) {
         crashes[1],
         crashes[2]
     );
-    pods::remove_pod(&bench.pods, runc_pod).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -365,42 +389,9 @@ fn configuration(node: &TestNode) -> Vec<(String, Option<Vec<u8>>)> {
         .collect()
 }
 
-/// A bench for the hostile-host cases, with the install phase.
-async fn hostile_host() -> (Bench, Phase, FakeSystemd, SystemBus, pods::RunningPod) {
-    let node = Arc::new(TestNode::new(Flavor::V2).unwrap());
-    node.start().unwrap();
-    node.import_images().unwrap();
-    let bus = SystemBus::start(&node.path("/run/dbus/system_bus_socket")).unwrap();
-    let systemd = FakeSystemd::for_node(&bus, node.clone()).await.unwrap();
-    let pods = Pods::new(node.socket());
-    let runc_pod = pods::start_pod(&pods, "", &["sleep", "100000"], &node.path("/var/log/pods"))
-        .await
-        .unwrap();
-    let bench = Bench {
-        cri: Cri::new(node.socket()),
-        pods,
-        work: tempfile::tempdir().unwrap(),
-        runc_pod: runc_pod.container.clone(),
-        node,
-    };
-    let install = bench.phase("install", "install", &plan(json!({})), b"", true);
-    (bench, install, systemd, bus, runc_pod)
-}
-
 /// Runs the agent expecting a failure; returns its output.
 async fn run_failing(bench: &Bench, phase: &Phase) -> String {
-    let output =
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_gardener-extension-runtime-sandbox"))
-            .args(["node-agent", phase.action, "--once"])
-            .arg(format!("--host-root={}", bench.node.root().display()))
-            .arg(format!("--binary-path={BINARY_PATH}"))
-            .arg(format!("--config-dir={}", phase.config_dir.display()))
-            .arg(format!("--source-dir={}", phase.source.display()))
-            .arg("--health-bind-address=127.0.0.1:0")
-            .env_remove("NODE_NAME")
-            .output()
-            .await
-            .unwrap();
+    let output = bench.command(phase).output().await.unwrap();
     assert!(!output.status.success(), "the run succeeded");
     format!(
         "{}{}",
@@ -411,7 +402,8 @@ async fn run_failing(bench: &Bench, phase: &Phase) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_during_the_binary_copy_changes_nothing_else() {
-    let (bench, install, systemd, _bus, runc_pod) = hostile_host().await;
+    let (bench, (_bus, systemd)) = Bench::start(Flavor::V2).await;
+    let install = bench.phase("install", "install", &plan(json!({})), b"", true);
     let before = configuration(&bench.node);
     // 16 MiB for the binaries' folder: runsc (~60 MB) does not fit.
     let full = Mount::new(
@@ -438,12 +430,12 @@ async fn a_full_disk_during_the_binary_copy_changes_nothing_else() {
         Outcome::Finished { restarts: 1 }
     ));
     bench.check_converged(&install, "a full disk").await;
-    pods::remove_pod(&bench.pods, runc_pod).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_etc_containerd_is_an_error_naming_it_and_leaves_the_configuration_alone() {
-    let (bench, install, systemd, _bus, runc_pod) = hostile_host().await;
+    let (bench, (_bus, systemd)) = Bench::start(Flavor::V2).await;
+    let install = bench.phase("install", "install", &plan(json!({})), b"", true);
     let before = configuration(&bench.node);
     let etc = bench.node.path("/etc/containerd");
     let read_only = Mount::new(&["--bind", &etc.display().to_string()], &etc);
@@ -470,5 +462,4 @@ async fn a_read_only_etc_containerd_is_an_error_naming_it_and_leaves_the_configu
     bench
         .check_converged(&install, "a read-only /etc/containerd")
         .await;
-    pods::remove_pod(&bench.pods, runc_pod).await;
 }

@@ -291,16 +291,7 @@ async fn migrate_keeps_objects_removes_finalizers_and_later_deletion_is_skipped(
     s.annotate("gvisor-pool-a", "migrate").await;
     let cr = s
         .wait_for("gvisor-pool-a", "migrated", |cr| {
-            cr.is_some_and(|c| {
-                c.metadata.finalizers.as_ref().is_none_or(|f| f.is_empty())
-                    && c.status
-                        .as_ref()
-                        .and_then(|s| s.last_operation.as_ref())
-                        .is_some_and(|o| {
-                            o.type_ == LastOperationType::Migrate
-                                && o.state == LastOperationState::Succeeded
-                        })
-            })
+            cr.is_some_and(sandbox_testenv::gardenlet::is_migrated)
         })
         .await
         .unwrap();

@@ -264,9 +264,9 @@ mod tests {
     #[test]
     fn temporary_files_of_a_killed_run_are_removed_by_the_next_write() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("runsc");
-        let stale = dir.path().join("runsc.runtime-sandbox.tmp.4242");
-        let other = dir.path().join("runsc-other.runtime-sandbox.tmp.4242");
+        let path = dir.path().join("shim");
+        let stale = dir.path().join("shim.runtime-sandbox.tmp.4242");
+        let other = dir.path().join("shim-other.runtime-sandbox.tmp.4242");
         fs::write(&stale, b"half a binary").unwrap();
         fs::write(&other, b"not ours to judge").unwrap();
         write_atomic(&path, b"binary", 0o755).unwrap();

@@ -302,9 +302,30 @@ pub fn roll_back(host: &Host, changes: &[Change]) -> Result<(), FileError> {
 mod tests {
     use super::*;
     use crate::containerd::CONF_D_IMPORT;
-    use sandbox_runtime::gvisor::{GVisorConfig, node::DROP_IN, node_plan};
 
+    const DROP_IN: &str = "/etc/containerd/conf.d/sandboxed.toml";
     const THEIRS: &str = "\n# added by someone else while the agent edited\n[grpc]\n  address = \"/run/other.sock\"\n";
+
+    /// A plan of a runtime the agent does not know: a handler, a shim configuration file.
+    fn plan() -> NodePlan {
+        NodePlan::parse(
+            &serde_json::json!({
+                "apiVersion": sandbox_runtime::node_plan::API_VERSION,
+                "kind": sandbox_runtime::node_plan::KIND,
+                "runtime": "sandboxed",
+                "handlers": [{"name": "sandboxed", "runtimeType": "io.containerd.sandboxed.v1",
+                    "options": {"ConfigPath": "/etc/containerd/sandboxed.toml"}}],
+                "files": [{"path": "/etc/containerd/sandboxed.toml", "content": "[config]\n"}],
+                "binaries": {"source": "/image", "checksums": "SHA256SUMS", "names": ["shim"]},
+                "dropIn": DROP_IN,
+                "lock": "/run/runtime-sandbox/sandboxed.lock",
+                "readyLabel": "example.com/sandboxed-ready",
+                "minContainerd": {"version": "1.7", "reason": "test"},
+            })
+            .to_string(),
+        )
+        .unwrap()
+    }
 
     /// Appends [`THEIRS`] to `config.toml` the first time a write of it is about to be renamed
     /// into place: another writer between our read and our write.
@@ -331,7 +352,7 @@ mod tests {
 
     #[test]
     fn an_edit_by_someone_else_between_read_and_write_is_not_lost() {
-        let plan = node_plan(&GVisorConfig::default());
+        let plan = plan();
         let (_dir, host) = host_with("version = 2\n");
         interfere_once(&host);
         let err = install(&host, &plan).unwrap_err();
@@ -355,11 +376,12 @@ mod tests {
 
     #[test]
     fn with_a_drop_in_what_this_run_wrote_is_rolled_back_too() {
-        // conf.d imported, and an old runsc entry in config.toml that the install removes: the
-        // drop-in is written first, then config.toml is edited, and someone else interferes.
-        let plan = node_plan(&GVisorConfig::default());
+        // conf.d imported, and an old entry of the handler in config.toml that the install
+        // removes: the drop-in is written first, then config.toml is edited, and someone else
+        // interferes.
+        let plan = plan();
         let config = format!(
-            "version = 2\nimports = [\"{CONF_D_IMPORT}\"]\n\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runsc]\n  runtime_type = \"io.containerd.runsc.v1\"\n"
+            "version = 2\nimports = [\"{CONF_D_IMPORT}\"]\n\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.sandboxed]\n  runtime_type = \"io.containerd.sandboxed.v1\"\n"
         );
         let (_dir, host) = host_with(&config);
         interfere_once(&host);
@@ -378,7 +400,7 @@ mod tests {
         assert!(host.path(DROP_IN).exists());
         let now = fs::read_to_string(host.path(CONFIG_TOML)).unwrap();
         assert!(
-            now.contains(THEIRS.trim()) && !now.contains("runtimes.runsc"),
+            now.contains(THEIRS.trim()) && !now.contains("runtimes.sandboxed"),
             "{now}"
         );
     }

@@ -153,6 +153,20 @@ pub fn grm_conditions(progressing: Option<&str>) -> Value {
     ])
 }
 
+/// Whether a migration is done as gardenlet waits for it: Migrate Succeeded and no finalizer
+/// left (the annotation may still be there for a moment).
+pub fn is_migrated(cr: &ContainerRuntime) -> bool {
+    cr.metadata.finalizers.as_ref().is_none_or(|f| f.is_empty())
+        && cr
+            .status
+            .as_ref()
+            .and_then(|s| s.last_operation.as_ref())
+            .is_some_and(|o| {
+                o.type_ == sandbox_api::LastOperationType::Migrate
+                    && o.state == LastOperationState::Succeeded
+            })
+}
+
 /// A shoot's seed namespace as gardenlet (and gardener-resource-manager) treat it.
 pub struct Shoot {
     pub client: Client,
