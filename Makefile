@@ -52,13 +52,13 @@ generate:
 test: tools
 	$(CARGO) test --workspace --locked
 
-## fuzz: the property tests (providerConfig and admission decoders, pool names, flag values, containerd editor, node plan decoder) with FUZZ_CASES cases each from a new seed, printed (replay: make fuzz PROPTEST_RNG_SEED=<seed>)
+## fuzz: the property tests (providerConfig and admission decoders, pool names, flag values, containerd editor, node plan decoder, the webhook's AdmissionReview decoder) with FUZZ_CASES cases each from a new seed, printed (replay: make fuzz PROPTEST_RNG_SEED=<seed>)
 FUZZ_CASES ?= 50000
 fuzz:
 	@seed=$${PROPTEST_RNG_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; \
 	  echo "fuzz: $(FUZZ_CASES) cases per property from seed $$seed (replay: make fuzz PROPTEST_RNG_SEED=$$seed)"; \
-	  PROPTEST_RNG_SEED=$$seed PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --locked -p sandbox-runtime -p sandbox-node-agent \
-	    --test admission_fuzz --test hostile_names --test hostile_input -- --nocapture
+	  PROPTEST_RNG_SEED=$$seed PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --locked -p sandbox-runtime -p sandbox-node-agent -p sandbox-webhook \
+	    --test admission_fuzz --test hostile_names --test hostile_input --test admission_decoder_fuzz -- --nocapture
 
 ## chaos: the controller under faults (killed replicas and leaders, kube-apiserver restarts, etcd frozen) for CHAOS_ROUNDS rounds over CHAOS_SHOOTS shoots, from a printed seed (replay: make chaos CHAOS_SEED=<seed>); make test runs a short one
 CHAOS_ROUNDS ?= 20

@@ -217,7 +217,14 @@ pub async fn answer<P: CloudProfiles>(
     let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => {
-            let response = AdmissionResponse::invalid(format!("undecodable AdmissionReview: {e}"));
+            let mut response =
+                AdmissionResponse::invalid(format!("undecodable AdmissionReview: {e}"));
+            // Answered for the request's uid if it has one, so that the API server shows this
+            // message instead of rejecting the answer for a uid that does not match.
+            response.uid = serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|v| v["request"]["uid"].as_str().map(String::from))
+                .unwrap_or_default();
             return Ok((to_json(response.into_review()), "denied"));
         }
     };
