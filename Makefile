@@ -67,12 +67,13 @@ chaos:
 	CHAOS_ROUNDS=$(CHAOS_ROUNDS) CHAOS_SHOOTS=$(CHAOS_SHOOTS) $(CARGO) test --locked -p gardener-extension-runtime-sandbox \
 	  --test chaos -- --nocapture
 
-## soak: 5,000 ContainerRuntimes in 2,500 shoots re-reconciled periodically for SOAK_MINUTES (controller RSS slope, latency, errors), then 1,000 create/delete cycles that must leave nothing behind (release build; figures in docs/reliability.md)
+## soak: 5,000 ContainerRuntimes in 2,500 shoots re-reconciled every SOAK_PERIOD seconds for SOAK_MINUTES (controller RSS slope, latency, errors), then 1,000 create/delete cycles that must leave nothing behind (release build; figures in docs/reliability.md)
 SOAK_MINUTES ?= 10
+SOAK_PERIOD ?= 600
 soak: tools
 	$(CARGO) build --locked --release -p gardener-extension-runtime-sandbox -p sandbox-bench
 	target=$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'); \
-	  $$target/release/controller-bench --shoots 2500 --pools 2 --soak-minutes $(SOAK_MINUTES) --cycles 1000 $(SOAK_ARGS)
+	  $$target/release/controller-bench --shoots 2500 --pools 2 --soak-minutes $(SOAK_MINUTES) --soak-period-seconds $(SOAK_PERIOD) --cycles 1000 $(SOAK_ARGS)
 
 ## verify: formatting, clippy with -D warnings, then every test (what CI runs)
 verify: fmt-check lint test

@@ -53,9 +53,14 @@ pub fn create_passes(cr: &ContainerRuntime) -> bool {
         || !last_operation_succeeded(cr.status.as_ref())
 }
 
-/// Whether a change of a known object should be reconciled (default mode).
+/// Whether a change of a known object should be reconciled (default mode): an operation
+/// annotation that gardenlet set or renewed (its timestamp changes with it) or that came with a
+/// new generation, or a deletion. The status writes of a reconcile that has not consumed the
+/// request yet are not a new request.
 pub fn update_passes(old: &ContainerRuntime, new: &ContainerRuntime) -> bool {
-    operation_annotation(new).is_some()
+    (operation_annotation(new).is_some()
+        && (old.metadata.annotations != new.metadata.annotations
+            || old.metadata.generation != new.metadata.generation))
         || (new.metadata.deletion_timestamp.is_some() && old.status == new.status)
 }
 
@@ -520,6 +525,20 @@ mod tests {
             &cr(Some("reconcile"), Some((Reconcile, Succeeded)))
         ));
         assert!(!update_passes(&old, &cr(None, Some((Reconcile, Error)))));
+        // Our own Processing write while the request is still there is no new request; the
+        // same annotation renewed (timestamp) or a new generation is.
+        let requested = cr(Some("reconcile"), Some((Reconcile, Succeeded)));
+        let processing = cr(Some("reconcile"), Some((Reconcile, Processing)));
+        assert!(!update_passes(&requested, &processing));
+        let mut renewed = requested.clone();
+        kube::ResourceExt::annotations_mut(&mut renewed).insert(
+            "gardener.cloud/timestamp".into(),
+            "2026-11-23T00:06:59Z".into(),
+        );
+        assert!(update_passes(&requested, &renewed));
+        let mut changed = requested.clone();
+        changed.metadata.generation = Some(2);
+        assert!(update_passes(&requested, &changed));
     }
 
     #[test]

@@ -100,29 +100,13 @@ async fn reconcile_object(mut cr: ContainerRuntime, ctx: &Context) -> Result<Act
         }
         _ => {}
     }
-    // gardenlet's request is consumed and our finalizer added in one patch.
-    let add_finalizer = desired.is_some() && !contract::has_finalizer(&cr);
-    if plan.remove_reconcile_annotation || add_finalizer {
-        let mut metadata = serde_json::Map::new();
-        if plan.remove_reconcile_annotation {
-            metadata.insert("annotations".into(), json!({OPERATION_ANNOTATION: null}));
-        }
-        if add_finalizer {
-            let mut finalizers = cr.finalizers().to_vec();
-            finalizers.push(FINALIZER.to_string());
-            metadata.insert("finalizers".into(), json!(finalizers));
-            metadata.insert(
-                "resourceVersion".into(),
-                json!(cr.metadata.resource_version),
-            );
-        }
-        cr = target
-            .patch(
-                &name,
-                json!({"metadata": metadata}),
-                "updating annotations and finalizers",
-            )
-            .await?;
+    // A reconcile or restore consumes gardenlet's `reconcile` request, and adds our finalizer,
+    // in one patch right after its first status write (Processing, or an Error): a run that
+    // stops before (killed, or the status write failed) leaves the request for the next run
+    // instead of losing it. The other steps consume it now.
+    let consume = plan.remove_reconcile_annotation;
+    if consume && desired.is_none() {
+        cr = target.update_metadata(&cr, true, false).await?;
     }
     match plan.step {
         Step::Skip(Skip::ShootFailed) => {
@@ -133,14 +117,14 @@ async fn reconcile_object(mut cr: ContainerRuntime, ctx: &Context) -> Result<Act
             info!(%namespace, %name, operation = operation_label(op), "reconciling");
             let desired = desired
                 .unwrap_or_else(|| actuator.desired(&cr, &shoot, ctx.config.image_for(actuator)));
-            target.reconcile(cr, op, desired).await?;
+            target.reconcile(cr, op, desired, consume).await?;
         }
         Step::Restore => {
             info!(%namespace, %name, operation = "restore", "reconciling");
             let op = LastOperationType::Restore;
             let desired = desired
                 .unwrap_or_else(|| actuator.desired(&cr, &shoot, ctx.config.image_for(actuator)));
-            let cr = target.reconcile(cr, op, desired).await?;
+            let cr = target.reconcile(cr, op, desired, consume).await?;
             target.remove_operation_annotation(&cr).await?;
         }
         Step::Delete { wait, clean_nodes } => {
@@ -194,23 +178,38 @@ impl Target<'_> {
     /// Create, Reconcile or Restore with the `desired` state rendered before any write: an
     /// invalid providerConfig is an Error before Processing, with nothing written but the
     /// finalizer; otherwise Processing, the ManagedResources, Succeeded, and the actuator's
-    /// warnings as Events.
+    /// warnings as Events. With `consume`, gardenlet's `reconcile` request is removed once the
+    /// Processing (or Error) status is written, not before (in the patch that adds our
+    /// finalizer, before anything is created in the shoot): gardenlet's check then sees the
+    /// outcome of this run, and a run that stops before it leaves the request in place.
     async fn reconcile(
         &self,
         cr: ContainerRuntime,
         op: LastOperationType,
         desired: std::result::Result<Desired, ActuatorError>,
+        consume: bool,
     ) -> Result<ContainerRuntime> {
+        let add_finalizer = !contract::has_finalizer(&cr);
         let desired = match desired {
             Ok(desired) => desired,
-            Err(e) => return Err(self.fail(&cr, op, e.into()).await),
+            Err(e) => {
+                let (error, written) = self.fail_written(&cr, op, e.into()).await;
+                if let Some(cr) = written {
+                    self.update_metadata(&cr, consume, add_finalizer).await?;
+                }
+                return Err(error);
+            }
         };
-        let (cr, ()) = self
-            .operate(&cr, op, async {
-                self.ensure_shared(&desired.shared).await?;
-                self.ensure(&desired.pool).await
-            })
-            .await?;
+        let cr = self.processing(&cr, op).await?;
+        let cr = self.update_metadata(&cr, consume, add_finalizer).await?;
+        let applied = async {
+            self.ensure_shared(&desired.shared).await?;
+            self.ensure(&desired.pool).await
+        };
+        if let Err(e) = applied.await {
+            return Err(self.fail(&cr, op, e).await);
+        }
+        let cr = self.succeeded(&cr, op).await?;
         for warning in desired.warnings {
             self.publish(&cr, EventType::Warning, warning.reason, warning.message)
                 .await;
@@ -471,6 +470,16 @@ impl Target<'_> {
 
     /// Writes the Error status and an Event; returns the error for the backoff.
     async fn fail(&self, cr: &ContainerRuntime, op: LastOperationType, error: Error) -> Error {
+        self.fail_written(cr, op, error).await.0
+    }
+
+    /// [`Self::fail`], and the object with the Error status, if it was written.
+    async fn fail_written(
+        &self,
+        cr: &ContainerRuntime,
+        op: LastOperationType,
+        error: Error,
+    ) -> (Error, Option<ContainerRuntime>) {
         let patch = contract::error_patch(
             op,
             &error.to_string(),
@@ -478,12 +487,16 @@ impl Target<'_> {
             cr.metadata.generation,
             Timestamp::now(),
         );
-        if let Err(e) = self.status(cr, patch).await {
-            warn!(error = %e, "could not write the Error status");
-        }
+        let written = match self.status(cr, patch).await {
+            Ok(cr) => Some(cr),
+            Err(e) => {
+                warn!(error = %e, "could not write the Error status");
+                None
+            }
+        };
         self.publish(cr, EventType::Warning, "ReconcileError", error.to_string())
             .await;
-        error
+        (error, written)
     }
 
     async fn publish(&self, cr: &ContainerRuntime, type_: EventType, reason: &str, note: String) {
@@ -497,6 +510,38 @@ impl Target<'_> {
         if let Err(e) = self.ctx.recorder.publish(&event, &cr.object_ref(&())).await {
             debug!(error = %e, "could not publish an Event");
         }
+    }
+
+    /// One patch that consumes gardenlet's `reconcile` request and/or adds our finalizer (the
+    /// latter guarded by the resourceVersion, so that no finalizer added meanwhile is lost).
+    async fn update_metadata(
+        &self,
+        cr: &ContainerRuntime,
+        remove_annotation: bool,
+        add_finalizer: bool,
+    ) -> Result<ContainerRuntime> {
+        let mut metadata = serde_json::Map::new();
+        if remove_annotation {
+            metadata.insert("annotations".into(), json!({OPERATION_ANNOTATION: null}));
+        }
+        if add_finalizer {
+            let mut finalizers = cr.finalizers().to_vec();
+            finalizers.push(FINALIZER.to_string());
+            metadata.insert("finalizers".into(), json!(finalizers));
+            metadata.insert(
+                "resourceVersion".into(),
+                json!(cr.metadata.resource_version),
+            );
+        }
+        if metadata.is_empty() {
+            return Ok(cr.clone());
+        }
+        self.patch(
+            &cr.name_any(),
+            json!({"metadata": metadata}),
+            "updating annotations and finalizers",
+        )
+        .await
     }
 
     async fn remove_operation_annotation(&self, cr: &ContainerRuntime) -> Result<()> {

@@ -120,9 +120,10 @@ async fn create_rereconcile_and_restart_make_exactly_these_requests() {
     assert_eq!(
         create,
         [
-            // The reconcile annotation goes and our finalizer comes, in one patch.
-            "patch containerruntimes gvisor-pool-a".to_string(),
-            "patch containerruntimes/status gvisor-pool-a".into(), // Processing
+            "patch containerruntimes/status gvisor-pool-a".to_string(), // Processing
+            // Then the reconcile annotation goes and our finalizer comes, in one patch (a run
+            // that stops before its status says so leaves gardenlet's request in place).
+            "patch containerruntimes gvisor-pool-a".into(),
             format!("create secrets {shared}"),
             "create managedresources extension-runtime-gvisor".into(),
             format!("create secrets {pool}"),
@@ -132,7 +133,8 @@ async fn create_rereconcile_and_restart_make_exactly_these_requests() {
         "create"
     );
 
-    // gardenlet asks again with nothing changed: the annotation and two status writes; the
+    // gardenlet asks again with nothing changed: two status writes and, between them, the
+    // annotation consumed; the
     // ManagedResources are up to date in the cache, so no read and no write for them.
     let ts = s.annotate("gvisor-pool-a", "reconcile").await;
     s.wait_ready("gvisor-pool-a", &ts).await;
@@ -140,8 +142,8 @@ async fn create_rereconcile_and_restart_make_exactly_these_requests() {
     assert_eq!(
         again,
         [
-            "patch containerruntimes gvisor-pool-a",
             "patch containerruntimes/status gvisor-pool-a",
+            "patch containerruntimes gvisor-pool-a",
             "patch containerruntimes/status gvisor-pool-a",
         ],
         "unchanged re-reconcile"

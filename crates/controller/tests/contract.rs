@@ -853,3 +853,94 @@ async fn kata_and_gvisor_in_one_pool_and_kata_in_another() {
     }
     assert!(s.mr_names().await.is_empty(), "{:?}", s.mr_names().await);
 }
+
+/// gardenlet's `reconcile` request is consumed only once the status says the run started: a
+/// run whose status write fails (the API server or etcd away, the process killed) leaves the
+/// request for the next run. Chaos found requests lost when the annotation went first: the next
+/// run saw no request and a Succeeded status, and gardenlet waited in vain.
+#[tokio::test]
+async fn a_reconcile_request_is_kept_until_its_status_is_written() {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    let cp = env(default_config);
+    let _logs = cp.logs_on_panic();
+    let s = shoot(cp, "keep-request", json!({})).await;
+    let ts = s.gardenlet_create("pool-a", None).await;
+    s.wait_ready("gvisor-pool-a", &ts).await;
+
+    // Status writes to this namespace's ContainerRuntimes are refused from now on.
+    let admin = cp.client().await.unwrap();
+    let name = format!("refuse-status-{}", s.ns);
+    let policies: Api<ValidatingAdmissionPolicy> = Api::all(admin.clone());
+    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(admin);
+    let policy = json!({"metadata": {"name": name}, "spec": {
+        "failurePolicy": "Fail",
+        "matchConstraints": {"resourceRules": [{"apiGroups": ["extensions.gardener.cloud"],
+            "apiVersions": ["*"], "operations": ["UPDATE"], "resources": ["containerruntimes/status"]}]},
+        "validations": [{"expression": "false", "message": "status writes refused by the test"}]}});
+    let binding = json!({"metadata": {"name": name}, "spec": {
+        "policyName": name, "validationActions": ["Deny"],
+        "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": s.ns}}}}});
+    policies
+        .create(
+            &Default::default(),
+            &serde_json::from_value(policy).unwrap(),
+        )
+        .await
+        .unwrap();
+    bindings
+        .create(
+            &Default::default(),
+            &serde_json::from_value(binding).unwrap(),
+        )
+        .await
+        .unwrap();
+    // Policies load asynchronously: wait until a (dry-run) status write is refused.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let probe = s
+            .runtimes()
+            .patch_status(
+                "gvisor-pool-a",
+                &PatchParams {
+                    dry_run: true,
+                    ..Default::default()
+                },
+                &Patch::Merge(json!({"status": {"lastOperation": {"description": "probe"}}})),
+            )
+            .await;
+        match probe {
+            Err(kube::Error::Api(e)) if e.message.contains("refused by the test") => break,
+            other => assert!(
+                tokio::time::Instant::now() < deadline,
+                "the policy never took effect: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let ts = s.annotate("gvisor-pool-a", "reconcile").await;
+    // The controller tries (and fails) several times meanwhile (backoff 0.5 to 4 s); the request
+    // stays the whole time.
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let cr = s.runtimes().get("gvisor-pool-a").await.unwrap();
+        assert_eq!(
+            cr.metadata
+                .annotations
+                .unwrap()
+                .get(OPERATION_ANNOTATION)
+                .map(String::as_str),
+            Some("reconcile"),
+            "the request was consumed although no status says so"
+        );
+    }
+    bindings.delete(&name, &Default::default()).await.unwrap();
+    policies.delete(&name, &Default::default()).await.unwrap();
+    let cr = s.wait_ready("gvisor-pool-a", &ts).await;
+    assert_eq!(
+        cr.status.unwrap().last_operation.unwrap().type_,
+        LastOperationType::Reconcile
+    );
+}
