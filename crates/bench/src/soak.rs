@@ -219,32 +219,30 @@ pub async fn cycles(
     let elapsed = started.elapsed();
     let mut left = 0;
     for ns in namespaces {
-        let crs = Api::<ContainerRuntime>::namespaced(client.clone(), ns)
-            .list(&ListParams::default())
-            .await?;
-        left += crs
-            .items
-            .iter()
-            .filter(|c| c.name_any().contains("cycle-"))
-            .count();
-        let mrs = Api::<ManagedResource>::namespaced(client.clone(), ns)
-            .list(&ListParams::default())
-            .await?;
-        left += mrs
-            .items
-            .iter()
-            .filter(|m| m.name_any().contains("cycle-"))
-            .count();
-        let secrets = Api::<Secret>::namespaced(client.clone(), ns)
-            .list(&ListParams::default())
-            .await?;
-        left += secrets
-            .items
-            .iter()
-            .filter(|s| s.name_any().contains("cycle-"))
-            .count();
+        left += cycle_objects::<ContainerRuntime>(&client, ns).await?
+            + cycle_objects::<ManagedResource>(&client, ns).await?
+            + cycle_objects::<Secret>(&client, ns).await?;
     }
     Ok((elapsed, left))
+}
+
+/// How many objects of kind `K` in `ns` the create/delete cycles left (their names say `cycle-`).
+async fn cycle_objects<K>(client: &Client, ns: &str) -> Result<usize, Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + k8s_openapi::serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let list = Api::<K>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|o| o.name_any().contains("cycle-"))
+        .count())
 }
 
 async fn wait(

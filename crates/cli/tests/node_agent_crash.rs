@@ -139,17 +139,8 @@ impl Bench {
         }
         let log = self.work.path().join("points.log");
         let _ = std::fs::remove_file(&log);
-        let mut command =
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_gardener-extension-runtime-sandbox"));
-        command
-            .args(["node-agent", phase.action, "--once"])
-            .arg(format!("--host-root={}", self.node.root().display()))
-            .arg(format!("--binary-path={BINARY_PATH}"))
-            .arg(format!("--config-dir={}", phase.config_dir.display()))
-            .arg(format!("--source-dir={}", phase.source.display()))
-            .arg("--health-bind-address=127.0.0.1:0")
-            .env_remove("NODE_NAME")
-            .env("SANDBOX_FAULT_LOG", &log);
+        let mut command = self.command(phase);
+        command.env("SANDBOX_FAULT_LOG", &log);
         if let Some(n) = crash_at {
             command.env("SANDBOX_FAULT_CRASH_AT", n.to_string());
         }

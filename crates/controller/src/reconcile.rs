@@ -67,9 +67,9 @@ struct Target<'a> {
 async fn reconcile_object(mut cr: ContainerRuntime, ctx: &Context) -> Result<Action> {
     let namespace = cr.namespace().unwrap_or_default();
     let name = cr.name_any();
-    // A trigger queued while an earlier run was busy (e.g. by our own finalizer patch while
-    // `restore` was still set) may be stale by now: check the rule against the current object,
-    // so that finished work is not redone.
+    // A trigger queued while an earlier run was busy (e.g. gardenlet renewing a request that
+    // run then served) may be stale by now: check the rule against the current object, so that
+    // finished work is not redone.
     if !ctx.config.ignore_operation_annotation && !contract::create_passes(&cr) {
         debug!(%namespace, %name, "nothing to do any more");
         return Ok(Action::await_change());
