@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use k8s_cri::v1::{
+use sandbox_cri::v1::runtime_service_client::RuntimeServiceClient;
+use sandbox_cri::v1::{
     ListPodSandboxRequest, PodSandboxState, RuntimeHandler, StatusRequest, StatusResponse,
     VersionRequest,
 };
