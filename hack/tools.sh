@@ -405,7 +405,13 @@ ensure() {
 }
 
 case ${1:-} in
-  ensure) ensure "${2:-all}" ;;
+  ensure)
+    # Tests build tools lazily, and test binaries may ask at the same time: one build at a time.
+    mkdir -p "$TOOLS_DIR"
+    exec 9>"$TOOLS_DIR/.lock"
+    flock 9
+    ensure "${2:-all}"
+    ;;
   path) tool_path "${2:?tool name}" ;;
   env)
     echo "SANDBOX_KUBE_APISERVER=$(tool_path kube-apiserver)"

@@ -94,12 +94,12 @@ async fn main() -> Result<(), Error> {
         Some(b) => b,
         None => std::env::current_exe()?.with_file_name("gardener-extension-runtime-sandbox"),
     };
-    let tools = sandbox_testenv::Tools::locate()?;
+    let gvisor = sandbox_testenv::Tool::Gvisor.path()?;
     let work = tempfile::tempdir()?;
 
     // The image's folder (binaries + SHA256SUMS) and the pool's ConfigMap.
     let source = work.path().join("image");
-    image::write_gvisor_source(&tools.gvisor, &[], &source)?;
+    image::write_gvisor_source(&gvisor, &[], &source)?;
     let config = work.path().join("config");
     std::fs::create_dir_all(&config)?;
     let plan = sandbox_runtime::gvisor::node_plan(&Default::default());
@@ -159,7 +159,7 @@ async fn main() -> Result<(), Error> {
         &[image::NodeAgentPlatform {
             arch: image::Arch::host().ok_or("no image architecture for this machine")?,
             binary: &binary,
-            gvisor_dir: &tools.gvisor,
+            gvisor_dir: &gvisor,
         }],
     )?;
     let size = |path: &Path| std::fs::metadata(path).map(|m| m.len()).unwrap_or_default();
@@ -167,8 +167,8 @@ async fn main() -> Result<(), Error> {
         "node agent image: {:.1} MB uncompressed archive (agent binary {:.1} MB, runsc {:.1} MB, containerd-shim-runsc-v1 {:.1} MB, C libraries and SHA256SUMS the rest)",
         archive.len() as f64 / 1e6,
         size(&binary) as f64 / 1e6,
-        size(&tools.gvisor.join("runsc")) as f64 / 1e6,
-        size(&tools.gvisor.join("containerd-shim-runsc-v1")) as f64 / 1e6,
+        size(&gvisor.join("runsc")) as f64 / 1e6,
+        size(&gvisor.join("containerd-shim-runsc-v1")) as f64 / 1e6,
     );
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use sandbox_testenv::chart::{self, ok_if_exists};
-use sandbox_testenv::{Tools, free_port, http_get, repo_root};
+use sandbox_testenv::{free_port, http_get, repo_root};
 use serde_json::{Value, json};
 
 mod support;
@@ -124,13 +124,11 @@ async fn shoots_are_reviewed_by_our_webhook_through_gardener_apiserver() {
     );
 
     // The application chart (virtual garden part), pointed at our server on this machine.
-    let tools = Tools::locate().unwrap();
     let work = tempfile::tempdir().unwrap();
     let ca = work.path().join("ca.crt");
     std::fs::write(&ca, garden.ca_pem()).unwrap();
     let port = free_port().unwrap();
     let objects = chart::template_chart(
-        &tools,
         &repo_root().join("charts/admission/application"),
         "runtime-sandbox",
         "garden",

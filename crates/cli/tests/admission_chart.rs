@@ -5,7 +5,7 @@
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
-use sandbox_testenv::{Tools, chart, repo_root};
+use sandbox_testenv::{chart, repo_root};
 use serde_json::{Value, json};
 
 const TLS: &[&str] = &[
@@ -16,14 +16,7 @@ const TLS: &[&str] = &[
 ];
 
 fn render(dir: &str, namespace: &str, extra: &[&str]) -> Result<Vec<Value>, String> {
-    chart::template_chart(
-        &Tools::locate().unwrap(),
-        &repo_root().join(dir),
-        "runtime-sandbox",
-        namespace,
-        extra,
-    )
-    .unwrap()
+    chart::template_chart(&repo_root().join(dir), "runtime-sandbox", namespace, extra).unwrap()
 }
 
 #[test]

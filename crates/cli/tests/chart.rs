@@ -5,18 +5,13 @@
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
-use sandbox_testenv::Tools;
 use sandbox_testenv::chart::{self, object};
 use serde_json::{Value, json};
 
 const NS: &str = "extension-runtime-sandbox";
 
-fn tools() -> Tools {
-    Tools::locate().expect("pinned tools")
-}
-
 fn render(extra: &[&str]) -> Vec<Value> {
-    chart::template(&tools(), "runtime-sandbox", NS, extra)
+    chart::template("runtime-sandbox", NS, extra)
         .unwrap()
         .unwrap_or_else(|e| panic!("helm template failed: {e}"))
 }
@@ -24,8 +19,7 @@ fn render(extra: &[&str]) -> Vec<Value> {
 #[test]
 fn helm_lint_is_clean() {
     let dir = chart::chart_dir();
-    let (ok, stdout, stderr) =
-        chart::helm(&tools(), &["lint", "--strict", &dir.to_string_lossy()]).unwrap();
+    let (ok, stdout, stderr) = chart::helm(&["lint", "--strict", &dir.to_string_lossy()]).unwrap();
     assert!(ok, "helm lint --strict failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("0 chart(s) failed"), "{stdout}");
 }
@@ -41,7 +35,7 @@ fn a_typo_in_values_is_an_error_naming_it() {
             "disableControllers",
         ),
     ] {
-        let result = chart::template(&tools(), "runtime-sandbox", NS, &["--set", set]).unwrap();
+        let result = chart::template("runtime-sandbox", NS, &["--set", set]).unwrap();
         let error = result.expect_err(&format!("--set {set} must be refused"));
         assert!(
             error.contains(field),
@@ -256,7 +250,7 @@ async fn the_api_server_accepts_the_objects_and_admits_the_pod_as_restricted() {
     let ns = chart::restricted_namespace(cp, &client, "extension-chart", "gardener-system-900")
         .await
         .unwrap();
-    let objects = chart::template(&tools(), "runtime-sandbox", &ns, &[])
+    let objects = chart::template("runtime-sandbox", &ns, &[])
         .unwrap()
         .unwrap();
     for o in &objects {

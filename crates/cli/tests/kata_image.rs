@@ -27,11 +27,16 @@ fn write_payload(dir: &Path, files: &[(&str, Vec<u8>)]) {
 }
 
 fn test_payload() -> Vec<(&'static str, Vec<u8>)> {
-    let tools = sandbox_testenv::Tools::locate().unwrap();
     vec![
         (
             kata_node::SHIM,
-            std::fs::read(tools.kata.join(kata_node::SHIM)).unwrap(),
+            std::fs::read(
+                sandbox_testenv::Tool::Kata
+                    .path()
+                    .unwrap()
+                    .join(kata_node::SHIM),
+            )
+            .unwrap(),
         ),
         (
             "qemu-system-x86_64",
@@ -135,7 +140,7 @@ fn the_payload_lands_in_the_image_verified_and_a_broken_one_is_refused() {
         "{err}"
     );
     // A hypervisor built for another architecture would only fail on every node.
-    let other = sandbox_testenv::Tools::locate().unwrap().gvisor_arm64;
+    let other = sandbox_testenv::Tool::GvisorArm64.path().unwrap();
     let mut wrong = files.clone();
     wrong[1].1 = std::fs::read(other.join("runsc")).unwrap();
     let err = refused("wrong-arch", &wrong, &|_| {});

@@ -17,7 +17,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use k8s_cri::v1::ContainerState;
+use sandbox_cri::v1::ContainerState;
 use sandbox_node_agent::containerd::Config;
 use sandbox_node_agent::cri::{Cri, HandlerState};
 use sandbox_node_agent::host::CONFIG_TOML;
@@ -116,7 +116,7 @@ impl Bench {
         std::fs::create_dir_all(&config_dir).unwrap();
         std::fs::write(config_dir.join(node_plan::FILE_NAME), plan.to_yaml()).unwrap();
         let source = self.work.path().join(format!("image-{name}"));
-        let gvisor = sandbox_testenv::Tools::locate().unwrap().gvisor;
+        let gvisor = sandbox_testenv::Tool::Gvisor.path().unwrap();
         sandbox_image::write_gvisor_source(&gvisor, trailer, &source).unwrap();
         Phase {
             name,

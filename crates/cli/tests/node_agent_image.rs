@@ -23,7 +23,7 @@ async fn the_image_installs_its_own_runsc_as_the_daemon_set_runs_it() {
     let node = Arc::new(TestNode::new(Flavor::V2).unwrap());
     node.start().unwrap();
     node.import_images().unwrap();
-    let gvisor_dir = sandbox_testenv::Tools::locate().unwrap().gvisor;
+    let gvisor_dir = sandbox_testenv::Tool::Gvisor.path().unwrap();
     let binary = env!("CARGO_BIN_EXE_gardener-extension-runtime-sandbox");
     let platforms = [NodeAgentPlatform {
         arch: Arch::host().unwrap(),

@@ -38,9 +38,9 @@ impl Drop for Process {
 }
 
 fn go_extension(kubeconfig: &Path, namespace: &str, log: &Path) -> Process {
-    let binary = sandbox_testenv::Tools::locate()
+    let binary = sandbox_testenv::Tool::GvisorExtension
+        .path()
         .unwrap()
-        .gvisor_extension
         .join("gardener-extension-runtime-gvisor");
     let log = std::fs::File::create(log).unwrap();
     Process(

@@ -79,11 +79,16 @@ impl Capability {
 /// start on this host: the shim only checks that the configured paths exist before its host
 /// check refuses.
 fn payload(dir: &Path, capability: &Capability, trailer: &[u8]) -> PathBuf {
-    let tools = sandbox_testenv::Tools::locate().unwrap();
     let source = dir.join(format!("payload-{}", trailer.len()));
     std::fs::create_dir_all(&source).unwrap();
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut shim = std::fs::read(tools.kata.join(kata_node::SHIM)).unwrap();
+    let mut shim = std::fs::read(
+        sandbox_testenv::Tool::Kata
+            .path()
+            .unwrap()
+            .join(kata_node::SHIM),
+    )
+    .unwrap();
     shim.extend_from_slice(trailer);
     files.push((kata_node::SHIM.into(), shim));
     let qemu = capability

@@ -5,8 +5,7 @@ use std::process::Command;
 
 #[test]
 fn pinned_runsc_boots_a_gvisor_sandbox() {
-    let tools = sandbox_testenv::Tools::locate().unwrap();
-    let runsc = tools.gvisor.join("runsc");
+    let runsc = sandbox_testenv::Tool::Gvisor.path().unwrap().join("runsc");
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
     std::fs::create_dir_all(bundle.join("rootfs/bin")).unwrap();

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use k8s_cri::v1::ContainerState;
+use sandbox_cri::v1::ContainerState;
 use sandbox_node_agent::agent::{self, AgentError, Options};
 use sandbox_node_agent::cri::{Cri, HandlerState};
 use sandbox_node_agent::host::{self, Host};
@@ -71,7 +71,7 @@ impl Restarter for TestRestarter {
 /// The image's binary folder: the pinned runsc and shim with a `SHA256SUMS`. `trailer`
 /// bytes appended to runsc make a "new release" that still runs (ELF ignores them).
 fn image(dir: &Path, trailer: &[u8]) -> PathBuf {
-    let gvisor = sandbox_testenv::Tools::locate().unwrap().gvisor;
+    let gvisor = sandbox_testenv::Tool::Gvisor.path().unwrap();
     let source = dir.join(format!("image-{}", trailer.len()));
     sandbox_image::write_gvisor_source(&gvisor, trailer, &source).unwrap();
     source

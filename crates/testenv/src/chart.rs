@@ -10,7 +10,7 @@ use kube::core::GroupVersionKind;
 use serde_json::Value;
 
 use crate::tools::repo_root;
-use crate::{Error, Result, Tools};
+use crate::{Error, Result};
 
 /// The chart's folder.
 pub fn chart_dir() -> PathBuf {
@@ -18,8 +18,9 @@ pub fn chart_dir() -> PathBuf {
 }
 
 /// Runs the pinned helm with `args`; (success, stdout, stderr).
-pub fn helm(tools: &Tools, args: &[&str]) -> Result<(bool, String, String)> {
-    let output = Command::new(tools.helm())
+pub fn helm(args: &[&str]) -> Result<(bool, String, String)> {
+    let helm = crate::tools::helm()?;
+    let output = Command::new(&helm)
         .args(args)
         .env(
             "HELM_CACHE_HOME",
@@ -34,7 +35,7 @@ pub fn helm(tools: &Tools, args: &[&str]) -> Result<(bool, String, String)> {
             std::env::temp_dir().join("sandbox-helm/data"),
         )
         .output()
-        .map_err(|e| Error::Tools(format!("cannot run {}: {e}", tools.helm().display())))?;
+        .map_err(|e| Error::Tools(format!("cannot run {}: {e}", helm.display())))?;
     Ok((
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -45,17 +46,15 @@ pub fn helm(tools: &Tools, args: &[&str]) -> Result<(bool, String, String)> {
 /// `helm template` of the chart as release `release` in `namespace` with extra helm arguments
 /// (`--set`, `-f`); the rendered objects, or helm's error output.
 pub fn template(
-    tools: &Tools,
     release: &str,
     namespace: &str,
     extra: &[&str],
 ) -> Result<std::result::Result<Vec<Value>, String>> {
-    template_chart(tools, &chart_dir(), release, namespace, extra)
+    template_chart(&chart_dir(), release, namespace, extra)
 }
 
 /// [`template`] of the chart in `dir` (e.g. the admission charts).
 pub fn template_chart(
-    tools: &Tools,
     dir: &std::path::Path,
     release: &str,
     namespace: &str,
@@ -64,7 +63,7 @@ pub fn template_chart(
     let dir = dir.to_string_lossy();
     let mut args = vec!["template", release, &dir, "--namespace", namespace];
     args.extend_from_slice(extra);
-    let (ok, stdout, stderr) = helm(tools, &args)?;
+    let (ok, stdout, stderr) = helm(&args)?;
     if !ok {
         return Ok(Err(stderr));
     }
@@ -123,8 +122,7 @@ pub async fn install_identity(
 ) -> Result<(Vec<Value>, kube::config::Kubeconfig)> {
     use k8s_openapi::api::core::v1::Namespace;
 
-    let tools = Tools::locate()?;
-    let objects = template(&tools, "runtime-sandbox", RELEASE_NAMESPACE, extra)?
+    let objects = template("runtime-sandbox", RELEASE_NAMESPACE, extra)?
         .map_err(|e| Error::Tools(format!("helm template failed: {e}")))?;
     let client = cp.client().await?;
     let namespace: Namespace =

@@ -32,7 +32,7 @@ use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::{
 };
 use kube::api::{Api, ObjectMeta, PostParams};
 
-use crate::{ControlPlane, Error, Options, Result, Server, Tools, server};
+use crate::{ControlPlane, Error, Options, Result, Server, Tool, server};
 
 /// The Service (in `kube-system`) the `APIService`s point to.
 pub const SERVICE_NAME: &str = "gardener-apiserver";
@@ -63,7 +63,6 @@ impl Garden {
     /// serves, and waits until each is Available and its resources are discoverable through
     /// the kube-apiserver. Builds the tools first if they are missing.
     pub async fn start() -> Result<Self> {
-        let tools = Tools::locate()?;
         let control_plane = ControlPlane::start_with(Options {
             skip_crds: true,
             ..Default::default()
@@ -78,7 +77,7 @@ impl Garden {
         let kubeconfig = control_plane.kubeconfig_path().display().to_string();
         let gardener_apiserver = Server::start(
             "gardener-apiserver",
-            &tools.gardener.join("gardener-apiserver"),
+            &Tool::Gardener.path()?.join("gardener-apiserver"),
             &[
                 "--bind-address=127.0.0.1".into(),
                 format!("--secure-port={port}"),

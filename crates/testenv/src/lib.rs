@@ -40,7 +40,7 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 pub use server::{Server, free_port, http_get, tls_handshake};
-pub use tools::{ControlPlaneTools, Tools, repo_root};
+pub use tools::{ControlPlaneTools, Tool, helm, repo_root};
 
 /// What can go wrong while bringing up or talking to the control plane.
 #[derive(Debug, thiserror::Error)]

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use sandbox_runtime::manifests::sha256_hex;
 use toml_edit::{DocumentMut, Item, Table, value};
 
-use crate::{Error, Result, Server, Tools, io_err};
+use crate::{Error, Result, Server, Tool, io_err};
 use sandbox_image::oci_archive;
 
 /// The pause image every test node's sandboxes use (built locally, never pulled).
@@ -96,19 +96,18 @@ impl TestNode {
     /// host root (root, state, sockets) and pointed at the local pause image. containerd is
     /// not started.
     pub fn new(flavor: Flavor) -> Result<Self> {
-        let tools = Tools::locate()?;
         let (containerd, ctr) = match flavor {
             Flavor::Debian => (
                 PathBuf::from("/usr/bin/containerd"),
                 PathBuf::from("/usr/bin/ctr"),
             ),
             Flavor::V17 => (
-                tools.containerd17.join("containerd"),
-                tools.containerd17.join("ctr"),
+                Tool::Containerd17.path()?.join("containerd"),
+                Tool::Containerd17.path()?.join("ctr"),
             ),
             Flavor::V2 => (
-                tools.containerd2.join("containerd"),
-                tools.containerd2.join("ctr"),
+                Tool::Containerd2.path()?.join("containerd"),
+                Tool::Containerd2.path()?.join("ctr"),
             ),
         };
         for binary in [&containerd, &ctr] {
@@ -132,8 +131,8 @@ impl TestNode {
         );
         match flavor {
             // The pinned containerds' own runc shims.
-            Flavor::V17 => path_env.push_str(&format!(":{}", tools.containerd17.display())),
-            Flavor::V2 => path_env.push_str(&format!(":{}", tools.containerd2.display())),
+            Flavor::V17 => path_env.push_str(&format!(":{}", Tool::Containerd17.path()?.display())),
+            Flavor::V2 => path_env.push_str(&format!(":{}", Tool::Containerd2.path()?.display())),
             Flavor::Debian => {}
         }
         path_env.push_str(":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");

@@ -33,7 +33,7 @@ use toml_edit::{DocumentMut, value};
 
 use crate::dbus::{FakeSystemd, SystemBus};
 use crate::node::{Flavor, TestNode};
-use crate::{ControlPlane, Error, Options, Result, Server, ShootApiServer, Tools, io_err};
+use crate::{ControlPlane, Error, Options, Result, Server, ShootApiServer, Tool, io_err};
 
 /// Where gardenlet tells containerd runtimes to put binaries (`spec.binaryPath`).
 pub const BINARY_PATH: &str = "/var/bin/containerruntimes";
@@ -128,7 +128,6 @@ impl TestShoot {
         seed_namespace: &str,
         labels: &[(&str, &str)],
     ) -> Result<Self> {
-        let tools = Tools::locate()?;
         let host_ip: IpAddr = HOST_ADDRESS.parse().expect("constant address");
         let node_ip: IpAddr = NODE_ADDRESS.parse().expect("constant address");
         let control_plane = ControlPlane::start_with(Options {
@@ -142,7 +141,7 @@ impl TestShoot {
         .await?;
         let root = control_plane.root().to_path_buf();
         let kubeconfig = control_plane.kubeconfig_path().display().to_string();
-        let k8s = &tools.kubernetes_node;
+        let k8s = &Tool::KubernetesNode.path()?;
 
         let kcm = Server::start(
             "kube-controller-manager",
@@ -232,8 +231,7 @@ impl TestShoot {
             .await
             .map_err(|e| Error::Tools(format!("fake systemd on the test bus: {e}")))?;
 
-        let (grm, grm_webhook_port) =
-            start_grm(&tools, seed, seed_namespace, &control_plane, host_ip)?;
+        let (grm, grm_webhook_port) = start_grm(seed, seed_namespace, &control_plane, host_ip)?;
         let shoot = TestShoot {
             kubelet: Mutex::new(None),
             grm,
@@ -308,7 +306,6 @@ impl TestShoot {
         binary: &Path,
     ) -> Result<std::path::PathBuf> {
         let image = format!("{repository}:{tag}");
-        let tools = Tools::locate()?;
         let arch = sandbox_image::Arch::host().ok_or_else(|| {
             Error::Tools(format!(
                 "no image for this machine's architecture ({})",
@@ -320,7 +317,7 @@ impl TestShoot {
             &[sandbox_image::NodeAgentPlatform {
                 arch,
                 binary,
-                gvisor_dir: &tools.gvisor,
+                gvisor_dir: &Tool::Gvisor.path()?,
             }],
         )
         .map_err(|e| Error::Tools(format!("building {image}: {e}")))?;
@@ -350,7 +347,6 @@ impl TestShoot {
         if kubelet.is_some() {
             return Ok(());
         }
-        let tools = Tools::locate()?;
         let root = self.node.root();
         let args = vec![
             // The node's mount and network namespaces, but the machine's user namespace: the
@@ -359,7 +355,11 @@ impl TestShoot {
             format!("--mount=/proc/{}/ns/mnt", self.holder_pid()?),
             format!("--net=/proc/{}/ns/net", self.holder_pid()?),
             "--".into(),
-            tools.kubernetes_node.join("kubelet").display().to_string(),
+            Tool::KubernetesNode
+                .path()?
+                .join("kubelet")
+                .display()
+                .to_string(),
             format!("--config={}", root.join("kubelet.yaml").display()),
             format!("--kubeconfig={}", root.join("kubelet.kubeconfig").display()),
             format!("--hostname-override={NODE_NAME}"),
@@ -642,7 +642,6 @@ fn configure_cni(node: &TestNode) -> Result<()> {
 /// applied into the shoot; its webhooks served on a local port. Returns the server and the
 /// webhook port.
 fn start_grm(
-    tools: &Tools,
     seed: &ControlPlane,
     seed_namespace: &str,
     shoot: &ControlPlane,
@@ -711,7 +710,7 @@ webhooks:
     std::fs::write(&path, config).map_err(io_err(&path))?;
     let server = Server::start(
         "gardener-resource-manager",
-        &tools.gardener.join("gardener-resource-manager"),
+        &Tool::Gardener.path()?.join("gardener-resource-manager"),
         &[format!("--config={}", path.display())],
         &dir,
         None,

@@ -1,103 +1,130 @@
 //! Where the pinned upstream programs are: from the environment, or built by `hack/tools.sh`.
+//!
+//! Each tool is built when a test first asks for it ([`Tool::path`]), not before: a test of
+//! the controller on a fresh machine pays for the control plane and Helm, never for Kata's
+//! shim, arm64 gVisor or the Go extension. A `SANDBOX_*` variable (what `hack/tools.sh env`
+//! prints) names a tool's path and skips the script.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 
 use crate::{Error, Result};
 
-/// Paths of the programs and data a control plane needs.
-#[derive(Clone, Debug)]
-pub struct Tools {
+/// A pinned upstream program (or folder of programs built together) that tests run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Tool {
     /// The `kube-apiserver` binary.
-    pub kube_apiserver: PathBuf,
+    KubeApiserver,
     /// The `etcd` binary.
-    pub etcd: PathBuf,
+    Etcd,
     /// Folder with Gardener's CRD YAML files.
-    pub gardener_crds: PathBuf,
+    GardenerCrds,
     /// Folder with `runsc` and `containerd-shim-runsc-v1` for this machine.
-    pub gvisor: PathBuf,
+    Gvisor,
     /// Folder with `runsc` and `containerd-shim-runsc-v1` for linux/arm64 (the images' arm64
     /// variant), from the same pinned gVisor module.
-    pub gvisor_arm64: PathBuf,
+    GvisorArm64,
     /// Folder with containerd 2.x: `containerd`, `ctr` and `containerd-shim-runc-v2`.
-    pub containerd2: PathBuf,
+    Containerd2,
     /// Folder with containerd 1.7: `containerd`, `ctr` and `containerd-shim-runc-v2`.
-    pub containerd17: PathBuf,
+    Containerd17,
     /// Folder with the Go gVisor extension's binary `gardener-extension-runtime-gvisor`.
-    pub gvisor_extension: PathBuf,
+    GvisorExtension,
     /// Folder with Gardener's `gardener-apiserver`, `gardener-resource-manager` and the `helm`
-    /// Gardener renders charts with.
-    pub gardener: PathBuf,
+    /// Gardener renders charts with (one `go build`).
+    Gardener,
     /// Folder with `kube-controller-manager`, `kube-scheduler` and `kubelet` (a test shoot's
     /// node and controllers), at the pinned Kubernetes version.
-    pub kubernetes_node: PathBuf,
+    KubernetesNode,
     /// Folder with Kata's `containerd-shim-kata-v2`.
-    pub kata: PathBuf,
+    Kata,
 }
 
-const ENV_APISERVER: &str = "SANDBOX_KUBE_APISERVER";
-const ENV_ETCD: &str = "SANDBOX_ETCD";
-const ENV_CRDS: &str = "SANDBOX_GARDENER_CRDS";
-const ENV_GVISOR: &str = "SANDBOX_GVISOR";
-const ENV_GVISOR_ARM64: &str = "SANDBOX_GVISOR_ARM64";
-const ENV_CONTAINERD2: &str = "SANDBOX_CONTAINERD2";
-const ENV_CONTAINERD17: &str = "SANDBOX_CONTAINERD17";
-const ENV_GVISOR_EXTENSION: &str = "SANDBOX_GVISOR_EXTENSION";
-const ENV_GARDENER: &str = "SANDBOX_GARDENER";
-const ENV_KUBERNETES_NODE: &str = "SANDBOX_KUBERNETES_NODE";
-const ENV_KATA: &str = "SANDBOX_KATA";
+impl Tool {
+    /// Every tool, in the order `hack/tools.sh env` prints them.
+    pub const ALL: [Tool; 11] = [
+        Tool::KubeApiserver,
+        Tool::Etcd,
+        Tool::GardenerCrds,
+        Tool::Gvisor,
+        Tool::GvisorArm64,
+        Tool::Containerd2,
+        Tool::Containerd17,
+        Tool::GvisorExtension,
+        Tool::Gardener,
+        Tool::KubernetesNode,
+        Tool::Kata,
+    ];
 
-/// Every variable `hack/tools.sh env` prints, in the order of [`Tools`]' fields.
-const ALL: [&str; 11] = [
-    ENV_APISERVER,
-    ENV_ETCD,
-    ENV_CRDS,
-    ENV_GVISOR,
-    ENV_GVISOR_ARM64,
-    ENV_CONTAINERD2,
-    ENV_CONTAINERD17,
-    ENV_GVISOR_EXTENSION,
-    ENV_GARDENER,
-    ENV_KUBERNETES_NODE,
-    ENV_KATA,
-];
+    /// Its name for `hack/tools.sh ensure|path`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tool::KubeApiserver => "kube-apiserver",
+            Tool::Etcd => "etcd",
+            Tool::GardenerCrds => "gardener-crds",
+            Tool::Gvisor => "gvisor",
+            Tool::GvisorArm64 => "gvisor-arm64",
+            Tool::Containerd2 => "containerd",
+            Tool::Containerd17 => "containerd17",
+            Tool::GvisorExtension => "gvisor-extension",
+            Tool::Gardener => "gardener",
+            Tool::KubernetesNode => "kubernetes-node",
+            Tool::Kata => "kata",
+        }
+    }
 
-impl Tools {
-    /// Takes the paths from the `SANDBOX_*` variables `hack/tools.sh env` prints when all are
-    /// set; otherwise runs `hack/tools.sh`, which builds whatever is missing (once per pinned
-    /// version) and tells the paths.
-    pub fn locate() -> Result<Self> {
-        let from_env: Option<Vec<PathBuf>> = ALL
-            .iter()
-            .map(|name| std::env::var_os(name).map(PathBuf::from))
-            .collect();
-        let paths = match from_env {
-            Some(paths) => paths,
+    /// The variable that overrides its path (as `hack/tools.sh env` prints it).
+    pub fn env(self) -> &'static str {
+        match self {
+            Tool::KubeApiserver => "SANDBOX_KUBE_APISERVER",
+            Tool::Etcd => "SANDBOX_ETCD",
+            Tool::GardenerCrds => "SANDBOX_GARDENER_CRDS",
+            Tool::Gvisor => "SANDBOX_GVISOR",
+            Tool::GvisorArm64 => "SANDBOX_GVISOR_ARM64",
+            Tool::Containerd2 => "SANDBOX_CONTAINERD2",
+            Tool::Containerd17 => "SANDBOX_CONTAINERD17",
+            Tool::GvisorExtension => "SANDBOX_GVISOR_EXTENSION",
+            Tool::Gardener => "SANDBOX_GARDENER",
+            Tool::KubernetesNode => "SANDBOX_KUBERNETES_NODE",
+            Tool::Kata => "SANDBOX_KATA",
+        }
+    }
+
+    /// Its path: the `SANDBOX_*` variable if set, otherwise what `hack/tools.sh` builds (only
+    /// this tool, once per pinned version; progress on our stderr). Tests of one process that
+    /// ask at the same time wait for one build; `hack/tools.sh` locks each tool's folder
+    /// against other processes.
+    pub fn path(self) -> Result<PathBuf> {
+        static KNOWN: Mutex<Option<HashMap<Tool, PathBuf>>> = Mutex::new(None);
+        let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(path) = known.get_or_insert_default().get(&self) {
+            return Ok(path.clone());
+        }
+        let path = match std::env::var_os(self.env()) {
+            Some(path) => PathBuf::from(path),
             None => {
-                let (text, script) = hack_script("all")?;
-                ALL.iter()
-                    .map(|name| env_var(&text, &script, name))
-                    .collect::<Result<Vec<_>>>()?
+                tools_script(&["ensure", self.name()])?;
+                PathBuf::from(tools_script(&["path", self.name()])?.trim())
             }
         };
-        all_exist(&paths.iter().collect::<Vec<_>>(), "all")?;
-        // Struct fields are evaluated in the order written: the order of `ALL`.
-        let mut paths = paths.into_iter();
-        let mut next = || paths.next().expect("one path per variable");
-        Ok(Tools {
-            kube_apiserver: next(),
-            etcd: next(),
-            gardener_crds: next(),
-            gvisor: next(),
-            gvisor_arm64: next(),
-            containerd2: next(),
-            containerd17: next(),
-            gvisor_extension: next(),
-            gardener: next(),
-            kubernetes_node: next(),
-            kata: next(),
-        })
+        if !path.exists() {
+            return Err(Error::Tools(format!(
+                "{} does not exist; run `hack/tools.sh ensure {}` or fix {}",
+                path.display(),
+                self.name(),
+                self.env()
+            )));
+        }
+        known.get_or_insert_default().insert(self, path.clone());
+        Ok(path)
     }
+}
+
+/// The pinned `helm` (the version Gardener renders extension charts with).
+pub fn helm() -> Result<PathBuf> {
+    Ok(Tool::Gardener.path()?.join("helm"))
 }
 
 /// What a control plane needs (kube-apiserver, etcd, Gardener's CRDs) and nothing else, so
@@ -110,88 +137,37 @@ pub struct ControlPlaneTools {
 }
 
 impl ControlPlaneTools {
-    /// From `SANDBOX_KUBE_APISERVER`, `SANDBOX_ETCD` and `SANDBOX_GARDENER_CRDS` when set;
-    /// otherwise `hack/tools.sh ensure control-plane` builds what is missing.
+    /// The three paths, each from its `SANDBOX_*` variable or built if missing.
     pub fn locate() -> Result<Self> {
-        let tools = match (
-            std::env::var_os(ENV_APISERVER),
-            std::env::var_os(ENV_ETCD),
-            std::env::var_os(ENV_CRDS),
-        ) {
-            (Some(a), Some(e), Some(c)) => ControlPlaneTools {
-                kube_apiserver: a.into(),
-                etcd: e.into(),
-                gardener_crds: c.into(),
-            },
-            _ => {
-                let (text, script) = hack_script("control-plane")?;
-                let var = |name: &str| env_var(&text, &script, name);
-                ControlPlaneTools {
-                    kube_apiserver: var(ENV_APISERVER)?,
-                    etcd: var(ENV_ETCD)?,
-                    gardener_crds: var(ENV_CRDS)?,
-                }
-            }
-        };
-        all_exist(
-            &[&tools.kube_apiserver, &tools.etcd, &tools.gardener_crds],
-            "control-plane",
-        )?;
-        Ok(tools)
+        Ok(ControlPlaneTools {
+            gardener_crds: Tool::GardenerCrds.path()?,
+            etcd: Tool::Etcd.path()?,
+            kube_apiserver: Tool::KubeApiserver.path()?,
+        })
     }
 }
 
-/// An error naming the first of `paths` that does not exist and the `hack/tools.sh ensure`
-/// group that builds it.
-fn all_exist(paths: &[&PathBuf], group: &str) -> Result<()> {
-    match paths.iter().find(|p| !p.exists()) {
-        Some(path) => Err(Error::Tools(format!(
-            "{} does not exist; run `hack/tools.sh ensure {group}` or fix the SANDBOX_* variables",
-            path.display()
-        ))),
-        None => Ok(()),
-    }
-}
-
-/// The path `hack/tools.sh env` printed for `name`.
-fn env_var(text: &str, script: &std::path::Path, name: &str) -> Result<PathBuf> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
-        .map(PathBuf::from)
-        .ok_or_else(|| Error::Tools(format!("{} env did not print {name}", script.display())))
-}
-
-/// Runs `hack/tools.sh ensure <what>` (progress on our stderr), then `env`; its output.
-fn hack_script(what: &str) -> Result<(String, PathBuf)> {
+/// Runs `hack/tools.sh ARGS` (its progress and errors go straight to our stderr); its output.
+fn tools_script(args: &[&str]) -> Result<String> {
     let script = repo_root().join("hack/tools.sh");
-    // Progress and errors of the build go straight to our stderr.
-    let status = Command::new("bash")
-        .arg(&script)
-        .args(["ensure", what])
-        .status()
-        .map_err(|e| Error::Tools(format!("cannot run {}: {e}", script.display())))?;
-    if !status.success() {
-        return Err(Error::Tools(format!(
-            "{} ensure {what} failed ({status}); see the line above",
-            script.display()
-        )));
-    }
     let output = Command::new("bash")
         .arg(&script)
-        .arg("env")
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
         .output()
         .map_err(|e| Error::Tools(format!("cannot run {}: {e}", script.display())))?;
-    Ok((String::from_utf8_lossy(&output.stdout).into_owned(), script))
+    if !output.status.success() {
+        return Err(Error::Tools(format!(
+            "{} {} failed ({}); see the lines above",
+            script.display(),
+            args.join(" "),
+            output.status
+        )));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// The repository's root folder (this crate lives in `crates/testenv`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-impl Tools {
-    /// The pinned `helm` (the version Gardener renders extension charts with).
-    pub fn helm(&self) -> PathBuf {
-        self.gardener.join("helm")
-    }
 }
