@@ -10,7 +10,9 @@ use std::process::Command;
 use sandbox_image::{Arch, NodeAgentPlatform, controller_image, node_agent_image, read_archive};
 use sandbox_testenv::node::{Flavor, TestNode};
 use sandbox_testenv::pods::{Container, Pods, run_container};
-use sandbox_testenv::{Tools, cross};
+use sandbox_testenv::{Tool, cross};
+
+mod support;
 
 const CONTROLLER: &str = "localhost/runtime-sandbox-test/controller:multi-arch";
 const NODE_AGENT: &str = "localhost/runtime-sandbox-test/node-agent:multi-arch";
@@ -77,9 +79,11 @@ fn run_arm64(root: &Path, program: &str, args: &[&str]) -> String {
 
 #[tokio::test]
 async fn both_images_carry_amd64_and_arm64_and_both_run() {
-    let tools = Tools::locate().unwrap();
     let amd64 = Path::new(env!("CARGO_BIN_EXE_gardener-extension-runtime-sandbox"));
     let arm64 = cross::product_binary(Arch::Arm64).unwrap();
+    // Both architectures of the images carry the binary we ship: no crash points.
+    support::assert_no_crash_points(amd64);
+    support::assert_no_crash_points(&arm64);
     let controller =
         controller_image(CONTROLLER, &[(Arch::Amd64, amd64), (Arch::Arm64, &arm64)]).unwrap();
     let node_agent = node_agent_image(
@@ -88,12 +92,12 @@ async fn both_images_carry_amd64_and_arm64_and_both_run() {
             NodeAgentPlatform {
                 arch: Arch::Amd64,
                 binary: amd64,
-                gvisor_dir: &tools.gvisor,
+                gvisor_dir: &Tool::Gvisor.path().unwrap(),
             },
             NodeAgentPlatform {
                 arch: Arch::Arm64,
                 binary: &arm64,
-                gvisor_dir: &tools.gvisor_arm64,
+                gvisor_dir: &Tool::GvisorArm64.path().unwrap(),
             },
         ],
     )

@@ -69,7 +69,7 @@ fn rendered<T: serde::de::DeserializeOwned>(kind: &str) -> T {
 /// The image's folder: the pinned binaries with their checksums.
 fn image_dir(work: &std::path::Path) -> std::path::PathBuf {
     let source = work.join("image");
-    let gvisor_dir = sandbox_testenv::Tools::locate().unwrap().gvisor;
+    let gvisor_dir = sandbox_testenv::Tool::Gvisor.path().unwrap();
     sandbox_image::write_gvisor_source(&gvisor_dir, &[], &source).unwrap();
     source
 }
@@ -370,6 +370,14 @@ async fn rendered_installer_then_cleanup_install_and_uninstall_through_systemd()
             .path("/etc/containerd/conf.d/runtime-sandbox-gvisor.toml")
             .exists()
     );
+}
+
+/// The binary these tests run is the one we ship: no crash points compiled in.
+#[test]
+fn binary_under_test_has_no_crash_points() {
+    support::assert_no_crash_points(std::path::Path::new(env!(
+        "CARGO_BIN_EXE_gardener-extension-runtime-sandbox"
+    )));
 }
 
 /// `--version` and `version` print the version, the git commit and the build date, as

@@ -69,8 +69,7 @@ pub async fn eventually_within<T>(
 /// binary (the first word).
 pub fn chart_controller_args(values: &[&str], health: u16, metrics: u16) -> Vec<String> {
     use sandbox_testenv::chart::{self, RELEASE_NAMESPACE, object};
-    let tools = sandbox_testenv::Tools::locate().unwrap();
-    let objects = chart::template(&tools, "runtime-sandbox", RELEASE_NAMESPACE, values)
+    let objects = chart::template("runtime-sandbox", RELEASE_NAMESPACE, values)
         .unwrap()
         .unwrap();
     let container =
@@ -100,4 +99,17 @@ pub fn chart_controller_args(values: &[&str], health: u16, metrics: u16) -> Vec<
         .collect();
     args.push("--webhook-config-server-host=127.0.0.1".into());
     args
+}
+
+/// Fails unless the binary at `path` is built without the node agent's crash points (the
+/// `fault-injection` feature, which only the crash test's own cargo invocation turns on): what
+/// the other tests run must be what we ship.
+pub fn assert_no_crash_points(path: &std::path::Path) {
+    let bytes = std::fs::read(path).unwrap();
+    let marker = b"SANDBOX_FAULT_CRASH_AT";
+    assert!(
+        !bytes.windows(marker.len()).any(|w| w == marker),
+        "{} has the node agent's crash points compiled in (built with the fault-injection feature)",
+        path.display()
+    );
 }
