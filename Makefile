@@ -64,7 +64,9 @@ fuzz:
 CHAOS_ROUNDS ?= 20
 CHAOS_SHOOTS ?= 30
 chaos:
-	CHAOS_ROUNDS=$(CHAOS_ROUNDS) CHAOS_SHOOTS=$(CHAOS_SHOOTS) $(CARGO) test --locked -p gardener-extension-runtime-sandbox \
+	@seed=$${CHAOS_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; \
+	  echo "chaos: seed $$seed (replay: make chaos CHAOS_SEED=$$seed)"; \
+	  CHAOS_SEED=$$seed CHAOS_ROUNDS=$(CHAOS_ROUNDS) CHAOS_SHOOTS=$(CHAOS_SHOOTS) $(CARGO) test --locked -p gardener-extension-runtime-sandbox \
 	  --test chaos -- --nocapture
 
 ## soak: 5,000 ContainerRuntimes in 2,500 shoots re-reconciled every SOAK_PERIOD seconds for SOAK_MINUTES (controller RSS slope, latency, errors), then 1,000 create/delete cycles that must leave nothing behind (release build; figures in docs/reliability.md)

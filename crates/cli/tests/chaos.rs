@@ -18,7 +18,8 @@
 //!   Lease (audit log), and over the whole run its writes stay within a bound per request.
 //!
 //! Seeded: the seed is printed first (and again on failure); `CHAOS_SEED=<n>` replays the same
-//! requests and fault schedule (the timing of processes is the machine's). `CHAOS_SHOOTS`,
+//! requests and fault schedule (the timing of processes is the machine's). Without it the seed
+//! is fixed (`make test` is reproducible); `make chaos` draws a new one. `CHAOS_SHOOTS`,
 //! `CHAOS_ROUNDS` size the run: `make test` runs the short default, `make chaos` a long one.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -726,15 +727,14 @@ async fn check_nothing_orphaned(
     }
 }
 
+/// The seed of the short run in `make test`: that of the 20-round run in docs/reliability.md.
+const FIXED_SEED: u64 = 67_352_352;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn controller_converges_under_faults() {
-    let seed = env_u64("CHAOS_SEED", {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        u64::from(nanos) ^ u64::from(std::process::id())
-    });
+    // A fixed seed unless told otherwise, so that `make test` is reproducible; `make chaos`
+    // passes a new random one each run (and prints it).
+    let seed = env_u64("CHAOS_SEED", FIXED_SEED);
     let _seed_on_panic = SeedOnPanic(seed);
     let shoot_count = env_u64("CHAOS_SHOOTS", 6) as usize;
     let rounds = env_u64("CHAOS_ROUNDS", 3);

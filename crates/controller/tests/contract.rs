@@ -343,7 +343,9 @@ async fn wait_for_state_is_ignored_then_restore_reconciles() {
         .into(),
     );
     s.runtimes().create(&Default::default(), &cr).await.unwrap();
+    let witness = common::Witness::start(cp, "restore-witness").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    witness.reconciled().await;
     let cr = s.runtimes().get("gvisor-pool-a").await.unwrap();
     assert!(cr.status.is_none(), "wait-for-state: nothing happens");
     assert!(cr.metadata.finalizers.is_none());
@@ -385,7 +387,9 @@ async fn missing_cluster_is_retried_until_it_appears() {
         ns: ns.clone(),
     };
     let ts = s.gardenlet_create("pool-a", None).await;
+    let witness = common::Witness::start(cp, "nocluster-witness").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    witness.reconciled().await;
     let cr = s.runtimes().get("gvisor-pool-a").await.unwrap();
     assert!(
         cr.status.is_none(),
@@ -418,7 +422,9 @@ async fn failed_shoot_is_left_alone() {
         cr.is_some_and(|c| sandbox_controller::contract::operation_annotation(c).is_none())
     })
     .await;
+    let witness = common::Witness::start(cp, "failed-witness").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
+    witness.reconciled().await;
     let cr = s.runtimes().get("gvisor-pool-a").await.unwrap();
     assert!(cr.status.is_none(), "no status write for a failed shoot");
     assert!(cr.metadata.finalizers.is_none());
@@ -448,7 +454,9 @@ async fn wrong_class_or_type_is_not_touched() {
         .create(&Default::default(), &kata)
         .await
         .unwrap();
+    let witness = common::Witness::start(cp, "class-witness").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    witness.reconciled().await;
     for name in ["gvisor-pool-a", "gvisor-pool-b", "youki-pool-a"] {
         let cr = s.runtimes().get(name).await.unwrap();
         assert!(cr.status.is_none(), "{name} was touched");

@@ -98,3 +98,28 @@ fn merge(base: &mut Value, patch: Value) {
         (b, p) => *b = p,
     }
 }
+
+/// A sibling shoot whose runtime is created when the witness is: a test that asserts that
+/// nothing happened to its own object during a wait also asserts, with [`Witness::reconciled`],
+/// that the controller was alive and reconciling meanwhile (a dead or stuck controller would
+/// also "do nothing").
+pub struct Witness {
+    shoot: Shoot,
+    timestamp: String,
+}
+
+impl Witness {
+    /// Creates the sibling shoot and its runtime (as gardenlet would), without waiting.
+    pub async fn start(cp: &ControlPlane, prefix: &str) -> Self {
+        let shoot = shoot(cp, prefix, json!({})).await;
+        let timestamp = shoot.gardenlet_create("pool-a", None).await;
+        Witness { shoot, timestamp }
+    }
+
+    /// Waits until gardenlet would call the sibling's runtime ready.
+    pub async fn reconciled(&self) {
+        self.shoot
+            .wait_ready("gvisor-pool-a", &self.timestamp)
+            .await;
+    }
+}
