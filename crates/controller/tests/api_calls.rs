@@ -166,4 +166,32 @@ async fn create_rereconcile_and_restart_make_exactly_these_requests() {
         ],
         "restart with up-to-date objects: the initial lists, nothing else"
     );
+
+    // The figures docs/testing.md quotes come from here: printed, and checked against the doc.
+    let writes = |calls: &[String]| {
+        calls
+            .iter()
+            .filter(|c| {
+                !c.starts_with("list ") && !c.starts_with("get ") && !c.starts_with("watch ")
+            })
+            .count()
+    };
+    let table = [
+        ("a create", &create),
+        ("an unchanged re-reconcile", &again),
+        ("a restart with up-to-date objects", &restart),
+    ]
+    .iter()
+    .map(|(what, calls)| format!("| {what} | {} | {} |\n", calls.len(), writes(calls)))
+    .collect::<String>();
+    let table =
+        format!("| controller requests for | requests | writes |\n| --- | --- | --- |\n{table}");
+    println!("{table}");
+    let doc = sandbox_testenv::repo_root().join("docs/testing.md");
+    let text = std::fs::read_to_string(&doc).unwrap();
+    assert!(
+        text.contains(&table),
+        "{} must quote this test's figures; replace its table with:\n{table}",
+        doc.display()
+    );
 }
