@@ -2,10 +2,14 @@
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: demo control-plane control-plane-tools start bench fuzz chaos soak image image-kata generate test verify fmt-check lint tools prereqs clean-tools
+.PHONY: demo control-plane control-plane-tools start bench fuzz chaos soak image image-kata generate test test-unit test-control-plane test-node test-system verify fmt-check lint tools prereqs clean-tools
 
 ## demo: run the controller on a local control plane against example/ and show the results
-demo: control-plane-tools
+demo:
+	@hack/prereqs.sh demo
+	hack/tools.sh ensure control-plane
+	@echo "building the demo (Rust; cargo shows its progress)..."
+	$(CARGO) build --locked -p sandbox-demo --bin demo
 	$(CARGO) run --locked --quiet -p sandbox-demo --bin demo
 
 ## control-plane: start a local etcd + kube-apiserver with Gardener's CRDs (ARGS=--hold to keep it)
@@ -48,9 +52,27 @@ image-kata:
 generate:
 	$(CARGO) run --locked --quiet -p sandbox-image --bin registration
 
-## test: build the pinned tools if missing, then run every test
-test: tools
-	$(CARGO) test --workspace --locked
+## test: check (or install) the prerequisites, build the pinned tools if missing, then run every tier of tests (hack/test-tiers, docs/testing.md)
+test:
+	@hack/prereqs.sh test
+	hack/tools.sh ensure all
+	hack/test.sh all
+
+## test-unit: the tests that need no upstream binary and no root (crates' own tests, decoders, property tests)
+test-unit:
+	hack/test.sh unit
+
+## test-control-plane: controller, webhooks, chart and garden against a real etcd + kube-apiserver (+ Gardener's binaries, Helm)
+test-control-plane:
+	hack/test.sh control-plane
+
+## test-node: the node agent on real containerd 1.7/2.4 with runsc and Kata's shim (root)
+test-node:
+	hack/test.sh node
+
+## test-system: the test shoot end to end, the switch-over against the Go extension, chaos and multi-arch images (root)
+test-system:
+	hack/test.sh system
 
 ## fuzz: the property tests (providerConfig and admission decoders, pool names, flag values, containerd editor, node plan decoder, the webhook's AdmissionReview decoder) with FUZZ_CASES cases each from a new seed, printed (replay: make fuzz PROPTEST_RNG_SEED=<seed>)
 FUZZ_CASES ?= 50000
@@ -84,7 +106,7 @@ fmt-check:
 	$(CARGO) fmt --all -- --check
 
 lint:
-	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 ## control-plane-tools: only what a local control plane needs (kube-apiserver, etcd, Gardener's CRDs)
 control-plane-tools:
