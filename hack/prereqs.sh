@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Makes sure the machine has what the build and the tests need, installing what it can.
 # Safe to run repeatedly; prints one line per missing thing it cannot fix.
+#
+#   hack/prereqs.sh demo   what `make demo` needs: Rust and Go (the build needs no protoc)
+#   hack/prereqs.sh [test] what every test tier needs (`make test`, CI)
 set -euo pipefail
+mode=${1:-test}
+case $mode in demo | test) ;; *) echo "usage: hack/prereqs.sh [demo|test]" >&2; exit 2 ;; esac
 
 die() { echo "hack/prereqs.sh: $*" >&2; exit 1; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }
@@ -14,25 +19,26 @@ apt_install() {
 }
 
 command -v cargo >/dev/null || die "Rust is not installed; install it with rustup (stable, 1.89 or newer) and retry"
+command -v go >/dev/null ||
+  die "Go is not installed; install Go 1.26+ (https://go.dev/doc/install) and retry"
+[ "$mode" = demo ] && exit 0
+
+if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null; then
+  echo "hack/prereqs.sh: not root and no sudo: checking only; the node and system tests need root" >&2
+fi
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt >/dev/null 2>&1 ||
   die "rustfmt is missing; run 'rustup component add rustfmt'"
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy >/dev/null 2>&1 ||
   die "clippy is missing; run 'rustup component add clippy'"
 
-if ! command -v go >/dev/null; then
-  # Debian's Go is older than Kubernetes needs; GOTOOLCHAIN=auto (the default) then fetches
-  # the Go toolchain that k8s.io/kubernetes asks for through the Go module proxy.
-  apt_install golang-go || die "Go is not installed; install Go 1.26+ and retry"
+# hack/claim-target.sh and the bench targets read cargo metadata with Python's json module.
+if ! command -v python3 >/dev/null; then
+  apt_install python3 || die "python3 is missing; install it ('apt-get install python3')"
 fi
 
 # Node tests: a real runsc sandbox needs a static busybox for its root file system.
 if ! dpkg -s busybox-static >/dev/null 2>&1; then
   apt_install busybox-static || die "busybox-static is missing; install it ('apt-get install busybox-static')"
-fi
-
-# The node agent's CRI client is generated from the CRI protobuf definitions at build time.
-if ! command -v protoc >/dev/null; then
-  apt_install protobuf-compiler || die "protoc is missing; install it ('apt-get install protobuf-compiler')"
 fi
 
 # Node tests: Debian's containerd 1.6 (config version 2) and runc run the test nodes' pods.
