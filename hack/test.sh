@@ -59,15 +59,20 @@ run_tier() {
       ;;
     *) die "unknown tier '$tier' (unit, control-plane, node, system, all)" ;;
   esac
-  # One cargo invocation per package (and per feature set), with every target of the tier.
+  # One cargo invocation per feature set with every target of the tier. --workspace (not -p)
+  # so that dependencies get the features of the whole workspace, as in every other build,
+  # instead of being compiled again with the features of one package's graph.
   local invocations
-  invocations=$(table | awk -v t="$tier" '$2 == t {split($1, p, "/"); print p[1], ($3 == "" ? "-" : $3), p[2]}' |
-    awk '{k = $1 " " $2; a[k] = a[k] " --test " $3} END {for (k in a) print k a[k]}' | sort)
-  local crate features targets
-  while read -r crate features targets; do
-    [ -n "$crate" ] || continue
-    local args=(-p "$(package_of "$crate")" --locked)
-    [ "$features" = - ] || args+=(--features "$features")
+  invocations=$(table | awk -v t="$tier" '$2 == t {split($1, p, "/"); f = ($3 == "" ? "-" : p[1] "/" $3); a[f] = a[f] " --test " p[2]}
+    END {for (f in a) print f a[f]}' | sort)
+  local features targets
+  while read -r features targets; do
+    [ -n "$features" ] || continue
+    local args=(--workspace --locked)
+    if [ "$features" != - ]; then
+      local crate=${features%%/*}
+      args+=(--features "$(package_of "$crate")/${features#*/}")
+    fi
     # shellcheck disable=SC2206
     args+=($targets)
     run "${args[@]}" "$@"
