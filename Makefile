@@ -7,9 +7,13 @@ CARGO ?= cargo
 ## demo: run the controller on a local control plane against example/ and show the results
 demo:
 	@hack/prereqs.sh demo
-	hack/tools.sh ensure control-plane
-	@echo "building the demo (Rust; cargo shows its progress)..."
-	$(CARGO) build --locked -p sandbox-demo --bin demo
+	@# Go (kube-apiserver, etcd) and Rust (the demo) build side by side: each has long stretches
+	@# on one core (module downloads, links, the largest crates) that the other fills.
+	@echo "building kube-apiserver and etcd (Go, a line every 30 s) and the demo (Rust, Cargo's progress) side by side..."
+	@hack/tools.sh ensure control-plane & go=$$!; \
+	  $(CARGO) build --locked -p sandbox-demo --bin demo; rust=$$?; \
+	  wait $$go; go=$$?; \
+	  if [ $$rust -ne 0 ] || [ $$go -ne 0 ]; then echo "make demo: the build failed (see above)"; exit 1; fi
 	$(CARGO) run --locked --quiet -p sandbox-demo --bin demo
 
 ## control-plane: start a local etcd + kube-apiserver with Gardener's CRDs (ARGS=--hold to keep it)

@@ -102,18 +102,8 @@ pub fn validate(args: ValidateArgs) -> anyhow::Result<()> {
                 out,
                 "{}: Shoot {name}: {}",
                 path.display(),
-                if verdict.allowed() {
-                    "admitted"
-                } else {
-                    "rejected"
-                }
+                verdict.report()
             );
-            for error in &verdict.errors {
-                let _ = writeln!(out, "  error: {error}");
-            }
-            for warning in &verdict.warnings {
-                let _ = writeln!(out, "  warning: {warning}");
-            }
             if !verdict.allowed() {
                 rejected += 1;
             }

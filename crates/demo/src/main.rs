@@ -397,17 +397,7 @@ fn summary_admission(out: &mut String, example: &Path) -> Result<(), Error> {
         "Shoot {}/{}: {}",
         shoot.metadata.namespace.as_deref().unwrap_or("-"),
         shoot.metadata.name.as_deref().unwrap_or("-"),
-        if verdict.allowed() {
-            "admitted"
-        } else {
-            "rejected"
-        }
+        verdict.report()
     );
-    for error in &verdict.errors {
-        let _ = writeln!(out, "  error: {error}");
-    }
-    for warning in &verdict.warnings {
-        let _ = writeln!(out, "  warning: {warning}");
-    }
     Ok(())
 }

@@ -60,6 +60,22 @@ impl Verdict {
         self.errors.is_empty()
     }
 
+    /// `admitted` or `rejected`, then a line per error and warning (`  error: field: message`):
+    /// how `validate` and the demo print a verdict.
+    pub fn report(&self) -> String {
+        let mut out = String::from(if self.allowed() {
+            "admitted"
+        } else {
+            "rejected"
+        });
+        for (kind, findings) in [("error", &self.errors), ("warning", &self.warnings)] {
+            for finding in findings {
+                out.push_str(&format!("\n  {kind}: {finding}"));
+            }
+        }
+        out
+    }
+
     /// The errors as one message, Kubernetes' way (`field: message; field: message`).
     pub fn message(&self) -> String {
         self.errors
