@@ -11,6 +11,10 @@ case $mode in demo | test) ;; *) echo "usage: hack/prereqs.sh [demo|test]" >&2; 
 die() { echo "hack/prereqs.sh: $*" >&2; exit 1; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }
 
+# Installed, not merely known to dpkg: a removed package keeps its configuration files and a
+# "deinstall ... config-files" status that `dpkg -s` still answers.
+installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
+
 apt_updated=
 apt_install() {
   command -v apt-get >/dev/null || return 1
@@ -37,13 +41,13 @@ if ! command -v python3 >/dev/null; then
 fi
 
 # Node tests: a real runsc sandbox needs a static busybox for its root file system.
-if ! dpkg -s busybox-static >/dev/null 2>&1; then
+if ! installed busybox-static; then
   apt_install busybox-static || die "busybox-static is missing; install it ('apt-get install busybox-static')"
 fi
 
 # Node tests: Debian's containerd 1.6 (config version 2) and runc run the test nodes' pods.
 for pkg in containerd runc; do
-  if ! dpkg -s "$pkg" >/dev/null 2>&1; then
+  if ! installed "$pkg"; then
     apt_install "$pkg" || die "$pkg is missing; install it ('apt-get install $pkg')"
   fi
 done
@@ -51,14 +55,14 @@ done
 # The test shoot's node: the kubelet's pods get their network from Debian's CNI plugins
 # (bridge, host-local, loopback, portmap); kubelet and containerd share a mount namespace
 # entered with util-linux's nsenter.
-if ! dpkg -s containernetworking-plugins >/dev/null 2>&1; then
+if ! installed containernetworking-plugins; then
   apt_install containernetworking-plugins ||
     die "containernetworking-plugins is missing; install it ('apt-get install containernetworking-plugins')"
 fi
 
 # Kata's node tests: the payload they build takes QEMU from Debian (the hypervisor binary the
 # shim's configuration must name); the guest kernel and image are Kata's own (docs/kata.md).
-if ! dpkg -s qemu-system-x86 >/dev/null 2>&1 && [ "$(uname -m)" = x86_64 ]; then
+if ! installed qemu-system-x86 && [ "$(uname -m)" = x86_64 ]; then
   apt_install qemu-system-x86 ||
     die "qemu-system-x86 is missing; install it ('apt-get install --no-install-recommends qemu-system-x86')"
 fi
@@ -80,7 +84,7 @@ if ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux
     die "the Rust target aarch64-unknown-linux-gnu is missing; run 'rustup target add aarch64-unknown-linux-gnu'"
 fi
 for pkg in gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static; do
-  if ! dpkg -s "$pkg" >/dev/null 2>&1; then
+  if ! installed "$pkg"; then
     apt_install "$pkg" || die "$pkg is missing; install it ('apt-get install $pkg')"
   fi
 done
