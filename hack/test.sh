@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs one tier of tests (make test-unit|test-control-plane|test-node|test-system), or all.
 #
-#   hack/test.sh unit|control-plane|node|system|all [cargo test options after --]
+#   hack/test.sh unit|control-plane|node|system|all [cargo options] [-- test binary options]
 #
 # The tiers are listed in hack/test-tiers. Each tier builds only the upstream tools its tests
-# ask for (crates/testenv's Tool::path builds one when a test first needs it), prints how long
-# it took, and fails on a test target that hack/test-tiers does not list (or lists twice), so
-# no test is silently left out of `make test`.
+# ask for (crates/testenv's Tool::path builds one when a test first needs it), and the run
+# fails on a test target that hack/test-tiers does not list (or lists twice), so no test is
+# silently left out of `make test`. The integration test binaries of the tiers are built first,
+# then run TEST_JOBS at a time (default 3), each printing its output and time when it ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,16 +42,64 @@ run() {
   "$CARGO" test "$@"
 }
 
+# build ARGS...: compiles the integration test targets named in ARGS without running them and
+# appends "crate-dir<TAB>target<TAB>executable" for each to $binaries.
+build() {
+  echo "+ $CARGO test --no-run $*" >&2
+  "$CARGO" test --no-run --message-format=json-render-diagnostics "$@" |
+    python3 -c '
+import json, os, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and "test" in m["target"]["kind"]:
+        print(os.path.dirname(m["manifest_path"]), m["target"]["name"], m["executable"], sep="\t")
+' >>"$binaries"
+}
+
+# run_binaries JOBS: runs every test binary in $binaries, JOBS at a time, each in its crate's
+# folder as `cargo test` would. Most integration tests wait on processes (API servers,
+# containerd, a kubelet), not on the CPU, so running several at once shortens a tier without
+# starving any. Each binary's output is printed whole when it ends (never interleaved), with
+# its time; the tier fails if any failed, after all have run.
+run_binaries() {
+  local jobs=$1 logs failed=() n=0
+  logs=$(mktemp -d)
+  local -A names=() since=()
+  # Waits for one binary to end and prints its output and time.
+  wait_one() {
+    local pid rc=0
+    wait -n -p pid || rc=$?
+    local name=${names[$pid]}
+    echo "--- ${name/_//}: $([ "$rc" -eq 0 ] && echo passed || echo "FAILED (exit $rc)") in $((SECONDS - ${since[$pid]})) s" >&2
+    cat "$logs/$name.log" >&2
+    [ "$rc" -eq 0 ] || failed+=("${name/_//}")
+    unset "names[$pid]"
+  }
+  local dir target exe name
+  while IFS=$'\t' read -r dir target exe; do
+    while [ "${#names[@]}" -ge "$jobs" ]; do wait_one; done
+    name="$(basename "$dir")_$target"
+    (cd "$dir" && CARGO=$CARGO exec "$exe" "${binary_args[@]}") >"$logs/$name.log" 2>&1 &
+    names[$!]=$name
+    since[$!]=$SECONDS
+    n=$((n + 1))
+    echo "--- started ${name/_//}" >&2
+  done <"$binaries"
+  while [ "${#names[@]}" -gt 0 ]; do wait_one; done
+  rm -rf "$logs"
+  [ "${#failed[@]}" -eq 0 ] || die "failed test binaries: ${failed[*]}"
+  echo "--- $n test binaries passed" >&2
+}
+
 run_tier() {
-  local tier=$1; shift
-  local started=$SECONDS
+  local tier=$1
   echo "=== test tier $tier ===" >&2
   case $tier in
     unit)
       check_table
       # Every crate's own unit tests and doc tests, then the integration tests of the tier.
-      run --workspace --locked --lib --bins "$@"
-      run --workspace --locked --doc "$@"
+      run --workspace --locked --lib --bins "${cargo_args[@]}" -- "${binary_args[@]}"
+      run --workspace --locked --doc "${cargo_args[@]}" -- "${binary_args[@]}"
       ;;
     control-plane) ;;
     node | system)
@@ -59,29 +108,52 @@ run_tier() {
       ;;
     *) die "unknown tier '$tier' (unit, control-plane, node, system, all)" ;;
   esac
-  # One cargo invocation per feature set with every target of the tier. --workspace (not -p)
-  # so that dependencies get the features of the whole workspace, as in every other build,
-  # instead of being compiled again with the features of one package's graph.
-  local invocations
-  invocations=$(table | awk -v t="$tier" '$2 == t {split($1, p, "/"); f = ($3 == "" ? "-" : p[1] "/" $3); a[f] = a[f] " --test " p[2]}
-    END {for (f in a) print f a[f]}' | sort)
+  # One cargo build per feature set with every target of the tier. --workspace (not -p) so
+  # that dependencies get the features of the whole workspace, as in every other build,
+  # instead of being compiled again with the features of one package's graph. Targets are
+  # listed in hack/test-tiers' order, longest first, so the pool ends together.
   local features targets
   while read -r features targets; do
     [ -n "$features" ] || continue
-    local args=(--workspace --locked)
-    if [ "$features" != - ]; then
-      local crate=${features%%/*}
-      args+=(--features "$(package_of "$crate")/${features#*/}")
+    if [ "$features" = - ]; then
+      plain+=("$targets")
+    else
+      featured+=("$(package_of "${features%%/*}")/${features#*/}	$targets")
     fi
-    # shellcheck disable=SC2206
-    args+=($targets)
-    run "${args[@]}" "$@"
-  done <<<"$invocations"
-  echo "=== test tier $tier: passed in $((SECONDS - started)) s ===" >&2
+  done < <(table | awk -v t="$tier" '$2 == t {split($1, p, "/"); f = ($3 == "" ? "-" : p[1] "/" $3);
+      if (!(f in a)) order[++n] = f; a[f] = a[f] " --test " p[2]}
+    END {for (i = 1; i <= n; i++) print order[i] a[order[i]]}')
 }
 
-if [ "$tier" = all ]; then
-  for t in unit control-plane node system; do run_tier "$t" "$@"; done
-else
-  run_tier "$tier" "$@"
-fi
+# Options before `--` go to cargo, after it to every test binary (a name filter, --nocapture).
+cargo_args=() binary_args=()
+while [ $# -gt 0 ] && [ "$1" != -- ]; do cargo_args+=("$1"); shift; done
+[ "${1:-}" = -- ] && shift
+binary_args=("$@")
+
+# Several binaries at once (TEST_JOBS, default 3): measured on 2 cores in docs/testing.md.
+jobs=${TEST_JOBS:-3}
+binaries=$(mktemp)
+trap 'rm -f "$binaries"' EXIT
+started=$SECONDS
+# The longest tier's binaries enter the pool first, so the pool ends together; the unit
+# tier's own tests (run by cargo as they are built) come first and fail fast.
+if [ "$tier" = all ]; then tiers=(unit system node control-plane); else tiers=("$tier"); fi
+plain=() featured=()
+for t in "${tiers[@]}"; do run_tier "$t"; done
+
+# Targets that need features (the crash test) are built and run first, one feature set at a
+# time: the product binary they run (CARGO_BIN_EXE_*) is target/debug's, which the next build
+# replaces. The plain build then puts back the binary we ship for every other test.
+for f in "${featured[@]}"; do
+  # shellcheck disable=SC2086
+  build --workspace --locked --features "${f%%	*}" ${f#*	} "${cargo_args[@]}"
+  run_binaries "$jobs"
+  : >"$binaries"
+done
+# shellcheck disable=SC2086
+[ "${#plain[@]}" -eq 0 ] || build --workspace --locked ${plain[*]} "${cargo_args[@]}"
+built=$SECONDS
+echo "=== built the test binaries in $((built - started)) s; running $(wc -l <"$binaries") of them, $jobs at a time ===" >&2
+run_binaries "$jobs"
+echo "=== test tiers ${tiers[*]}: passed in $((SECONDS - started)) s (running $((SECONDS - built)) s) ===" >&2

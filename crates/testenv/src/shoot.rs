@@ -19,7 +19,8 @@
 //!
 //! Needs root, cgroups (v1 works: the kubelet runs with `failCgroupV1: false`), a free port
 //! 443 and the 10.201.0.0/30 range, and Debian's `containernetworking-plugins`. One test
-//! shoot per machine at a time.
+//! shoot per machine at a time: [`TestShoot::start`] waits for a machine-wide lock
+//! ([`MACHINE_LOCK`]), so test binaries that run side by side (hack/test.sh) take turns.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -99,6 +100,12 @@ const NODE_LINK: &str = "sandbox-node0";
 
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The lock a test shoot holds for its lifetime: the port, the addresses and the link names
+/// are the machine's.
+pub const MACHINE_LOCK: &str = "/run/lock/sandbox-test-shoot.lock";
+/// How long a shoot waits for another test's shoot to end.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
 /// A running test shoot with one node. Dropping it stops everything.
 pub struct TestShoot {
     // Field order is drop order: the kubelet first, the API server last.
@@ -114,6 +121,8 @@ pub struct TestShoot {
     node_ip: IpAddr,
     grm_webhook_port: u16,
     seed_namespace: String,
+    // Last: released once everything above has stopped.
+    _machine: std::fs::File,
 }
 
 impl TestShoot {
@@ -128,6 +137,7 @@ impl TestShoot {
         seed_namespace: &str,
         labels: &[(&str, &str)],
     ) -> Result<Self> {
+        let machine = machine_lock().await?;
         let host_ip: IpAddr = HOST_ADDRESS.parse().expect("constant address");
         let node_ip: IpAddr = NODE_ADDRESS.parse().expect("constant address");
         let control_plane = ControlPlane::start_with(Options {
@@ -245,6 +255,7 @@ impl TestShoot {
             node_ip,
             grm_webhook_port,
             seed_namespace: seed_namespace.to_string(),
+            _machine: machine,
         };
         shoot.register_service_host_webhook().await?;
         shoot.write_kubelet_config(labels)?;
@@ -551,6 +562,44 @@ impl Drop for TestShoot {
 impl crate::LogTails for TestShoot {
     fn log_tails(&self, lines: usize) -> String {
         TestShoot::log_tails(self, lines)
+    }
+}
+
+/// Takes [`MACHINE_LOCK`] (an `flock`, so the kernel releases it when a test dies), waiting
+/// while another test's shoot holds it.
+async fn machine_lock() -> Result<std::fs::File> {
+    let path = Path::new(MACHINE_LOCK);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    let deadline = Instant::now() + LOCK_TIMEOUT;
+    let mut said = false;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                if !said {
+                    eprintln!(
+                        "test shoot: waiting for another test's shoot to end ({MACHINE_LOCK})"
+                    );
+                    said = true;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Tools(format!(
+                    "another test shoot held {MACHINE_LOCK} for {} s",
+                    LOCK_TIMEOUT.as_secs()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_err(path)(e)),
+        }
     }
 }
 
