@@ -187,9 +187,11 @@ fn describe(state: &HandlerState) -> String {
     }
 }
 
-/// Refuses containerd versions older than the plan's minimum. An unreadable version is let
-/// through: the handler check after the install still has the last word.
-async fn check_containerd(cri: &Cri, plan: &NodePlan) -> Result<(), AgentError> {
+/// Refuses containerd versions older than the plan's minimum, and returns the version
+/// (major, minor) containerd reports, which decides whether a drop-in is safe
+/// ([`crate::containerd::Imports`]). An unreadable version is let through: the handler check
+/// after the install still has the last word.
+async fn check_containerd(cri: &Cri, plan: &NodePlan) -> Result<Option<(u32, u32)>, AgentError> {
     let (_, version) = cri.runtime_version().await?;
     match major_minor(&version) {
         Some(found) if found < plan.min_containerd() => Err(AgentError::UnsupportedContainerd {
@@ -198,7 +200,7 @@ async fn check_containerd(cri: &Cri, plan: &NodePlan) -> Result<(), AgentError> 
             minimum: plan.min_containerd.version.clone(),
             reason: plan.min_containerd.reason.clone(),
         }),
-        _ => Ok(()),
+        found => Ok(found),
     }
 }
 
@@ -239,7 +241,7 @@ pub async fn install(options: &Options, restarter: &dyn Restarter) -> Result<Rep
     let start = Instant::now();
     let plan = &options.plan;
     let _lock = HostLock::acquire(&options.host.path(&plan.lock), options.lock_timeout).await?;
-    check_containerd(&options.cri(), plan).await?;
+    let containerd_version = check_containerd(&options.cri(), plan).await?;
     let mut report = Report {
         binaries: binaries::install_with_optional(
             &options.source,
@@ -254,7 +256,7 @@ pub async fn install(options: &Options, restarter: &dyn Restarter) -> Result<Rep
         .into_iter()
         .cloned()
         .collect();
-    let changes = with_retries(|| host::install(&options.host, plan))?;
+    let changes = with_retries(|| host::install(&options.host, plan, containerd_version))?;
     report.files = changes.iter().map(|c| c.path.clone()).collect();
     let cri = options.cri();
     let loaded = HandlerState::Loaded;

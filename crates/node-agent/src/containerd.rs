@@ -43,6 +43,37 @@ impl Schema {
     }
 }
 
+/// How containerd combines a file in `imports` with `config.toml`, which decides whether a
+/// drop-in is safe.
+///
+/// containerd 2.0 and newer merge an imported file into `config.toml` key by key, so a
+/// drop-in with only our `containerd.runtimes.<handler>` tables adds them. containerd 1.x
+/// replaces each plugin table an imported file names **whole**: a drop-in holding only
+/// `[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc]` resets the whole CRI
+/// plugin to its defaults (the sandbox image, runc's `SystemdCgroup`, the registry's
+/// `config_path` that gardener-node-agent wrote are gone). kata-deploy guards the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Imports {
+    /// containerd 2.0+: a drop-in adds our tables to what `config.toml` says.
+    Merged,
+    /// containerd 1.x: a drop-in would replace the CRI plugin's table; edit in place.
+    ReplaceTables,
+}
+
+impl Imports {
+    /// Decided from the version containerd reports (`v1.7.35`, `2.4.2`), or, when it cannot be
+    /// read, from the schema: only containerd 2.x reads version 3 and 4 files; a version 2
+    /// file may be read by either, so it gets the edit in place that is right for both.
+    pub fn of(containerd_version: Option<(u32, u32)>, schema: Schema) -> Self {
+        match (containerd_version, schema) {
+            (Some((major, _)), _) if major >= 2 => Imports::Merged,
+            (Some(_), _) => Imports::ReplaceTables,
+            (None, Schema::V3) => Imports::Merged,
+            (None, Schema::V2) => Imports::ReplaceTables,
+        }
+    }
+}
+
 /// Why a configuration cannot be edited. Nothing is changed in that case.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -415,6 +446,17 @@ mod tests {
             .into(),
             ..Handler::default()
         }
+    }
+
+    #[test]
+    fn drop_ins_only_where_containerd_merges_imports() {
+        use Imports::*;
+        assert_eq!(Imports::of(Some((1, 7)), Schema::V2), ReplaceTables);
+        assert_eq!(Imports::of(Some((1, 6)), Schema::V2), ReplaceTables);
+        assert_eq!(Imports::of(Some((2, 0)), Schema::V2), Merged);
+        assert_eq!(Imports::of(Some((2, 4)), Schema::V3), Merged);
+        assert_eq!(Imports::of(None, Schema::V3), Merged);
+        assert_eq!(Imports::of(None, Schema::V2), ReplaceTables);
     }
 
     #[test]

@@ -125,6 +125,19 @@ impl Cri {
         handler_state(&status.info, &status.runtime_handlers, name, runtime_type)
     }
 
+    /// The CRI plugin's configuration as containerd runs with it (the verbose status's
+    /// `info["config"]`): what `config.toml` and its imports amount to after containerd merged
+    /// them.
+    pub async fn config(&self) -> Result<serde_json::Value, CriError> {
+        let status = self.status().await?;
+        let config = status
+            .info
+            .get("config")
+            .ok_or_else(|| CriError::Status("the verbose status has no \"config\" entry".into()))?;
+        serde_json::from_str(config)
+            .map_err(|e| CriError::Status(format!("\"config\" is not JSON: {e}")))
+    }
+
     /// The state of each of `handlers`, in order, from one verbose CRI status.
     pub async fn handler_states(
         &self,

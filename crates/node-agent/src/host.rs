@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use sandbox_runtime::node_plan::NodePlan;
 
 use crate::capability;
-use crate::containerd::{self, Config, ConfigError};
+use crate::containerd::{self, Config, ConfigError, Imports};
 use crate::files::{self, FileError};
 
 /// containerd's main configuration.
@@ -146,9 +146,13 @@ fn delete(host: &Host, path: &str, changes: &mut Vec<Change>) -> Result<(), File
     Ok(())
 }
 
-/// Registers the plan's handlers and writes its files. Prefers the plan's drop-in when
-/// `config.toml` imports `conf.d` (and then removes stale entries of the same handlers from
-/// `config.toml`, e.g. the Go extension's); otherwise edits `config.toml` in place. Returns
+/// Registers the plan's handlers and writes its files. Uses the plan's drop-in when
+/// `config.toml` imports `conf.d` and containerd merges imported tables
+/// ([`Imports::Merged`]: 2.0+, from `containerd_version` as containerd reports it, or the
+/// schema when it is unknown), and then removes stale entries of the same handlers from
+/// `config.toml` (e.g. the Go extension's). Otherwise (containerd 1.x, or no import) it edits
+/// `config.toml` in place, and removes a drop-in of ours that an older agent wrote there:
+/// on containerd 1.x it would replace the CRI plugin's whole table. Returns
 /// what changed (nothing on an unchanged re-run). A missing or invalid `config.toml` is an
 /// error before any write. When someone else changes `config.toml` while this runs, what
 /// this call wrote is rolled back and [`HostError::Changed`] returned (the caller runs it
@@ -157,9 +161,13 @@ fn delete(host: &Host, path: &str, changes: &mut Vec<Change>) -> Result<(), File
 /// A handler whose `writtenOnlyIf` does not hold on this host is not written (and removed if
 /// an earlier run wrote it): e.g. an entry naming the devmapper snapshotter, since
 /// containerd 2.x loses its CRI plugin when that is configured without a pool.
-pub fn install(host: &Host, plan: &NodePlan) -> Result<Vec<Change>, HostError> {
+pub fn install(
+    host: &Host,
+    plan: &NodePlan,
+    containerd_version: Option<(u32, u32)>,
+) -> Result<Vec<Change>, HostError> {
     let mut changes = Vec::new();
-    let result = install_into(host, plan, &mut changes);
+    let result = install_into(host, plan, containerd_version, &mut changes);
     undo_on_changed(host, result, changes)
 }
 
@@ -180,7 +188,12 @@ fn undo_on_changed(
     }
 }
 
-fn install_into(host: &Host, plan: &NodePlan, changes: &mut Vec<Change>) -> Result<(), HostError> {
+fn install_into(
+    host: &Host,
+    plan: &NodePlan,
+    containerd_version: Option<(u32, u32)>,
+    changes: &mut Vec<Change>,
+) -> Result<(), HostError> {
     let (config, read) = read_config(host)?;
     let writable: Vec<_> = capability::writable(host, &plan.handlers)
         .into_iter()
@@ -192,7 +205,9 @@ fn install_into(host: &Host, plan: &NodePlan, changes: &mut Vec<Change>) -> Resu
         .filter(|h| !writable.iter().any(|w| w.name == h.name))
         .map(|h| h.name.as_str())
         .collect();
-    if config.imports_conf_d() {
+    if config.imports_conf_d()
+        && Imports::of(containerd_version, config.schema()) == Imports::Merged
+    {
         put(
             host,
             &plan.drop_in,
@@ -203,6 +218,7 @@ fn install_into(host: &Host, plan: &NodePlan, changes: &mut Vec<Change>) -> Resu
             put_edited(host, &read, &cleaned, changes)?;
         }
     } else {
+        delete(host, &plan.drop_in, changes)?;
         let mut current = config;
         let mut edited = None;
         if let Some(text) = current.without_handlers(&unwritable) {
@@ -342,6 +358,9 @@ mod tests {
         })));
     }
 
+    const CONTAINERD_1_7: Option<(u32, u32)> = Some((1, 7));
+    const CONTAINERD_2: Option<(u32, u32)> = Some((2, 0));
+
     fn host_with(config: &str) -> (tempfile::TempDir, Host) {
         let dir = tempfile::tempdir().unwrap();
         let host = Host::new(dir.path());
@@ -355,7 +374,7 @@ mod tests {
         let plan = plan();
         let (_dir, host) = host_with("version = 2\n");
         interfere_once(&host);
-        let err = install(&host, &plan).unwrap_err();
+        let err = install(&host, &plan, CONTAINERD_1_7).unwrap_err();
         assert!(matches!(err, HostError::Changed(_)), "{err}");
         let now = fs::read_to_string(host.path(CONFIG_TOML)).unwrap();
         assert_eq!(
@@ -368,7 +387,7 @@ mod tests {
         }
         // The next attempt reads their edit and keeps it.
         crate::fault::set_hook(None);
-        install(&host, &plan).unwrap();
+        install(&host, &plan, CONTAINERD_1_7).unwrap();
         let now = fs::read_to_string(host.path(CONFIG_TOML)).unwrap();
         assert!(now.contains(THEIRS.trim()), "{now}");
         assert!(Config::parse(&now).unwrap().has(&plan.handlers[0]));
@@ -385,7 +404,7 @@ mod tests {
         );
         let (_dir, host) = host_with(&config);
         interfere_once(&host);
-        let err = install(&host, &plan).unwrap_err();
+        let err = install(&host, &plan, CONTAINERD_2).unwrap_err();
         assert!(matches!(err, HostError::Changed(_)), "{err}");
         assert!(
             !host.path(DROP_IN).exists(),
@@ -396,12 +415,44 @@ mod tests {
             format!("{config}{THEIRS}")
         );
         crate::fault::set_hook(None);
-        install(&host, &plan).unwrap();
+        install(&host, &plan, CONTAINERD_2).unwrap();
         assert!(host.path(DROP_IN).exists());
         let now = fs::read_to_string(host.path(CONFIG_TOML)).unwrap();
         assert!(
             now.contains(THEIRS.trim()) && !now.contains("runtimes.sandboxed"),
             "{now}"
         );
+    }
+
+    #[test]
+    fn on_containerd_1_x_the_import_gets_no_drop_in_and_an_old_one_goes() {
+        // What gardener-node-agent writes on every containerd version: conf.d imported, the
+        // CRI plugin's settings in config.toml. An older agent left a drop-in of ours.
+        let plan = plan();
+        let config = format!(
+            "version = 2\nimports = [\"{CONF_D_IMPORT}\"]\n\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"registry.example/pause:3.10\"\n"
+        );
+        let (_dir, host) = host_with(&config);
+        fs::create_dir_all(host.path("/etc/containerd/conf.d")).unwrap();
+        fs::write(host.path(DROP_IN), "# an older agent's drop-in\n").unwrap();
+        let changes = install(&host, &plan, CONTAINERD_1_7).unwrap();
+        assert!(!host.path(DROP_IN).exists(), "the drop-in is still there");
+        let now = fs::read_to_string(host.path(CONFIG_TOML)).unwrap();
+        assert!(Config::parse(&now).unwrap().has(&plan.handlers[0]), "{now}");
+        assert!(now.contains("registry.example/pause:3.10"), "{now}");
+        let paths: Vec<_> = changes.iter().map(|c| c.path.as_str()).collect();
+        assert!(
+            paths.contains(&DROP_IN) && paths.contains(&CONFIG_TOML),
+            "{paths:?}"
+        );
+        // Unknown version, version 2 file: in place too; version 3: a drop-in.
+        let (_dir, host) = host_with(&config);
+        install(&host, &plan, None).unwrap();
+        assert!(!host.path(DROP_IN).exists());
+        let v3 = format!("version = 3\nimports = [\"{CONF_D_IMPORT}\"]\n");
+        let (_dir, host) = host_with(&v3);
+        install(&host, &plan, None).unwrap();
+        assert!(host.path(DROP_IN).exists());
+        assert_eq!(fs::read_to_string(host.path(CONFIG_TOML)).unwrap(), v3);
     }
 }

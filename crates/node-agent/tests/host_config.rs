@@ -12,6 +12,11 @@ use sandbox_runtime::node_plan::NodePlan;
 
 const CONTAINERD_16: &str = include_str!("fixtures/containerd-1.6-default.toml");
 const CONTAINERD_24: &str = include_str!("fixtures/containerd-2.4-default.toml");
+/// The versions containerd reports with those configurations (they decide whether a drop-in
+/// is safe: containerd 1.x replaces an imported plugin table whole).
+const CONTAINERD_1_6: Option<(u32, u32)> = Some((1, 6));
+const CONTAINERD_1_7: Option<(u32, u32)> = Some((1, 7));
+const CONTAINERD_2_4: Option<(u32, u32)> = Some((2, 4));
 const RUNSC: &str = "[runsc_config]\nnet-raw = \"true\"\n";
 
 /// gVisor's plan with `runsc` as the content of runsc.toml.
@@ -43,7 +48,7 @@ fn changed(changes: &[host::Change]) -> Vec<&str> {
 #[test]
 fn without_import_config_toml_is_edited_with_a_backup_and_a_rerun_changes_nothing() {
     let (_dir, h) = host_with(Some(CONTAINERD_16));
-    let changes = host::install(&h, &plan(RUNSC)).unwrap();
+    let changes = host::install(&h, &plan(RUNSC), CONTAINERD_1_6).unwrap();
     assert_eq!(changed(&changes), [CONFIG_TOML, RUNSC_TOML]);
     assert!(
         Config::parse(&read(&h, CONFIG_TOML))
@@ -58,19 +63,26 @@ fn without_import_config_toml_is_edited_with_a_backup_and_a_rerun_changes_nothin
     assert!(!h.path(DROP_IN).exists());
 
     assert!(
-        host::install(&h, &plan(RUNSC)).unwrap().is_empty(),
+        host::install(&h, &plan(RUNSC), CONTAINERD_1_6)
+            .unwrap()
+            .is_empty(),
         "unchanged: zero writes"
     );
 
     // A flag change touches runsc.toml only.
-    let changes = host::install(&h, &plan("[runsc_config]\nnet-raw = \"false\"\n")).unwrap();
+    let changes = host::install(
+        &h,
+        &plan("[runsc_config]\nnet-raw = \"false\"\n"),
+        CONTAINERD_1_6,
+    )
+    .unwrap();
     assert_eq!(changed(&changes), [RUNSC_TOML]);
 }
 
 #[test]
 fn with_the_conf_d_import_a_drop_in_is_written_and_config_toml_untouched() {
     let (_dir, h) = host_with(Some(CONTAINERD_24));
-    let changes = host::install(&h, &plan(RUNSC)).unwrap();
+    let changes = host::install(&h, &plan(RUNSC), CONTAINERD_2_4).unwrap();
     assert_eq!(changed(&changes), [DROP_IN, RUNSC_TOML]);
     assert_eq!(
         read(&h, CONFIG_TOML),
@@ -83,25 +95,51 @@ fn with_the_conf_d_import_a_drop_in_is_written_and_config_toml_untouched() {
 
 #[test]
 fn a_stale_entry_in_config_toml_moves_to_the_drop_in() {
-    // The Go extension appended its entry to config.toml; gardener-node-agent later added the import.
+    // The Go extension appended its entry to config.toml; gardener-node-agent later added the
+    // import. On containerd 2.x (which merges imports) the entry moves to a drop-in.
     let go = format!(
         "version = 2\nimports = [\"{CONF_D_IMPORT}\"]\n\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runsc]\n  runtime_type = \"io.containerd.runsc.v1\"\n"
     );
     let (_dir, h) = host_with(Some(&go));
-    let changes = host::install(&h, &plan(RUNSC)).unwrap();
+    let changes = host::install(&h, &plan(RUNSC), CONTAINERD_2_4).unwrap();
     assert_eq!(changed(&changes), [DROP_IN, CONFIG_TOML, RUNSC_TOML]);
     assert!(
         !read(&h, CONFIG_TOML).contains("runsc"),
         "one definition, in the drop-in"
     );
-    assert!(host::install(&h, &plan(RUNSC)).unwrap().is_empty());
+    assert!(
+        host::install(&h, &plan(RUNSC), CONTAINERD_2_4)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn on_containerd_1_7_a_stale_entry_is_updated_in_place_and_no_drop_in_is_written() {
+    // The same file on containerd 1.7: a drop-in would replace the whole CRI plugin table
+    // (see containerd::Imports), so the entry stays in config.toml, and the rest of it too.
+    let go = format!(
+        "version = 2\nimports = [\"{CONF_D_IMPORT}\"]\n\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"registry.example/pause:3.10\"\n\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runsc]\n  runtime_type = \"io.containerd.runsc.v1\"\n"
+    );
+    let (_dir, h) = host_with(Some(&go));
+    let changes = host::install(&h, &plan(RUNSC), CONTAINERD_1_7).unwrap();
+    assert_eq!(changed(&changes), [CONFIG_TOML, RUNSC_TOML]);
+    assert!(!h.path(DROP_IN).exists());
+    let config = read(&h, CONFIG_TOML);
+    assert!(Config::parse(&config).unwrap().has(&handler()), "{config}");
+    assert!(config.contains("registry.example/pause:3.10"), "{config}");
+    assert!(
+        host::install(&h, &plan(RUNSC), CONTAINERD_1_7)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
 fn a_broken_or_missing_config_is_an_error_and_nothing_is_written() {
     let broken = "version = 2\n[plugins\n";
     let (dir, h) = host_with(Some(broken));
-    let err = host::install(&h, &plan(RUNSC)).unwrap_err();
+    let err = host::install(&h, &plan(RUNSC), CONTAINERD_1_6).unwrap_err();
     assert!(
         err.to_string().contains("config.toml") && err.to_string().contains("not valid TOML"),
         "{err}"
@@ -114,7 +152,7 @@ fn a_broken_or_missing_config_is_an_error_and_nothing_is_written() {
     );
 
     let (_dir, h) = host_with(None);
-    let err = host::install(&h, &plan(RUNSC)).unwrap_err();
+    let err = host::install(&h, &plan(RUNSC), CONTAINERD_1_6).unwrap_err();
     assert!(err.to_string().contains("does not exist"), "{err}");
     assert!(!h.path(RUNSC_TOML).exists());
 }
@@ -122,7 +160,7 @@ fn a_broken_or_missing_config_is_an_error_and_nothing_is_written() {
 #[test]
 fn uninstall_restores_the_original_and_roll_back_undoes_an_install() {
     let (_dir, h) = host_with(Some(CONTAINERD_16));
-    host::install(&h, &plan(RUNSC)).unwrap();
+    host::install(&h, &plan(RUNSC), CONTAINERD_1_6).unwrap();
     let changes = host::uninstall(&h, &plan(RUNSC)).unwrap();
     assert_eq!(changed(&changes), [CONFIG_TOML, RUNSC_TOML]);
     assert_eq!(read(&h, CONFIG_TOML), CONTAINERD_16, "byte for byte");
@@ -134,7 +172,7 @@ fn uninstall_restores_the_original_and_roll_back_undoes_an_install() {
 
     // Install, then (say containerd did not come back) roll back: as before.
     let (_dir, h) = host_with(Some(CONTAINERD_24));
-    let changes = host::install(&h, &plan(RUNSC)).unwrap();
+    let changes = host::install(&h, &plan(RUNSC), CONTAINERD_2_4).unwrap();
     host::roll_back(&h, &changes).unwrap();
     assert_eq!(read(&h, CONFIG_TOML), CONTAINERD_24);
     assert!(

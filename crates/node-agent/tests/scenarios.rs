@@ -370,13 +370,95 @@ async fn containerd_failing_with_the_new_config_gets_the_backup_back() {
     }
 }
 
+/// What gardener-node-agent writes into `config.toml` on every containerd version (Gardener's
+/// `pkg/nodeagent/controller/operatingsystemconfig`, `ensureContainerdConfiguration`): the
+/// `conf.d` import, the registry's `certs.d`, the CNI folder and runc's `SystemdCgroup` (the
+/// sandbox image is the test node's local pause image already).
+fn as_gardener_node_agent_writes(config: &str) -> String {
+    let mut doc: toml_edit::DocumentMut = config.parse().unwrap();
+    let mut imports = toml_edit::Array::new();
+    imports.push(sandbox_node_agent::containerd::CONF_D_IMPORT);
+    doc["imports"] = toml_edit::value(imports);
+    let cri = &mut doc["plugins"]["io.containerd.grpc.v1.cri"];
+    cri["registry"]["config_path"] = toml_edit::value("/etc/containerd/certs.d");
+    cri["cni"]["bin_dir"] = toml_edit::value("/opt/cni/bin");
+    cri["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"] = toml_edit::value(true);
+    doc.to_string()
+}
+
+/// The settings gardener-node-agent owns, as containerd runs with them (CRI status).
+async fn gardener_settings(cri: &Cri) -> Vec<(&'static str, serde_json::Value)> {
+    let config = cri.config().await.unwrap();
+    [
+        "/sandboxImage",
+        "/registry/configPath",
+        "/cni/binDir",
+        "/containerd/runtimes/runc/options/SystemdCgroup",
+    ]
+    .into_iter()
+    .map(|p| (p, config.pointer(p).cloned().unwrap_or_default()))
+    .collect()
+}
+
+/// containerd 1.x replaces an imported plugin table whole: a drop-in with only our runtime
+/// would reset the CRI plugin (sandbox image back to registry.k8s.io/pause, runc's
+/// SystemdCgroup and the registry mirrors gone). On a 1.7 node that gardener-node-agent set up
+/// (conf.d imported), the install edits config.toml in place and every setting stays.
+#[tokio::test]
+async fn on_containerd_1_7_with_gardener_node_agent_s_import_nothing_it_wrote_is_lost() {
+    let f = Fixture::new(Flavor::V17);
+    let gardener =
+        as_gardener_node_agent_writes(&std::fs::read_to_string(f.node.config_path()).unwrap());
+    f.node.write_config(&gardener).unwrap();
+    f.node.restart().unwrap();
+    let before = gardener_settings(&f.cri).await;
+    assert_eq!(
+        before.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>(),
+        [
+            json!(sandbox_testenv::node::PAUSE_IMAGE),
+            json!("/etc/containerd/certs.d"),
+            json!("/opt/cni/bin"),
+            json!(true)
+        ],
+        "containerd runs with what gardener-node-agent wrote"
+    );
+
+    let v1 = image(f.work.path(), b"");
+    let options = f.options(&v1, plan(json!({})));
+    let report = agent::install(&options, &f.restarter).await.unwrap();
+    assert!(
+        report.files.iter().any(|p| p == host::CONFIG_TOML),
+        "{report:?}"
+    );
+    assert!(
+        !f.node.path(DROP_IN).exists(),
+        "a drop-in on containerd 1.7"
+    );
+    assert_eq!(f.handler().await, HandlerState::Loaded);
+    assert_eq!(
+        gardener_settings(&f.cri).await,
+        before,
+        "a setting of gardener-node-agent was lost"
+    );
+    // gVisor pods run (their sandboxes need the sandbox image gardener-node-agent set).
+    assert_gvisor(&f.dmesg("runsc").await);
+
+    // Uninstall leaves config.toml as gardener-node-agent wrote it.
+    agent::uninstall(&options, &f.restarter).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(f.node.config_path()).unwrap(),
+        gardener
+    );
+    assert_eq!(gardener_settings(&f.cri).await, before);
+}
+
 #[tokio::test]
 async fn files_written_but_never_loaded_are_loaded_by_the_next_run() {
     // An earlier agent wrote the configuration and died before restarting containerd.
     let f = Fixture::new(Flavor::V17);
     let v1 = image(f.work.path(), b"");
     let options = f.options(&v1, plan(json!({})));
-    host::install(&Host::new(f.node.root()), &options.plan).unwrap();
+    host::install(&Host::new(f.node.root()), &options.plan, Some((1, 7))).unwrap();
     assert_eq!(f.handler().await, HandlerState::Missing);
     let report = agent::install(&options, &f.restarter).await.unwrap();
     assert!(report.files.is_empty(), "{report:?}");
