@@ -263,13 +263,15 @@ build_gvisor_extension() {
 
 # Gardener's own programs and the Helm it renders charts with, in one `go build` (they share
 # most of their dependencies): gardener-apiserver (the garden's API for ControllerRegistration,
-# ControllerDeployment, Shoot), gardener-resource-manager, and helm at the version Gardener's
+# ControllerDeployment, Shoot), gardener-resource-manager, gardener-node-agent (owner of a
+# Gardener node's containerd configuration), and helm at the version Gardener's
 # go.mod requires (HELM_VERSION, checked here so a Gardener bump that moves Helm is noticed).
 build_gardener() {
-  local dir=$TOOLS_DIR/gardener-$GARDENER_VERSION-helm-$HELM_VERSION
-  [ -x "$dir/gardener-apiserver" ] && [ -x "$dir/gardener-resource-manager" ] && [ -x "$dir/helm" ] && return 0
+  local dir
+  dir=$(tool_path gardener)
+  [ -x "$dir/gardener-apiserver" ] && [ -x "$dir/gardener-resource-manager" ] && [ -x "$dir/gardener-node-agent" ] && [ -x "$dir/helm" ] && return 0
   need_go
-  echo "building gardener-apiserver, gardener-resource-manager ($GARDENER_VERSION) and helm ($HELM_VERSION) from the Go module proxy (takes several minutes once)..." >&2
+  echo "building gardener-apiserver, gardener-resource-manager, gardener-node-agent ($GARDENER_VERSION) and helm ($HELM_VERSION) from the Go module proxy (takes several minutes once)..." >&2
   local work; work=$(mktemp -d)
   mkdir -p "$TOOLS_DIR"
   local mod=github.com/gardener/gardener
@@ -285,22 +287,27 @@ build_gardener() {
 import (
 	_ "%s/cmd/gardener-apiserver/app"
 	_ "%s/cmd/gardener-resource-manager/app"
+	_ "%s/cmd/gardener-node-agent/app"
 	_ "helm.sh/helm/v4/pkg/cmd"
 )
-' "$mod" "$mod" >tools.go
+' "$mod" "$mod" "$mod" >tools.go
     run_go "resolving Gardener's dependencies" "$work/log" go mod tidy
     local helm
     helm=$(go list -m -f '{{.Version}}' helm.sh/helm/v4)
     [ "$helm" = "$HELM_VERSION" ] ||
       die "Gardener $GARDENER_VERSION resolves helm.sh/helm/v4 $helm, but hack/versions.env pins HELM_VERSION=$HELM_VERSION: update the pin"
-    local ldflags="-s -w -X $mod/pkg/version.gitVersion=$GARDENER_VERSION -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION"
+    # Gardener's programs report k8s.io/component-base's version (hack/get-build-ld-flags.sh in
+    # Gardener); gardener-node-agent reads its configuration file by it (config-<version>.yaml).
+    local major=${GARDENER_VERSION#v}; major=${major%%.*}
+    local minor=${GARDENER_VERSION#v*.}; minor=${minor%%.*}
+    local ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$GARDENER_VERSION -X k8s.io/component-base/version.gitMajor=$major -X k8s.io/component-base/version.gitMinor=$minor -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION"
     mkdir -p "$work/bin"
-    GOEXPERIMENT=$(go_experiment) CGO_ENABLED=0 run_go "building gardener-apiserver, gardener-resource-manager and helm" "$work/log" \
+    GOEXPERIMENT=$(go_experiment) CGO_ENABLED=0 run_go "building gardener-apiserver, gardener-resource-manager, gardener-node-agent and helm" "$work/log" \
       go build -trimpath -ldflags "$ldflags" -o "$work/bin/" \
-      "$mod/cmd/gardener-apiserver" "$mod/cmd/gardener-resource-manager" helm.sh/helm/v4/cmd/helm
+      "$mod/cmd/gardener-apiserver" "$mod/cmd/gardener-resource-manager" "$mod/cmd/gardener-node-agent" helm.sh/helm/v4/cmd/helm
     mv "$work"/bin/* "$work/"
   )
-  publish "$dir" "$work" gardener-apiserver gardener-resource-manager helm
+  publish "$dir" "$work" gardener-apiserver gardener-resource-manager gardener-node-agent helm
 }
 
 # Kata's shim, built as the main module from its own go.mod and go.sum (its config-settings.go
@@ -379,7 +386,7 @@ tool_path() {
     containerd) echo "$TOOLS_DIR/containerd-$CONTAINERD_VERSION" ;;
     containerd17) echo "$TOOLS_DIR/containerd-$CONTAINERD17_VERSION" ;;
     gvisor-extension) echo "$TOOLS_DIR/gardener-extension-runtime-gvisor-$GVISOR_EXTENSION_VERSION" ;;
-    gardener) echo "$TOOLS_DIR/gardener-$GARDENER_VERSION-helm-$HELM_VERSION" ;;
+    gardener) echo "$TOOLS_DIR/gardener-$GARDENER_VERSION-helm-$HELM_VERSION-3" ;;
     kata) echo "$TOOLS_DIR/kata-shim-$KATA_RUNTIME_VERSION" ;;
     *) die "unknown tool '$1' (known: kube-apiserver, etcd, kubernetes-node, gardener-crds, gvisor, gvisor-arm64, containerd, containerd17, gvisor-extension, gardener, kata)" ;;
   esac

@@ -21,6 +21,7 @@ pub mod chart;
 pub mod cross;
 pub mod dbus;
 pub mod garden;
+pub mod gardener_node;
 pub mod gardenlet;
 pub mod node;
 mod pki;
@@ -71,6 +72,16 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A pin from `hack/versions.env` (e.g. `GARDENER_VERSION`), as written there.
+pub fn pinned_version(name: &str) -> Result<String> {
+    let path = repo_root().join("hack/versions.env");
+    let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+        .map(|v| v.trim().to_string())
+        .ok_or_else(|| Error::Tools(format!("{name} is not pinned in {}", path.display())))
+}
 
 pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.into();

@@ -32,7 +32,7 @@ pub enum Tool {
     Containerd17,
     /// Folder with the Go gVisor extension's binary `gardener-extension-runtime-gvisor`.
     GvisorExtension,
-    /// Folder with Gardener's `gardener-apiserver`, `gardener-resource-manager` and the `helm`
+    /// Folder with Gardener's `gardener-apiserver`, `gardener-resource-manager`, `gardener-node-agent` and the `helm`
     /// Gardener renders charts with (one `go build`).
     Gardener,
     /// Folder with `kube-controller-manager`, `kube-scheduler` and `kubelet` (a test shoot's

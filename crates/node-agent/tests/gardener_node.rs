@@ -1,0 +1,193 @@
+//! The node agent on nodes that Gardener set up: the real gardener-node-agent (pinned Gardener
+//! release) owns `config.toml` of a real containerd 1.7 and 2.4 and restarts containerd over
+//! D-Bus, as on every Gardener node (`sandbox_testenv::gardener_node`).
+//!
+//! Proven per containerd version: the install keeps every setting gardener-node-agent wrote
+//! (containerd's CRI configuration equals what it was, plus our handler); gVisor pods run;
+//! across ten OperatingSystemConfig changes, each of which makes gardener-node-agent re-encode
+//! `config.toml` and restart containerd, our handler stays loaded and our agent's re-runs
+//! write nothing and restart nothing (no restart ping-pong; the count is printed); the
+//! uninstall leaves `config.toml` with nothing of ours, and gardener-node-agent's next change
+//! does not bring it back.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sandbox_node_agent::agent::{self, Options};
+use sandbox_node_agent::containerd::CONF_D_IMPORT;
+use sandbox_node_agent::cri::{Cri, HandlerState};
+use sandbox_node_agent::host::{self, Host};
+use sandbox_node_agent::restart::Systemd;
+use sandbox_runtime::gvisor::node::{DROP_IN, RUNSC_TOML};
+use sandbox_runtime::gvisor::{GVisorConfig, node_plan};
+use sandbox_testenv::ControlPlane;
+use sandbox_testenv::gardener_node::{GardenerNodeAgent, MIRRORED_REGISTRY};
+use sandbox_testenv::node::{BINARY_PATH, Flavor, TestNode};
+use sandbox_testenv::pods::{self, Pods};
+
+const OSC_CHANGES: u32 = 10;
+const APPLY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The CRI configuration containerd runs with, without our handler.
+async fn without_ours(cri: &Cri) -> serde_json::Value {
+    let mut config = cri.config().await.unwrap();
+    if let Some(runtimes) = config
+        .pointer_mut("/containerd/runtimes")
+        .and_then(|r| r.as_object_mut())
+    {
+        runtimes.remove("runsc");
+    }
+    config
+}
+
+async fn on_a_gardener_node(flavor: Flavor) {
+    let control_plane = ControlPlane::start().await.unwrap();
+    let node = Arc::new(TestNode::new(flavor).unwrap());
+    node.start().unwrap();
+    node.import_images().unwrap();
+    let mut gardener = GardenerNodeAgent::start(&control_plane, node.clone())
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "gardener-node-agent did not apply its OSC: {e}\ncontainerd's log:\n{}\nconfig.toml:\n{}",
+                node.log_tail(30),
+                std::fs::read_to_string(node.config_path()).unwrap_or_default()
+            )
+        });
+
+    // What gardener-node-agent made of config.toml.
+    let written = std::fs::read_to_string(node.config_path()).unwrap();
+    for expected in [
+        CONF_D_IMPORT,
+        "/etc/containerd/certs.d",
+        "SystemdCgroup = true",
+    ] {
+        assert!(
+            written.contains(expected),
+            "gardener-node-agent did not write {expected}:\n{written}"
+        );
+    }
+    assert!(
+        node.path(&format!(
+            "/etc/containerd/certs.d/{MIRRORED_REGISTRY}/hosts.toml"
+        ))
+        .exists()
+    );
+    let cri = Cri::new(node.socket());
+    let gardeners = without_ours(&cri).await;
+
+    // Install, restarting containerd over the same D-Bus as gardener-node-agent.
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("image");
+    sandbox_image::write_gvisor_source(
+        &sandbox_testenv::Tool::Gvisor.path().unwrap(),
+        b"",
+        &source,
+    )
+    .unwrap();
+    let plan = node_plan(&GVisorConfig::default());
+    let mut options = Options::new(Host::new(node.root()), plan, BINARY_PATH.to_string());
+    options.source = source;
+    let restarter = Systemd::new(gardener.bus().socket(), "containerd.service");
+    let report = agent::install(&options, &restarter).await.unwrap();
+    assert_eq!(report.restarts, 1, "{report:?}");
+    match flavor {
+        // containerd 1.x would replace the CRI plugin's table with a drop-in's: in place.
+        Flavor::V17 => {
+            assert!(!node.path(DROP_IN).exists(), "a drop-in on containerd 1.7");
+            assert!(
+                report.files.iter().any(|f| f == host::CONFIG_TOML),
+                "{report:?}"
+            );
+        }
+        // containerd 2.x merges imports: the drop-in, config.toml as gardener-node-agent wrote it.
+        _ => {
+            assert!(node.path(DROP_IN).exists());
+            assert_eq!(
+                std::fs::read_to_string(node.config_path()).unwrap(),
+                written
+            );
+        }
+    }
+    assert_eq!(
+        without_ours(&cri).await,
+        gardeners,
+        "a setting gardener-node-agent wrote changed with the install"
+    );
+    let handler = || async {
+        cri.handler("runsc", "io.containerd.runsc.v1")
+            .await
+            .unwrap()
+    };
+    assert_eq!(handler().await, HandlerState::Loaded);
+    let pods = Pods::new(node.socket());
+    let logs: PathBuf = node.path("/var/log/pods");
+    let run = pods::run_pod(&pods, "runsc", &["dmesg"], &logs)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\ncontainerd log:\n{}", node.log_tail(30)));
+    assert!(run.output.contains("Starting gVisor..."), "{}", run.output);
+
+    // OSC changes: gardener-node-agent re-encodes config.toml and restarts containerd each
+    // time; our handler stays, and our agent's next run has nothing to do.
+    let before = gardener.systemd().calls().len();
+    let mut ours = 0;
+    for _ in 0..OSC_CHANGES {
+        gardener.apply_next(APPLY_TIMEOUT).await.unwrap();
+        assert_eq!(
+            handler().await,
+            HandlerState::Loaded,
+            "our handler is gone after gardener-node-agent's change:\n{}",
+            std::fs::read_to_string(node.config_path()).unwrap()
+        );
+        let report = agent::install(&options, &restarter).await.unwrap();
+        assert!(report.files.is_empty(), "{report:?}");
+        ours += report.restarts;
+    }
+    let restarts = (gardener.systemd().calls().len() - before) as u32;
+    println!(
+        "containerd {flavor:?}: {OSC_CHANGES} OSC changes, {restarts} containerd restarts ({} by gardener-node-agent, {ours} by our agent)",
+        restarts - ours
+    );
+    assert_eq!(
+        ours, 0,
+        "our agent restarted containerd after gardener-node-agent's changes"
+    );
+    assert_eq!(
+        restarts, OSC_CHANGES,
+        "one restart per OSC change (gardener-node-agent's), no more"
+    );
+
+    // Uninstall: nothing of ours left, and gardener-node-agent's next change does not bring
+    // it back.
+    agent::uninstall(&options, &restarter).await.unwrap();
+    gardener.apply_next(APPLY_TIMEOUT).await.unwrap();
+    let config = std::fs::read_to_string(node.config_path()).unwrap();
+    assert!(!config.contains("runsc"), "{config}");
+    for path in [DROP_IN, RUNSC_TOML] {
+        assert!(!node.path(path).exists(), "{path} is still there");
+    }
+    assert_eq!(handler().await, HandlerState::Missing);
+    let mut now = without_ours(&cri).await;
+    let mut then = gardeners;
+    // The one value the OSC changes alternates; everything else is as before the install.
+    for config in [&mut now, &mut then] {
+        if let Some(o) = config.as_object_mut() {
+            o.remove("imagePullProgressTimeout");
+        }
+    }
+    assert_eq!(
+        now, then,
+        "the uninstall changed what gardener-node-agent wrote"
+    );
+}
+
+#[tokio::test]
+async fn on_containerd_1_7_that_gardener_node_agent_set_up() {
+    on_a_gardener_node(Flavor::V17).await;
+}
+
+#[tokio::test]
+async fn on_containerd_2_4_that_gardener_node_agent_set_up() {
+    on_a_gardener_node(Flavor::V2).await;
+}
