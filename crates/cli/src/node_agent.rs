@@ -54,9 +54,13 @@ pub struct Args {
     /// The host's D-Bus system bus socket (a host path).
     #[arg(long, default_value = "/run/dbus/system_bus_socket")]
     dbus_socket: String,
-    /// Seconds between re-checks of the node.
+    /// Seconds between full runs (re-checks and repairs of the node).
     #[arg(long, default_value_t = 300)]
     resync_seconds: u64,
+    /// Seconds between cheap checks in between (one CRI status, the configuration read): a
+    /// handler that containerd or its configuration lost starts a full run at once.
+    #[arg(long, default_value_t = 30)]
+    verify_seconds: u64,
     /// Run once, print the report and exit (non-zero on failure).
     #[arg(long)]
     once: bool,
@@ -117,6 +121,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         kube,
         health: crate::common::bind_address("health-bind-address", &args.health_bind_address)?,
         resync: Duration::from_secs(args.resync_seconds.max(1)),
+        verify: Duration::from_secs(args.verify_seconds.max(1)),
     };
     if args.once {
         let report = daemon.run_once().await?;

@@ -235,6 +235,38 @@ fn with_retries(
     }
 }
 
+/// What a cheap check between runs found (see [`drift`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Drift {
+    /// Every handler is configured and loaded.
+    None,
+    /// containerd runs without handler `0` (e.g. it restarted after someone removed ours):
+    /// its pods cannot start here until the next run repairs it.
+    NotLoaded(String),
+    /// containerd still runs the handlers, but the configuration on disk lost one (e.g.
+    /// gardener-node-agent re-encoded `config.toml` from a read older than our edit): the next
+    /// containerd restart would lose it.
+    NotConfigured,
+}
+
+/// Checks, without writing anything, that the plan's handlers this host can run are loaded
+/// (one CRI status) and still in the configuration files: cheap enough for every few
+/// seconds, so the agent notices another writer's change or a containerd restart long before
+/// its next full run.
+pub async fn drift(options: &Options) -> Result<Drift, AgentError> {
+    let writable: Vec<Handler> = capability::writable(&options.host, &options.plan.handlers)
+        .into_iter()
+        .cloned()
+        .collect();
+    if let Some((handler, _)) = first_not(&options.cri(), &writable, &HandlerState::Loaded).await? {
+        return Ok(Drift::NotLoaded(handler));
+    }
+    if !host::configured(&options.host, &options.plan, &writable)? {
+        return Ok(Drift::NotConfigured);
+    }
+    Ok(Drift::None)
+}
+
 /// Installs binaries and configuration, restarts containerd only if a file changed or
 /// containerd has not loaded every handler, and verifies over CRI that all are loaded.
 pub async fn install(options: &Options, restarter: &dyn Restarter) -> Result<Report, AgentError> {

@@ -28,7 +28,11 @@ pub struct Daemon {
     /// The Kubernetes client and this node's name; without them no label is managed.
     pub kube: Option<(kube::Client, String)>,
     pub health: SocketAddr,
+    /// Time between full runs.
     pub resync: Duration,
+    /// Time between cheap checks ([`agent::drift`]) in between: a handler missing from
+    /// containerd or from the files starts a full run at once.
+    pub verify: Duration,
 }
 
 impl Daemon {
@@ -97,6 +101,46 @@ impl Daemon {
         }
     }
 
+    /// Waits for the next full run: `resync`, or earlier when a check every `verify` finds a
+    /// handler gone. A handler containerd no longer runs takes the ready label off at once
+    /// (with the reason), until the run that follows has repaired and verified it.
+    async fn until_next_run(&self, ready: &Readiness) {
+        let started = tokio::time::Instant::now();
+        loop {
+            let left = self.resync.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return;
+            }
+            tokio::time::sleep(left.min(self.verify)).await;
+            if self.mode != Mode::Install || started.elapsed() >= self.resync {
+                continue;
+            }
+            match agent::drift(&self.options).await {
+                Ok(agent::Drift::None) => {}
+                Ok(agent::Drift::NotLoaded(handler)) => {
+                    let message = format!(
+                        "containerd runs without handler {handler} (restarted after its configuration lost it?); repairing"
+                    );
+                    tracing::warn!(%handler, "{message}");
+                    ready.set(false);
+                    self.label(Some(NodeReport::failed("HandlerMissing", &message)), &[])
+                        .await;
+                    return;
+                }
+                Ok(agent::Drift::NotConfigured) => {
+                    tracing::warn!(
+                        "containerd's configuration lost a handler of ours (another writer re-wrote it); repairing before containerd restarts"
+                    );
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "check between runs failed; running now");
+                    return;
+                }
+            }
+        }
+    }
+
     /// Runs until `shutdown` resolves: serves health, applies the mode now and every
     /// `resync`, and reports readiness after each verified run.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
@@ -132,7 +176,7 @@ impl Daemon {
                         ready.set(false);
                     }
                 }
-                tokio::time::sleep(self.resync).await;
+                self.until_next_run(&ready).await;
             }
         };
         tokio::select! {

@@ -7,7 +7,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use sandbox_runtime::node_plan::NodePlan;
+use sandbox_runtime::node_plan::{Handler, NodePlan};
 
 use crate::capability;
 use crate::containerd::{self, Config, ConfigError, Imports};
@@ -246,6 +246,21 @@ fn install_into(
         put(host, &file.path, &file.content, changes)?;
     }
     Ok(())
+}
+
+/// Whether every one of `handlers` is still configured, in `config.toml` or the plan's
+/// drop-in, read without writing anything. Another writer can drop ours: gardener-node-agent
+/// re-encodes `config.toml` from what it read, without a compare, so an edit of ours that
+/// landed between its read and its write is lost.
+pub fn configured(host: &Host, plan: &NodePlan, handlers: &[Handler]) -> Result<bool, HostError> {
+    let (config, _) = read_config(host)?;
+    let drop_in = match fs::read_to_string(host.path(&plan.drop_in)) {
+        Ok(text) => Config::parse(&text).ok(),
+        Err(_) => None,
+    };
+    Ok(handlers
+        .iter()
+        .all(|h| config.has(h) || drop_in.as_ref().is_some_and(|d| d.has(h))))
 }
 
 /// Removes the plan's handlers (drop-in and any entry in `config.toml`) and its files.

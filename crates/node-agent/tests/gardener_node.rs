@@ -8,21 +8,27 @@
 //! `config.toml` and restart containerd, our handler stays loaded and our agent's re-runs
 //! write nothing and restart nothing (no restart ping-pong; the count is printed); the
 //! uninstall leaves `config.toml` with nothing of ours, and gardener-node-agent's next change
-//! does not bring it back.
+//! does not bring it back. On 1.7, a lost update of ours (gardener-node-agent writes without a
+//! compare) is repaired by the running agent, with the ready label off while containerd runs
+//! without the handler. A simulated reboot brings the node back with the handler loaded.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::Node;
 use sandbox_node_agent::agent::{self, Options};
-use sandbox_node_agent::containerd::CONF_D_IMPORT;
+use sandbox_node_agent::containerd::{CONF_D_IMPORT, Config};
 use sandbox_node_agent::cri::{Cri, HandlerState};
+use sandbox_node_agent::daemon::{Daemon, Mode};
 use sandbox_node_agent::host::{self, Host};
 use sandbox_node_agent::restart::Systemd;
 use sandbox_runtime::gvisor::node::{DROP_IN, RUNSC_TOML};
 use sandbox_runtime::gvisor::{GVisorConfig, node_plan};
 use sandbox_testenv::ControlPlane;
-use sandbox_testenv::gardener_node::{GardenerNodeAgent, MIRRORED_REGISTRY};
+use sandbox_testenv::gardener_node::{GardenerNodeAgent, MIRRORED_REGISTRY, NODE_NAME};
 use sandbox_testenv::node::{BINARY_PATH, Flavor, TestNode};
 use sandbox_testenv::pods::{self, Pods};
 
@@ -158,6 +164,11 @@ async fn on_a_gardener_node(flavor: Flavor) {
         "one restart per OSC change (gardener-node-agent's), no more"
     );
 
+    if flavor == Flavor::V17 {
+        lost_update_is_repaired(&control_plane, &node, &options, &gardener).await;
+    }
+    reboot(&node, &mut gardener, &options, &restarter).await;
+
     // Uninstall: nothing of ours left, and gardener-node-agent's next change does not bring
     // it back.
     agent::uninstall(&options, &restarter).await.unwrap();
@@ -179,6 +190,163 @@ async fn on_a_gardener_node(flavor: Flavor) {
     assert_eq!(
         now, then,
         "the uninstall changed what gardener-node-agent wrote"
+    );
+}
+
+/// The node's ready label for gVisor.
+async fn ready_label(client: &kube::Client, label: &str) -> Option<String> {
+    let nodes: kube::Api<Node> = kube::Api::all(client.clone());
+    nodes
+        .get(NODE_NAME)
+        .await
+        .unwrap()
+        .metadata
+        .labels
+        .and_then(|l| l.get(label).cloned())
+}
+
+/// gardener-node-agent writes `config.toml` without a compare: an edit of ours between its
+/// read and its write is lost (on containerd 1.x, where our handler lives in `config.toml`).
+/// Played here by removing our entry as its stale write would. The running agent notices
+/// within its check interval: with containerd still running the handler, it writes the entry
+/// back (no label change); after containerd restarted without it, the ready label goes off,
+/// and comes back once the run that follows has repaired it.
+async fn lost_update_is_repaired(
+    control_plane: &ControlPlane,
+    node: &Arc<TestNode>,
+    options: &Options,
+    gardener: &GardenerNodeAgent,
+) {
+    let client = control_plane.client().await.unwrap();
+    let label = options.plan.ready_label.clone();
+    let port = sandbox_testenv::free_port().unwrap();
+    let daemon = Daemon {
+        mode: Mode::Install,
+        options: Options {
+            host: options.host.clone(),
+            plan: options.plan.clone(),
+            source: options.source.clone(),
+            binary_path: options.binary_path.clone(),
+            restart_timeout: options.restart_timeout,
+            lock_timeout: options.lock_timeout,
+        },
+        restarter: Arc::new(Systemd::new(gardener.bus().socket(), "containerd.service")),
+        kube: Some((client.clone(), NODE_NAME.to_string())),
+        health: ([127, 0, 0, 1], port).into(),
+        resync: Duration::from_secs(3600),
+        verify: Duration::from_secs(1),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(daemon.run(async {
+        let _ = stopped.await;
+    }));
+    let until = |what: &'static str, secs: u64| {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        move || {
+            assert!(Instant::now() < deadline, "{what} within {secs} s");
+        }
+    };
+    let check = until("the node labelled ready", 30);
+    while ready_label(&client, &label).await.as_deref() != Some("true") {
+        check();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let without_ours = |node: &TestNode| {
+        let text = std::fs::read_to_string(node.config_path()).unwrap();
+        let cleaned = Config::parse(&text)
+            .unwrap()
+            .without_handlers(&["runsc"])
+            .expect("our entry is in config.toml");
+        std::fs::write(node.config_path(), cleaned).unwrap();
+    };
+
+    // The entry lost, containerd still running it: written back, the label stays on.
+    without_ours(node);
+    let check = until("the entry written back", 20);
+    while !std::fs::read_to_string(node.config_path())
+        .unwrap()
+        .contains("runsc")
+    {
+        check();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The entry lost and containerd restarted (gardener-node-agent's next change): the label
+    // goes off while the handler is missing, and comes back.
+    let cri = Cri::new(node.socket());
+    let check = until("the repair after the restart to settle", 20);
+    while cri
+        .handler("runsc", "io.containerd.runsc.v1")
+        .await
+        .unwrap()
+        != HandlerState::Loaded
+    {
+        check();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    without_ours(node);
+    node.restart().unwrap();
+    let mut went_off = false;
+    let check = until("the label back after the repair", 30);
+    loop {
+        match ready_label(&client, &label).await.as_deref() {
+            Some("true") if went_off => break,
+            Some("true") => {}
+            _ => went_off = true,
+        }
+        check();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        cri.handler("runsc", "io.containerd.runsc.v1")
+            .await
+            .unwrap(),
+        HandlerState::Loaded
+    );
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+}
+
+/// A reboot: containerd and gardener-node-agent stop, `/run` is emptied, both start again
+/// (the kubelet would too). The binaries and configuration survive on disk, so containerd
+/// comes back with our handler loaded, gVisor pods run, and our agent's next run has nothing
+/// to do.
+async fn reboot(
+    node: &Arc<TestNode>,
+    gardener: &mut GardenerNodeAgent,
+    options: &Options,
+    restarter: &Systemd,
+) {
+    gardener.stop();
+    node.stop();
+    let run = node.path("/run");
+    for entry in std::fs::read_dir(&run).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path).unwrap();
+        } else {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+    node.start().unwrap();
+    gardener.start_again().unwrap();
+    let cri = Cri::new(node.socket());
+    assert_eq!(
+        cri.handler("runsc", "io.containerd.runsc.v1")
+            .await
+            .unwrap(),
+        HandlerState::Loaded,
+        "not loaded after the reboot"
+    );
+    let pods = Pods::new(node.socket());
+    let run = pods::run_pod(&pods, "runsc", &["dmesg"], &node.path("/var/log/pods"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\ncontainerd log:\n{}", node.log_tail(30)));
+    assert!(run.output.contains("Starting gVisor..."), "{}", run.output);
+    let report = agent::install(options, restarter).await.unwrap();
+    assert!(
+        report.files.is_empty() && report.binaries.is_empty() && report.restarts == 0,
+        "{report:?}"
     );
 }
 

@@ -347,6 +347,7 @@ async fn kata_as_far_as_the_host_allows(flavor: Flavor) {
         kube: None,
         health: ([127, 0, 0, 1], port).into(),
         resync: Duration::from_secs(3600),
+        verify: Duration::from_secs(3600),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(daemon.run(async {

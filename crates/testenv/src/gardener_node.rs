@@ -117,6 +117,8 @@ pub fn operating_system_config(flavor: Flavor, generation: u32) -> serde_json::V
 pub struct GardenerNodeAgent {
     // Field order is drop order: the agent before the bus it talks over.
     server: Server,
+    /// `/usr/bin/env`'s arguments that start the agent again.
+    args: Vec<String>,
     systemd: FakeSystemd,
     bus: SystemBus,
     node: Arc<TestNode>,
@@ -196,8 +198,10 @@ impl GardenerNodeAgent {
         let config_file = config_dir.join(format!("config-{version}.yaml"));
         std::fs::write(&config_file, config.to_string()).map_err(io_err(&config_file))?;
 
+        let args = Self::arguments(control_plane, &node, &bus, &config_dir)?;
         let mut agent = GardenerNodeAgent {
-            server: Self::launch(control_plane, &node, &bus, dir.path(), &config_dir)?,
+            server: Self::launch(&args, dir.path())?,
+            args,
             systemd,
             bus,
             node,
@@ -209,13 +213,12 @@ impl GardenerNodeAgent {
         Ok(agent)
     }
 
-    fn launch(
+    fn arguments(
         control_plane: &ControlPlane,
         node: &TestNode,
         bus: &SystemBus,
-        dir: &Path,
         config_dir: &Path,
-    ) -> Result<Server> {
+    ) -> Result<Vec<String>> {
         let binary = Tool::Gardener.path()?.join("gardener-node-agent");
         let containerd = match node.flavor() {
             Flavor::V2 => Tool::Containerd2.path()?,
@@ -238,13 +241,28 @@ impl GardenerNodeAgent {
             binary.display().to_string(),
             format!("--config-dir={}", config_dir.display()),
         ];
+        Ok(args)
+    }
+
+    fn launch(args: &[String], dir: &Path) -> Result<Server> {
         Server::start(
             "gardener-node-agent",
             Path::new("/usr/bin/env"),
-            &args,
+            args,
             dir,
             None,
         )
+    }
+
+    /// Stops the agent (as a node's shutdown does).
+    pub fn stop(&mut self) {
+        self.server.stop();
+    }
+
+    /// Starts the agent again after [`GardenerNodeAgent::stop`] (as a node's boot does).
+    pub fn start_again(&mut self) -> Result<()> {
+        self.server = Self::launch(&self.args, self.dir.path())?;
+        Ok(())
     }
 
     /// Writes the next generation of the OSC and waits until gardener-node-agent applied it
