@@ -153,6 +153,13 @@ async fn only_one_of_go_and_ours_reconciles_and_each_takes_over_from_the_other()
     let runtimes = Api::<ContainerRuntime>::namespaced(client.clone(), &shoot_ns);
     runtimes.create(&PostParams::default(), &cr).await.unwrap();
 
+    // Ours is up once it answers /healthz (on a loaded machine that takes a moment after the
+    // spawn; the test binaries run side by side).
+    let up = Instant::now() + Duration::from_secs(30);
+    while http_get(port, "/healthz").is_none() {
+        assert!(Instant::now() < up, "ours never answered /healthz");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // For longer than a lease: ours serves health but does not reconcile, Go keeps the Lease.
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {

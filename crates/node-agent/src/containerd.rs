@@ -49,9 +49,10 @@ impl Schema {
 /// containerd 2.0 and newer merge an imported file into `config.toml` key by key, so a
 /// drop-in with only our `containerd.runtimes.<handler>` tables adds them. containerd 1.x
 /// replaces each plugin table an imported file names **whole**: a drop-in holding only
-/// `[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc]` resets the whole CRI
+/// `[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.<handler>]` resets the whole CRI
 /// plugin to its defaults (the sandbox image, runc's `SystemdCgroup`, the registry's
-/// `config_path` that gardener-node-agent wrote are gone). kata-deploy guards the same way.
+/// `config_path` that gardener-node-agent wrote are gone). Upstream installers guard the same
+/// way (drop-ins only on containerd 2.0+).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Imports {
     /// containerd 2.0+: a drop-in adds our tables to what `config.toml` says.

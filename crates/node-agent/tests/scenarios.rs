@@ -1,6 +1,7 @@
 //! The node agent against real containerd (the pinned 1.7 with config version 2, the pinned
 //! 2.4 with version 4 and a conf.d import, and Debian's 1.6, which gVisor's current shim no
-//! longer supports) and the pinned runsc: install, prove a gVisor
+//! longer supports; 1.7 and 2.4 also as nodes that the real gardener-node-agent set up) and
+//! the pinned runsc: install, prove a gVisor
 //! sandbox runs, re-run, change a flag, upgrade under a running pod, uninstall, and the
 //! failure paths. Each test has its own host root and containerd (see `TestNode`).
 
@@ -13,12 +14,15 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use sandbox_cri::v1::ContainerState;
 use sandbox_node_agent::agent::{self, AgentError, Options};
+use sandbox_node_agent::containerd::CONF_D_IMPORT;
 use sandbox_node_agent::cri::{Cri, HandlerState};
 use sandbox_node_agent::host::{self, Host};
 use sandbox_node_agent::restart::{RestartError, Restarter};
 use sandbox_runtime::gvisor::node::{BINARIES, DROP_IN, RUNSC_TOML};
 use sandbox_runtime::gvisor::{config, node_plan};
 use sandbox_runtime::node_plan::NodePlan;
+use sandbox_testenv::ControlPlane;
+use sandbox_testenv::gardener_node::{CgroupDriver, GardenerNodeAgent};
 use sandbox_testenv::node::{BINARY_PATH, Flavor, TestNode};
 use sandbox_testenv::pods::{self, Pods};
 use serde_json::json;
@@ -90,8 +94,10 @@ fn plan(flags: serde_json::Value) -> NodePlan {
 }
 
 struct Fixture {
-    node: Arc<TestNode>,
     restarter: TestRestarter,
+    // Before the node: gardener-node-agent stops first, then its API server.
+    _gardener: Option<(GardenerNodeAgent, ControlPlane)>,
+    node: Arc<TestNode>,
     cri: Cri,
     pods: Pods,
     work: tempfile::TempDir,
@@ -104,11 +110,28 @@ impl Fixture {
         node.import_images().unwrap();
         Fixture {
             restarter: TestRestarter::new(node.clone()),
+            _gardener: None,
             cri: Cri::new(node.socket()),
             pods: Pods::new(node.socket()),
             node,
             work: tempfile::tempdir().unwrap(),
         }
+    }
+
+    /// A node that the real gardener-node-agent set up (`sandbox_testenv::gardener_node`): it
+    /// owns `config.toml` (the `conf.d` import on every version, the registry's `certs.d`, the
+    /// sandbox image), with the cgroupfs driver so that runc pods run on this machine too.
+    async fn gardener_built(flavor: Flavor) -> Self {
+        let mut f = Fixture::new(flavor);
+        let control_plane = ControlPlane::start().await.unwrap();
+        let gardener =
+            GardenerNodeAgent::start_with(&control_plane, f.node.clone(), CgroupDriver::Cgroupfs)
+                .await
+                .unwrap();
+        let config = std::fs::read_to_string(f.node.config_path()).unwrap();
+        assert!(config.contains(CONF_D_IMPORT), "{config}");
+        f._gardener = Some((gardener, control_plane));
+        f
     }
 
     fn options(&self, source: &Path, plan: NodePlan) -> Options {
@@ -165,8 +188,8 @@ fn assert_gvisor(dmesg: &str) {
 }
 
 /// The whole life of gVisor on one node.
-async fn lifecycle(flavor: Flavor) {
-    let f = Fixture::new(flavor);
+async fn lifecycle(f: Fixture) {
+    let flavor = f.node.flavor();
     let original = std::fs::read(f.node.config_path()).unwrap();
     let v1 = image(f.work.path(), b"");
     let options = f.options(&v1, plan(json!({})));
@@ -180,9 +203,11 @@ async fn lifecycle(flavor: Flavor) {
     assert_eq!(f.restarts(), 1);
     assert_eq!(report.binaries, BINARIES.to_vec());
     let expected_config_file = match flavor {
-        // containerd 1.x's default config has no conf.d import: edited in place.
+        // containerd 1.x: edited in place (a drop-in would replace the CRI plugin's table),
+        // with gardener-node-agent's conf.d import too.
         Flavor::Debian | Flavor::V17 => host::CONFIG_TOML,
-        // containerd 2.4's default imports conf.d: a drop-in, config.toml untouched.
+        // containerd 2.4 imports conf.d (its default, and gardener-node-agent's): a drop-in,
+        // config.toml untouched.
         Flavor::V2 => DROP_IN,
     };
     assert!(
@@ -290,7 +315,17 @@ async fn lifecycle(flavor: Flavor) {
 
 #[tokio::test]
 async fn lifecycle_on_containerd_1_7() {
-    lifecycle(Flavor::V17).await;
+    lifecycle(Fixture::new(Flavor::V17)).await;
+}
+
+#[tokio::test]
+async fn lifecycle_on_a_containerd_1_7_node_that_gardener_node_agent_set_up() {
+    lifecycle(Fixture::gardener_built(Flavor::V17).await).await;
+}
+
+#[tokio::test]
+async fn lifecycle_on_a_containerd_2_node_that_gardener_node_agent_set_up() {
+    lifecycle(Fixture::gardener_built(Flavor::V2).await).await;
 }
 
 /// gVisor's current shim answers containerd with the bootstrap protocol version 2, which
@@ -322,7 +357,7 @@ async fn debian_containerd_1_6_is_refused_before_anything_changes() {
 
 #[tokio::test]
 async fn lifecycle_on_containerd_2() {
-    lifecycle(Flavor::V2).await;
+    lifecycle(Fixture::new(Flavor::V2)).await;
 }
 
 #[tokio::test]

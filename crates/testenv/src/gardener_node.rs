@@ -66,7 +66,7 @@ exec unshare --mount --uts --propagation private sh -c '
 "#;
 
 /// What gardenlet and an OS extension put into a containerd worker's OperatingSystemConfig
-/// (the parts gardener-node-agent acts on): `criConfig` with the systemd cgroup driver, the
+/// (the parts gardener-node-agent acts on): `criConfig` with the cgroup driver, the
 /// sandbox image and a registry mirror, the containerd unit, and a file whose content is
 /// `generation` (so each generation is a new OSC). Each generation also changes one
 /// `criConfig.containerd.plugins` value of the CRI plugin (`image_pull_progress_timeout`,
@@ -75,7 +75,11 @@ exec unshare --mount --uts --propagation private sh -c '
 /// decodes plugin values as JSON into a map, so an integer such as `max_concurrent_downloads =
 /// 3` is written back as the float `3.0`, and containerd 1.7 then refuses to start: "Can't
 /// convert 3(float64) to int", found by this harness.)
-pub fn operating_system_config(flavor: Flavor, generation: u32) -> serde_json::Value {
+pub fn operating_system_config(
+    flavor: Flavor,
+    cgroup_driver: CgroupDriver,
+    generation: u32,
+) -> serde_json::Value {
     let images_plugin = match flavor {
         Flavor::V2 => "io.containerd.cri.v1.images",
         _ => "io.containerd.grpc.v1.cri",
@@ -89,7 +93,7 @@ pub fn operating_system_config(flavor: Flavor, generation: u32) -> serde_json::V
             "purpose": "reconcile",
             "criConfig": {
                 "name": "containerd",
-                "cgroupDriver": "systemd",
+                "cgroupDriver": cgroup_driver.as_str(),
                 "containerd": {
                     "sandboxImage": PAUSE_IMAGE,
                     "plugins": [{
@@ -113,6 +117,25 @@ pub fn operating_system_config(flavor: Flavor, generation: u32) -> serde_json::V
     })
 }
 
+/// `criConfig.cgroupDriver`: gardener-node-agent sets runc's `SystemdCgroup` from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CgroupDriver {
+    /// What Gardener's nodes use. runc then creates cgroups through systemd, which this
+    /// machine does not run: runc pods cannot start here (gVisor's can).
+    Systemd,
+    /// runc manages cgroups itself: runc pods run here too.
+    Cgroupfs,
+}
+
+impl CgroupDriver {
+    fn as_str(self) -> &'static str {
+        match self {
+            CgroupDriver::Systemd => "systemd",
+            CgroupDriver::Cgroupfs => "cgroupfs",
+        }
+    }
+}
+
 /// gardener-node-agent running for a test node.
 pub struct GardenerNodeAgent {
     // Field order is drop order: the agent before the bus it talks over.
@@ -124,13 +147,24 @@ pub struct GardenerNodeAgent {
     node: Arc<TestNode>,
     client: kube::Client,
     dir: tempfile::TempDir,
+    cgroup_driver: CgroupDriver,
     generation: u32,
 }
 
 impl GardenerNodeAgent {
-    /// Creates the Node and the OSC Secret (generation 1) on `control_plane`, starts
-    /// gardener-node-agent for the running `node`, and waits until it applied the OSC.
+    /// Creates the Node and the OSC Secret (generation 1, cgroup driver systemd) on
+    /// `control_plane`, starts gardener-node-agent for the running `node`, and waits until it
+    /// applied the OSC.
     pub async fn start(control_plane: &ControlPlane, node: Arc<TestNode>) -> Result<Self> {
+        Self::start_with(control_plane, node, CgroupDriver::Systemd).await
+    }
+
+    /// As [`GardenerNodeAgent::start`], with the OSC's cgroup driver.
+    pub async fn start_with(
+        control_plane: &ControlPlane,
+        node: Arc<TestNode>,
+        cgroup_driver: CgroupDriver,
+    ) -> Result<Self> {
         let client = control_plane.client().await?;
         let dir = tempfile::tempdir().map_err(io_err(std::env::temp_dir()))?;
         let bus = SystemBus::start(&dir.path().join("dbus/system_bus_socket"))?;
@@ -207,6 +241,7 @@ impl GardenerNodeAgent {
             node,
             client,
             dir,
+            cgroup_driver,
             generation: 0,
         };
         agent.apply_next(Duration::from_secs(120)).await?;
@@ -269,7 +304,7 @@ impl GardenerNodeAgent {
     /// (the Node carries its checksum). Returns the generation.
     pub async fn apply_next(&mut self, timeout: Duration) -> Result<u32> {
         self.generation += 1;
-        let osc = operating_system_config(self.node.flavor(), self.generation);
+        let osc = operating_system_config(self.node.flavor(), self.cgroup_driver, self.generation);
         let yaml = serde_json::to_string(&osc).map_err(|e| Error::Tools(e.to_string()))?;
         let checksum = sandbox_runtime::manifests::sha256_hex(yaml.as_bytes());
         let secret = json!({
