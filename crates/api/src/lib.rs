@@ -10,7 +10,7 @@ pub mod extension;
 pub mod managedresource;
 pub mod shoot;
 
-pub use cluster::{Cluster, ClusterSpec};
+pub use cluster::{Cluster, ClusterShoot, ClusterSpec, EmbeddedShoot};
 pub use containerruntime::{ContainerRuntime, ContainerRuntimeSpec, WorkerPool};
 pub use extension::{
     Condition, ExtensionStatus, LastError, LastOperation, LastOperationState, LastOperationType,

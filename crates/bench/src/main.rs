@@ -51,6 +51,10 @@ struct Args {
     /// Then this many create/delete cycles of extra pools in the same shoots.
     #[arg(long, default_value_t = 0)]
     cycles: usize,
+    /// Size of each Cluster's embedded CloudProfile in KiB (gardenlet embeds the whole
+    /// CloudProfile and Seed into every Cluster; real ones are 100 KiB and more).
+    #[arg(long, default_value_t = 100)]
+    cluster_kib: usize,
 }
 
 struct Controller {
@@ -261,19 +265,33 @@ async fn main() -> Result<(), Error> {
     let audit = cp.audit_log().ok_or("no audit log")?.to_path_buf();
     let kubeconfig = cp.user_kubeconfig(CONTROLLER_USER, &["system:masters"])?;
 
-    eprintln!("creating {} shoot namespaces with Clusters...", args.shoots);
+    let cloud_profile = gardenlet::cloud_profile(args.cluster_kib);
+    let seed = gardenlet::seed();
+    let cluster_bytes = serde_json::to_vec(&gardenlet::cluster_with(
+        "shoot--bench--s0000",
+        json!({}),
+        cloud_profile.clone(),
+        seed.clone(),
+    ))?
+    .len();
+    eprintln!(
+        "creating {} shoot namespaces with Clusters of {:.0} KiB...",
+        args.shoots,
+        cluster_bytes as f64 / 1024.0
+    );
     let namespaces: Vec<String> = (0..args.shoots)
         .map(|i| format!("shoot--bench--s{i:04}"))
         .collect();
     futures::stream::iter(namespaces.clone())
         .map(|ns| {
             let client = client.clone();
+            let (cloud_profile, seed) = (cloud_profile.clone(), seed.clone());
             async move {
                 let namespace = Namespace { metadata: ObjectMeta { name: Some(ns.clone()), ..ObjectMeta::default() }, ..Namespace::default() };
                 Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await?;
                 let shoot = json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot", "metadata": {"name": ns},
                                    "spec": {"kubernetes": {"version": "1.34.2"}}, "status": {"hibernated": false}});
-                let cluster = gardenlet::cluster(&ns, shoot);
+                let cluster = gardenlet::cluster_with(&ns, shoot, cloud_profile, seed);
                 Api::<Cluster>::all(client).create(&PostParams::default(), &cluster).await?;
                 Ok::<_, kube::Error>(())
             }
@@ -391,8 +409,10 @@ async fn main() -> Result<(), Error> {
 
     let reconciles = total as f64;
     println!(
-        "## Controller benchmark: {} shoots x {} gVisor pools = {total} ContainerRuntimes\n",
-        args.shoots, args.pools
+        "## Controller benchmark: {} shoots x {} gVisor pools = {total} ContainerRuntimes, Clusters of {:.0} KiB\n",
+        args.shoots,
+        args.pools,
+        cluster_bytes as f64 / 1024.0
     );
     println!("| figure | value |\n| --- | --- |");
     println!(

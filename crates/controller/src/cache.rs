@@ -1,7 +1,11 @@
 //! What a reconcile reads, served from watches instead of one request per read: every Cluster
-//! (kept as a projection of its Shoot: the few fields the contract decides on, not the whole
-//! embedded Shoot, CloudProfile and Seed) and our own ManagedResources (by `origin` label,
-//! without managed fields).
+//! (read as a [`ClusterShoot`]: the embedded CloudProfile and Seed are skipped while parsing and
+//! the Shoot is decoded straight into the few fields the contract decides on) and our own
+//! ManagedResources (by `origin` label, without managed fields).
+//!
+//! Memory is bounded by what we keep, not by what gardenlet writes: the initial lists come in
+//! pages of [`LIST_PAGE`] objects (kube's default is 500 whole Clusters, each with its
+//! CloudProfile, in one response body), and no Cluster is ever held whole.
 //!
 //! A cache may lag behind the API server by a watch event. Where that lag could lead to a
 //! decision the contract forbids, the reconcile reads live instead:
@@ -21,27 +25,23 @@ use kube::Client;
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use sandbox_api::{Cluster, ManagedResource};
+use sandbox_api::{ClusterShoot, ManagedResource};
 use tokio::task::JoinHandle;
 
 /// The watched objects and the tasks that keep them current.
 pub(crate) struct Caches {
-    clusters: Store<Cluster>,
+    clusters: Store<ClusterShoot>,
     managed_resources: Store<ManagedResource>,
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// Keeps only the Shoot's projection in a cached Cluster; an undecodable Shoot stays as it
-/// is, so the reconcile reports why it cannot decode it.
-fn project_cluster(cluster: &mut Cluster) {
-    cluster.metadata.managed_fields = None;
-    cluster.spec.cloud_profile = serde_json::Value::Null;
-    cluster.spec.seed = None;
-    if let Ok(shoot) = cluster.shoot()
-        && let Ok(projected) = serde_json::to_value(shoot.projection())
-    {
-        cluster.spec.shoot = projected;
-    }
+/// Objects per page of a watch's initial list. A page's response body is held whole while it
+/// is decoded: 50 Clusters of 100 KiB are 5 MiB, where kube's default of 500 was 50 MiB.
+pub(crate) const LIST_PAGE: u32 = 50;
+
+/// The watch configuration for the Clusters and for the trigger on them.
+pub(crate) fn cluster_watch() -> watcher::Config {
+    watcher::Config::default().page_size(LIST_PAGE)
 }
 
 impl Caches {
@@ -49,19 +49,18 @@ impl Caches {
     /// `origins`.
     pub(crate) fn start(client: &Client, origins: &[&str]) -> Self {
         let (clusters, cluster_writer) = reflector::store();
-        let cluster_stream = watcher(
-            Api::<Cluster>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .modify(project_cluster)
-        .reflect(cluster_writer)
-        .for_each(|_| ready(()));
+        let cluster_stream = watcher(Api::<ClusterShoot>::all(client.clone()), cluster_watch())
+            .default_backoff()
+            .modify(|cluster: &mut ClusterShoot| cluster.metadata.managed_fields = None)
+            .reflect(cluster_writer)
+            .for_each(|_| ready(()));
         let (managed_resources, mr_writer) = reflector::store();
         let selector = format!("origin in ({})", origins.join(","));
         let mr_stream = watcher(
             Api::<ManagedResource>::all(client.clone()),
-            watcher::Config::default().labels(&selector),
+            watcher::Config::default()
+                .labels(&selector)
+                .page_size(LIST_PAGE),
         )
         .default_backoff()
         .modify(|mr: &mut ManagedResource| mr.metadata.managed_fields = None)
@@ -81,8 +80,8 @@ impl Caches {
         let _ = self.managed_resources.wait_until_ready().await;
     }
 
-    /// The cached Cluster `name` (a projection), if the cache has it.
-    pub(crate) fn cluster(&self, name: &str) -> Option<Arc<Cluster>> {
+    /// The cached Cluster `name` (its Shoot's projection), if the cache has it.
+    pub(crate) fn cluster(&self, name: &str) -> Option<Arc<ClusterShoot>> {
         self.clusters.get(&ObjectRef::new(name))
     }
 

@@ -14,7 +14,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use sandbox_api::Cluster;
+use sandbox_api::ClusterShoot;
 use sandbox_health::Readiness;
 use tracing::{debug, warn};
 
@@ -134,8 +134,8 @@ pub async fn run(
         // Cluster changes (e.g. a new Kubernetes version) then count too.
         let store = reader.clone();
         controller = controller.watches(
-            Api::<Cluster>::all(client.clone()),
-            watcher::Config::default(),
+            Api::<ClusterShoot>::all(client.clone()),
+            crate::cache::cluster_watch(),
             move |cluster| {
                 let namespace = cluster.name_any();
                 store

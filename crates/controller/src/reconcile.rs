@@ -12,7 +12,7 @@ use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams}
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::{Resource, ResourceExt};
-use sandbox_api::{Cluster, ContainerRuntime, LastOperationType, Shoot};
+use sandbox_api::{ClusterShoot, ContainerRuntime, LastOperationType, Shoot};
 use sandbox_runtime::actuator::{
     Actuator, ActuatorError, Desired, ManagedResourceContent, actuator,
 };
@@ -150,7 +150,7 @@ async fn read_shoot(ctx: &Context, namespace: &str, live: bool) -> Result<Shoot>
     };
     let cluster = match cached {
         Some(cluster) => cluster,
-        None => Api::<Cluster>::all(ctx.client.clone())
+        None => Api::<ClusterShoot>::all(ctx.client.clone())
             .get_opt(namespace)
             .await
             .map_err(kube_err(format!("reading cluster {namespace}")))?

@@ -64,18 +64,131 @@ pub fn request(cr: &mut ContainerRuntime, operation: &str) -> String {
     ts
 }
 
-/// The Cluster gardenlet writes for shoot namespace `ns`, embedding `shoot`.
+/// The Cluster gardenlet writes for shoot namespace `ns`, embedding `shoot`, with a
+/// CloudProfile and a Seed that carry only their names (tests that do not care about size).
 pub fn cluster(ns: &str, shoot: Value) -> Cluster {
+    cluster_with(
+        ns,
+        shoot,
+        json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "CloudProfile", "metadata": {"name": "local"}}),
+        json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Seed", "metadata": {"name": "local"}}),
+    )
+}
+
+/// The Cluster of `ns` embedding `shoot`, `cloud_profile` and `seed` (see [`cloud_profile`]
+/// and [`seed`] for objects of a real size).
+pub fn cluster_with(ns: &str, shoot: Value, cloud_profile: Value, seed: Value) -> Cluster {
     Cluster::new(
         ns,
         ClusterSpec {
-            cloud_profile: json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "CloudProfile", "metadata": {"name": "local"}}),
-            seed: Some(
-                json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Seed", "metadata": {"name": "local"}}),
-            ),
+            cloud_profile,
+            seed: Some(seed),
             shoot,
         },
     )
+}
+
+/// A CloudProfile of about `kib` KiB of JSON, shaped like a real provider's: machine types
+/// (CPU, GPU, memory, storage, architecture), machine images with many versions (CRI,
+/// architectures, classification, expiration), regions with zones, and provider data mapping
+/// every image version to an image per region. gardenlet embeds the whole CloudProfile into
+/// every Cluster; real ones reach hundreds of KiB.
+pub fn cloud_profile(kib: usize) -> Value {
+    let target = kib * 1024;
+    let regions: Vec<Value> = (0..8)
+        .map(|r| json!({"name": format!("region-{r}"), "zones": (0..3).map(|z| json!({"name": format!("region-{r}{}", (b'a' + z) as char)})).collect::<Vec<_>>()}))
+        .collect();
+    let mut machine_types = Vec::new();
+    let mut versions = Vec::new();
+    let mut provider_images = Vec::new();
+    let profile = |machine_types: &Vec<Value>,
+                   versions: &Vec<Value>,
+                   provider_images: &Vec<Value>| {
+        json!({
+            "apiVersion": "core.gardener.cloud/v1beta1",
+            "kind": "CloudProfile",
+            "metadata": {"name": "bench", "labels": {"provider.extensions.gardener.cloud/bench": "true"}},
+            "spec": {
+                "type": "bench",
+                "kubernetes": {"versions": (28..=36).map(|m| json!({"version": format!("1.{m}.4"), "classification": "supported"})).collect::<Vec<_>>()},
+                "machineTypes": machine_types,
+                "machineImages": [{"name": "gardenlinux", "updateStrategy": "major", "versions": versions}],
+                "regions": regions,
+                "volumeTypes": [{"name": "standard", "class": "standard", "usable": true}, {"name": "premium", "class": "premium", "usable": true}],
+                "providerConfig": {
+                    "apiVersion": "bench.provider.extensions.gardener.cloud/v1alpha1",
+                    "kind": "CloudProfileConfig",
+                    "machineImages": [{"name": "gardenlinux", "versions": provider_images}],
+                },
+            },
+        })
+    };
+    // The size is counted as the arrays grow (each item's JSON and a comma), not by encoding
+    // the whole profile again every time.
+    let len = |v: &Value| serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0);
+    let mut size = len(&profile(&machine_types, &versions, &provider_images));
+    let mut i = 0usize;
+    loop {
+        if size >= target {
+            return profile(&machine_types, &versions, &provider_images);
+        }
+        // Grow by one machine type and one image version (with its per-region images) at a
+        // time, as real profiles do.
+        let arch = if i.is_multiple_of(3) { "arm64" } else { "amd64" };
+        machine_types.push(json!({
+            "name": format!("m{}.{}xlarge", i % 9, i),
+            "cpu": format!("{}", 2 << (i % 6)),
+            "gpu": format!("{}", i % 2),
+            "memory": format!("{}Gi", 8 << (i % 6)),
+            "storage": {"class": "standard", "type": "gp3", "size": "50Gi"},
+            "usable": true,
+            "architecture": arch,
+        }));
+        let version = format!("{}.{}.0", 1592 + i / 10, i % 10);
+        versions.push(json!({
+            "version": version,
+            "cri": [{"name": "containerd"}],
+            "architectures": ["amd64", "arm64"],
+            "classification": if i.is_multiple_of(4) { "supported" } else { "deprecated" },
+            "expirationDate": "2027-06-30T23:59:59Z",
+            "kubeletVersionConstraint": ">= 1.28",
+        }));
+        provider_images.push(json!({
+            "version": version,
+            "regions": (0..8).map(|r| json!({"name": format!("region-{r}"), "id": format!("image-{:016x}", (i * 8 + r) as u64 * 0x9e37_79b9), "architecture": "amd64"})).collect::<Vec<_>>(),
+        }));
+        size += [&machine_types, &versions, &provider_images]
+            .iter()
+            .filter_map(|a| a.last())
+            .map(|v| len(v) + 1)
+            .sum::<usize>();
+        i += 1;
+    }
+}
+
+/// A Seed with the fields a real one has (provider, networks, DNS, ingress, settings,
+/// taints, volume, backup), as gardenlet embeds it into every Cluster.
+pub fn seed() -> Value {
+    json!({
+        "apiVersion": "core.gardener.cloud/v1beta1",
+        "kind": "Seed",
+        "metadata": {"name": "bench-seed", "labels": {"seed.gardener.cloud/gardenlet": "true"}},
+        "spec": {
+            "provider": {"type": "bench", "region": "region-0", "zones": ["region-0a", "region-0b", "region-0c"]},
+            "networks": {"nodes": "10.250.0.0/16", "pods": "100.96.0.0/11", "services": "100.64.0.0/13",
+                         "shootDefaults": {"pods": "100.96.0.0/11", "services": "100.64.0.0/13"}},
+            "dns": {"provider": {"type": "aws-route53", "secretRef": {"name": "seed-dns", "namespace": "garden"}}},
+            "ingress": {"domain": "ingress.bench-seed.example.com", "controller": {"kind": "nginx"}},
+            "backup": {"provider": "bench", "region": "region-0", "credentialsRef": {"apiVersion": "v1", "kind": "Secret", "name": "backup", "namespace": "garden"}},
+            "settings": {"excessCapacityReservation": {"enabled": true}, "scheduling": {"visible": true},
+                         "verticalPodAutoscaler": {"enabled": true}, "dependencyWatchdog": {"weeder": {"enabled": true}, "prober": {"enabled": true}},
+                         "topologyAwareRouting": {"enabled": true}},
+            "taints": [{"key": "seed.gardener.cloud/protected"}],
+            "volume": {"minimumSize": "20Gi", "providers": [{"purpose": "etcd-main", "name": "gp3"}]},
+        },
+        "status": {"kubernetesVersion": "v1.36.4", "gardener": {"version": "v1.150.0"},
+                   "allocatable": {"shoots": "250"}, "clusterIdentity": "bench-seed-identity"},
+    })
 }
 
 /// Creates the Cluster of shoot namespace `ns`.
