@@ -62,7 +62,7 @@ for line in sys.stdin:
 # starving any. Each binary's output is printed whole when it ends (never interleaved), with
 # its time; the tier fails if any failed, after all have run.
 run_binaries() {
-  local jobs=$1 logs failed=() n=0
+  local jobs=$1 logs n=0
   logs=$(mktemp -d)
   local -A names=() since=()
   # Waits for one binary to end and prints its output and time.
@@ -87,8 +87,7 @@ run_binaries() {
   done <"$binaries"
   while [ "${#names[@]}" -gt 0 ]; do wait_one; done
   rm -rf "$logs"
-  [ "${#failed[@]}" -eq 0 ] || die "failed test binaries: ${failed[*]}"
-  echo "--- $n test binaries passed" >&2
+  echo "--- $n test binaries ran" >&2
 }
 
 run_tier() {
@@ -139,7 +138,7 @@ started=$SECONDS
 # The longest tier's binaries enter the pool first, so the pool ends together; the unit
 # tier's own tests (run by cargo as they are built) come first and fail fast.
 if [ "$tier" = all ]; then tiers=(unit system node control-plane); else tiers=("$tier"); fi
-plain=() featured=()
+plain=() featured=() failed=()
 for t in "${tiers[@]}"; do run_tier "$t"; done
 
 # Targets that need features (the crash test) are built and run first, one feature set at a
@@ -156,4 +155,6 @@ done
 built=$SECONDS
 echo "=== built the test binaries in $((built - started)) s; running $(wc -l <"$binaries") of them, $jobs at a time ===" >&2
 run_binaries "$jobs"
+[ "${#failed[@]}" -eq 0 ] ||
+  die "failed test binaries (after $((SECONDS - started)) s): ${failed[*]}"
 echo "=== test tiers ${tiers[*]}: passed in $((SECONDS - started)) s (running $((SECONDS - built)) s) ===" >&2
