@@ -36,8 +36,10 @@ pub(crate) struct Caches {
 }
 
 /// Objects per page of a watch's initial list. A page's response body is held whole while it
-/// is decoded: 50 Clusters of 100 KiB are 5 MiB, where kube's default of 500 was 50 MiB.
-pub(crate) const LIST_PAGE: u32 = 50;
+/// is decoded: 10 Clusters of 100 KiB are 1 MiB (of 1 MiB, 10 MiB), where kube's default of
+/// 500 was 50 MiB (500 MiB). Measured in docs/benchmarks.md: pages of 50 kept 1 MiB Clusters
+/// at 166 MiB peak RSS.
+pub(crate) const LIST_PAGE: u32 = 10;
 
 /// The watch configuration for the Clusters and for the trigger on them.
 pub(crate) fn cluster_watch() -> watcher::Config {

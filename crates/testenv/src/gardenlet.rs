@@ -134,7 +134,11 @@ pub fn cloud_profile(kib: usize) -> Value {
         }
         // Grow by one machine type and one image version (with its per-region images) at a
         // time, as real profiles do.
-        let arch = if i.is_multiple_of(3) { "arm64" } else { "amd64" };
+        let arch = if i.is_multiple_of(3) {
+            "arm64"
+        } else {
+            "amd64"
+        };
         machine_types.push(json!({
             "name": format!("m{}.{}xlarge", i % 9, i),
             "cpu": format!("{}", 2 << (i % 6)),
