@@ -152,7 +152,12 @@ async fn the_api_server_calls_the_webhook_for_pools_offering_firecracker_only() 
         (owner.kind.as_str(), owner.name.as_str()),
         ("Namespace", extension_ns.as_str())
     );
-    assert!(secrets.get_opt(SERVER_SECRET).await.unwrap().is_some());
+    // The server certificate is issued after the configuration carries the CA bundle (so a
+    // renewed CA is trusted before anything it signed is served): wait for it.
+    while secrets.get_opt(SERVER_SECRET).await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "no server certificate Secret");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // A reconcile OSC of the fc pool: our script and unit, once.
     let oscs = osc_api(&client, &shoot_ns);
