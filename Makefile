@@ -16,7 +16,7 @@ demo:
 
 ## control-plane: start a local etcd + kube-apiserver with Gardener's CRDs (ARGS=--hold to keep it)
 control-plane: control-plane-tools
-	$(CARGO) run --locked --quiet -p sandbox-testenv --bin local-control-plane -- $(ARGS)
+	$(CARGO) run --locked --quiet -p sandbox-testenv --features cli --bin local-control-plane -- $(ARGS)
 
 ## bench: the controller under gardenlet-like load, the node agent on a real containerd, the whole chain on the test shoot, and the Shoot admission webhook under 100 concurrent reviews (release build); figures go to docs/benchmarks.md
 bench: tools

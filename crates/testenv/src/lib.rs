@@ -17,16 +17,23 @@
 //! which the kernel does when the test process ends however it ends, so no server outlives
 //! its tests, also when a test panics or the process is killed.
 
+#[cfg(feature = "images")]
 pub mod chart;
+#[cfg(feature = "images")]
 pub mod cross;
+#[cfg(feature = "nodes")]
 pub mod dbus;
 pub mod garden;
+#[cfg(feature = "nodes")]
 pub mod gardener_node;
 pub mod gardenlet;
+#[cfg(feature = "nodes")]
 pub mod node;
 mod pki;
+#[cfg(feature = "nodes")]
 pub mod pods;
 mod server;
+#[cfg(feature = "nodes")]
 pub mod shoot;
 mod tools;
 
