@@ -137,8 +137,19 @@ pub struct ControlPlaneTools {
 }
 
 impl ControlPlaneTools {
-    /// The three paths, each from its `SANDBOX_*` variable or built if missing.
+    /// The three paths, each from its `SANDBOX_*` variable or built if missing: the missing
+    /// ones in one `hack/tools.sh ensure control-plane` (etcd and kube-apiserver share one
+    /// `go build`), once per process.
     pub fn locate() -> Result<Self> {
+        static ENSURED: Mutex<bool> = Mutex::new(false);
+        let tools = [Tool::GardenerCrds, Tool::Etcd, Tool::KubeApiserver];
+        if tools.iter().any(|t| std::env::var_os(t.env()).is_none()) {
+            let mut ensured = ENSURED.lock().unwrap_or_else(|e| e.into_inner());
+            if !*ensured {
+                tools_script(&["ensure", "control-plane"])?;
+                *ensured = true;
+            }
+        }
         Ok(ControlPlaneTools {
             gardener_crds: Tool::GardenerCrds.path()?,
             etcd: Tool::Etcd.path()?,
