@@ -73,8 +73,6 @@ kubernetes_module() {
   local gomod
   gomod=$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
   local args=(-require "k8s.io/kubernetes@$KUBERNETES_VERSION")
-  # etcd built alongside: at its own pin, not at the version Kubernetes' go.mod names.
-  case " $* " in *" go.etcd.io/etcd/server/v3/"*) args+=(-require "go.etcd.io/etcd/server/v3@$ETCD_VERSION") ;; esac
   while read -r mod; do
     args+=(-replace "$mod=$mod@$staging")
   done < <(sed -n -E 's#^[[:space:]]*(k8s\.io/[a-z0-9-]+) => \./staging/.*#\1#p' "$gomod")
@@ -89,80 +87,77 @@ kubernetes_ldflags() {
 }
 
 build_kube_apiserver() {
-  [ -x "$(tool_path kube-apiserver)" ] && return 0
-  build_kubernetes_binaries kube-apiserver
+  local dir=$TOOLS_DIR/kube-apiserver-$KUBERNETES_VERSION
+  [ -x "$dir/kube-apiserver" ] && return 0
+  need_go
+  echo "building kube-apiserver $KUBERNETES_VERSION from the Go module proxy (takes several minutes once)..." >&2
+  local work; work=$(mktemp -d)
+  mkdir -p "$TOOLS_DIR"
+  (
+    cd "$work"
+    kubernetes_module "$work" k8s.io/kubernetes/cmd/kube-apiserver/app
+    GOEXPERIMENT=$(go_experiment) CGO_ENABLED=0 run_go "building kube-apiserver" "$work/log" \
+      go build -trimpath -ldflags "$(kubernetes_ldflags)" -o "$work/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+  )
+  publish "$dir" "$work" kube-apiserver
 }
 
 # What a test shoot adds to kube-apiserver: kube-controller-manager, kube-scheduler and the
-# kubelet.
+# kubelet, in one `go build`. `make demo` needs only kube-apiserver (build_kube_apiserver);
+# `all` builds the four together (build_kubernetes), which shares one module download and
+# keeps both cores busy across the link steps.
 build_kubernetes_node() {
   local dir
   dir=$(tool_path kubernetes-node)
   [ -x "$dir/kubelet" ] && [ -x "$dir/kube-controller-manager" ] && [ -x "$dir/kube-scheduler" ] && return 0
-  build_kubernetes_binaries kube-controller-manager kube-scheduler kubelet
+  build_kubernetes_binaries "" kube-controller-manager kube-scheduler kubelet
 }
 
-# build_kubernetes [node]: etcd and kube-apiserver (a control plane: `make demo`), with `node`
-# also what a test shoot needs, building only what is missing and all of it in one `go build`:
-# etcd and Kubernetes share most of their dependencies (gRPC, protobuf, OpenTelemetry,
-# Prometheus, zap), which one build compiles once, and one build keeps both cores busy across
-# the link steps.
+# Everything from k8s.io/kubernetes that `all` needs, building only what is missing.
 build_kubernetes() {
-  local node want=()
+  local node
   node=$(tool_path kubernetes-node)
-  [ -x "$(tool_path etcd)" ] || want+=(etcd)
+  local want=()
   [ -x "$(tool_path kube-apiserver)" ] || want+=(kube-apiserver)
-  if [ "${1:-}" = node ]; then
-    [ -x "$node/kubelet" ] && [ -x "$node/kube-controller-manager" ] && [ -x "$node/kube-scheduler" ] \
-      || want+=(kube-controller-manager kube-scheduler kubelet)
-  fi
-  case "${want[*]}" in
-    "") return 0 ;;
-    etcd) build_etcd ;;
-    *) build_kubernetes_binaries "${want[@]}" ;;
+  [ -x "$node/kubelet" ] && [ -x "$node/kube-controller-manager" ] && [ -x "$node/kube-scheduler" ] \
+    || want+=(kube-controller-manager kube-scheduler kubelet)
+  case ${#want[@]} in
+    0) return 0 ;;
+    1) build_kube_apiserver ;;
+    3) build_kubernetes_node ;;
+    *) build_kubernetes_binaries "$(dirname "$(tool_path kube-apiserver)")" "${want[@]}" ;;
   esac
 }
 
-# build_kubernetes_binaries CMD...: one `go build` of the given k8s.io/kubernetes commands
-# and, if `etcd` is listed, of etcd (its main, a one-liner around etcdmain, in the same
-# module: the shared dependencies then resolve to the newer of both requirements, as Go's
-# minimal version selection does for any two modules built together). Each lands in its own
-# cache folder: etcd's, kube-apiserver's, the others in kubernetes-node's.
+# build_kubernetes_binaries APISERVER_DIR CMD...: one `go build` of the given k8s.io/kubernetes
+# commands; kube-apiserver (if listed) is published to APISERVER_DIR, the others to the
+# kubernetes-node folder.
 build_kubernetes_binaries() {
+  local apiserver_dir=$1; shift
+  local node_dir; node_dir=$(tool_path kubernetes-node)
   need_go
-  echo "building $* ($KUBERNETES_VERSION, etcd $ETCD_VERSION) from the Go module proxy in one go build (takes several minutes once)..." >&2
+  echo "building $* $KUBERNETES_VERSION from the Go module proxy (takes several minutes once)..." >&2
   local work; work=$(mktemp -d)
   mkdir -p "$TOOLS_DIR"
-  local cmd imports=() pkgs=() node=() etcd=
+  local cmd apps=() pkgs=() node=()
   for cmd in "$@"; do
-    case $cmd in
-      etcd) etcd=1; imports+=(go.etcd.io/etcd/server/v3/etcdmain); pkgs+=(./etcd) ;;
-      *) imports+=("k8s.io/kubernetes/cmd/$cmd/app"); pkgs+=("k8s.io/kubernetes/cmd/$cmd") ;;
-    esac
-    case $cmd in etcd | kube-apiserver) ;; *) node+=("$cmd") ;; esac
+    apps+=("k8s.io/kubernetes/cmd/$cmd/app")
+    pkgs+=("k8s.io/kubernetes/cmd/$cmd")
+    [ "$cmd" = kube-apiserver ] || node+=("$cmd")
   done
   (
     cd "$work"
-    if [ -n "$etcd" ]; then
-      mkdir etcd
-      printf 'package main\n\nimport (\n\t"os"\n\n\t"go.etcd.io/etcd/server/v3/etcdmain"\n)\n\nfunc main() { etcdmain.Main(os.Args) }\n' >etcd/main.go
-    fi
-    kubernetes_module "$work" "${imports[@]}"
+    kubernetes_module "$work" "${apps[@]}"
     mkdir -p "$work/bin"
     GOEXPERIMENT=$(go_experiment) CGO_ENABLED=0 run_go "building $*" "$work/log" \
       go build -trimpath -ldflags "$(kubernetes_ldflags)" -o "$work/bin/" "${pkgs[@]}"
   )
-  for cmd in etcd kube-apiserver; do
-    [ -x "$work/bin/$cmd" ] || continue
-    mkdir -p "$work/$cmd.out" && mv "$work/bin/$cmd" "$work/$cmd.out/"
-    publish "$(dirname "$(tool_path "$cmd")")" "$work/$cmd.out" "$cmd"
-  done
-  if [ ${#node[@]} -gt 0 ]; then
-    mv "$work"/bin/* "$work/"
-    publish "$(tool_path kubernetes-node)" "$work" "${node[@]}"
-  else
-    rm -rf "$work"
+  if [ -n "$apiserver_dir" ]; then
+    mkdir -p "$work/apiserver" && mv "$work/bin/kube-apiserver" "$work/apiserver/"
+    publish "$apiserver_dir" "$work/apiserver" kube-apiserver
   fi
+  mv "$work"/bin/* "$work/"
+  publish "$node_dir" "$work" "${node[@]}"
 }
 
 build_etcd() {
@@ -411,8 +406,8 @@ ensure() {
     gardener) build_gardener ;;
     kata) build_kata ;;
     # What a control plane needs (make demo, make control-plane): nothing for nodes.
-    control-plane) fetch_gardener_crds; build_kubernetes ;;
-    all) fetch_gardener_crds; build_kubernetes node; build_gvisor; build_gvisor_arm64; build_containerd; build_containerd17; build_gvisor_extension; build_gardener; build_kata ;;
+    control-plane) fetch_gardener_crds; build_etcd; build_kube_apiserver ;;
+    all) fetch_gardener_crds; build_etcd; build_kubernetes; build_gvisor; build_gvisor_arm64; build_containerd; build_containerd17; build_gvisor_extension; build_gardener; build_kata ;;
     *) die "unknown tool '$1' (known: kube-apiserver, etcd, kubernetes-node, gardener-crds, gvisor, gvisor-arm64, containerd, containerd17, gvisor-extension, gardener, kata, all)" ;;
   esac
 }
