@@ -1,7 +1,10 @@
 //! What a reconcile reads, served from watches instead of one request per read: every Cluster
 //! (read as a [`ClusterShoot`]: the embedded CloudProfile and Seed are skipped while parsing and
 //! the Shoot is decoded straight into the few fields the contract decides on) and our own
-//! ManagedResources (by `origin` label, without managed fields).
+//! ManagedResources (by `origin` label, without managed fields), and the metadata of the
+//! Secrets with the shoot's kubeconfig (by name: whether one exists and its resourceVersion,
+//! so the health loop reads a Secret only when it changed, and never asks for one that does
+//! not exist).
 //!
 //! Memory is bounded by what we keep, not by what gardenlet writes: the initial lists come in
 //! pages of [`LIST_PAGE`] objects (kube's default is 500 whole Clusters, each with its
@@ -21,8 +24,10 @@ use std::future::ready;
 use std::sync::Arc;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use sandbox_api::{ClusterShoot, ManagedResource};
@@ -32,6 +37,8 @@ use tokio::task::JoinHandle;
 pub(crate) struct Caches {
     clusters: Store<ClusterShoot>,
     managed_resources: Store<ManagedResource>,
+    /// One store per name in `shoot_access_names`, in the same order.
+    shoot_access: Vec<(String, Store<PartialObjectMeta<Secret>>)>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -47,9 +54,11 @@ pub(crate) fn cluster_watch() -> watcher::Config {
 }
 
 impl Caches {
-    /// Starts watching every Cluster and the ManagedResources whose `origin` is one of
-    /// `origins`.
-    pub(crate) fn start(client: &Client, origins: &[&str]) -> Self {
+    /// Starts watching every Cluster, the ManagedResources whose `origin` is one of
+    /// `origins`, and the metadata of the Secrets named `shoot_access_names` in every
+    /// namespace (one watch per name: a field selector matches one name, and RBAC grants
+    /// list and watch by name only with it).
+    pub(crate) fn start(client: &Client, origins: &[&str], shoot_access_names: &[&str]) -> Self {
         let (clusters, cluster_writer) = reflector::store();
         let cluster_stream = watcher(Api::<ClusterShoot>::all(client.clone()), cluster_watch())
             .default_backoff()
@@ -68,10 +77,28 @@ impl Caches {
         .modify(|mr: &mut ManagedResource| mr.metadata.managed_fields = None)
         .reflect(mr_writer)
         .for_each(|_| ready(()));
+        let mut tasks = vec![tokio::spawn(cluster_stream), tokio::spawn(mr_stream)];
+        let mut shoot_access = Vec::new();
+        for name in shoot_access_names {
+            let (store, writer) = reflector::store();
+            let stream = watcher(
+                Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+                watcher::Config::default()
+                    .fields(&format!("metadata.name={name}"))
+                    .page_size(LIST_PAGE),
+            )
+            .default_backoff()
+            .modify(|s: &mut PartialObjectMeta<Secret>| s.metadata.managed_fields = None)
+            .reflect(writer)
+            .for_each(|_| ready(()));
+            tasks.push(tokio::spawn(stream));
+            shoot_access.push((name.to_string(), store));
+        }
         Caches {
             clusters,
             managed_resources,
-            tasks: vec![tokio::spawn(cluster_stream), tokio::spawn(mr_stream)],
+            shoot_access,
+            tasks,
         }
     }
 
@@ -80,6 +107,22 @@ impl Caches {
     pub(crate) async fn wait_until_ready(&self) {
         let _ = self.clusters.wait_until_ready().await;
         let _ = self.managed_resources.wait_until_ready().await;
+        for (_, store) in &self.shoot_access {
+            let _ = store.wait_until_ready().await;
+        }
+    }
+
+    /// The first of the shoot-access Secrets (in the order given to [`Caches::start`]) that
+    /// exists in `namespace`: its name and resourceVersion.
+    pub(crate) fn shoot_access(&self, namespace: &str) -> Option<(String, String)> {
+        self.shoot_access.iter().find_map(|(name, store)| {
+            store.get(&ObjectRef::new(name).within(namespace)).map(|s| {
+                (
+                    name.clone(),
+                    s.metadata.resource_version.clone().unwrap_or_default(),
+                )
+            })
+        })
     }
 
     /// The cached Cluster `name` (its Shoot's projection), if the cache has it.

@@ -152,7 +152,7 @@ pub async fn run(
         .map(|a| a.origin())
         .collect();
     let context = Arc::new(Context {
-        caches: Caches::start(&client, &origins),
+        caches: Caches::start(&client, &origins, &crate::health_loop::SHOOT_ACCESS_SECRETS),
         recorder: Recorder::new(
             client.clone(),
             Reporter {

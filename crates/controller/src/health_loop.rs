@@ -4,8 +4,9 @@
 //!
 //! The shoot is read the way Gardener's health check library reads it (`NewClientForShoot`):
 //! with the kubeconfig in the shoot namespace's `gardener-internal` Secret (or `gardener`),
-//! which gardenlet maintains for extensions; the chart grants `get` on exactly those two
-//! Secret names. Only Nodes of the pool are read (their ready label and the agent's state
+//! which gardenlet maintains for extensions; the chart grants `get`, `list` and `watch` on
+//! exactly those two Secret names. Which of them exists, and its version, comes from a
+//! metadata watch: a converged seed costs no Secret reads. Only Nodes of the pool are read (their ready label and the agent's state
 //! annotation). Without that Secret the condition falls back to what gardener-resource-manager
 //! reports about the installer DaemonSet.
 
@@ -152,7 +153,7 @@ async fn pool_nodes(
     components: &[(String, String)],
 ) -> Result<Vec<NodeState>, String> {
     let namespace = cr.namespace().unwrap_or_default();
-    let client = clients.get(&ctx.client, &namespace).await?;
+    let client = clients.get(ctx, &namespace).await?;
     let selector = cr
         .spec
         .worker_pool
@@ -207,48 +208,45 @@ async fn pool_nodes(
 }
 
 impl ShootClients {
-    /// A client for the shoot of `namespace`, from gardenlet's Secret.
-    async fn get(&self, seed: &Client, namespace: &str) -> Result<Client, String> {
-        let secrets = Api::<Secret>::namespaced(seed.clone(), namespace);
-        let mut found = None;
-        for name in SHOOT_ACCESS_SECRETS {
-            match secrets.get_opt(name).await {
-                Ok(Some(secret)) => {
-                    found = Some(secret);
-                    break;
-                }
-                Ok(None) => {}
-                Err(e) => return Err(format!("reading secret {namespace}/{name}: {e}")),
-            }
-        }
-        let secret = found.ok_or_else(|| {
+    /// A client for the shoot of `namespace`, from gardenlet's Secret. Whether the Secret
+    /// exists and its version come from the seed watch ([`crate::cache::Caches`]): the Secret
+    /// itself is read only when its version differs from the one the cached client was built
+    /// from, so a converged seed costs no Secret reads at all.
+    async fn get(&self, ctx: &Context, namespace: &str) -> Result<Client, String> {
+        let (name, version) = ctx.caches.shoot_access(namespace).ok_or_else(|| {
             format!(
                 "no shoot access: neither secret {} exists in {namespace}",
                 SHOOT_ACCESS_SECRETS.join(" nor ")
             )
         })?;
-        let version = secret.resource_version().unwrap_or_default();
         if let Some((cached, client)) = self
             .0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(namespace)
-            && *cached == version
+            && *cached == format!("{name}@{version}")
         {
             return Ok(client.clone());
         }
+        let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+            .get_opt(&name)
+            .await
+            .map_err(|e| format!("reading secret {namespace}/{name}: {e}"))?
+            .ok_or_else(|| format!("secret {namespace}/{name} was deleted meanwhile"))?;
+        // The version read now (the watch may lag by an event): the next round compares it.
+        let version = format!("{name}@{}", secret.resource_version().unwrap_or_default());
         let data = secret
             .data
             .as_ref()
             .and_then(|d| d.get("kubeconfig"))
-            .ok_or_else(|| format!("secret {namespace}/{} has no kubeconfig", secret.name_any()))?;
+            .ok_or_else(|| format!("secret {namespace}/{name} has no kubeconfig"))?;
         let text = String::from_utf8_lossy(&data.0);
-        let kubeconfig = Kubeconfig::from_yaml(&text)
-            .map_err(|e| format!("secret {namespace}/{}: {e}", secret.name_any()))?;
+        let kubeconfig =
+            Kubeconfig::from_yaml(&text).map_err(|e| format!("secret {namespace}/{name}: {e}"))?;
         let mut config =
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
                 .await
-                .map_err(|e| format!("secret {namespace}/{}: {e}", secret.name_any()))?;
+                .map_err(|e| format!("secret {namespace}/{name}: {e}"))?;
         config.connect_timeout = Some(SHOOT_TIMEOUT);
         config.read_timeout = Some(SHOOT_TIMEOUT);
         let client = Client::try_from(config).map_err(|e| format!("shoot client: {e}"))?;
