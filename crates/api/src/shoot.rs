@@ -337,6 +337,56 @@ pub struct NamespacedCloudProfileStatus {
     pub cloud_profile_spec: CloudProfileSpec,
 }
 
+/// A typed Gardener `core.gardener.cloud/v1beta1` resource whose struct holds only the fields
+/// we read: a GET decodes the response body straight into it, skipping everything else
+/// (regions, provider data, every image's other fields) while parsing, so a CloudProfile of
+/// megabytes never exists in memory whole.
+macro_rules! garden_resource {
+    ($type:ty, $kind:expr, $plural:literal, $scope:ty) => {
+        impl kube::Resource for $type {
+            type DynamicType = ();
+            type Scope = $scope;
+
+            fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+                $kind.into()
+            }
+
+            fn group(_: &()) -> std::borrow::Cow<'_, str> {
+                "core.gardener.cloud".into()
+            }
+
+            fn version(_: &()) -> std::borrow::Cow<'_, str> {
+                "v1beta1".into()
+            }
+
+            fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+                $plural.into()
+            }
+
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+
+            fn meta_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
+garden_resource!(
+    CloudProfile,
+    CLOUD_PROFILE_KIND,
+    "cloudprofiles",
+    kube::core::ClusterResourceScope
+);
+garden_resource!(
+    NamespacedCloudProfile,
+    NAMESPACED_CLOUD_PROFILE_KIND,
+    "namespacedcloudprofiles",
+    kube::core::NamespaceResourceScope
+);
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct CapabilityDefinition {
