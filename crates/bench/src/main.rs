@@ -21,6 +21,7 @@ use sandbox_api::{
 use sandbox_testenv::{free_port, gardenlet, http_get};
 use serde_json::{Value, json};
 
+mod floor;
 mod soak;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -55,6 +56,14 @@ struct Args {
     /// CloudProfile and Seed into every Cluster; real ones are 100 KiB and more).
     #[arg(long, default_value_t = 100)]
     cluster_kib: usize,
+    /// Then count the controller's requests while nothing changes for this many seconds
+    /// (more than two health sync periods of 30 s).
+    #[arg(long, default_value_t = 65)]
+    idle_seconds: u64,
+    /// At the end, with the controller stopped: the same writes by a bare client (the API
+    /// floor; false to skip it).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    floor: bool,
 }
 
 struct Controller {
@@ -152,6 +161,28 @@ fn process_cpu(pid: &str) -> Result<f64, Error> {
         .split_whitespace()
         .collect();
     Ok((fields[11].parse::<f64>()? + fields[12].parse::<f64>()?) / clock_ticks()?)
+}
+
+/// The controller's requests in the audit log from line `from` on, by verb and resource.
+fn controller_request_kinds(log: &Path, from: usize) -> Result<BTreeMap<String, usize>, Error> {
+    let text = std::fs::read_to_string(log)?;
+    let mut kinds = BTreeMap::new();
+    for line in text.lines().skip(from) {
+        let entry: Value = serde_json::from_str(line)?;
+        if entry["user"]["username"] != CONTROLLER_USER {
+            continue;
+        }
+        let mut resource = entry["objectRef"]["resource"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if let Some(sub) = entry["objectRef"]["subresource"].as_str() {
+            resource = format!("{resource}/{sub}");
+        }
+        let verb = entry["verb"].as_str().unwrap_or_default();
+        *kinds.entry(format!("{verb} {resource}")).or_insert(0) += 1;
+    }
+    Ok(kinds)
 }
 
 /// The controller's requests in the audit log from line `from` on: (total, writes by resource).
@@ -380,6 +411,12 @@ async fn main() -> Result<(), Error> {
     wait_all(&done_again, total).await?;
     let (requests_again, _, writes_again) = controller_requests(&audit, before_again)?;
 
+    // Nothing changes: what the controller asks the API server for anyway (health checks).
+    eprintln!("idle for {} s...", args.idle_seconds);
+    let (_, before_idle, _) = controller_requests(&audit, 0)?;
+    tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
+    let idle = controller_request_kinds(&audit, before_idle)?;
+
     let keys: Vec<String> = created.iter().map(|(k, _)| k.clone()).collect();
     let soaked = if args.soak_minutes > 0 {
         eprintln!(
@@ -406,6 +443,14 @@ async fn main() -> Result<(), Error> {
         None
     };
     controller.stop();
+    let floor = if args.floor {
+        eprintln!(
+            "the API floor: the same writes for {total} ContainerRuntimes by a bare client..."
+        );
+        Some(floor::floor(client.clone(), &namespaces, args.pools, args.parallelism).await?)
+    } else {
+        None
+    };
 
     let reconciles = total as f64;
     println!(
@@ -457,6 +502,26 @@ async fn main() -> Result<(), Error> {
         writes_again.values().sum::<usize>() as f64 / reconciles,
         fmt_writes(&writes_again)
     );
+    let idle_total: usize = idle.values().sum();
+    let idle_rate = idle_total as f64 / args.idle_seconds as f64;
+    println!(
+        "| idle ({} s, nothing changes): controller requests/s, per 1,000 objects | {idle_rate:.2}, {:.2} ({}) |",
+        args.idle_seconds,
+        idle_rate * 1000.0 / reconciles,
+        if idle.is_empty() {
+            "none".to_string()
+        } else {
+            fmt_writes(&idle)
+        }
+    );
+    if let Some(floor) = floor {
+        println!(
+            "| API floor: the same creates and writes by a bare client, {} in flight | {:.1} s; ours / floor {:.2} |",
+            args.parallelism,
+            floor.as_secs_f64(),
+            all_done.as_secs_f64() / floor.as_secs_f64()
+        );
+    }
     if let Some(soaked) = soaked {
         let first = soaked.rss.first().map(|r| r.1).unwrap_or_default();
         let last = soaked.rss.last().map(|r| r.1).unwrap_or_default();
