@@ -180,7 +180,9 @@ build_etcd() {
 }
 
 # build_gvisor_for GOARCH DIR: runsc and containerd-shim-runsc-v1 for one architecture, in one
-# `go build` (they share most packages). amd64 for the host's tests, arm64 for the images.
+# `go build` (they share most packages). amd64 for the host's tests, arm64 for the images. The
+# build label is the pin (Bazel sets it to the release; without it runsc reports
+# VERSION_MISSING, and sidecars compare it with their own to refuse another release's runsc).
 build_gvisor_for() {
   local arch=$1 dir=$2
   [ -x "$dir/runsc" ] && [ -x "$dir/containerd-shim-runsc-v1" ] && return 0
@@ -195,7 +197,8 @@ build_gvisor_for() {
       go get "gvisor.dev/gvisor/runsc@$GVISOR_VERSION" "gvisor.dev/gvisor/shim@$GVISOR_VERSION"
     mkdir -p "$work/bin"
     GOOS=linux GOARCH=$arch CGO_ENABLED=0 run_go "building runsc and containerd-shim-runsc-v1 (linux/$arch)" "$work/log" \
-      go build -trimpath -o "$work/bin/" gvisor.dev/gvisor/runsc gvisor.dev/gvisor/shim
+      go build -trimpath -ldflags "-X gvisor.dev/gvisor/runsc/version.version=$GVISOR_VERSION" \
+      -o "$work/bin/" gvisor.dev/gvisor/runsc gvisor.dev/gvisor/shim
     mv "$work/bin/runsc" "$work/runsc"
     mv "$work/bin/shim" "$work/containerd-shim-runsc-v1"
   )
