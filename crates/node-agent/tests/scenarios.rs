@@ -423,7 +423,19 @@ fn as_gardener_node_agent_writes(config: &str) -> String {
 
 /// The settings gardener-node-agent owns, as containerd runs with them (CRI status).
 async fn gardener_settings(cri: &Cri) -> Vec<(&'static str, serde_json::Value)> {
-    let config = cri.config().await.unwrap();
+    // Right after a restart the socket answers before the CRI plugin is initialized
+    // ("server is not initialized yet"): ask until it is.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let config = loop {
+        match cri.config().await {
+            Ok(config) => break config,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("CRI not ready yet: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("CRI status within 30 s: {e}"),
+        }
+    };
     [
         "/sandboxImage",
         "/registry/configPath",
