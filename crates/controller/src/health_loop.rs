@@ -44,7 +44,12 @@ pub(crate) struct ShootClients(Mutex<HashMap<String, (String, Client)>>);
 /// Runs the health checks every `ctx.config.health_sync_period` until dropped.
 pub(crate) async fn run(ctx: Arc<Context>, store: Store<Guarded>) {
     let clients = ShootClients::default();
-    let mut tick = tokio::time::interval(ctx.config.health_sync_period);
+    // The first round comes one period after start, not at once: a restart or a leader
+    // handover finds the conditions the previous instance wrote (at most one period old) and
+    // does not read every shoot's nodes in one burst, and a restart with up-to-date objects
+    // makes no request beyond its initial lists (controller/api_calls pins that).
+    let period = ctx.config.health_sync_period;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
