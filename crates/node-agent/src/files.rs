@@ -1,6 +1,8 @@
 //! Writing files on the node so that no reader ever sees half a file: write a temporary file
 //! in the same folder, fsync it, rename it over the target, fsync the folder. A file we change
-//! is first copied to `<name>.runtime-sandbox.bak`, so a failed change can be undone.
+//! is first copied to `<name>.runtime-sandbox-<owner>.bak`, so a failed change can be undone;
+//! the owner is the runtime whose agent changes it, so two runtimes' agents on one node never
+//! restore each other's backup.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -31,10 +33,10 @@ pub fn failed<'a>(
     }
 }
 
-/// The backup of `path`.
-pub fn backup_path(path: &Path) -> PathBuf {
+/// The backup of `path` that `owner`'s agent keeps.
+pub fn backup_path(path: &Path, owner: &str) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".runtime-sandbox.bak");
+    name.push(format!(".runtime-sandbox-{owner}.bak"));
     path.with_file_name(name)
 }
 
@@ -160,7 +162,8 @@ fn write(
         source: std::io::Error::other("no parent folder"),
     })?;
     fs::create_dir_all(dir).map_err(failed("creating", dir))?;
-    // Agents of one runtime hold the host lock, so a temporary file is never another's.
+    // Every agent that writes here holds the one containerd lock: a temporary file is never
+    // another running agent's.
     remove_stale_temps(dir, path);
     let mut name = temp_prefix(path);
     name.push(std::process::id().to_string());
@@ -194,8 +197,9 @@ fn write(
     result
 }
 
-/// Copies `path` to its backup (atomically) if it exists. Returns whether there was a file.
-pub fn backup(path: &Path) -> Result<bool, FileError> {
+/// Copies `path` to `owner`'s backup (atomically) if it exists. Returns whether there was a
+/// file.
+pub fn backup(path: &Path, owner: &str) -> Result<bool, FileError> {
     match fs::read(path) {
         Ok(content) => {
             let mode = fs::metadata(path)
@@ -203,7 +207,7 @@ pub fn backup(path: &Path) -> Result<bool, FileError> {
                 .permissions()
                 .mode()
                 & 0o7777;
-            write_atomic(&backup_path(path), &content, mode)?;
+            write_atomic(&backup_path(path, owner), &content, mode)?;
             Ok(true)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -211,9 +215,9 @@ pub fn backup(path: &Path) -> Result<bool, FileError> {
     }
 }
 
-/// Puts the backup of `path` back (atomically).
-pub fn restore(path: &Path) -> Result<(), FileError> {
-    let backup = backup_path(path);
+/// Puts `owner`'s backup of `path` back (atomically).
+pub fn restore(path: &Path, owner: &str) -> Result<(), FileError> {
+    let backup = backup_path(path, owner);
     let content = fs::read(&backup).map_err(failed("reading", &backup))?;
     let mode = fs::metadata(&backup)
         .map_err(failed("reading", &backup))?
@@ -293,11 +297,16 @@ mod tests {
     fn backup_and_restore_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
-        assert!(!backup(&path).unwrap(), "nothing to back up");
+        assert!(!backup(&path, "a").unwrap(), "nothing to back up");
         fs::write(&path, b"original").unwrap();
-        assert!(backup(&path).unwrap());
-        write_atomic(&path, b"changed", 0o644).unwrap();
-        restore(&path).unwrap();
+        assert!(backup(&path, "a").unwrap());
+        write_atomic(&path, b"changed by a", 0o644).unwrap();
+        // Another runtime's agent backs up what it found; each restores its own.
+        assert!(backup(&path, "b").unwrap());
+        write_atomic(&path, b"changed by b", 0o644).unwrap();
+        restore(&path, "b").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"changed by a");
+        restore(&path, "a").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"original");
         assert!(remove(&path).unwrap());
         assert!(!remove(&path).unwrap());

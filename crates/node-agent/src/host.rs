@@ -92,6 +92,7 @@ fn read_config(host: &Host) -> Result<(Config, String), HostError> {
 /// there; refused ([`HostError::Changed`]) if someone else changed the file in between.
 fn put_edited(
     host: &Host,
+    owner: &str,
     read: &str,
     content: &str,
     changes: &mut Vec<Change>,
@@ -103,7 +104,7 @@ fn put_edited(
     if fs::read(&full).ok().as_deref() != Some(read.as_bytes()) {
         return Err(HostError::Changed(full));
     }
-    files::backup(&full)?;
+    files::backup(&full, owner)?;
     if files::replace_edited(&full, read.as_bytes(), content.as_bytes(), mode)? {
         changes.push(Change {
             path: CONFIG_TOML.to_string(),
@@ -114,7 +115,13 @@ fn put_edited(
 }
 
 /// Writes `content` to the host path if it differs, backing up what was there.
-fn put(host: &Host, path: &str, content: &str, changes: &mut Vec<Change>) -> Result<(), FileError> {
+fn put(
+    host: &Host,
+    owner: &str,
+    path: &str,
+    content: &str,
+    changes: &mut Vec<Change>,
+) -> Result<(), FileError> {
     let full = host.path(path);
     let existing = fs::read(&full).ok();
     if existing.as_deref() == Some(content.as_bytes()) {
@@ -123,7 +130,7 @@ fn put(host: &Host, path: &str, content: &str, changes: &mut Vec<Change>) -> Res
     let mode = fs::metadata(&full)
         .map(|m| m.permissions().mode() & 0o7777)
         .unwrap_or(0o644);
-    let had_file = files::backup(&full)?;
+    let had_file = files::backup(&full, owner)?;
     files::write_atomic(&full, content.as_bytes(), mode)?;
     changes.push(Change {
         path: path.to_string(),
@@ -132,12 +139,17 @@ fn put(host: &Host, path: &str, content: &str, changes: &mut Vec<Change>) -> Res
     Ok(())
 }
 
-fn delete(host: &Host, path: &str, changes: &mut Vec<Change>) -> Result<(), FileError> {
+fn delete(
+    host: &Host,
+    owner: &str,
+    path: &str,
+    changes: &mut Vec<Change>,
+) -> Result<(), FileError> {
     let full = host.path(path);
     if !full.exists() {
         return Ok(());
     }
-    files::backup(&full)?;
+    files::backup(&full, owner)?;
     files::remove(&full)?;
     changes.push(Change {
         path: path.to_string(),
@@ -168,20 +180,21 @@ pub fn install(
 ) -> Result<Vec<Change>, HostError> {
     let mut changes = Vec::new();
     let result = install_into(host, plan, containerd_version, &mut changes);
-    undo_on_changed(host, result, changes)
+    undo_on_changed(host, &plan.runtime, result, changes)
 }
 
 /// `result` of a run that made `changes`; on [`HostError::Changed`] the changes are rolled
 /// back first, so that nothing this run wrote stays behind.
 fn undo_on_changed(
     host: &Host,
+    owner: &str,
     result: Result<(), HostError>,
     changes: Vec<Change>,
 ) -> Result<Vec<Change>, HostError> {
     match result {
         Ok(()) => Ok(changes),
         Err(HostError::Changed(path)) => {
-            roll_back(host, &changes)?;
+            roll_back(host, owner, &changes)?;
             Err(HostError::Changed(path))
         }
         Err(e) => Err(e),
@@ -210,15 +223,16 @@ fn install_into(
     {
         put(
             host,
+            &plan.runtime,
             &plan.drop_in,
             &containerd::drop_in(config.schema(), &writable, &plan.containerd_imports),
             changes,
         )?;
         if let Some(cleaned) = without_plan(&config, plan).map_err(config_error(host))? {
-            put_edited(host, &read, &cleaned, changes)?;
+            put_edited(host, &plan.runtime, &read, &cleaned, changes)?;
         }
     } else {
-        delete(host, &plan.drop_in, changes)?;
+        delete(host, &plan.runtime, &plan.drop_in, changes)?;
         let mut current = config;
         let mut edited = None;
         if let Some(text) = current.without_handlers(&unwritable) {
@@ -239,11 +253,11 @@ fn install_into(
             edited = Some(text);
         }
         if let Some(edited) = edited {
-            put_edited(host, &read, &edited, changes)?;
+            put_edited(host, &plan.runtime, &read, &edited, changes)?;
         }
     }
     for file in &plan.files {
-        put(host, &file.path, &file.content, changes)?;
+        put(host, &plan.runtime, &file.path, &file.content, changes)?;
     }
     Ok(())
 }
@@ -267,7 +281,7 @@ pub fn configured(host: &Host, plan: &NodePlan, handlers: &[Handler]) -> Result<
 pub fn uninstall(host: &Host, plan: &NodePlan) -> Result<Vec<Change>, HostError> {
     let mut changes = Vec::new();
     let result = uninstall_from(host, plan, &mut changes);
-    undo_on_changed(host, result, changes)
+    undo_on_changed(host, &plan.runtime, result, changes)
 }
 
 fn uninstall_from(
@@ -275,11 +289,11 @@ fn uninstall_from(
     plan: &NodePlan,
     changes: &mut Vec<Change>,
 ) -> Result<(), HostError> {
-    delete(host, &plan.drop_in, changes)?;
+    delete(host, &plan.runtime, &plan.drop_in, changes)?;
     match read_config(host) {
         Ok((config, read)) => {
             if let Some(cleaned) = without_plan(&config, plan).map_err(config_error(host))? {
-                put_edited(host, &read, &cleaned, changes)?;
+                put_edited(host, &plan.runtime, &read, &cleaned, changes)?;
             }
         }
         // Without a config there is no entry to remove; a broken one we do not touch.
@@ -287,7 +301,7 @@ fn uninstall_from(
         Err(e) => return Err(e),
     }
     for file in &plan.files {
-        delete(host, &file.path, changes)?;
+        delete(host, &plan.runtime, &file.path, changes)?;
     }
     Ok(())
 }
@@ -316,12 +330,13 @@ fn without_plan(
     Ok(edited)
 }
 
-/// Undoes `changes` (newest first): backed-up files come back, new files go.
-pub fn roll_back(host: &Host, changes: &[Change]) -> Result<(), FileError> {
+/// Undoes `changes` that `owner`'s agent made (newest first): backed-up files come back from
+/// its backups, new files go.
+pub fn roll_back(host: &Host, owner: &str, changes: &[Change]) -> Result<(), FileError> {
     for change in changes.iter().rev() {
         let full = host.path(&change.path);
         if change.had_file {
-            files::restore(&full)?;
+            files::restore(&full, owner)?;
         } else {
             files::remove(&full)?;
         }
