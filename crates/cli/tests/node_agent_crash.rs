@@ -21,7 +21,7 @@ use sandbox_cri::v1::ContainerState;
 use sandbox_node_agent::containerd::Config;
 use sandbox_node_agent::cri::{Cri, HandlerState};
 use sandbox_node_agent::host::CONFIG_TOML;
-use sandbox_runtime::gvisor::node::DROP_IN;
+use sandbox_runtime::gvisor::node::{DROP_IN, INSTALL_DIR};
 use sandbox_runtime::gvisor::{config, node_plan};
 use sandbox_runtime::node_plan::{self, NodePlan};
 use sandbox_testenv::dbus::{FakeSystemd, SystemBus};
@@ -37,6 +37,8 @@ struct Phase {
     source: PathBuf,
     /// Whether the handler is loaded once the phase is done.
     loaded_after: bool,
+    /// The host path of the phase's runsc (in its version folder).
+    runsc: String,
 }
 
 struct Bench {
@@ -53,12 +55,14 @@ enum Outcome {
     Finished { restarts: u32 },
 }
 
-fn plan(flags: serde_json::Value) -> NodePlan {
+/// gVisor's plan for the node-agent image of gVisor version `version`, with `flags`.
+fn plan(version: &str, flags: serde_json::Value) -> NodePlan {
     node_plan(
         &config::parse(Some(&json!({
             "apiVersion": config::API_VERSION, "kind": config::KIND, "configFlags": flags,
         })))
         .unwrap(),
+        &format!("registry.local/node-agent:v0-gvisor-{version}"),
     )
 }
 
@@ -124,6 +128,7 @@ impl Bench {
             config_dir,
             source,
             loaded_after,
+            runsc: format!("{}/runsc", plan.binaries.versioned.as_ref().unwrap().dir()),
         }
     }
 
@@ -233,7 +238,7 @@ impl Bench {
             "{} after {at}: left {temps:?}",
             phase.name
         );
-        let runsc = self.node.path(&format!("{BINARY_PATH}/runsc"));
+        let runsc = self.node.path(&phase.runsc);
         assert_eq!(
             runsc.exists(),
             phase.loaded_after,
@@ -253,9 +258,12 @@ fn temp_files(root: &Path) -> Vec<PathBuf> {
     files_containing(root, ".runtime-sandbox.tmp.")
 }
 
-/// Our backups anywhere below `root`.
+/// Our backups anywhere below `root` (`<name>.runtime-sandbox-<runtime>.bak`).
 fn backups(root: &Path) -> Vec<PathBuf> {
-    files_containing(root, ".runtime-sandbox.bak")
+    files_containing(root, ".runtime-sandbox-")
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".bak"))
+        .collect()
 }
 
 fn files_containing(root: &Path, marker: &str) -> Vec<PathBuf> {
@@ -282,8 +290,8 @@ fn files_containing(root: &Path, marker: &str) -> Vec<PathBuf> {
 
 async fn crash_at_every_point(flavor: Flavor) {
     let (bench, _bus) = Bench::start(flavor).await;
-    let v1 = plan(json!({}));
-    let v2 = plan(json!({"net-raw": "true", "debug": "true"}));
+    let v1 = plan("v1", json!({}));
+    let v2 = plan("v2", json!({"net-raw": "true", "debug": "true"}));
     let phases = [
         bench.phase("install", "install", &v1, b"", true),
         bench.phase("upgrade", "install", &v2, b"release-2", true),
@@ -374,10 +382,14 @@ impl Drop for Mount {
 
 /// The node's configuration files: path and content, to prove nothing was written.
 fn configuration(node: &TestNode) -> Vec<(String, Option<Vec<u8>>)> {
-    [CONFIG_TOML, DROP_IN, "/etc/containerd/runsc.toml"]
-        .iter()
-        .map(|p| (p.to_string(), std::fs::read(node.path(p)).ok()))
-        .collect()
+    [
+        CONFIG_TOML,
+        DROP_IN,
+        "/opt/runtime-sandbox/gvisor/v1/runsc.toml",
+    ]
+    .iter()
+    .map(|p| (p.to_string(), std::fs::read(node.path(p)).ok()))
+    .collect()
 }
 
 /// Runs the agent expecting a failure; returns its output.
@@ -394,12 +406,12 @@ async fn run_failing(bench: &Bench, phase: &Phase) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_during_the_binary_copy_changes_nothing_else() {
     let (bench, (_bus, systemd)) = Bench::start(Flavor::V2).await;
-    let install = bench.phase("install", "install", &plan(json!({})), b"", true);
+    let install = bench.phase("install", "install", &plan("v1", json!({})), b"", true);
     let before = configuration(&bench.node);
-    // 16 MiB for the binaries' folder: runsc (~60 MB) does not fit.
+    // 16 MiB for gVisor's versions: runsc (~60 MB) does not fit.
     let full = Mount::new(
         &["-t", "tmpfs", "-o", "size=16m", "tmpfs"],
-        &bench.node.path(BINARY_PATH),
+        &bench.node.path(INSTALL_DIR),
     );
     let output = run_failing(&bench, &install).await;
     assert!(
@@ -426,7 +438,7 @@ async fn a_full_disk_during_the_binary_copy_changes_nothing_else() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_etc_containerd_is_an_error_naming_it_and_leaves_the_configuration_alone() {
     let (bench, (_bus, systemd)) = Bench::start(Flavor::V2).await;
-    let install = bench.phase("install", "install", &plan(json!({})), b"", true);
+    let install = bench.phase("install", "install", &plan("v1", json!({})), b"", true);
     let before = configuration(&bench.node);
     let etc = bench.node.path("/etc/containerd");
     let read_only = Mount::new(&["--bind", &etc.display().to_string()], &etc);
@@ -453,4 +465,101 @@ async fn a_read_only_etc_containerd_is_an_error_naming_it_and_leaves_the_configu
     bench
         .check_converged(&install, "a read-only /etc/containerd")
         .await;
+}
+
+/// SIGTERM (the kubelet stopping the agent's pod, say for a rollout) while the agent rolls
+/// back a containerd restart that failed: the rollback finishes before the agent stops, so
+/// containerd runs again with the configuration it had. Before, the agent stopped at once and
+/// left containerd down with the configuration it had failed on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_rollback_lets_the_rollback_finish() {
+    let node = Arc::new(TestNode::new(Flavor::V2).unwrap());
+    node.start().unwrap();
+    node.import_images().unwrap();
+    let bus = SystemBus::start(&node.path("/run/dbus/system_bus_socket")).unwrap();
+    // containerd does not come back while its configuration mentions runsc, as a unit whose
+    // start fails after RestartUnit.
+    let down = node.clone();
+    let _systemd = FakeSystemd::serve(
+        &bus,
+        "containerd.service",
+        Arc::new(move || {
+            down.stop();
+            let read = |p: &str| std::fs::read_to_string(down.path(p)).unwrap_or_default();
+            if read(CONFIG_TOML).contains("runsc") || read(DROP_IN).contains("runsc") {
+                return Err("containerd.service failed to start".into());
+            }
+            down.start().map_err(|e| e.to_string())
+        }),
+    )
+    .await
+    .unwrap();
+    let pods = Pods::new(node.socket());
+    let logs = node.path("/var/log/pods");
+    let runc_pod = pods::start_pod(&pods, "", &["sleep", "100000"], &logs)
+        .await
+        .unwrap();
+    let original = std::fs::read(node.config_path()).unwrap();
+
+    let work = tempfile::tempdir().unwrap();
+    let config_dir = work.path().join("config");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    std::fs::write(
+        config_dir.join(node_plan::FILE_NAME),
+        plan("v1", json!({})).to_yaml(),
+    )
+    .unwrap();
+    let source = work.path().join("image");
+    sandbox_image::write_gvisor_source(
+        &sandbox_testenv::Tool::Gvisor.path().unwrap(),
+        b"",
+        &source,
+    )
+    .unwrap();
+    // The daemon (not --once), told SIGTERM at the start of its rollback.
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(180),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_gardener-extension-runtime-sandbox"))
+            .args(["node-agent", "install"])
+            .arg(format!("--host-root={}", node.root().display()))
+            .arg(format!("--binary-path={BINARY_PATH}"))
+            .arg(format!("--config-dir={}", config_dir.display()))
+            .arg(format!("--source-dir={}", source.display()))
+            .arg("--health-bind-address=127.0.0.1:0")
+            .env_remove("NODE_NAME")
+            .env("SANDBOX_FAULT_TERM_AT", "roll back")
+            .output(),
+    )
+    .await
+    .expect("the agent did not stop after SIGTERM")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stderr.contains("fault injection: SIGTERM at point"),
+        "the SIGTERM was never sent:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        output.status.success(),
+        "{}\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(
+        node.is_running(),
+        "containerd is down after the agent stopped:\n{stdout}\n{stderr}"
+    );
+    assert_eq!(std::fs::read(node.config_path()).unwrap(), original);
+    assert!(!node.path(DROP_IN).exists());
+    let cri = Cri::new(node.socket());
+    cri.wait_until_answering(std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    let (state, _) = pods::container_state(&pods, &runc_pod.container)
+        .await
+        .unwrap();
+    assert_eq!(state, ContainerState::ContainerRunning);
+    let result = pods::run_pod(&pods, "", &["echo", "runc runs"], &logs)
+        .await
+        .unwrap();
+    assert!(result.output.contains("runc runs"), "{result:?}");
 }

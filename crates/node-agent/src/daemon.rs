@@ -87,7 +87,10 @@ impl Daemon {
                 // The label follows the verified state: set when the runtime works, removed when
                 // not; the state annotation says why.
                 let (report, handlers) = match &result {
-                    Ok(r) => (NodeReport::ready(), r.labels.clone()),
+                    Ok(r) => (
+                        NodeReport::ready().with_version(r.version.clone()),
+                        r.labels.clone(),
+                    ),
                     Err(e) => (NodeReport::failed(e.reason(), &e.to_string()), Vec::new()),
                 };
                 self.label(Some(report), &handlers).await;
@@ -142,13 +145,17 @@ impl Daemon {
     }
 
     /// Runs until `shutdown` resolves: serves health, applies the mode now and every
-    /// `resync`, and reports readiness after each verified run.
+    /// `resync`, and reports readiness after each verified run. A run that has started is
+    /// never cut short by `shutdown` (SIGTERM): it may be rolling back a containerd restart
+    /// that failed, and stopping then would leave containerd down with the configuration it
+    /// failed on. The agent stops once that run is over; waits between runs end at once.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         // `/readyz` is 200 while the last run verified the wanted state.
         let ready = Readiness::default();
         let listener = tokio::net::TcpListener::bind(self.health).await?;
         let router = sandbox_health::router(ready.clone(), "not ready");
         let server = tokio::spawn(async move { axum::serve(listener, router).await });
+        let (stop, mut stopping) = tokio::sync::watch::channel(false);
         let work = async {
             loop {
                 match self.run_once().await {
@@ -163,12 +170,20 @@ impl Daemon {
                         );
                         // Verified; handlers this host cannot run (their labels stay off) are
                         // named with the reason, as in the node's state annotations.
-                        let detail: Vec<String> = report
-                            .labels
+                        let mut detail: Vec<String> = report
+                            .version
                             .iter()
-                            .filter_map(|l| l.ready.as_ref().err().map(|m| (l, m)))
-                            .map(|(l, m)| format!("{}: {}: {}", l.handler, m.reason, m.message))
+                            .map(|v| format!("{} {v}", self.options.plan.runtime))
                             .collect();
+                        detail.extend(
+                            report
+                                .labels
+                                .iter()
+                                .filter_map(|l| l.ready.as_ref().err().map(|m| (l, m)))
+                                .map(|(l, m)| {
+                                    format!("{}: {}: {}", l.handler, m.reason, m.message)
+                                }),
+                        );
                         ready.set_with(true, detail.join("\n"));
                     }
                     Err(e) => {
@@ -176,12 +191,27 @@ impl Daemon {
                         ready.set(false);
                     }
                 }
-                self.until_next_run(&ready).await;
+                if *stopping.borrow() {
+                    break;
+                }
+                tokio::select! {
+                    _ = self.until_next_run(&ready) => {}
+                    _ = stopping.changed() => break,
+                }
             }
         };
+        let signal = async {
+            shutdown.await;
+            tracing::info!(
+                "stopping once the current run is over; the node keeps its runtime (uninstall is a separate run)"
+            );
+            let _ = stop.send(true);
+        };
+        tokio::pin!(work, signal);
+        // The signal only asks; the work loop ends at its next safe point.
         tokio::select! {
-            _ = work => {}
-            _ = shutdown => tracing::info!("stopping; the node keeps its runtime (uninstall is a separate run)"),
+            _ = &mut work => {}
+            _ = &mut signal => work.await,
         }
         server.abort();
         Ok(())

@@ -2,7 +2,9 @@
 //! of a run passes one. In a build with the `fault-injection` feature (test builds only; the
 //! product and its images never enable it), a point can end the process on the spot
 //! (`SANDBOX_FAULT_CRASH_AT=<n>`: the n-th point aborts, no destructor runs, as under
-//! SIGKILL) and every point is appended to `SANDBOX_FAULT_LOG`. Unit tests of this crate can
+//! SIGKILL), the process can be sent SIGTERM at the first point named
+//! `SANDBOX_FAULT_TERM_AT` (as a kubelet stops a pod at any moment), and every point is
+//! appended to `SANDBOX_FAULT_LOG`. Unit tests of this crate can
 //! also run a closure at each point on their own thread ([`set_hook`]), e.g. to change a file
 //! between our read and our write. Without the feature a point compiles to nothing.
 
@@ -25,10 +27,12 @@ mod enabled {
     use std::cell::RefCell;
     use std::io::Write;
     use std::path::Path;
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
     /// Points passed so far by this process.
     static PASSED: AtomicU32 = AtomicU32::new(0);
+    /// Whether `SANDBOX_FAULT_TERM_AT` has fired.
+    static TERMED: AtomicBool = AtomicBool::new(false);
 
     type Hook = Box<dyn FnMut(&str, &Path)>;
 
@@ -64,6 +68,15 @@ mod enabled {
         if crash_at == Some(n) {
             eprintln!("fault injection: crashing at point {line}");
             std::process::abort();
+        }
+        if std::env::var("SANDBOX_FAULT_TERM_AT").is_ok_and(|at| at == what)
+            && !TERMED.swap(true, Ordering::SeqCst)
+        {
+            eprintln!("fault injection: SIGTERM at point {line}");
+            // Delivered as from outside; the signal handler runs while this run goes on.
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &std::process::id().to_string()])
+                .status();
         }
     }
 }
