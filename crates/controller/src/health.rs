@@ -47,6 +47,8 @@ pub struct NodeState {
     /// Parts of the runtime verified separately (Kata's hypervisors) that are not ready on
     /// this node, with the agent's reason.
     pub components_not_ready: Vec<ComponentState>,
+    /// The runtime version the agent last installed there, if it reported one.
+    pub version: Option<String>,
 }
 
 /// A separately verified part of a runtime that is not ready on a node.
@@ -199,7 +201,15 @@ fn check_nodes(input: &Input<'_>, rollout: &Check) -> Check {
     };
     let not_ready: Vec<&NodeState> = nodes.iter().filter(|n| !n.all_ready()).collect();
     if not_ready.is_empty() {
-        return Check::Ok;
+        // Ready everywhere, but not with one version: a rollout on its way (and, past the
+        // progressing threshold, one that is stuck). Which node runs which version is named.
+        return match versions(nodes) {
+            Some(mixed) => Check::Progressing(format!(
+                "every node of pool {} has {} ready, with different versions: {mixed}",
+                input.pool, input.runtime
+            )),
+            None => Check::Ok,
+        };
     }
     let mut names: Vec<String> = not_ready.iter().map(|n| n.describe()).collect();
     names.sort();
@@ -218,6 +228,31 @@ fn check_nodes(input: &Input<'_>, rollout: &Check) -> Check {
     } else {
         Check::Failed(detail)
     }
+}
+
+/// `version on node, node; version on node`, sorted, when the nodes' reported versions
+/// differ (a node without a report counts as `unknown`); None when they agree.
+fn versions(nodes: &[NodeState]) -> Option<String> {
+    let mut by_version: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for node in nodes {
+        by_version
+            .entry(node.version.as_deref().unwrap_or("unknown"))
+            .or_default()
+            .push(&node.name);
+    }
+    if by_version.len() < 2 || !nodes.iter().any(|n| n.version.is_some()) {
+        return None;
+    }
+    Some(
+        by_version
+            .into_iter()
+            .map(|(version, mut names)| {
+                names.sort();
+                format!("{version} on {}", names.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
 }
 
 fn with_dot(s: &str) -> String {
@@ -425,6 +460,7 @@ mod tests {
     fn node(name: &str, ready: bool, reason: Option<&str>) -> NodeState {
         NodeState {
             components_not_ready: Vec::new(),
+            version: None,
             name: name.into(),
             ready,
             reason: reason.map(String::from),
@@ -506,6 +542,38 @@ mod tests {
             find(&cs, SYSTEM_COMPONENTS_HEALTHY),
             find(&old, SYSTEM_COMPONENTS_HEALTHY)
         );
+    }
+
+    #[test]
+    fn nodes_on_different_versions_are_named_until_they_agree() {
+        let (s, p) = (healthy("a"), healthy("b"));
+        let on = |name: &str, version: &str| NodeState {
+            version: Some(version.into()),
+            ..node(name, true, None)
+        };
+        let mixed = vec![
+            on("n2", "20260905"),
+            on("n1", "20260527"),
+            on("n3", "20260905"),
+        ];
+        let cs = conditions(
+            &input(Some(&s), Some(&p), Ok(mixed)),
+            &[],
+            at("2026-11-22T10:00:00Z"),
+        );
+        let c = find(&cs, EVERY_NODE_READY);
+        assert_eq!(c.status, "Progressing");
+        assert_eq!(
+            c.message,
+            "every node of pool sandbox has gVisor ready, with different versions: 20260527 on n1; 20260905 on n2, n3."
+        );
+        let agreed = vec![on("n1", "20260905"), on("n2", "20260905")];
+        let cs = conditions(
+            &input(Some(&s), Some(&p), Ok(agreed)),
+            &cs,
+            at("2026-11-22T10:01:00Z"),
+        );
+        assert_eq!(find(&cs, EVERY_NODE_READY).status, "True");
     }
 
     #[test]

@@ -185,6 +185,7 @@ async fn pool_nodes(
                 .annotations()
                 .get(&annotation)
                 .and_then(|v| serde_json::from_str(v).ok());
+            let version = report.as_ref().and_then(|r| r.version.clone());
             let report = report.filter(|r| !r.ready);
             let components_not_ready = components
                 .iter()
@@ -207,6 +208,7 @@ async fn pool_nodes(
                 reason: report.as_ref().and_then(|r| r.reason.clone()),
                 message: report.and_then(|r| r.message),
                 components_not_ready,
+                version,
             }
         })
         .collect())
