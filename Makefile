@@ -2,7 +2,7 @@
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: demo control-plane control-plane-tools start bench fuzz chaos soak image image-kata generate test test-unit test-control-plane test-node test-system verify fmt-check lint tools prereqs clean-tools
+.PHONY: demo control-plane control-plane-tools start bench fuzz chaos soak image image-kata bump-gvisor generate test test-unit test-control-plane test-node test-system verify fmt-check lint tools prereqs clean-tools
 
 ## demo: run the controller on a local control plane against example/ and show the results
 demo:
@@ -49,6 +49,10 @@ image-kata:
 	  $$target/release/kata-node-agent-image --binary $$arch=$$target/release/gardener-extension-runtime-sandbox \
 	    --payload $$arch=$(KATA_PAYLOAD) --name ghcr.io/gardener-extension-runtime-sandbox/node-agent-kata:$(KATA_VERSION) \
 	    --out $$target/images/kata-node-agent.oci.tar
+
+## bump-gvisor: move the gVisor pin to the newest the Go module proxy serves, rebuild both pins and run the node tier (docs/operations.md)
+bump-gvisor:
+	hack/bump-gvisor.sh
 
 ## generate: example/controller-registration.yaml and example/extension.yaml from the chart (a test fails when they are stale)
 generate:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds (or finds in the cache) the pinned upstream programs our tests run for real.
 #
-#   hack/tools.sh ensure [kube-apiserver|etcd|kubernetes-node|gardener-crds|gvisor|gvisor-arm64|containerd|containerd17|gvisor-extension|gardener|kata|control-plane|all]
+#   hack/tools.sh ensure [kube-apiserver|etcd|kubernetes-node|gardener-crds|gvisor|gvisor-arm64|gvisor-previous|containerd|containerd17|gvisor-extension|gardener|kata|control-plane|all]
 #   hack/tools.sh path   <tool>                                     print the cached path
 #   hack/tools.sh env                                               print SANDBOX_* variables
 #
@@ -179,25 +179,29 @@ build_etcd() {
   publish "$dir" "$work" etcd
 }
 
-# build_gvisor_for GOARCH DIR: runsc and containerd-shim-runsc-v1 for one architecture, in one
-# `go build` (they share most packages). amd64 for the host's tests, arm64 for the images. The
-# build label is the pin (Bazel sets it to the release; without it runsc reports
-# VERSION_MISSING, and sidecars compare it with their own to refuse another release's runsc).
+# build_gvisor_for GOARCH DIR [VERSION]: runsc and containerd-shim-runsc-v1 of VERSION (the
+# pin by default) for one architecture, in one `go build` (they share most packages). amd64 for
+# the host's tests, arm64 for the images. The build label is the version (Bazel sets it to the
+# release; without it runsc reports VERSION_MISSING, and sidecars compare it with their own to
+# refuse another release's runsc).
 build_gvisor_for() {
-  local arch=$1 dir=$2
+  local arch=$1 dir=$2 version=${3:-$GVISOR_VERSION} sum=${4:-$GVISOR_SUM}
   [ -x "$dir/runsc" ] && [ -x "$dir/containerd-shim-runsc-v1" ] && return 0
   need_go
-  echo "building runsc and containerd-shim-runsc-v1 ($GVISOR_VERSION, linux/$arch) from the Go module proxy..." >&2
+  echo "building runsc and containerd-shim-runsc-v1 ($version, linux/$arch) from the Go module proxy..." >&2
   local work; work=$(mktemp -d)
   mkdir -p "$TOOLS_DIR"
   (
     cd "$work"
     run_go "go mod init" "$work/log" go mod init sandbox.local/gvisor-build
     run_go "resolving gVisor dependencies" "$work/log" \
-      go get "gvisor.dev/gvisor/runsc@$GVISOR_VERSION" "gvisor.dev/gvisor/shim@$GVISOR_VERSION"
+      go get "gvisor.dev/gvisor/runsc@$version" "gvisor.dev/gvisor/shim@$version"
+    # The pinned module content, as hack/versions.env records it (go also checks the sumdb).
+    grep -qF "gvisor.dev/gvisor $version $sum" go.sum ||
+      die "gvisor.dev/gvisor $version is not the pinned content ($sum): $(grep "gvisor.dev/gvisor $version " go.sum)"
     mkdir -p "$work/bin"
     GOOS=linux GOARCH=$arch CGO_ENABLED=0 run_go "building runsc and containerd-shim-runsc-v1 (linux/$arch)" "$work/log" \
-      go build -trimpath -ldflags "-X gvisor.dev/gvisor/runsc/version.version=$GVISOR_VERSION" \
+      go build -trimpath -ldflags "-X gvisor.dev/gvisor/runsc/version.version=$version" \
       -o "$work/bin/" gvisor.dev/gvisor/runsc gvisor.dev/gvisor/shim
     mv "$work/bin/runsc" "$work/runsc"
     mv "$work/bin/shim" "$work/containerd-shim-runsc-v1"
@@ -216,6 +220,9 @@ host_goarch() {
 
 build_gvisor() { build_gvisor_for "$(host_goarch)" "$(tool_path gvisor)"; }
 build_gvisor_arm64() { build_gvisor_for arm64 "$(tool_path gvisor-arm64)"; }
+# The pin before GVISOR_VERSION, for the node tests that upgrade a node with a running gVisor
+# pod from it (host architecture only).
+build_gvisor_previous() { build_gvisor_for "$(host_goarch)" "$(tool_path gvisor-previous)" "$GVISOR_PREVIOUS_VERSION" "$GVISOR_PREVIOUS_SUM"; }
 
 # build_containerd_release VERSION MODULE: containerd, ctr and the runc shim of one release,
 # static and without btrfs (no C headers needed; the tests use overlayfs).
@@ -386,12 +393,13 @@ tool_path() {
     gardener-crds) echo "$TOOLS_DIR/gardener-crds-$GARDENER_VERSION-2" ;;
     gvisor) echo "$TOOLS_DIR/gvisor-$GVISOR_VERSION" ;;
     gvisor-arm64) echo "$TOOLS_DIR/gvisor-$GVISOR_VERSION-arm64" ;;
+    gvisor-previous) echo "$TOOLS_DIR/gvisor-$GVISOR_PREVIOUS_VERSION" ;;
     containerd) echo "$TOOLS_DIR/containerd-$CONTAINERD_VERSION" ;;
     containerd17) echo "$TOOLS_DIR/containerd-$CONTAINERD17_VERSION" ;;
     gvisor-extension) echo "$TOOLS_DIR/gardener-extension-runtime-gvisor-$GVISOR_EXTENSION_VERSION" ;;
     gardener) echo "$TOOLS_DIR/gardener-$GARDENER_VERSION-helm-$HELM_VERSION-3" ;;
     kata) echo "$TOOLS_DIR/kata-shim-$KATA_RUNTIME_VERSION" ;;
-    *) die "unknown tool '$1' (known: kube-apiserver, etcd, kubernetes-node, gardener-crds, gvisor, gvisor-arm64, containerd, containerd17, gvisor-extension, gardener, kata)" ;;
+    *) die "unknown tool '$1' (known: kube-apiserver, etcd, kubernetes-node, gardener-crds, gvisor, gvisor-arm64, gvisor-previous, containerd, containerd17, gvisor-extension, gardener, kata)" ;;
   esac
 }
 
@@ -403,6 +411,7 @@ ensure() {
     gardener-crds) fetch_gardener_crds ;;
     gvisor) build_gvisor ;;
     gvisor-arm64) build_gvisor_arm64 ;;
+    gvisor-previous) build_gvisor_previous ;;
     containerd) build_containerd ;;
     containerd17) build_containerd17 ;;
     gvisor-extension) build_gvisor_extension ;;
@@ -410,8 +419,8 @@ ensure() {
     kata) build_kata ;;
     # What a control plane needs (make demo, make control-plane): nothing for nodes.
     control-plane) fetch_gardener_crds; build_etcd; build_kube_apiserver ;;
-    all) fetch_gardener_crds; build_etcd; build_kubernetes; build_gvisor; build_gvisor_arm64; build_containerd; build_containerd17; build_gvisor_extension; build_gardener; build_kata ;;
-    *) die "unknown tool '$1' (known: kube-apiserver, etcd, kubernetes-node, gardener-crds, gvisor, gvisor-arm64, containerd, containerd17, gvisor-extension, gardener, kata, all)" ;;
+    all) fetch_gardener_crds; build_etcd; build_kubernetes; build_gvisor; build_gvisor_arm64; build_gvisor_previous; build_containerd; build_containerd17; build_gvisor_extension; build_gardener; build_kata ;;
+    *) die "unknown tool '$1' (known: kube-apiserver, etcd, kubernetes-node, gardener-crds, gvisor, gvisor-arm64, gvisor-previous, containerd, containerd17, gvisor-extension, gardener, kata, all)" ;;
   esac
 }
 
@@ -430,6 +439,7 @@ case ${1:-} in
     echo "SANDBOX_GARDENER_CRDS=$(tool_path gardener-crds)"
     echo "SANDBOX_GVISOR=$(tool_path gvisor)"
     echo "SANDBOX_GVISOR_ARM64=$(tool_path gvisor-arm64)"
+    echo "SANDBOX_GVISOR_PREVIOUS=$(tool_path gvisor-previous)"
     echo "SANDBOX_CONTAINERD2=$(tool_path containerd)"
     echo "SANDBOX_CONTAINERD17=$(tool_path containerd17)"
     echo "SANDBOX_GVISOR_EXTENSION=$(tool_path gvisor-extension)"

@@ -102,7 +102,12 @@ async fn main() -> Result<(), Error> {
     image::write_gvisor_source(&gvisor, &[], &source)?;
     let config = work.path().join("config");
     std::fs::create_dir_all(&config)?;
-    let plan = sandbox_runtime::gvisor::node_plan(&Default::default());
+    // The default image: its tag names the pinned gVisor version.
+    let image =
+        sandbox_runtime::image::ImageVector::parse(sandbox_runtime::image::DEFAULT_IMAGE_VECTOR)?
+            .find(sandbox_runtime::image::NODE_AGENT_IMAGE)?
+            .reference();
+    let plan = sandbox_runtime::gvisor::node_plan(&Default::default(), &image);
     std::fs::write(
         config.join(sandbox_runtime::node_plan::FILE_NAME),
         plan.to_yaml(),

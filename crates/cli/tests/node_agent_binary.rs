@@ -138,7 +138,11 @@ async fn node_agent_verifies_labels_and_reports_ready() {
     let source = image_dir(work.path());
     let config_dir = work.path().join("config");
     std::fs::create_dir_all(&config_dir).unwrap();
-    let plan = gvisor::node_plan(&GVisorConfig::default());
+    // The image's tag names the gVisor version, which the agent reports.
+    let plan = gvisor::node_plan(
+        &GVisorConfig::default(),
+        "registry.local/node-agent:v1-gvisor-agenttest",
+    );
     std::fs::write(config_dir.join(node_plan::FILE_NAME), plan.to_yaml()).unwrap();
 
     // An already-provisioned node: an earlier run installed and restarted.
@@ -205,6 +209,16 @@ async fn node_agent_verifies_labels_and_reports_ready() {
         ready_label(&client, &node_name).await.as_deref(),
         Some("true")
     );
+    // Which version runs here: in the node's state annotation.
+    let annotations = Api::<Node>::all(client.clone())
+        .get(&node_name)
+        .await
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap_or_default();
+    let state = &annotations[&node_plan::state_annotation(NODE_READY_LABEL)];
+    assert_eq!(state, r#"{"ready":true,"version":"agenttest"}"#);
 
     // As a daemon: /readyz turns 200 once verified.
     let port = free_port().unwrap();
@@ -219,6 +233,9 @@ async fn node_agent_verifies_labels_and_reports_ready() {
     );
     wait_ready(port).await;
     assert_eq!(http_get(port, "/healthz").map(|(code, _)| code), Some(200));
+    // And in /readyz.
+    let (_, body) = http_get(port, "/readyz").unwrap();
+    assert!(body.contains("gvisor agenttest"), "{body}");
 }
 
 /// The container's arguments and literal environment variables of the rendered DaemonSet in

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::ConfigMap;
 use sandbox_image::{Arch, NodeAgentPlatform, node_agent_image};
 use sandbox_node_agent::cri::{Cri, HandlerState};
-use sandbox_runtime::gvisor::node::BINARIES;
+use sandbox_runtime::gvisor::node::{BINARIES, gvisor_version, version_dir};
 use sandbox_testenv::dbus::{FakeSystemd, SystemBus};
-use sandbox_testenv::node::{BINARY_PATH, Flavor, TestNode};
+use sandbox_testenv::node::{Flavor, TestNode};
 use sandbox_testenv::pods::{Container, Pods, run_container};
 
 const IMAGE: &str = "localhost/runtime-sandbox-test/node-agent:1";
@@ -103,9 +103,11 @@ async fn the_image_installs_its_own_runsc_as_the_daemon_set_runs_it() {
             .unwrap(),
         HandlerState::Loaded
     );
+    // Into the version folder the image's tag names.
+    let installed = node.path(&version_dir(&gvisor_version(IMAGE)));
     for name in BINARIES {
         assert_eq!(
-            std::fs::read(node.path(BINARY_PATH).join(name)).unwrap(),
+            std::fs::read(installed.join(name)).unwrap(),
             std::fs::read(gvisor_dir.join(name)).unwrap(),
             "{name} on the node is the image's"
         );

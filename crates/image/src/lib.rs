@@ -13,7 +13,7 @@ pub mod chart;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use sandbox_runtime::gvisor::node::{BINARIES, CHECKSUMS, IMAGE_DIR};
+use sandbox_runtime::gvisor::node::{BINARIES, CHECKSUMS, IMAGE_DIR, SIDECAR_DIR, SIDECARS};
 use sandbox_runtime::manifests::sha256_hex;
 
 /// Why an image could not be built.
@@ -492,20 +492,28 @@ fn shared_libraries(binary: &[u8], path: &Path, arch: Arch) -> Result<Vec<(Strin
 
 /// The files of the image's gVisor folder (the node plan's binaries): the binaries from
 /// `gvisor_dir` by name (with `runsc_trailer` appended to runsc, which makes a "new release"
-/// that still runs: ELF ignores trailing bytes) and their checksums file, last.
+/// that still runs: ELF ignores trailing bytes), runsc's sidecars that `gvisor_dir` has in
+/// `gvisor-bin/` (none when built from the Go module, docs/gvisor-packaging.md), and their
+/// checksums file, last.
 pub fn gvisor_source(gvisor_dir: &Path, runsc_trailer: &[u8]) -> Result<Vec<(String, Vec<u8>)>> {
     let mut files = Vec::new();
     let mut sums = String::new();
-    let mut binaries = BINARIES;
+    let mut binaries: Vec<String> = BINARIES.iter().map(|b| b.to_string()).collect();
     binaries.sort();
+    for sidecar in SIDECARS {
+        let name = format!("{SIDECAR_DIR}/{sidecar}");
+        if gvisor_dir.join(&name).is_file() {
+            binaries.push(name);
+        }
+    }
     for binary in binaries {
-        let path = gvisor_dir.join(binary);
+        let path = gvisor_dir.join(&binary);
         let mut content = std::fs::read(&path).map_err(io_err(&path))?;
         if binary == "runsc" {
             content.extend_from_slice(runsc_trailer);
         }
         sums.push_str(&format!("{}  {binary}\n", sha256_hex(&content)));
-        files.push((binary.to_string(), content));
+        files.push((binary, content));
     }
     files.push((CHECKSUMS.to_string(), sums.into_bytes()));
     Ok(files)
@@ -516,6 +524,9 @@ pub fn write_gvisor_source(gvisor_dir: &Path, runsc_trailer: &[u8], dest: &Path)
     std::fs::create_dir_all(dest).map_err(io_err(dest))?;
     for (name, content) in gvisor_source(gvisor_dir, runsc_trailer)? {
         let path = dest.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+        }
         std::fs::write(&path, content).map_err(io_err(&path))?;
     }
     Ok(())
@@ -796,6 +807,13 @@ fn agent_image(
             parent = dir.parent();
         }
         for (file, content) in source {
+            // A payload file in a subfolder (runsc's `gvisor-bin/`) needs its folder.
+            if let Some((folder, _)) = file.rsplit_once('/') {
+                let folder = format!("{source_dir}/{folder}");
+                if !dirs.contains(&folder) {
+                    dirs.push(folder);
+                }
+            }
             files.push(Entry::File {
                 path: format!("{source_dir}/{file}"),
                 content: content.clone(),

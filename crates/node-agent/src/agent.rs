@@ -65,8 +65,10 @@ pub struct Report {
     pub elapsed: Duration,
     /// Per-handler ready labels (install only): set, or why not.
     pub labels: Vec<LabelState>,
-    /// Older payload versions kept because sandboxes still run (versioned installs).
+    /// Older payload versions kept because sandboxes may still use them (versioned installs).
     pub kept_versions: Vec<String>,
+    /// The version installed (versioned installs; install only).
+    pub version: Option<String>,
 }
 
 /// A handler's ready label after an install: whether the node may get it.
@@ -165,7 +167,8 @@ async fn apply(
         return Ok(());
     };
     tracing::error!(%cause, "containerd did not come back; restoring the previous configuration");
-    if let Err(e) = host::roll_back(&options.host, changes) {
+    crate::fault::point("roll back", cri.socket());
+    if let Err(e) = host::roll_back(&options.host, &options.plan.runtime, changes) {
         return Err(AgentError::RollbackFailed {
             cause,
             restore: e.to_string(),
@@ -343,13 +346,29 @@ pub async fn install(options: &Options, restarter: &dyn Restarter) -> Result<Rep
         });
     }
     report.kept_versions = prune_versions(options, &cri).await?;
+    report.version = plan.version().map(str::to_string);
     report.elapsed = start.elapsed();
     Ok(report)
 }
 
-/// Removes older payload versions of a versioned install, unless sandboxes of the plan's
-/// handlers still run on the node (their shims and VMs may use an older folder): then every
-/// version stays, and the names are returned.
+/// Which version folder below `target` a sandbox started with `config_path` runs from.
+fn version_of(target: &str, config_path: &str) -> Option<String> {
+    let rest = std::path::Path::new(config_path)
+        .strip_prefix(target)
+        .ok()?
+        .components();
+    let mut parts = rest.map(|c| c.as_os_str().to_string_lossy().into_owned());
+    let version = parts.next()?;
+    parts.next().map(|_| version)
+}
+
+/// Removes what a versioned install no longer needs: older version folders that no running
+/// sandbox of the plan's handlers uses, and the files of an earlier unversioned install
+/// (`replacesBinaries`, `replacesFiles`). Which folder a sandbox uses comes from the shim
+/// configuration it was started with (its handler's `ConfigPath`, when the plan puts it in
+/// the version's folder); while any sandbox runs whose folder cannot be told (a configuration
+/// shared by all versions, or a sandbox of the unversioned install), nothing is removed.
+/// Returns the older versions kept.
 async fn prune_versions(options: &Options, cri: &Cri) -> Result<Vec<String>, AgentError> {
     let Some(versioned) = &options.plan.binaries.versioned else {
         return Ok(Vec::new());
@@ -357,19 +376,71 @@ async fn prune_versions(options: &Options, cri: &Cri) -> Result<Vec<String>, Age
     let target = options.host.path(&versioned.target);
     let others =
         binaries::other_versions(&target, &versioned.version).map_err(BinaryError::from)?;
-    if others.is_empty() {
+    let legacy = replaced_files(options).iter().any(|path| path.exists());
+    if others.is_empty() && !legacy {
         return Ok(others);
     }
-    let running = cri.sandboxes_of(&options.plan.handler_names()).await?;
-    if !running.is_empty() {
-        tracing::info!(versions = ?others, sandboxes = running.len(), "older payload versions kept while sandboxes run");
+    let running = cri
+        .sandbox_config_paths(&options.plan.handler_names())
+        .await?;
+    let mut used = std::collections::BTreeSet::new();
+    let mut unknown = Vec::new();
+    for (name, config_path) in &running {
+        match config_path
+            .as_deref()
+            .and_then(|p| version_of(&versioned.target, p))
+        {
+            Some(version) => {
+                used.insert(version);
+            }
+            None => unknown.push(name.as_str()),
+        }
+    }
+    if !unknown.is_empty() {
+        tracing::info!(versions = ?others, sandboxes = ?unknown, "older versions kept: sandboxes run whose version folder cannot be told");
         return Ok(others);
     }
-    for version in &others {
-        binaries::remove_version(&target, version).map_err(BinaryError::from)?;
-        tracing::info!(%version, "older payload version removed");
+    let mut kept = Vec::new();
+    for version in others {
+        if used.contains(&version) {
+            tracing::info!(%version, "older version kept while its sandboxes run");
+            kept.push(version);
+            continue;
+        }
+        binaries::remove_version(&target, &version).map_err(BinaryError::from)?;
+        tracing::info!(%version, "older version removed");
     }
-    Ok(Vec::new())
+    remove_replaced(options)?;
+    Ok(kept)
+}
+
+/// Host paths (as the agent sees them) of an earlier unversioned install that a versioned
+/// plan replaces.
+fn replaced_files(options: &Options) -> Vec<PathBuf> {
+    let Some(versioned) = &options.plan.binaries.versioned else {
+        return Vec::new();
+    };
+    let binaries = options.host.path(&options.binary_path);
+    versioned
+        .replaces_binaries
+        .iter()
+        .map(|name| binaries.join(name))
+        .chain(
+            versioned
+                .replaces_files
+                .iter()
+                .map(|path| options.host.path(path)),
+        )
+        .collect()
+}
+
+fn remove_replaced(options: &Options) -> Result<(), AgentError> {
+    for path in replaced_files(options) {
+        if crate::files::remove(&path).map_err(BinaryError::from)? {
+            tracing::info!(path = %path.display(), "file of the earlier unversioned install removed");
+        }
+    }
+    Ok(())
 }
 
 /// Removes the handlers and the plan's files, restarts containerd once if anything was
@@ -381,16 +452,16 @@ pub async fn uninstall(options: &Options, restarter: &dyn Restarter) -> Result<R
     let _lock = HostLock::acquire(&options.host.path(&plan.lock), options.lock_timeout).await?;
     let mut report = Report::default();
     let cri = options.cri();
-    // A VM-based runtime's pods die with their handler: never pull it from under them.
-    if plan.binaries.versioned.is_some() {
-        let running = cri.sandboxes_of(&plan.handler_names()).await?;
-        if !running.is_empty() {
-            return Err(AgentError::SandboxesRunning {
-                runtime: plan.runtime.clone(),
-                count: running.len(),
-                names: running.join(", "),
-            });
-        }
+    // Running sandboxes need their runtime to the end: their shims stop and delete them
+    // with its binaries (a VM runtime's pods die with their handler). Never pull it from
+    // under them: wait, and say so.
+    let running = cri.sandboxes_of(&plan.handler_names()).await?;
+    if !running.is_empty() {
+        return Err(AgentError::SandboxesRunning {
+            runtime: plan.runtime.clone(),
+            count: running.len(),
+            names: running.join(", "),
+        });
     }
     let changes = with_retries(|| host::uninstall(&options.host, plan))?;
     report.files = changes.iter().map(|c| c.path.clone()).collect();
@@ -411,6 +482,7 @@ pub async fn uninstall(options: &Options, restarter: &dyn Restarter) -> Result<R
             for version in &all {
                 binaries::remove_version(&target, version).map_err(BinaryError::from)?;
             }
+            remove_replaced(options)?;
             all
         }
         None => binaries::uninstall(

@@ -127,6 +127,10 @@ pub fn install_with_optional(
     let mut written = Vec::new();
     for (name, path, expected) in verified {
         let destination = target.join(&name);
+        // A name may have a folder (a runtime's sidecar folder).
+        if let Some(parent) = destination.parent() {
+            fs::create_dir_all(parent).map_err(files::failed("creating", parent))?;
+        }
         if destination.exists()
             && files::has_mode(&destination, 0o755)
             && sha256_file(&destination)? == expected

@@ -8,8 +8,8 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use sandbox_cri::v1::runtime_service_client::RuntimeServiceClient;
 use sandbox_cri::v1::{
-    ListPodSandboxRequest, PodSandboxState, RuntimeHandler, StatusRequest, StatusResponse,
-    VersionRequest,
+    ListPodSandboxRequest, PodSandbox, PodSandboxState, PodSandboxStatusRequest, RuntimeHandler,
+    StatusRequest, StatusResponse, VersionRequest,
 };
 use sandbox_runtime::node_plan::Handler;
 use tokio::net::UnixStream;
@@ -157,27 +157,61 @@ impl Cri {
             .collect()
     }
 
-    /// Names of the pod sandboxes on this node that run with one of `handlers` and are not
-    /// yet stopped (`namespace/name`), sorted.
-    pub async fn sandboxes_of(&self, handlers: &[&str]) -> Result<Vec<String>, CriError> {
-        let items = self
+    /// The pod sandboxes on this node that run with one of `handlers` and are not yet stopped.
+    async fn ready_sandboxes(&self, handlers: &[&str]) -> Result<Vec<PodSandbox>, CriError> {
+        Ok(self
             .runtime_service()
             .list_pod_sandbox(ListPodSandboxRequest::default())
             .await
             .map_err(|e| self.unreachable(e.message()))?
             .into_inner()
-            .items;
-        let mut names: Vec<String> = items
+            .items
             .into_iter()
             .filter(|s| handlers.contains(&s.runtime_handler.as_str()))
             .filter(|s| s.state == PodSandboxState::SandboxReady as i32)
-            .map(|s| match s.metadata {
-                Some(m) => format!("{}/{}", m.namespace, m.name),
-                None => s.id,
-            })
+            .collect())
+    }
+
+    /// Names of the pod sandboxes on this node that run with one of `handlers` and are not
+    /// yet stopped (`namespace/name`), sorted.
+    pub async fn sandboxes_of(&self, handlers: &[&str]) -> Result<Vec<String>, CriError> {
+        let mut names: Vec<String> = self
+            .ready_sandboxes(handlers)
+            .await?
+            .into_iter()
+            .map(sandbox_name)
             .collect();
         names.sort();
         Ok(names)
+    }
+
+    /// The running pod sandboxes of `handlers` (as [`Cri::sandboxes_of`]), each with the
+    /// shim configuration file it was started with (`ConfigPath` of its handler then), from
+    /// its verbose status; `None` when containerd does not say. A sandbox that ended between
+    /// the list and its status is left out.
+    pub async fn sandbox_config_paths(
+        &self,
+        handlers: &[&str],
+    ) -> Result<Vec<(String, Option<String>)>, CriError> {
+        let mut out = Vec::new();
+        for sandbox in self.ready_sandboxes(handlers).await? {
+            let status = match self
+                .runtime_service()
+                .pod_sandbox_status(PodSandboxStatusRequest {
+                    pod_sandbox_id: sandbox.id.clone(),
+                    verbose: true,
+                })
+                .await
+            {
+                Ok(status) => status.into_inner(),
+                Err(e) if e.code() == tonic::Code::NotFound => continue,
+                Err(e) => return Err(self.unreachable(e.message())),
+            };
+            let name = sandbox_name(sandbox);
+            out.push((name, sandbox_config_path(&status.info)));
+        }
+        out.sort();
+        Ok(out)
     }
 
     async fn status(&self) -> Result<StatusResponse, CriError> {
@@ -232,8 +266,49 @@ pub fn handler_state(
     }
 }
 
+/// `namespace/name` of a sandbox, or its id.
+fn sandbox_name(sandbox: PodSandbox) -> String {
+    match sandbox.metadata {
+        Some(m) => format!("{}/{}", m.namespace, m.name),
+        None => sandbox.id,
+    }
+}
+
+/// The shim configuration path in a sandbox's verbose info: containerd's `info` entry (JSON)
+/// has `runtimeOptions` with `config_path` (containerd 1.7 and 2.x alike).
+fn sandbox_config_path(info: &HashMap<String, String>) -> Option<String> {
+    let info: serde_json::Value = serde_json::from_str(info.get("info")?).ok()?;
+    let options = info.get("runtimeOptions")?;
+    ["config_path", "configPath", "ConfigPath"]
+        .iter()
+        .find_map(|key| options.get(key)?.as_str())
+        .filter(|path| !path.is_empty())
+        .map(str::to_string)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_sandbox_s_shim_configuration_comes_from_its_verbose_info() {
+        let info = |json: &str| HashMap::from([("info".to_string(), json.to_string())]);
+        let path = "/opt/runtime-sandbox/gvisor/v1/runsc.toml";
+        for json in [
+            format!(r#"{{"pid":7,"runtimeOptions":{{"type_url":"x","config_path":"{path}"}}}}"#),
+            format!(r#"{{"runtimeOptions":{{"configPath":"{path}"}}}}"#),
+        ] {
+            assert_eq!(sandbox_config_path(&info(&json)).as_deref(), Some(path));
+        }
+        for json in [
+            r#"{"runtimeOptions":{}}"#,
+            r#"{"pid":7}"#,
+            "not json",
+            r#"{"runtimeOptions":{"config_path":""}}"#,
+        ] {
+            assert_eq!(sandbox_config_path(&info(json)), None, "{json}");
+        }
+        assert_eq!(sandbox_config_path(&HashMap::new()), None);
+    }
+
     use super::*;
 
     fn info(config: &str) -> HashMap<String, String> {

@@ -3,7 +3,12 @@
 //! modules): format preserved, idempotent, reversible.
 
 use sandbox_node_agent::containerd::{CONF_D_IMPORT, Config, Schema};
-use sandbox_runtime::gvisor::node::handler;
+use sandbox_runtime::gvisor::node::version_dir;
+
+/// gVisor's handler of version `v1`.
+fn handler() -> sandbox_runtime::node_plan::Handler {
+    sandbox_runtime::gvisor::node::handler(&version_dir("v1"))
+}
 
 const CONTAINERD_16: &str = include_str!("fixtures/containerd-1.6-default.toml");
 

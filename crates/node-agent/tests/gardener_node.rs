@@ -25,7 +25,7 @@ use sandbox_node_agent::cri::{Cri, HandlerState};
 use sandbox_node_agent::daemon::{Daemon, Mode};
 use sandbox_node_agent::host::{self, Host};
 use sandbox_node_agent::restart::Systemd;
-use sandbox_runtime::gvisor::node::{DROP_IN, RUNSC_TOML};
+use sandbox_runtime::gvisor::node::{DROP_IN, INSTALL_DIR};
 use sandbox_runtime::gvisor::{GVisorConfig, node_plan};
 use sandbox_testenv::ControlPlane;
 use sandbox_testenv::gardener_node::{GardenerNodeAgent, MIRRORED_REGISTRY, NODE_NAME};
@@ -92,7 +92,7 @@ async fn on_a_gardener_node(flavor: Flavor) {
         &source,
     )
     .unwrap();
-    let plan = node_plan(&GVisorConfig::default());
+    let plan = node_plan(&GVisorConfig::default(), "registry.local/node-agent:v1");
     let mut options = Options::new(Host::new(node.root()), plan, BINARY_PATH.to_string());
     options.source = source;
     let restarter = Systemd::new(gardener.bus().socket(), "containerd.service");
@@ -175,9 +175,11 @@ async fn on_a_gardener_node(flavor: Flavor) {
     gardener.apply_next(APPLY_TIMEOUT).await.unwrap();
     let config = std::fs::read_to_string(node.config_path()).unwrap();
     assert!(!config.contains("runsc"), "{config}");
-    for path in [DROP_IN, RUNSC_TOML] {
-        assert!(!node.path(path).exists(), "{path} is still there");
-    }
+    assert!(!node.path(DROP_IN).exists(), "{DROP_IN} is still there");
+    let versions: Vec<_> = std::fs::read_dir(node.path(INSTALL_DIR))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(versions.is_empty(), "gVisor versions left: {versions:?}");
     assert_eq!(handler().await, HandlerState::Missing);
     let mut now = without_ours(&cri).await;
     let mut then = gardeners;

@@ -4,9 +4,8 @@ use std::fs;
 use std::path::Path;
 
 use sandbox_node_agent::containerd::{CONF_D_IMPORT, Config};
-use sandbox_node_agent::files::backup_path;
 use sandbox_node_agent::host::{self, CONFIG_TOML, Host};
-use sandbox_runtime::gvisor::node::{DROP_IN, RUNSC_TOML, handler};
+use sandbox_runtime::gvisor::node::{DROP_IN, version_dir};
 use sandbox_runtime::gvisor::{GVisorConfig, node_plan};
 use sandbox_runtime::node_plan::NodePlan;
 
@@ -18,10 +17,23 @@ const CONTAINERD_1_6: Option<(u32, u32)> = Some((1, 6));
 const CONTAINERD_1_7: Option<(u32, u32)> = Some((1, 7));
 const CONTAINERD_2_4: Option<(u32, u32)> = Some((2, 4));
 const RUNSC: &str = "[runsc_config]\nnet-raw = \"true\"\n";
+/// The node-agent image of the plans here: gVisor version `test1`.
+const IMAGE: &str = "registry.local/node-agent:v1-gvisor-test1";
+/// The shim's configuration of that version.
+const RUNSC_TOML: &str = "/opt/runtime-sandbox/gvisor/test1/runsc.toml";
+
+fn handler() -> sandbox_runtime::node_plan::Handler {
+    sandbox_runtime::gvisor::node::handler(&version_dir("test1"))
+}
+
+/// The agent's backup of `path` (gVisor's).
+fn backup_path(path: &Path) -> std::path::PathBuf {
+    sandbox_node_agent::files::backup_path(path, "gvisor")
+}
 
 /// gVisor's plan with `runsc` as the content of runsc.toml.
 fn plan(runsc: &str) -> NodePlan {
-    let mut plan = node_plan(&GVisorConfig::default());
+    let mut plan = node_plan(&GVisorConfig::default(), IMAGE);
     assert_eq!(plan.files[0].path, RUNSC_TOML);
     plan.files[0].content = runsc.to_string();
     plan
@@ -173,7 +185,7 @@ fn uninstall_restores_the_original_and_roll_back_undoes_an_install() {
     // Install, then (say containerd did not come back) roll back: as before.
     let (_dir, h) = host_with(Some(CONTAINERD_24));
     let changes = host::install(&h, &plan(RUNSC), CONTAINERD_2_4).unwrap();
-    host::roll_back(&h, &changes).unwrap();
+    host::roll_back(&h, "gvisor", &changes).unwrap();
     assert_eq!(read(&h, CONFIG_TOML), CONTAINERD_24);
     assert!(
         !h.path(DROP_IN).exists() && !h.path(RUNSC_TOML).exists(),

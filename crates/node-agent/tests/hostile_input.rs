@@ -295,8 +295,10 @@ proptest! {
 
 /// A plan read from YAML with one field replaced.
 fn plan_with(field: &str, value: &str) -> Result<NodePlan, PlanError> {
-    let plan =
-        sandbox_runtime::gvisor::node_plan(&sandbox_runtime::gvisor::GVisorConfig::default());
+    let plan = sandbox_runtime::gvisor::node_plan(
+        &sandbox_runtime::gvisor::GVisorConfig::default(),
+        "registry.local/node-agent:v1",
+    );
     let mut json = serde_json::to_value(&plan).unwrap();
     let pointer = json
         .pointer_mut(field)
@@ -327,13 +329,16 @@ proptest! {
     ) {
         match plan_with(which, &value) {
             Ok(plan) => {
+                // A file of the version goes in the version's folder, nowhere else below /opt.
+                let version_dir = format!("{}/", plan.binaries.versioned.as_ref().unwrap().dir());
                 for path in std::iter::once(&plan.drop_in).chain(plan.files.iter().map(|f| &f.path)).chain(std::iter::once(&plan.lock)) {
                     let p = std::path::Path::new(path);
                     prop_assert!(p.components().all(|c| !matches!(c, std::path::Component::ParentDir)), "{path}");
-                    prop_assert!(path.starts_with("/etc/containerd/") || path.starts_with("/run/runtime-sandbox/"), "{path}");
+                    prop_assert!(path.starts_with("/etc/containerd/") || path.starts_with("/run/runtime-sandbox/") || path.starts_with(&version_dir), "{path}");
                 }
                 for name in &plan.binaries.names {
-                    prop_assert!(!name.contains('/') && name != ".." && name != ".", "{name}");
+                    let parts: Vec<&str> = name.split('/').collect();
+                    prop_assert!(parts.len() <= 2 && parts.iter().all(|p| !p.is_empty() && *p != ".." && *p != "."), "{name}");
                 }
             }
             Err(PlanError::Invalid { field, message }) => {

@@ -435,3 +435,147 @@ async fn kata_on_containerd_1_7_config_v2() {
 async fn kata_on_containerd_2_4_drop_in() {
     kata_as_far_as_the_host_allows(Flavor::V2).await;
 }
+
+/// gVisor's node plan for the image of gVisor version `version`.
+fn gvisor_plan(version: &str) -> NodePlan {
+    sandbox_runtime::gvisor::node_plan(
+        &sandbox_runtime::gvisor::GVisorConfig::default(),
+        &format!("registry.local/node-agent:v0-gvisor-{version}"),
+    )
+}
+
+/// A pool that offers gVisor and Kata: both agents on one node install, upgrade and uninstall
+/// at the same time. They take turns on the one containerd lock (each edit of the
+/// configuration and each restart is one agent's), keep their own backups, and each handler
+/// works throughout; in the end `config.toml` is what it was.
+async fn two_runtimes_on_one_node(flavor: Flavor) {
+    let capability = Capability::detect();
+    println!("host capability for Kata: {capability:?}");
+    let f = Fixture::new(flavor);
+    let original = std::fs::read(f.node.config_path()).unwrap();
+    let gvisor_source = |trailer: &[u8], name: &str| {
+        let dir = f.work.path().join(name);
+        sandbox_image::write_gvisor_source(
+            &sandbox_testenv::Tool::Gvisor.path().unwrap(),
+            trailer,
+            &dir,
+        )
+        .unwrap();
+        dir
+    };
+    let kata_handlers = plan("v1").handlers[..2].to_vec();
+    let gvisor_works = |when: &'static str| {
+        let pods = f.pods.clone();
+        let logs = f.node.path("/var/log/pods");
+        async move {
+            let result = pods::run_pod(&pods, "runsc", &["dmesg"], &logs)
+                .await
+                .unwrap_or_else(|e| panic!("{when}: a gVisor pod does not run: {e}"));
+            assert!(
+                result.output.contains("Starting gVisor..."),
+                "{when}: {result:?}"
+            );
+        }
+    };
+
+    for (step, gvisor_version, kata_version, trailer) in [
+        ("install", "v1", "v1", &b""[..]),
+        ("upgrade", "v2", "v2", &b"\0v2"[..]),
+    ] {
+        let gvisor = f.options(
+            &gvisor_source(trailer, &format!("gvisor-{step}")),
+            gvisor_plan(gvisor_version),
+        );
+        let kata = f.options(
+            &payload(f.work.path(), &capability, trailer),
+            plan(kata_version),
+        );
+        let (g, k) = tokio::join!(
+            agent::install(&gvisor, &f.restarter),
+            agent::install(&kata, &f.restarter)
+        );
+        let (g, k) = (g.unwrap(), k.unwrap());
+        println!("{step}: gVisor {g:?}\nKata {k:?}");
+        assert_eq!((g.restarts, k.restarts), (1, 1), "{step}");
+        assert_eq!(
+            f.cri
+                .handler("runsc", "io.containerd.runsc.v1")
+                .await
+                .unwrap(),
+            HandlerState::Loaded,
+            "{step}: gVisor's handler lost"
+        );
+        assert_eq!(
+            f.cri.handler_states(&kata_handlers).await.unwrap(),
+            [HandlerState::Loaded, HandlerState::Loaded],
+            "{step}: Kata's handlers lost"
+        );
+        gvisor_works(step).await;
+        let config = format!(
+            "{}\n{}",
+            f.containerd_config(),
+            std::fs::read_to_string(f.node.path(sandbox_runtime::gvisor::node::DROP_IN))
+                .unwrap_or_default()
+        );
+        assert!(
+            config.contains(&format!("/opt/runtime-sandbox/gvisor/{gvisor_version}/"))
+                && config.contains(&format!("/opt/runtime-sandbox/kata/{kata_version}/")),
+            "{step}:\n{config}"
+        );
+    }
+    // Each agent keeps its own backup of what it changed.
+    let backups: Vec<String> = std::fs::read_dir(f.node.path("/etc/containerd"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".bak"))
+        .collect();
+    println!("backups: {backups:?}");
+    // On 1.x both edit config.toml in place (2.x: each its own drop-in).
+    if flavor != Flavor::V2 {
+        for runtime in ["gvisor", "kata"] {
+            let name = format!("config.toml.runtime-sandbox-{runtime}.bak");
+            assert!(backups.contains(&name), "no {name} in {backups:?}");
+        }
+    }
+
+    let gvisor = f.options(&gvisor_source(b"", "gvisor-uninstall"), gvisor_plan("v2"));
+    let kata = f.options(&payload(f.work.path(), &capability, b"\0v2"), plan("v2"));
+    let (g, k) = tokio::join!(
+        agent::uninstall(&gvisor, &f.restarter),
+        agent::uninstall(&kata, &f.restarter)
+    );
+    g.unwrap();
+    k.unwrap();
+    assert_eq!(
+        f.cri
+            .handler("runsc", "io.containerd.runsc.v1")
+            .await
+            .unwrap(),
+        HandlerState::Missing
+    );
+    assert_eq!(
+        f.cri.handler_states(&kata_handlers).await.unwrap(),
+        [HandlerState::Missing, HandlerState::Missing]
+    );
+    assert_eq!(std::fs::read(f.node.config_path()).unwrap(), original);
+    let runc = pods::run_pod(
+        &f.pods,
+        "",
+        &["echo", "runc"],
+        &f.node.path("/var/log/pods"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(runc.output.trim(), "runc");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gvisor_and_kata_agents_at_once_on_containerd_1_7() {
+    two_runtimes_on_one_node(Flavor::V17).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gvisor_and_kata_agents_at_once_on_containerd_2_4() {
+    two_runtimes_on_one_node(Flavor::V2).await;
+}

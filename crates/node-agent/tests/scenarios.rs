@@ -2,8 +2,9 @@
 //! 2.4 with version 4 and a conf.d import, and Debian's 1.6, which gVisor's current shim no
 //! longer supports; 1.7 and 2.4 also as nodes that the real gardener-node-agent set up) and
 //! the pinned runsc: install, prove a gVisor
-//! sandbox runs, re-run, change a flag, upgrade under a running pod, uninstall, and the
-//! failure paths. Each test has its own host root and containerd (see `TestNode`).
+//! sandbox runs, re-run, change a flag, upgrade under a running pod (also from the previous
+//! gVisor pin), uninstall (waiting for a running pod), gVisor's and Kata's agents on one node,
+//! and the failure paths. Each test has its own host root and containerd (see `TestNode`).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -18,7 +19,7 @@ use sandbox_node_agent::containerd::CONF_D_IMPORT;
 use sandbox_node_agent::cri::{Cri, HandlerState};
 use sandbox_node_agent::host::{self, Host};
 use sandbox_node_agent::restart::{RestartError, Restarter};
-use sandbox_runtime::gvisor::node::{BINARIES, DROP_IN, RUNSC_TOML};
+use sandbox_runtime::gvisor::node::{BINARIES, DROP_IN, INSTALL_DIR, version_dir};
 use sandbox_runtime::gvisor::{config, node_plan};
 use sandbox_runtime::node_plan::NodePlan;
 use sandbox_testenv::ControlPlane;
@@ -81,8 +82,14 @@ fn image(dir: &Path, trailer: &[u8]) -> PathBuf {
     source
 }
 
-/// gVisor's node plan for a providerConfig with `flags`, as the controller renders it.
+/// gVisor's node plan for a providerConfig with `flags`, as the controller renders it for
+/// the node-agent image of gVisor version `v1`.
 fn plan(flags: serde_json::Value) -> NodePlan {
+    plan_of("v1", flags)
+}
+
+/// The same for the image of gVisor version `version`.
+fn plan_of(version: &str, flags: serde_json::Value) -> NodePlan {
     node_plan(
         &config::parse(Some(&json!({
             "apiVersion": config::API_VERSION,
@@ -90,7 +97,13 @@ fn plan(flags: serde_json::Value) -> NodePlan {
             "configFlags": flags,
         })))
         .unwrap(),
+        &format!("registry.local/node-agent:v0-gvisor-{version}"),
     )
+}
+
+/// The shim's configuration file of gVisor version `version` on the host.
+fn runsc_toml(version: &str) -> String {
+    format!("{}/runsc.toml", version_dir(version))
 }
 
 struct Fixture {
@@ -166,7 +179,7 @@ impl Fixture {
 
     /// Path, size, inode and mtime of every configuration file: equal means nothing was written.
     fn fingerprint(&self) -> Vec<(String, u64, u64, i64, i64)> {
-        [host::CONFIG_TOML, DROP_IN, RUNSC_TOML]
+        [host::CONFIG_TOML, DROP_IN, &runsc_toml("v1")]
             .iter()
             .filter_map(|p| {
                 let m = std::fs::metadata(self.node.path(p)).ok()?;
@@ -238,31 +251,38 @@ async fn lifecycle(f: Fixture) {
     assert_eq!(f.restarts(), 1);
     assert_eq!(f.fingerprint(), before);
 
-    // Change net-raw: exactly one restart and the new runsc.toml.
+    // Change net-raw: exactly one restart and the new runsc.toml of the version.
     let options = f.options(&v1, plan(json!({"net-raw": "true"})));
     let report = agent::install(&options, &f.restarter).await.unwrap();
     assert_eq!(report.restarts, 1, "{report:?}");
-    assert_eq!(report.files, vec![RUNSC_TOML.to_string()]);
+    assert_eq!(report.files, vec![runsc_toml("v1")]);
     assert_eq!(f.restarts(), 2);
     assert_eq!(
-        std::fs::read_to_string(f.node.path(RUNSC_TOML)).unwrap(),
-        "[runsc_config]\nnet-raw = \"true\"\n"
+        std::fs::read_to_string(f.node.path(&runsc_toml("v1"))).unwrap(),
+        format!(
+            "binary_name = \"{}/runsc\"\n[runsc_config]\nnet-raw = \"true\"\n",
+            version_dir("v1")
+        )
     );
 
-    // Upgrade under a running gVisor pod: new binaries by rename, no restart, the pod lives.
+    // Upgrade under a running gVisor pod: the new version in its own folder, one restart
+    // (the handler now names the new folder), the pod lives on the old one.
     let pod = pods::start_pod(&f.pods, "runsc", &["sleep", "3600"], &f.logs())
         .await
         .unwrap();
-    let installed = f.node.path(BINARY_PATH).join("runsc");
-    let old_inode = std::fs::metadata(&installed).unwrap().ino();
     let v2 = image(f.work.path(), &[0u8; 4096]);
-    let options = f.options(&v2, plan(json!({"net-raw": "true"})));
+    let options = f.options(&v2, plan_of("v2", json!({"net-raw": "true"})));
     let report = agent::install(&options, &f.restarter).await.unwrap();
-    assert_eq!(report.binaries, vec!["runsc".to_string()], "{report:?}");
-    assert_eq!(report.restarts, 0, "{report:?}");
-    assert_ne!(std::fs::metadata(&installed).unwrap().ino(), old_inode);
+    assert_eq!(report.binaries, BINARIES.to_vec(), "{report:?}");
+    assert_eq!(report.restarts, 1, "{report:?}");
+    assert_eq!(report.version.as_deref(), Some("v2"));
     assert_eq!(
-        std::fs::read(&installed).unwrap(),
+        report.kept_versions,
+        ["v1"],
+        "the running pod's version goes"
+    );
+    assert_eq!(
+        std::fs::read(f.node.path(&version_dir("v2")).join("runsc")).unwrap(),
         std::fs::read(v2.join("runsc")).unwrap()
     );
     assert_eq!(
@@ -273,23 +293,30 @@ async fn lifecycle(f: Fixture) {
         ContainerState::ContainerRunning,
         "the running gVisor pod died during the upgrade"
     );
-    // New pods use the new runsc.
+    // New pods use the new version.
     assert_gvisor(&f.dmesg("runsc").await);
-    pods::remove_pod(&f.pods, pod).await;
+    // The old pod stops and goes cleanly (its shim and runsc are the old folder's); then the
+    // next run removes that folder, without a restart.
+    pods::stop_and_remove_pod(&f.pods, pod).await.unwrap();
+    let report = agent::install(&options, &f.restarter).await.unwrap();
+    assert_eq!(report.restarts, 0, "{report:?}");
+    assert!(report.kept_versions.is_empty(), "{report:?}");
+    assert!(!f.node.path(&version_dir("v1")).exists());
+    assert_eq!(f.restarts(), 3);
 
     // Uninstall: handler gone after one restart, files and binaries removed, runc still runs.
     let report = agent::uninstall(&options, &f.restarter).await.unwrap();
     assert_eq!(report.restarts, 1, "{report:?}");
-    assert_eq!(f.restarts(), 3);
+    assert_eq!(f.restarts(), 4);
     assert_eq!(f.handler().await, HandlerState::Missing);
     assert_eq!(std::fs::read(f.node.config_path()).unwrap(), original);
-    for path in [DROP_IN, RUNSC_TOML] {
-        assert!(!f.node.path(path).exists(), "{path} is still there");
-    }
-    for name in BINARIES {
+    for path in [DROP_IN, INSTALL_DIR] {
+        let left = std::fs::read_dir(f.node.path(path))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+            .unwrap_or_default();
         assert!(
-            !f.node.path(BINARY_PATH).join(name).exists(),
-            "{name} is still there"
+            !f.node.path(path).is_file() && left.is_empty(),
+            "{path} is still there: {left:?}"
         );
     }
     let runc = pods::run_pod(&f.pods, "", &["echo", "runc still works"], &f.logs())
@@ -310,7 +337,7 @@ async fn lifecycle(f: Fixture) {
             ..Default::default()
         }
     );
-    assert_eq!(f.restarts(), 3);
+    assert_eq!(f.restarts(), 4);
 }
 
 #[tokio::test]
@@ -346,8 +373,8 @@ async fn debian_containerd_1_6_is_refused_before_anything_changes() {
     );
     assert!(err.to_string().contains("1.7 or newer"), "{err}");
     assert_eq!(std::fs::read(f.node.config_path()).unwrap(), original);
-    assert!(!f.node.path(RUNSC_TOML).exists());
-    assert!(!f.node.path(BINARY_PATH).join("runsc").exists());
+    assert!(!f.node.path(&runsc_toml("v1")).exists());
+    assert!(!f.node.path(&version_dir("v1")).join("runsc").exists());
     assert_eq!(f.restarts(), 0);
     let runc = pods::run_pod(&f.pods, "", &["echo", "ok"], &f.logs())
         .await
@@ -374,7 +401,7 @@ async fn a_broken_config_is_an_error_and_stays_untouched() {
     assert!(message.contains("config.toml"), "{message}");
     assert_eq!(std::fs::read(f.node.config_path()).unwrap(), broken);
     assert_eq!(f.restarts(), 0);
-    assert!(!f.node.path(RUNSC_TOML).exists());
+    assert!(!f.node.path(&runsc_toml("v1")).exists());
 }
 
 #[tokio::test]
@@ -395,8 +422,8 @@ async fn containerd_failing_with_the_new_config_gets_the_backup_back() {
         assert_eq!(f.restarts(), 2, "{flavor:?}");
         assert!(f.node.is_running(), "{flavor:?}: containerd is down");
         assert_eq!(std::fs::read(f.node.config_path()).unwrap(), original);
-        for path in [DROP_IN, RUNSC_TOML] {
-            assert!(!f.node.path(path).exists(), "{flavor:?}: {path} remained");
+        for path in [DROP_IN.to_string(), runsc_toml("v1")] {
+            assert!(!f.node.path(&path).exists(), "{flavor:?}: {path} remained");
         }
         let runc = pods::run_pod(&f.pods, "", &["echo", "ok"], &f.logs())
             .await
@@ -511,4 +538,231 @@ async fn files_written_but_never_loaded_are_loaded_by_the_next_run() {
     assert!(report.files.is_empty(), "{report:?}");
     assert_eq!(report.restarts, 1, "{report:?}");
     assert_eq!(f.handler().await, HandlerState::Loaded);
+}
+
+/// A pin of `hack/versions.env` as the version folder gVisor's image tag names: the
+/// pseudo-version's `<date>-<commit>`.
+fn pinned(variable: &str) -> (String, String) {
+    let env =
+        std::fs::read_to_string(sandbox_testenv::repo_root().join("hack/versions.env")).unwrap();
+    let pin = env
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{variable}=")))
+        .unwrap_or_else(|| panic!("{variable} is not in hack/versions.env"))
+        .trim()
+        .to_string();
+    let folder = pin.strip_prefix("v0.0.0-").unwrap_or(&pin).to_string();
+    (pin, folder)
+}
+
+/// `runsc --version` of the executable a running gVisor sandbox was started from: its host
+/// process's `/proc/<pid>/exe`, which stays that binary even after an upgrade or removal of
+/// its folder. (gVisor's guest reports a fixed Linux version, so nothing inside the sandbox
+/// names the gVisor release; the sandbox's own process does.)
+async fn sandbox_runsc_version(pods: &Pods, pod: &pods::RunningPod) -> String {
+    let pid = pods::sandbox_pid(pods, &pod.sandbox).await.unwrap();
+    let exe = format!("/proc/{pid}/exe");
+    let target = std::fs::read_link(&exe).unwrap();
+    let out = std::process::Command::new(&exe)
+        .arg("--version")
+        .output()
+        .unwrap();
+    let version = String::from_utf8_lossy(&out.stdout).to_string();
+    println!("sandbox process {pid}: {} -> {version}", target.display());
+    version
+}
+
+/// The upgrade operators run: a node on the previous gVisor pin with a gVisor pod running,
+/// then the agent of the current pin. containerd restarts once; the old pod keeps running on
+/// the old release (its runsc is the old folder's) and then stops and goes cleanly; a new pod
+/// runs on the new release; the old folder goes once its pod is gone.
+async fn upgrade_from_the_previous_pin(f: Fixture) {
+    let (old_pin, old) = pinned("GVISOR_PREVIOUS_VERSION");
+    let (new_pin, new) = pinned("GVISOR_VERSION");
+    assert_ne!(old, new);
+    let source = |tool: sandbox_testenv::Tool, name: &str| {
+        let dir = f.work.path().join(name);
+        sandbox_image::write_gvisor_source(&tool.path().unwrap(), b"", &dir).unwrap();
+        dir
+    };
+    let previous = source(sandbox_testenv::Tool::GvisorPrevious, "previous");
+    let current = source(sandbox_testenv::Tool::Gvisor, "current");
+
+    let report = agent::install(
+        &f.options(&previous, plan_of(&old, json!({}))),
+        &f.restarter,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.version.as_deref(), Some(old.as_str()));
+    let old_pod = pods::start_pod(&f.pods, "runsc", &["sleep", "3600"], &f.logs())
+        .await
+        .unwrap_or_else(|e| panic!("{e}\ncontainerd log:\n{}", f.node.log_tail(30)));
+    assert!(
+        sandbox_runsc_version(&f.pods, &old_pod)
+            .await
+            .contains(&old_pin)
+    );
+    let before = f.restarts();
+
+    let options = f.options(&current, plan_of(&new, json!({})));
+    let report = agent::install(&options, &f.restarter).await.unwrap();
+    assert_eq!(report.restarts, 1, "{report:?}");
+    assert_eq!(
+        f.restarts() - before,
+        1,
+        "containerd restarted more than once"
+    );
+    assert_eq!(
+        report.kept_versions,
+        std::slice::from_ref(&old),
+        "{report:?}"
+    );
+    assert!(f.node.path(&version_dir(&old)).join("runsc").exists());
+
+    // The old pod lives on its release; a new one runs on the new release.
+    assert_eq!(
+        pods::container_state(&f.pods, &old_pod.container)
+            .await
+            .unwrap()
+            .0,
+        ContainerState::ContainerRunning,
+        "the running gVisor pod died during the upgrade"
+    );
+    assert!(
+        sandbox_runsc_version(&f.pods, &old_pod)
+            .await
+            .contains(&old_pin)
+    );
+    let new_pod = pods::start_pod(&f.pods, "runsc", &["sleep", "3600"], &f.logs())
+        .await
+        .unwrap();
+    assert!(
+        sandbox_runsc_version(&f.pods, &new_pod)
+            .await
+            .contains(&new_pin)
+    );
+    assert_gvisor(&f.dmesg("runsc").await);
+
+    // A run while the old pod lives keeps its folder; once it is gone, the next run removes
+    // it (the new pod runs on: its version is the current one), with no restart.
+    let report = agent::install(&options, &f.restarter).await.unwrap();
+    assert_eq!(
+        (report.restarts, report.kept_versions.clone()),
+        (0, vec![old.clone()])
+    );
+    pods::stop_and_remove_pod(&f.pods, old_pod).await.unwrap();
+    let report = agent::install(&options, &f.restarter).await.unwrap();
+    assert_eq!(report.restarts, 0, "{report:?}");
+    assert!(report.kept_versions.is_empty(), "{report:?}");
+    assert!(!f.node.path(&version_dir(&old)).exists());
+    assert!(f.node.path(&version_dir(&new)).join("runsc").exists());
+    assert_eq!(
+        pods::container_state(&f.pods, &new_pod.container)
+            .await
+            .unwrap()
+            .0,
+        ContainerState::ContainerRunning
+    );
+    pods::stop_and_remove_pod(&f.pods, new_pod).await.unwrap();
+}
+
+#[tokio::test]
+async fn upgrade_from_the_previous_gvisor_pin_on_containerd_2_with_a_running_pod() {
+    upgrade_from_the_previous_pin(Fixture::new(Flavor::V2)).await;
+}
+
+#[tokio::test]
+async fn upgrade_from_the_previous_gvisor_pin_on_a_containerd_1_7_node_that_gardener_node_agent_set_up()
+ {
+    upgrade_from_the_previous_pin(Fixture::gardener_built(Flavor::V17).await).await;
+}
+
+/// An earlier, unversioned install (the Go extension's, or ours before versioned installs:
+/// runsc and the shim in the binary path, `/etc/containerd/runsc.toml`) with a pod running on
+/// it: the versioned install takes over the handler and keeps the old files while that pod
+/// runs (which folder it uses cannot be told), then removes them.
+#[tokio::test]
+async fn an_unversioned_install_is_replaced_and_its_files_go_after_its_last_pod() {
+    let f = Fixture::new(Flavor::V2);
+    let v1 = image(f.work.path(), b"");
+    let binaries = f.node.path(BINARY_PATH);
+    for name in BINARIES {
+        std::fs::copy(v1.join(name), binaries.join(name)).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(binaries.join(name), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+    }
+    let legacy_toml = "/etc/containerd/runsc.toml";
+    std::fs::write(f.node.path(legacy_toml), "[runsc_config]\n").unwrap();
+    let mut config = std::fs::read_to_string(f.node.config_path()).unwrap();
+    config.push_str(&format!(
+        "\n[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.runsc]\n  runtime_type = \"io.containerd.runsc.v1\"\n[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.runsc.options]\n  TypeUrl = \"io.containerd.runsc.v1.options\"\n  ConfigPath = \"{legacy_toml}\"\n"
+    ));
+    f.node.write_config(&config).unwrap();
+    f.node.restart().unwrap();
+    let old_pod = pods::start_pod(&f.pods, "runsc", &["sleep", "3600"], &f.logs())
+        .await
+        .unwrap_or_else(|e| panic!("{e}\ncontainerd log:\n{}", f.node.log_tail(30)));
+
+    let options = f.options(&v1, plan(json!({})));
+    let report = agent::install(&options, &f.restarter).await.unwrap();
+    assert_eq!(report.restarts, 1, "{report:?}");
+    for name in BINARIES {
+        assert!(
+            binaries.join(name).exists(),
+            "{name} removed under a running pod"
+        );
+    }
+    assert!(f.node.path(legacy_toml).exists());
+    assert_gvisor(&f.dmesg("runsc").await);
+
+    pods::stop_and_remove_pod(&f.pods, old_pod).await.unwrap();
+    let report = agent::install(&options, &f.restarter).await.unwrap();
+    assert_eq!(report.restarts, 0, "{report:?}");
+    for name in BINARIES {
+        assert!(!binaries.join(name).exists(), "{name} is still there");
+    }
+    assert!(!f.node.path(legacy_toml).exists());
+}
+
+/// Uninstall never pulls gVisor from under a running pod: it waits (an error that names the
+/// pod, in the agent's report and so in the health condition), changes nothing, and finishes
+/// once the pod is gone.
+#[tokio::test]
+async fn uninstall_waits_for_a_running_gvisor_pod() {
+    let f = Fixture::new(Flavor::V17);
+    let v1 = image(f.work.path(), b"");
+    let options = f.options(&v1, plan(json!({})));
+    agent::install(&options, &f.restarter).await.unwrap();
+    let pod = pods::start_pod(&f.pods, "runsc", &["sleep", "3600"], &f.logs())
+        .await
+        .unwrap();
+    let config = std::fs::read(f.node.config_path()).unwrap();
+    let restarts = f.restarts();
+
+    let err = agent::uninstall(&options, &f.restarter).await.unwrap_err();
+    assert!(
+        matches!(err, AgentError::SandboxesRunning { count: 1, .. }),
+        "{err}"
+    );
+    assert_eq!(err.reason(), "SandboxesRunning");
+    println!("uninstall with a running pod: {err}");
+    assert_eq!(f.restarts(), restarts, "containerd was restarted");
+    assert_eq!(std::fs::read(f.node.config_path()).unwrap(), config);
+    assert!(f.node.path(&version_dir("v1")).join("runsc").exists());
+    assert_eq!(f.handler().await, HandlerState::Loaded);
+    assert_eq!(
+        pods::container_state(&f.pods, &pod.container)
+            .await
+            .unwrap()
+            .0,
+        ContainerState::ContainerRunning
+    );
+
+    pods::stop_and_remove_pod(&f.pods, pod).await.unwrap();
+    let report = agent::uninstall(&options, &f.restarter).await.unwrap();
+    assert_eq!(report.restarts, 1, "{report:?}");
+    assert_eq!(f.handler().await, HandlerState::Missing);
+    assert!(!f.node.path(&version_dir("v1")).exists());
 }

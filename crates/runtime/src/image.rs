@@ -79,6 +79,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_gvisor_image_tag_carries_the_pinned_gvisor() {
+        let pinned = include_str!("../../../hack/versions.env")
+            .lines()
+            .find_map(|l| l.strip_prefix("GVISOR_VERSION="))
+            .unwrap()
+            .trim();
+        // A pseudo-version v0.0.0-<date>-<commit>: the tag carries <date>-<commit>.
+        let version = pinned.strip_prefix("v0.0.0-").unwrap_or(pinned);
+        let ours = ImageVector::parse(DEFAULT_IMAGE_VECTOR).unwrap();
+        let image = ours.find(NODE_AGENT_IMAGE).unwrap().reference();
+        assert_eq!(
+            crate::gvisor::node::gvisor_version(&image),
+            version,
+            "{image}: run hack/bump-gvisor.sh"
+        );
+    }
+
+    #[test]
     fn default_vector_has_the_node_agent_and_overwrite_replaces_it() {
         let ours = ImageVector::parse(DEFAULT_IMAGE_VECTOR).unwrap();
         assert!(ours.find(NODE_AGENT_IMAGE).unwrap().tag.is_some());

@@ -304,6 +304,25 @@ fn agent_daemon_set(ds: AgentDaemonSet<'_>) -> DaemonSet {
         mount("dbus", &host("/run/dbus"), false),
         mount("lock", &host(node_plan::LOCK_DIR), false),
     ];
+    // A versioned plan that replaces an unversioned install removes its binaries from
+    // `spec.binaryPath` once no sandbox may use them: that folder too.
+    if plan
+        .binaries
+        .versioned
+        .as_ref()
+        .is_some_and(|v| !v.replaces_binaries.is_empty())
+    {
+        volumes.push(host_path(
+            "replaced-binaries",
+            ds.input.binary_path,
+            "DirectoryOrCreate",
+        ));
+        volume_mounts.push(mount(
+            "replaced-binaries",
+            &host(ds.input.binary_path),
+            false,
+        ));
+    }
     let mut args = vec![
         "node-agent".to_string(),
         ds.action.to_string(),

@@ -30,6 +30,9 @@ pub const CONTAINERD_DIR: &str = "/etc/containerd";
 pub const CONF_D_DIR: &str = "/etc/containerd/conf.d";
 /// Folder of the agents' host locks.
 pub const LOCK_DIR: &str = "/run/runtime-sandbox";
+/// The one host lock of every agent that edits containerd's configuration or restarts it,
+/// whatever its runtime: two runtimes' agents on one node take turns.
+pub const CONTAINERD_LOCK: &str = "/run/runtime-sandbox/containerd.lock";
 /// Folder below which versioned payloads are installed.
 pub const OPT_DIR: &str = "/opt/runtime-sandbox";
 
@@ -51,7 +54,8 @@ pub struct NodePlan {
     pub binaries: Binaries,
     /// The drop-in file the handlers go to when `config.toml` imports `conf.d`.
     pub drop_in: String,
-    /// The host lock that keeps two agents of this runtime from editing at once.
+    /// The host lock that keeps two agents from editing containerd's configuration or
+    /// restarting it at once ([`CONTAINERD_LOCK`] for every runtime of ours).
     pub lock: String,
     /// The node label set once containerd has loaded every handler (the RuntimeClass selects it).
     pub ready_label: String,
@@ -142,7 +146,8 @@ pub struct PlanFile {
     pub content: String,
 }
 
-/// Binaries shipped in the image next to a `sha256sum` file.
+/// Binaries shipped in the image next to a `sha256sum` file. A name is a file name or a path
+/// below the image's folder (`gvisor-bin/gvisor_sentry`): the same path below the target.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Binaries {
@@ -157,8 +162,8 @@ pub struct Binaries {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub optional: Vec<String>,
     /// A versioned install: the files go to `<target>/<version>/` instead of
-    /// `spec.binaryPath`, and an older version's folder stays while sandboxes of the plan's
-    /// handlers still run on the node (their shims and VMs use it).
+    /// `spec.binaryPath`, and an older version's folder stays while a sandbox of the plan's
+    /// handlers may still use it (its shim, runtime or VM run from it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub versioned: Option<Versioned>,
 }
@@ -171,12 +176,48 @@ pub struct Versioned {
     pub target: String,
     /// The payload's version: a plain folder name.
     pub version: String,
+    /// Binaries of an earlier, unversioned install in `spec.binaryPath` (file names), removed
+    /// with the older versions once no sandbox may use them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaces_binaries: Vec<String>,
+    /// Files of that earlier install below [`CONTAINERD_DIR`], removed with them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaces_files: Vec<String>,
 }
 
 impl Versioned {
     /// The folder of this version.
     pub fn dir(&self) -> String {
         format!("{}/{}", self.target, self.version)
+    }
+}
+
+/// A payload version as a folder name: the image tag (or the digest's first 12 hex digits),
+/// with anything but `[A-Za-z0-9._-]` replaced, so it can never leave its folder.
+pub fn payload_version(image: &str) -> String {
+    let tail = image.rsplit('/').next().unwrap_or(image);
+    let raw = match (tail.split_once('@'), tail.split_once(':')) {
+        (Some((_, digest)), _) => digest
+            .trim_start_matches("sha256:")
+            .chars()
+            .take(12)
+            .collect(),
+        (None, Some((_, tag))) => tag.to_string(),
+        (None, None) => "latest".to_string(),
+    };
+    let clean: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    match clean.as_str() {
+        "" | "." | ".." => "unversioned".into(),
+        _ => clean,
     }
 }
 
@@ -223,6 +264,19 @@ fn check_path(field: &str, path: &str, dir: &str) -> Result<(), PlanError> {
         return Err(invalid(
             field,
             format!("{path:?} must be a normalised absolute path below {dir}/"),
+        ));
+    }
+    Ok(())
+}
+
+/// A relative path of plain names (`runsc`, `gvisor-bin/gvisor_sentry`): no `.`, `..` or
+/// empty part, at most two parts, printable.
+fn check_relative(field: &str, name: &str) -> Result<(), PlanError> {
+    let parts: Vec<&str> = name.split('/').collect();
+    if parts.len() > 2 || parts.iter().any(|p| check_name(field, p).is_err()) {
+        return Err(invalid(
+            field,
+            format!("{name:?} must be a file name, or a folder and a file name"),
         ));
     }
     Ok(())
@@ -376,7 +430,15 @@ impl NodePlan {
             }
         }
         for (i, file) in self.files.iter().enumerate() {
-            check_path(&format!("files[{i}].path"), &file.path, CONTAINERD_DIR)?;
+            // Below containerd's folder, or in the version's own folder (a file that belongs
+            // to that version, e.g. its shim's configuration, goes with it).
+            let field = format!("files[{i}].path");
+            match &self.binaries.versioned {
+                Some(v) if Path::new(&file.path).starts_with(v.dir()) => {
+                    check_path(&field, &file.path, &v.dir())?
+                }
+                _ => check_path(&field, &file.path, CONTAINERD_DIR)?,
+            }
         }
         check_path("dropIn", &self.drop_in, CONF_D_DIR)?;
         if !self.drop_in.ends_with(".toml") {
@@ -394,14 +456,24 @@ impl NodePlan {
         }
         check_name("binaries.checksums", &self.binaries.checksums)?;
         for (i, name) in self.binaries.names.iter().enumerate() {
-            check_name(&format!("binaries.names[{i}]"), name)?;
+            check_relative(&format!("binaries.names[{i}]"), name)?;
         }
         for (i, name) in self.binaries.optional.iter().enumerate() {
-            check_name(&format!("binaries.optional[{i}]"), name)?;
+            check_relative(&format!("binaries.optional[{i}]"), name)?;
         }
         if let Some(versioned) = &self.binaries.versioned {
             check_path("binaries.versioned.target", &versioned.target, OPT_DIR)?;
             check_name("binaries.versioned.version", &versioned.version)?;
+            for (i, name) in versioned.replaces_binaries.iter().enumerate() {
+                check_name(&format!("binaries.versioned.replacesBinaries[{i}]"), name)?;
+            }
+            for (i, path) in versioned.replaces_files.iter().enumerate() {
+                check_path(
+                    &format!("binaries.versioned.replacesFiles[{i}]"),
+                    path,
+                    CONTAINERD_DIR,
+                )?;
+            }
         }
         check_label("readyLabel", &self.ready_label)?;
         if major_minor(&self.min_containerd.version).is_none() {
@@ -440,6 +512,11 @@ impl NodePlan {
             Some(v) => v.dir(),
             None => binary_path.to_string(),
         }
+    }
+
+    /// The version a versioned install puts on the node.
+    pub fn version(&self) -> Option<&str> {
+        self.binaries.versioned.as_ref().map(|v| v.version.as_str())
     }
 }
 
@@ -553,6 +630,50 @@ mod tests {
     }
 
     #[test]
+    fn a_versioned_install_may_have_subfolders_and_files_of_its_own() {
+        let mut p = plan();
+        p.binaries.versioned = Some(Versioned {
+            target: "/opt/runtime-sandbox/example".into(),
+            version: "v1".into(),
+            replaces_binaries: vec!["example".into()],
+            replaces_files: vec!["/etc/containerd/example.toml".into()],
+        });
+        p.binaries.optional = vec!["example-bin/helper".into()];
+        p.files.push(PlanFile {
+            path: "/opt/runtime-sandbox/example/v1/example.toml".into(),
+            content: String::new(),
+        });
+        NodePlan::parse(&p.to_yaml()).unwrap();
+        assert_eq!(p.version(), Some("v1"));
+        type Change = fn(&mut NodePlan);
+        let cases: [(&str, Change); 5] = [
+            ("files[1].path", |p| {
+                p.files[1].path = "/opt/runtime-sandbox/example/v2/example.toml".into()
+            }),
+            ("binaries.optional[0]", |p| {
+                p.binaries.optional[0] = "a/b/c".into()
+            }),
+            ("binaries.optional[0]", |p| {
+                p.binaries.optional[0] = "../helper".into()
+            }),
+            ("binaries.versioned.replacesBinaries[0]", |p| {
+                p.binaries.versioned.as_mut().unwrap().replaces_binaries[0] = "../sh".into()
+            }),
+            ("binaries.versioned.replacesFiles[0]", |p| {
+                p.binaries.versioned.as_mut().unwrap().replaces_files[0] = "/etc/passwd".into()
+            }),
+        ];
+        for (field, change) in cases {
+            let mut changed = p.clone();
+            change(&mut changed);
+            match NodePlan::parse(&changed.to_yaml()) {
+                Err(PlanError::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn containerd_versions_are_read_as_packaged() {
         assert_eq!(major_minor("1.6.20~ds1"), Some((1, 6)));
         assert_eq!(major_minor("v1.7.35"), Some((1, 7)));
@@ -584,6 +705,9 @@ pub struct NodeReport {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The runtime version installed on the node (a versioned install's folder name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// The longest message a [`NodeReport`] carries (annotations are small).
@@ -608,7 +732,14 @@ impl NodeReport {
             ready: false,
             reason: Some(reason.to_string()),
             message: Some(message[..end].to_string()),
+            version: None,
         }
+    }
+
+    /// The same report, naming the installed `version`.
+    pub fn with_version(mut self, version: Option<String>) -> Self {
+        self.version = version;
+        self
     }
 }
 

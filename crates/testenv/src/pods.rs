@@ -14,8 +14,8 @@ use tonic::transport::{Channel, Endpoint};
 use sandbox_cri::v1::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
     CreateContainerRequest, ImageSpec, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, Mount,
-    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
+    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
 };
 
 use crate::node::BUSYBOX_IMAGE;
@@ -301,6 +301,49 @@ pub async fn remove_pod(cri: &Pods, pod: RunningPod) {
             pod_sandbox_id: pod.sandbox,
         })
         .await;
+}
+
+/// Stops and removes a pod, failing on any error of either call: the proof that its runtime
+/// can still stop and delete it.
+pub async fn stop_and_remove_pod(cri: &Pods, pod: RunningPod) -> Result<(), String> {
+    let mut rt = cri.runtime_service();
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod.sandbox.clone(),
+    })
+    .await
+    .map_err(|e| format!("StopPodSandbox: {}", e.message()))?;
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod.sandbox,
+    })
+    .await
+    .map_err(|e| format!("RemovePodSandbox: {}", e.message()))?;
+    Ok(())
+}
+
+/// The host process id of a running pod sandbox (containerd's verbose status, `info.pid`):
+/// for gVisor, the sandbox's own process.
+pub async fn sandbox_pid(cri: &Pods, sandbox: &str) -> Result<u32, String> {
+    let status = cri
+        .runtime_service()
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: sandbox.into(),
+            verbose: true,
+        })
+        .await
+        .map_err(|e| format!("PodSandboxStatus: {}", e.message()))?
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(
+        status
+            .info
+            .get("info")
+            .ok_or("the verbose status has no info")?,
+    )
+    .map_err(|e| e.to_string())?;
+    info.get("pid")
+        .and_then(|p| p.as_u64())
+        .and_then(|p| u32::try_from(p).ok())
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("no pid in {info}"))
 }
 
 /// CRI log lines are `<time> <stream> <P|F> <text>`.

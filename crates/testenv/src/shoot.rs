@@ -6,7 +6,7 @@
 //! The node: kubelet, containerd, the shims and every container share one mount namespace
 //! and one network namespace (held by a `sleep` process, see [`NAMESPACE_HOLDER`]) in which
 //! the node's host root folders are bind-mounted onto the paths a Gardener node has
-//! (`/etc/containerd`, `/run/containerd`, `/var/bin/containerruntimes`, `/run/dbus`,
+//! (`/etc/containerd`, `/run/containerd`, `/var/bin/containerruntimes`, `/opt/runtime-sandbox`, `/run/dbus`,
 //! `/run/runtime-sandbox`, `/var/lib/kubelet`, `/var/log/pods`): the installer DaemonSet's
 //! hostPath volumes land in the node, not on the machine, and restarting containerd (through
 //! systemd's D-Bus API, [`FakeSystemd`]) keeps the kubelet's volume mounts visible.
@@ -54,6 +54,8 @@ const NODE_FOLDERS: &[&str] = &[
     BINARY_PATH,
     "/run/dbus",
     "/run/runtime-sandbox",
+    // Versioned runtime installs (gVisor's and Kata's version folders).
+    "/opt/runtime-sandbox",
     "/var/lib/kubelet",
     "/var/log/pods",
     "/var/log/containers",

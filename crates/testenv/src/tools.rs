@@ -26,6 +26,9 @@ pub enum Tool {
     /// Folder with `runsc` and `containerd-shim-runsc-v1` for linux/arm64 (the images' arm64
     /// variant), from the same pinned gVisor module.
     GvisorArm64,
+    /// Folder with `runsc` and `containerd-shim-runsc-v1` of the pin before the current one
+    /// (`GVISOR_PREVIOUS_VERSION`), for this machine: the upgrade tests start from it.
+    GvisorPrevious,
     /// Folder with containerd 2.x: `containerd`, `ctr` and `containerd-shim-runc-v2`.
     Containerd2,
     /// Folder with containerd 1.7: `containerd`, `ctr` and `containerd-shim-runc-v2`.
@@ -44,12 +47,13 @@ pub enum Tool {
 
 impl Tool {
     /// Every tool, in the order `hack/tools.sh env` prints them.
-    pub const ALL: [Tool; 11] = [
+    pub const ALL: [Tool; 12] = [
         Tool::KubeApiserver,
         Tool::Etcd,
         Tool::GardenerCrds,
         Tool::Gvisor,
         Tool::GvisorArm64,
+        Tool::GvisorPrevious,
         Tool::Containerd2,
         Tool::Containerd17,
         Tool::GvisorExtension,
@@ -66,6 +70,7 @@ impl Tool {
             Tool::GardenerCrds => "gardener-crds",
             Tool::Gvisor => "gvisor",
             Tool::GvisorArm64 => "gvisor-arm64",
+            Tool::GvisorPrevious => "gvisor-previous",
             Tool::Containerd2 => "containerd",
             Tool::Containerd17 => "containerd17",
             Tool::GvisorExtension => "gvisor-extension",
@@ -83,6 +88,7 @@ impl Tool {
             Tool::GardenerCrds => "SANDBOX_GARDENER_CRDS",
             Tool::Gvisor => "SANDBOX_GVISOR",
             Tool::GvisorArm64 => "SANDBOX_GVISOR_ARM64",
+            Tool::GvisorPrevious => "SANDBOX_GVISOR_PREVIOUS",
             Tool::Containerd2 => "SANDBOX_CONTAINERD2",
             Tool::Containerd17 => "SANDBOX_CONTAINERD17",
             Tool::GvisorExtension => "SANDBOX_GVISOR_EXTENSION",

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use sandbox_image::{Arch, NodeAgentPlatform};
+use sandbox_runtime::image::{DEFAULT_IMAGE_VECTOR, ImageVector, NODE_AGENT_IMAGE};
 
 #[derive(Parser)]
 #[command(about = "Build the node agent's multi-architecture OCI image archive from local files")]
@@ -18,12 +19,11 @@ struct Args {
     /// (`hack/tools.sh path gvisor`, `hack/tools.sh path gvisor-arm64`); once per architecture.
     #[arg(long = "gvisor-dir", value_parser = sandbox_image::arch_path, required = true)]
     gvisor_dirs: Vec<(Arch, PathBuf)>,
-    /// The image reference recorded in the archive.
-    #[arg(
-        long,
-        default_value = "ghcr.io/gardener-extension-runtime-sandbox/node-agent:v0.1.0"
-    )]
-    name: String,
+    /// The image reference recorded in the archive; by default the image vector's
+    /// `runtime-gvisor-installation`, whose tag carries the gVisor version
+    /// (`<release>-gvisor-<version>`: the node plan's version folder).
+    #[arg(long)]
+    name: Option<String>,
     /// Where to write the archive.
     #[arg(long)]
     out: PathBuf,
@@ -40,8 +40,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             gvisor_dir,
         })
         .collect();
-    let archive = sandbox_image::node_agent_image(&args.name, &platforms)?;
+    let name = match args.name {
+        Some(name) => name,
+        None => ImageVector::parse(DEFAULT_IMAGE_VECTOR)?
+            .find(NODE_AGENT_IMAGE)?
+            .reference(),
+    };
+    let archive = sandbox_image::node_agent_image(&name, &platforms)?;
     let archs: Vec<Arch> = pairs.iter().map(|p| p.0).collect();
-    sandbox_image::write_archive(&args.out, &args.name, &archive, &archs)?;
+    sandbox_image::write_archive(&args.out, &name, &archive, &archs)?;
     Ok(())
 }

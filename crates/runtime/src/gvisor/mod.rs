@@ -104,7 +104,7 @@ pub fn installation_objects(input: &InstallationInput<'_>) -> Result<ObjectSet, 
             pool: input.pool,
             selector: input.selector,
             binary_path: input.binary_path,
-            plan: &node_plan(input.config),
+            plan: &node_plan(input.config, input.image),
             image: input.image,
         },
     )
@@ -118,7 +118,7 @@ pub fn cleanup_objects(input: &CleanupInput<'_>) -> Result<ObjectSet, RenderErro
             pool: input.pool,
             selector: input.selector,
             binary_path: input.binary_path,
-            plan: &node_plan(&GVisorConfig::default()),
+            plan: &node_plan(&GVisorConfig::default(), input.image),
             image: input.image,
         },
     )
@@ -135,9 +135,9 @@ impl Actuator for GVisor {
     fn node_plan(
         &self,
         provider_config: Option<&serde_json::Value>,
-        _image: &str,
+        image: &str,
     ) -> Result<crate::node_plan::NodePlan, crate::actuator::ConfigError> {
-        config::parse(provider_config).map(|c| node::node_plan(&c))
+        config::parse(provider_config).map(|c| node::node_plan(&c, image))
     }
 
     fn validate(

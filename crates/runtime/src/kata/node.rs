@@ -18,8 +18,8 @@ pub const INSTALL_DIR: &str = "/opt/runtime-sandbox/kata";
 pub const CONFIG_DIR: &str = "/etc/containerd/runtime-sandbox-kata";
 /// Our drop-in, used when `config.toml` imports `conf.d`.
 pub const DROP_IN: &str = "/etc/containerd/conf.d/runtime-sandbox-kata.toml";
-/// The host lock of Kata's node agents.
-pub const LOCK: &str = "/run/runtime-sandbox/kata.lock";
+/// The host lock of every agent that edits containerd's configuration or restarts it.
+pub const LOCK: &str = node_plan::CONTAINERD_LOCK;
 /// The image's payload folder (see docs/kata.md).
 pub const IMAGE_DIR: &str = "/usr/local/lib/runtime-sandbox/kata";
 /// The checksums file of the payload (`sha256sum` format).
@@ -50,34 +50,7 @@ pub fn config_path(h: Hypervisor) -> String {
     format!("{CONFIG_DIR}/configuration-{}.toml", h.name())
 }
 
-/// A payload version as a folder name: the image tag (or the digest's first 12 hex digits),
-/// with anything but `[A-Za-z0-9._-]` replaced, so it can never leave its folder.
-pub fn payload_version(image: &str) -> String {
-    let tail = image.rsplit('/').next().unwrap_or(image);
-    let raw = match (tail.split_once('@'), tail.split_once(':')) {
-        (Some((_, digest)), _) => digest
-            .trim_start_matches("sha256:")
-            .chars()
-            .take(12)
-            .collect(),
-        (None, Some((_, tag))) => tag.to_string(),
-        (None, None) => "latest".to_string(),
-    };
-    let clean: String = raw
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    match clean.as_str() {
-        "" | "." | ".." => "unversioned".into(),
-        _ => clean,
-    }
-}
+pub use crate::node_plan::payload_version;
 
 fn requirement(kind: RequirementKind, path: &str, reason: &str, purpose: &str) -> Requirement {
     Requirement {
@@ -212,6 +185,8 @@ pub fn node_plan(config: &KataConfig, image: &str) -> NodePlan {
     let versioned = Versioned {
         target: INSTALL_DIR.into(),
         version,
+        replaces_binaries: Vec::new(),
+        replaces_files: Vec::new(),
     };
     let dir = versioned.dir();
     let mut names = vec![SHIM.to_string(), GUEST_KERNEL.into(), GUEST_IMAGE.into()];
