@@ -50,7 +50,8 @@ sed -i \
   -e "s|^GVISOR_SUM=.*|GVISOR_SUM=$new_sum|" \
   hack/versions.env
 sed -i "s|-gvisor-$(folder "$current")|-gvisor-$(folder "$new")|" crates/runtime/images.yaml
-sed -i "s|$current|$new|g" README.md
+# The README's table has a row per pin: current -> new, previous -> current.
+sed -i -e "s|$current|@@new@@|g" -e "s|$GVISOR_PREVIOUS_VERSION|$current|g" -e "s|@@new@@|$new|g" README.md
 grep -q "gvisor-$(folder "$new")" crates/runtime/images.yaml || die "crates/runtime/images.yaml has no gVisor tag to move"
 
 hack/tools.sh ensure gvisor
