@@ -642,6 +642,43 @@ async fn a_gvisor_pod_runs_on_a_node_our_agent_prepared_and_the_pool_can_drop_it
         .await
         .unwrap();
     w.seed.gardenlet_delete(&format!("gvisor-{POOL}")).await;
+    // The gVisor pod `sandboxed` still runs there: the cleanup waits for it (its shim needs
+    // runsc to stop and delete it) and says so on the node; the ContainerRuntime stays.
+    let state = eventually(
+        240,
+        "the cleanup waiting for the running gVisor pod",
+        async || {
+            let node = w.nodes.get(NODE_NAME).await.ok()?;
+            let state = node
+                .metadata
+                .annotations?
+                .get(&sandbox_runtime::node_plan::state_annotation(
+                    NODE_READY_LABEL,
+                ))?
+                .clone();
+            state.contains("SandboxesRunning").then_some(state)
+        },
+    )
+    .await;
+    assert!(state.contains("sandboxed"), "{state}");
+    assert!(
+        w.seed
+            .runtimes()
+            .get_opt(&format!("gvisor-{POOL}"))
+            .await
+            .unwrap()
+            .is_some(),
+        "the ContainerRuntime went while a gVisor pod still ran"
+    );
+    assert_eq!(
+        phase(&w.pods.get("sandboxed").await.unwrap()),
+        "Running",
+        "the gVisor pod was stopped by the cleanup"
+    );
+    w.pods
+        .delete("sandboxed", &DeleteParams::default())
+        .await
+        .unwrap();
     eventually(
         240,
         "the ContainerRuntime's finalizer removed and the object gone",

@@ -344,7 +344,8 @@ fn summary_node_plans(out: &mut String, objects: &[(String, Value)]) -> Result<(
             .map(|h| format!("{} ({})", h.name, h.runtime_type))
             .collect();
         let target = match &plan.binaries.versioned {
-            Some(v) => format!("{}/<version>/", v.target),
+            // The version folder, named by the image's tag (gVisor: the gVisor version).
+            Some(v) => format!("{}/", v.dir()),
             None => "spec.binaryPath".to_string(),
         };
         let _ = writeln!(out, "pool {pool}, {}:", plan.runtime);

@@ -291,7 +291,7 @@ mod tests {
     #[test]
     fn a_sandbox_s_shim_configuration_comes_from_its_verbose_info() {
         let info = |json: &str| HashMap::from([("info".to_string(), json.to_string())]);
-        let path = "/opt/runtime-sandbox/gvisor/v1/runsc.toml";
+        let path = "/opt/runtime-sandbox/example/v1/example.toml";
         for json in [
             format!(r#"{{"pid":7,"runtimeOptions":{{"type_url":"x","config_path":"{path}"}}}}"#),
             format!(r#"{{"runtimeOptions":{{"configPath":"{path}"}}}}"#),

@@ -99,7 +99,14 @@ impl Daemon {
             Mode::Uninstall => {
                 // No new sandboxed pods here from now on, then clean up.
                 self.label(None, &[]).await;
-                agent::uninstall(&self.options, self.restarter.as_ref()).await
+                let result = agent::uninstall(&self.options, self.restarter.as_ref()).await;
+                // Not done (e.g. sandboxes still run on the runtime): why, in the state
+                // annotation, with the label still off.
+                if let Err(e) = &result {
+                    self.label(Some(NodeReport::failed(e.reason(), &e.to_string())), &[])
+                        .await;
+                }
+                result
             }
         }
     }
@@ -194,8 +201,18 @@ impl Daemon {
                 if *stopping.borrow() {
                     break;
                 }
+                // An uninstall that could not finish (sandboxes still run on the runtime) is
+                // tried again every `verify`, so the pool's cleanup ends soon after the last
+                // such pod, not a whole resync later.
+                let retry_soon = self.mode == Mode::Uninstall && !ready.is_ready();
                 tokio::select! {
-                    _ = self.until_next_run(&ready) => {}
+                    _ = async {
+                        if retry_soon {
+                            tokio::time::sleep(self.verify).await
+                        } else {
+                            self.until_next_run(&ready).await
+                        }
+                    } => {}
                     _ = stopping.changed() => break,
                 }
             }
