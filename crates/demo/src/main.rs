@@ -53,7 +53,12 @@ async fn main() -> Result<(), Error> {
     ));
 
     let config = ControllerConfig {
-        image: "ghcr.io/gardener-extension-runtime-sandbox/node-agent:v0.1.0".into(),
+        // The node-agent image the extension ships (its tag names the gVisor version).
+        image: sandbox_runtime::image::ImageVector::parse(
+            sandbox_runtime::image::DEFAULT_IMAGE_VECTOR,
+        )?
+        .find(sandbox_runtime::image::NODE_AGENT_IMAGE)?
+        .reference(),
         // Health conditions within seconds rather than at the default 30 s.
         health_sync_period: Duration::from_secs(2),
         ..ControllerConfig::default()
