@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::future::{Future, ready};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures::StreamExt;
 use kube::api::Api;
@@ -19,90 +18,11 @@ use sandbox_health::Readiness;
 use tracing::{debug, warn};
 
 use crate::cache::Caches;
-use crate::contract;
+use crate::context::Context;
+pub use crate::context::ControllerConfig;
 use crate::event_filter::{EventFilter, Guarded};
 use crate::metrics::Observer;
 use crate::{Error, reconcile};
-
-/// How the controller behaves; the fields mirror the Go extensions' flags.
-#[derive(Clone, Debug)]
-pub struct ControllerConfig {
-    /// Extension classes served (`--extension-classes`); default `shoot`.
-    pub extension_classes: Vec<String>,
-    /// Reconcile on generation changes instead of operation annotations.
-    pub ignore_operation_annotation: bool,
-    /// `--max-concurrent-reconciles`.
-    pub max_concurrent_reconciles: u16,
-    /// How long deletion waits for ManagedResources to go (and the pool's nodes to be
-    /// cleaned) before it reports an Error and retries.
-    pub delete_timeout: Duration,
-    /// How often a waiting deletion checks again (it requeues; no worker waits).
-    pub wait_poll: Duration,
-    /// The node-agent image reference (gVisor's, and any runtime's not in `images`).
-    pub image: String,
-    /// Image references by image-vector name, for runtimes with their own node-agent image
-    /// (Kata's carries its payload).
-    pub images: std::collections::BTreeMap<String, String>,
-    /// Name under which Events are reported.
-    pub reporter: String,
-    /// First retry delay after an error; doubles per failure up to `max_backoff`.
-    pub base_backoff: Duration,
-    /// Longest retry delay.
-    pub max_backoff: Duration,
-    /// How often the health conditions are checked (`SystemComponentsHealthy`,
-    /// `EveryNodeReady`; see [`crate::health`]).
-    pub health_sync_period: Duration,
-}
-
-impl ControllerConfig {
-    /// The node-agent image of `actuator`.
-    pub fn image_for(&self, actuator: &dyn sandbox_runtime::actuator::Actuator) -> &str {
-        self.images
-            .get(actuator.image_name())
-            .map_or(self.image.as_str(), String::as_str)
-    }
-}
-
-impl Default for ControllerConfig {
-    fn default() -> Self {
-        ControllerConfig {
-            extension_classes: vec![contract::DEFAULT_CLASS.to_string()],
-            ignore_operation_annotation: false,
-            max_concurrent_reconciles: 5,
-            delete_timeout: Duration::from_secs(120),
-            wait_poll: Duration::from_secs(2),
-            image: String::new(),
-            images: Default::default(),
-            reporter: "gardener-extension-runtime-sandbox".to_string(),
-            base_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(300),
-            health_sync_period: Duration::from_secs(30),
-        }
-    }
-}
-
-/// What every reconcile shares.
-pub(crate) struct Context {
-    pub(crate) client: Client,
-    /// Clusters and our ManagedResources, from watches.
-    pub(crate) caches: Caches,
-    pub(crate) config: ControllerConfig,
-    pub(crate) recorder: Recorder,
-    failures: Mutex<HashMap<ObjectRef<Guarded>, u32>>,
-    pub(crate) observer: Arc<dyn Observer>,
-    /// Order between the writes to a shoot's ManagedResources across its pools.
-    pub(crate) shared: crate::shared::SharedResources,
-}
-
-impl Context {
-    /// A reconcile of `object` succeeded: its backoff starts over.
-    pub(crate) fn succeeded(&self, object: &Guarded) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&ObjectRef::from_obj(object));
-    }
-}
 
 /// Runs the controller until `shutdown` completes.
 pub async fn run(

@@ -27,8 +27,8 @@ use sandbox_runtime::node_plan::{NodeReport, state_annotation};
 use serde_json::json;
 use tracing::{debug, warn};
 
+use crate::context::Context;
 use crate::contract;
-use crate::controller::Context;
 use crate::event_filter::Guarded;
 use crate::health::{self, ComponentState, Input, NodeState};
 

@@ -9,6 +9,7 @@
 //! - [`leader_election`], [`heartbeat`], [`metrics`]: what operators run it with.
 
 mod cache;
+mod context;
 pub mod contract;
 pub mod controller;
 mod event_filter;

@@ -19,8 +19,8 @@ use sandbox_runtime::actuator::{
 use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
+use crate::context::Context;
 use crate::contract::{self, FINALIZER, OPERATION_ANNOTATION, Skip, Step};
-use crate::controller::Context;
 use crate::event_filter::Guarded;
 use crate::{Error, Result, kube_err, managedresource};
 
