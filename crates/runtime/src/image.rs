@@ -85,8 +85,7 @@ mod tests {
             .find_map(|l| l.strip_prefix("GVISOR_VERSION="))
             .unwrap()
             .trim();
-        // A pseudo-version v0.0.0-<date>-<commit>: the tag carries <date>-<commit>.
-        let version = pinned.strip_prefix("v0.0.0-").unwrap_or(pinned);
+        let version = crate::gvisor::node::pin_version(pinned);
         let ours = ImageVector::parse(DEFAULT_IMAGE_VECTOR).unwrap();
         let image = ours.find(NODE_AGENT_IMAGE).unwrap().reference();
         assert_eq!(

@@ -234,13 +234,18 @@ impl GVisorConfig {
     /// `/etc/containerd/runsc.toml` for containerd-shim-runsc-v1: a `[runsc_config]` table
     /// with one string per flag, sorted, encoded by a TOML library (no injection possible).
     pub fn runsc_toml(&self) -> String {
+        let mut doc = toml_edit::DocumentMut::new();
+        doc.insert("runsc_config", toml_edit::Item::Table(self.runsc_config()));
+        doc.to_string()
+    }
+
+    /// The `[runsc_config]` table of [`GVisorConfig::runsc_toml`].
+    pub fn runsc_config(&self) -> toml_edit::Table {
         let mut table = toml_edit::Table::new();
         for (name, value) in self.runsc_flags() {
             table.insert(&name, toml_edit::value(value));
         }
-        let mut doc = toml_edit::DocumentMut::new();
-        doc.insert("runsc_config", toml_edit::Item::Table(table));
-        doc.to_string()
+        table
     }
 }
 

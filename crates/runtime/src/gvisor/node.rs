@@ -63,6 +63,12 @@ pub fn gvisor_version(image: &str) -> String {
     }
 }
 
+/// The version folder of a pin of gVisor's Go module: a pseudo-version
+/// `v0.0.0-<date>-<commit>` gives `<date>-<commit>` (as the image tag carries it).
+pub fn pin_version(pin: &str) -> &str {
+    pin.strip_prefix("v0.0.0-").unwrap_or(pin)
+}
+
 /// The folder of `version`.
 pub fn version_dir(version: &str) -> String {
     format!("{INSTALL_DIR}/{version}")
@@ -88,17 +94,14 @@ pub fn handler(dir: &str) -> Handler {
 
 /// The shim's options for the version in `dir`: its runsc, and `config`'s flags.
 pub fn runsc_toml(config: &GVisorConfig, dir: &str) -> String {
-    let mut doc: toml_edit::DocumentMut = config
-        .runsc_toml()
-        .parse()
-        .expect("GVisorConfig::runsc_toml is TOML");
     // `binary_name` first: plain keys come before the `[runsc_config]` table.
-    let mut out = toml_edit::DocumentMut::new();
-    out.insert("binary_name", toml_edit::value(format!("{dir}/runsc")));
-    for (key, item) in doc.as_table_mut().iter_mut() {
-        out.insert(&key, item.clone());
-    }
-    out.to_string()
+    let mut doc = toml_edit::DocumentMut::new();
+    doc.insert("binary_name", toml_edit::value(format!("{dir}/runsc")));
+    let mut flags = config.runsc_config();
+    // Right after it, without a blank line (the bytes nodes already have: no needless rewrite).
+    flags.decor_mut().set_prefix("");
+    doc.insert("runsc_config", toml_edit::Item::Table(flags));
+    doc.to_string()
 }
 
 /// gVisor of `image` (whose tag names the version) on a node, with `config`'s runsc flags.
