@@ -24,7 +24,7 @@ use sandbox_node_agent::host::CONFIG_TOML;
 use sandbox_runtime::gvisor::node::{DROP_IN, INSTALL_DIR};
 use sandbox_runtime::gvisor::{config, node_plan};
 use sandbox_runtime::node_plan::{self, NodePlan};
-use sandbox_testenv::dbus::{FakeSystemd, SystemBus};
+use sandbox_testenv::dbus::{FakeSystemd, RestartAction, SystemBus};
 use sandbox_testenv::node::{BINARY_PATH, Flavor, TestNode};
 use sandbox_testenv::pods::{self, Pods};
 use serde_json::json;
@@ -73,11 +73,25 @@ impl Bench {
     /// A node on `flavor` with its system bus and systemd, and a runc pod that must survive
     /// everything.
     async fn start(flavor: Flavor) -> (Self, Bus) {
+        Self::start_with(flavor, |node| {
+            Arc::new(move || node.restart().map_err(|e| e.to_string()))
+        })
+        .await
+    }
+
+    /// [`Bench::start`] with systemd's restart of containerd doing what `restart` makes of
+    /// the node (e.g. a unit that fails to start).
+    async fn start_with(
+        flavor: Flavor,
+        restart: impl FnOnce(Arc<TestNode>) -> RestartAction,
+    ) -> (Self, Bus) {
         let node = Arc::new(TestNode::new(flavor).unwrap());
         node.start().unwrap();
         node.import_images().unwrap();
         let bus = SystemBus::start(&node.path("/run/dbus/system_bus_socket")).unwrap();
-        let systemd = FakeSystemd::for_node(&bus, node.clone()).await.unwrap();
+        let systemd = FakeSystemd::serve(&bus, "containerd.service", restart(node.clone()))
+            .await
+            .unwrap();
         let pods = Pods::new(node.socket());
         let runc_pod =
             pods::start_pod(&pods, "", &["sleep", "100000"], &node.path("/var/log/pods"))
@@ -93,12 +107,19 @@ impl Bench {
         (bench, (bus, systemd))
     }
 
-    /// The agent's command line for `phase` (no crash point).
+    /// The agent's command line for one run of `phase` (no crash point).
     fn command(&self, phase: &Phase) -> tokio::process::Command {
+        let mut command = self.daemon(phase);
+        command.arg("--once");
+        command
+    }
+
+    /// The agent's command line for `phase` as the DaemonSet runs it (until SIGTERM).
+    fn daemon(&self, phase: &Phase) -> tokio::process::Command {
         let mut command =
             tokio::process::Command::new(env!("CARGO_BIN_EXE_gardener-extension-runtime-sandbox"));
         command
-            .args(["node-agent", phase.action, "--once"])
+            .args(["node-agent", phase.action])
             .arg(format!("--host-root={}", self.node.root().display()))
             .arg(format!("--binary-path={BINARY_PATH}"))
             .arg(format!("--config-dir={}", phase.config_dir.display()))
@@ -473,60 +494,26 @@ async fn a_read_only_etc_containerd_is_an_error_naming_it_and_leaves_the_configu
 /// left containerd down with the configuration it had failed on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_rollback_lets_the_rollback_finish() {
-    let node = Arc::new(TestNode::new(Flavor::V2).unwrap());
-    node.start().unwrap();
-    node.import_images().unwrap();
-    let bus = SystemBus::start(&node.path("/run/dbus/system_bus_socket")).unwrap();
     // containerd does not come back while its configuration mentions runsc, as a unit whose
     // start fails after RestartUnit.
-    let down = node.clone();
-    let _systemd = FakeSystemd::serve(
-        &bus,
-        "containerd.service",
+    let (bench, _bus) = Bench::start_with(Flavor::V2, |node| {
         Arc::new(move || {
-            down.stop();
-            let read = |p: &str| std::fs::read_to_string(down.path(p)).unwrap_or_default();
+            node.stop();
+            let read = |p: &str| std::fs::read_to_string(node.path(p)).unwrap_or_default();
             if read(CONFIG_TOML).contains("runsc") || read(DROP_IN).contains("runsc") {
                 return Err("containerd.service failed to start".into());
             }
-            down.start().map_err(|e| e.to_string())
-        }),
-    )
-    .await
-    .unwrap();
-    let pods = Pods::new(node.socket());
-    let logs = node.path("/var/log/pods");
-    let runc_pod = pods::start_pod(&pods, "", &["sleep", "100000"], &logs)
-        .await
-        .unwrap();
-    let original = std::fs::read(node.config_path()).unwrap();
-
-    let work = tempfile::tempdir().unwrap();
-    let config_dir = work.path().join("config");
-    std::fs::create_dir_all(&config_dir).unwrap();
-    std::fs::write(
-        config_dir.join(node_plan::FILE_NAME),
-        plan("v1", json!({})).to_yaml(),
-    )
-    .unwrap();
-    let source = work.path().join("image");
-    sandbox_image::write_gvisor_source(
-        &sandbox_testenv::Tool::Gvisor.path().unwrap(),
-        b"",
-        &source,
-    )
-    .unwrap();
+            node.start().map_err(|e| e.to_string())
+        })
+    })
+    .await;
+    let original = std::fs::read(bench.node.config_path()).unwrap();
+    let install = bench.phase("install", "install", &plan("v1", json!({})), b"", true);
     // The daemon (not --once), told SIGTERM at the start of its rollback.
     let output = tokio::time::timeout(
         std::time::Duration::from_secs(180),
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_gardener-extension-runtime-sandbox"))
-            .args(["node-agent", "install"])
-            .arg(format!("--host-root={}", node.root().display()))
-            .arg(format!("--binary-path={BINARY_PATH}"))
-            .arg(format!("--config-dir={}", config_dir.display()))
-            .arg(format!("--source-dir={}", source.display()))
-            .arg("--health-bind-address=127.0.0.1:0")
-            .env_remove("NODE_NAME")
+        bench
+            .daemon(&install)
             .env("SANDBOX_FAULT_TERM_AT", "roll back")
             .output(),
     )
@@ -545,21 +532,16 @@ async fn sigterm_during_a_rollback_lets_the_rollback_finish() {
         output.status
     );
     assert!(
-        node.is_running(),
+        bench.node.is_running(),
         "containerd is down after the agent stopped:\n{stdout}\n{stderr}"
     );
-    assert_eq!(std::fs::read(node.config_path()).unwrap(), original);
-    assert!(!node.path(DROP_IN).exists());
-    let cri = Cri::new(node.socket());
-    cri.wait_until_answering(std::time::Duration::from_secs(30))
+    assert_eq!(std::fs::read(bench.node.config_path()).unwrap(), original);
+    assert!(!bench.node.path(DROP_IN).exists());
+    bench
+        .cri
+        .wait_until_answering(std::time::Duration::from_secs(30))
         .await
         .unwrap();
-    let (state, _) = pods::container_state(&pods, &runc_pod.container)
-        .await
-        .unwrap();
-    assert_eq!(state, ContainerState::ContainerRunning);
-    let result = pods::run_pod(&pods, "", &["echo", "runc runs"], &logs)
-        .await
-        .unwrap();
-    assert!(result.output.contains("runc runs"), "{result:?}");
+    // The runc pod started before still runs, and a new one runs.
+    bench.check_runc("SIGTERM during the rollback").await;
 }

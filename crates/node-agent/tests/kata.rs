@@ -157,6 +157,19 @@ impl Fixture {
         options
     }
 
+    /// A runc pod runs on the node.
+    async fn runc_runs(&self) {
+        let runc = pods::run_pod(
+            &self.pods,
+            "",
+            &["echo", "runc"],
+            &self.node.path("/var/log/pods"),
+        )
+        .await
+        .unwrap();
+        assert_eq!((runc.exit_code, runc.output.trim()), (0, "runc"));
+    }
+
     fn containerd_config(&self) -> String {
         let read = |p: &str| std::fs::read_to_string(self.node.path(p)).unwrap_or_default();
         format!("{}\n{}", read(host::CONFIG_TOML), read(DROP_IN))
@@ -314,15 +327,7 @@ async fn kata_as_far_as_the_host_allows(flavor: Flavor) {
         );
     }
     // runc pods are unaffected.
-    let runc = pods::run_pod(
-        &f.pods,
-        "",
-        &["echo", "runc"],
-        &f.node.path("/var/log/pods"),
-    )
-    .await
-    .unwrap();
-    assert_eq!((runc.exit_code, runc.output.trim()), (0, "runc"));
+    f.runc_runs().await;
 
     // Unchanged re-run: nothing written, no restart.
     let before = f.fingerprint(&v1);
@@ -559,15 +564,7 @@ async fn two_runtimes_on_one_node(flavor: Flavor) {
         [HandlerState::Missing, HandlerState::Missing]
     );
     assert_eq!(std::fs::read(f.node.config_path()).unwrap(), original);
-    let runc = pods::run_pod(
-        &f.pods,
-        "",
-        &["echo", "runc"],
-        &f.node.path("/var/log/pods"),
-    )
-    .await
-    .unwrap();
-    assert_eq!(runc.output.trim(), "runc");
+    f.runc_runs().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

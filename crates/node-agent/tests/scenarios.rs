@@ -540,18 +540,10 @@ async fn files_written_but_never_loaded_are_loaded_by_the_next_run() {
     assert_eq!(f.handler().await, HandlerState::Loaded);
 }
 
-/// A pin of `hack/versions.env` as the version folder gVisor's image tag names: the
-/// pseudo-version's `<date>-<commit>`.
+/// A gVisor pin of `hack/versions.env` and the version folder gVisor's image tag names for it.
 fn pinned(variable: &str) -> (String, String) {
-    let env =
-        std::fs::read_to_string(sandbox_testenv::repo_root().join("hack/versions.env")).unwrap();
-    let pin = env
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{variable}=")))
-        .unwrap_or_else(|| panic!("{variable} is not in hack/versions.env"))
-        .trim()
-        .to_string();
-    let folder = pin.strip_prefix("v0.0.0-").unwrap_or(&pin).to_string();
+    let pin = sandbox_testenv::pinned_version(variable).unwrap();
+    let folder = sandbox_runtime::gvisor::node::pin_version(&pin).to_string();
     (pin, folder)
 }
 
