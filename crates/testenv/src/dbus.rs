@@ -70,8 +70,10 @@ impl SystemBus {
             dir.path(),
             None,
         )?;
+        // The socket file appears at bind(), before dbus-daemon listens on it: a client that
+        // connects in between is refused. Ready is when a connection is accepted.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
+        while std::os::unix::net::UnixStream::connect(socket).is_err() {
             if !server.is_running() || Instant::now() > deadline {
                 return Err(Error::NotReady {
                     server: "dbus-daemon",
