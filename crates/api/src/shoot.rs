@@ -88,9 +88,17 @@ pub struct Taint {
 impl Worker {
     /// Whether the pool asks for the container runtime `type_`.
     pub fn wants_runtime(&self, type_: &str) -> bool {
+        self.runtime(type_).is_some()
+    }
+
+    /// The pool's entry for the container runtime `type_` (with its providerConfig), if it
+    /// asks for it.
+    pub fn runtime(&self, type_: &str) -> Option<&CriContainerRuntime> {
         self.cri
-            .as_ref()
-            .is_some_and(|cri| cri.container_runtimes.iter().any(|r| r.type_ == type_))
+            .as_ref()?
+            .container_runtimes
+            .iter()
+            .find(|r| r.type_ == type_)
     }
 }
 

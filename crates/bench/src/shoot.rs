@@ -14,7 +14,7 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use sandbox_runtime::gvisor::{NODE_READY_LABEL, installer_name};
+use sandbox_runtime::gvisor::{self, NODE_READY_LABEL};
 use sandbox_testenv::chart;
 use sandbox_testenv::gardenlet::{self, Shoot};
 use sandbox_testenv::node::BUSYBOX_IMAGE;
@@ -152,7 +152,7 @@ async fn main() {
     for i in 0..args.changes {
         let before = restarts();
         let generation = daemon_sets
-            .get(&installer_name(POOL))
+            .get(&gvisor::AGENT.installer_name(POOL))
             .await
             .unwrap()
             .metadata
@@ -171,7 +171,10 @@ async fn main() {
             .unwrap();
         s.annotate(&cr, "reconcile").await;
         until("node re-verified", async || {
-            let ds = daemon_sets.get(&installer_name(POOL)).await.ok()?;
+            let ds = daemon_sets
+                .get(&gvisor::AGENT.installer_name(POOL))
+                .await
+                .ok()?;
             let status = ds.status.as_ref()?;
             let rolled = ds.metadata.generation > generation
                 && status.observed_generation == ds.metadata.generation

@@ -175,7 +175,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let image = vector.find(NODE_AGENT_IMAGE)?.reference();
     let mut images = std::collections::BTreeMap::new();
     for actuator in sandbox_runtime::actuator::ACTUATORS {
-        let name = actuator.image_name();
+        let name = actuator.description().image_name;
         images.insert(name.to_string(), vector.find(name)?.reference());
     }
     let client = client(args.kubeconfig.as_ref()).await?;

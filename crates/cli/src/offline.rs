@@ -156,11 +156,11 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
     let vector = ImageVector::parse(DEFAULT_IMAGE_VECTOR)?;
     let mut out = String::new();
     for (runtime, entry) in runtimes {
-        let image = vector.find(runtime.image_name())?.reference();
+        let image = vector.find(runtime.description().image_name)?.reference();
         let mut cr = ContainerRuntime::new(
-            &format!("{}-{}", runtime.runtime_type(), args.pool),
+            &format!("{}-{}", runtime.description().runtime_type, args.pool),
             ContainerRuntimeSpec {
-                type_: runtime.runtime_type().into(),
+                type_: runtime.description().runtime_type.into(),
                 class: None,
                 provider_config: entry.provider_config.clone(),
                 binary_path: BINARY_PATH.into(),
@@ -169,15 +169,19 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
         );
         cr.metadata.namespace = Some("shoot--render".into());
         let desired = runtime.desired(&cr, &shoot, &image).map_err(|e| {
-            anyhow::anyhow!("{} in pool {:?}: {e}", runtime.display_name(), args.pool)
+            anyhow::anyhow!(
+                "{} in pool {:?}: {e}",
+                runtime.description().display_name,
+                args.pool
+            )
         })?;
         let plan = runtime
             .node_plan(entry.provider_config.as_ref(), &image)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", runtime.display_name()))?;
+            .map_err(|e| anyhow::anyhow!("{}: {e}", runtime.description().display_name))?;
         let _ = writeln!(
             out,
             "# {} in pool {}: in the shoot",
-            runtime.display_name(),
+            runtime.description().display_name,
             args.pool
         );
         for content in [&desired.shared, &desired.pool] {
@@ -192,14 +196,14 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
         let _ = writeln!(
             out,
             "---\n# {} in pool {}: on each node (the node agent's plan)",
-            runtime.display_name(),
+            runtime.description().display_name,
             args.pool
         );
         out.push_str(&plan.to_yaml());
         let _ = writeln!(
             out,
             "---\n# {} in pool {}: containerd's entries as the agent writes them (drop-in, or the same tables in config.toml)",
-            runtime.display_name(),
+            runtime.description().display_name,
             args.pool
         );
         let entries = serde_json::json!({

@@ -18,7 +18,7 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
-use sandbox_runtime::gvisor::{NODE_READY_LABEL, cleanup_name, installer_name};
+use sandbox_runtime::gvisor::{self, NODE_READY_LABEL};
 use sandbox_testenv::chart::{self, RELEASE_NAMESPACE};
 use sandbox_testenv::gardenlet::{self, Shoot};
 use sandbox_testenv::node::BUSYBOX_IMAGE;
@@ -34,19 +34,7 @@ const IMAGE_TAG: &str = "e2e";
 const OTHER_POOL: &str = "other";
 const TAINT_KEY: &str = "sandbox.gardener.cloud/untrusted";
 
-async fn eventually<T>(secs: u64, what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs} s: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
+use sandbox_testenv::eventually;
 
 fn workers(gvisor_pools: &[&str], taints: Value) -> Value {
     let mut all = vec![POOL, OTHER_POOL];
@@ -158,7 +146,7 @@ impl World {
     async fn installer_ready(&self) -> Option<DaemonSet> {
         let ds = self
             .daemon_sets
-            .get_opt(&installer_name(POOL))
+            .get_opt(&gvisor::AGENT.installer_name(POOL))
             .await
             .ok()??;
         let status = ds.status.as_ref()?;
@@ -184,7 +172,10 @@ impl World {
 
     /// The installer's DaemonSet status, its pods' status and logs, for a failing test.
     async fn diagnose(&self) -> String {
-        let ds = self.daemon_sets.get_opt(&installer_name(POOL)).await;
+        let ds = self
+            .daemon_sets
+            .get_opt(&gvisor::AGENT.installer_name(POOL))
+            .await;
         let mut out = format!("DaemonSet: {:#?}\n", ds.map(|d| d.map(|d| d.status)));
         for p in self
             .system_pods
@@ -317,7 +308,7 @@ impl World {
                 p.metadata
                     .name
                     .as_deref()
-                    .is_some_and(|n| n.starts_with(&installer_name(POOL)))
+                    .is_some_and(|n| n.starts_with(&gvisor::AGENT.installer_name(POOL)))
                     && p.metadata.deletion_timestamp.is_none()
             })
     }
@@ -462,14 +453,18 @@ async fn a_gvisor_pod_runs_on_a_node_our_agent_prepared_and_the_pool_can_drop_it
     // 2. A flag change rolls the DaemonSet and restarts containerd once; the gVisor pod lives.
     let generation = w
         .daemon_sets
-        .get(&installer_name(POOL))
+        .get(&gvisor::AGENT.installer_name(POOL))
         .await
         .unwrap()
         .metadata
         .generation;
     w.set_flags(Some(json!({"net-raw": "true"}))).await;
     eventually(60, "the installer DaemonSet's new generation", async || {
-        let ds = w.daemon_sets.get(&installer_name(POOL)).await.ok()?;
+        let ds = w
+            .daemon_sets
+            .get(&gvisor::AGENT.installer_name(POOL))
+            .await
+            .ok()?;
         (ds.metadata.generation > generation).then_some(())
     })
     .await;
@@ -696,12 +691,12 @@ async fn a_gvisor_pod_runs_on_a_node_our_agent_prepared_and_the_pool_can_drop_it
     assert!(!w.node_ready_label().await, "the ready label is gone");
     assert!(
         w.daemon_sets
-            .get_opt(&installer_name(POOL))
+            .get_opt(&gvisor::AGENT.installer_name(POOL))
             .await
             .unwrap()
             .is_none()
             && w.daemon_sets
-                .get_opt(&cleanup_name(POOL))
+                .get_opt(&gvisor::AGENT.cleanup_name(POOL))
                 .await
                 .unwrap()
                 .is_none(),

@@ -49,7 +49,7 @@ impl ControllerConfig {
     /// The node-agent image of `actuator`.
     pub fn image_for(&self, actuator: &dyn sandbox_runtime::actuator::Actuator) -> &str {
         self.images
-            .get(actuator.image_name())
+            .get(actuator.description().image_name)
             .map_or(self.image.as_str(), String::as_str)
     }
 }

@@ -6,7 +6,7 @@ use k8s_openapi::jiff::Timestamp;
 use sandbox_api::{
     ContainerRuntime, ExtensionStatus, LastOperationState, LastOperationType, Shoot,
 };
-use sandbox_runtime::actuator::{Actuator, NodeCleanup};
+use sandbox_runtime::actuator::{Actuator, NodeCleanup, pool_left_without};
 use serde_json::{Value, json};
 
 pub use sandbox_api::{OPERATION_ANNOTATION, TIMESTAMP_ANNOTATION};
@@ -191,7 +191,8 @@ pub fn plan(cr: &ContainerRuntime, shoot: &Shoot, actuator: &dyn Actuator) -> Pl
                     Step::Delete {
                         wait,
                         clean_nodes: wait
-                            && actuator.node_cleanup(shoot, pool) == NodeCleanup::Required,
+                            && pool_left_without(shoot, pool, actuator.description().runtime_type)
+                                == NodeCleanup::Required,
                     }
                 }
             }

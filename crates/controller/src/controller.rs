@@ -69,7 +69,7 @@ pub async fn run(
     }
     let origins: Vec<&str> = sandbox_runtime::actuator::ACTUATORS
         .iter()
-        .map(|a| a.origin())
+        .map(|a| a.description().origin())
         .collect();
     let context = Arc::new(Context {
         caches: Caches::start(&client, &origins, &crate::health_loop::SHOOT_ACCESS_SECRETS),

@@ -104,8 +104,8 @@ async fn check(
         .cluster(&namespace)
         .and_then(|c| c.shoot().ok())
         .is_some_and(|s| s.is_hibernated());
-    let shared_name = actuator.shared_managed_resource();
-    let pool_name = actuator.pool_managed_resource(pool);
+    let shared_name = actuator.description().shared_managed_resource;
+    let pool_name = actuator.description().pool_managed_resource(pool);
     let shared = ctx.caches.managed_resource(&namespace, shared_name);
     let pool_mr = ctx.caches.managed_resource(&namespace, &pool_name);
     let nodes = if hibernated {
@@ -115,13 +115,13 @@ async fn check(
             ctx,
             clients,
             cr,
-            actuator.node_ready_label(),
+            actuator.description().node_ready_label,
             &actuator.component_ready_labels(cr),
         )
         .await
     };
     let input = Input {
-        runtime: actuator.display_name(),
+        runtime: actuator.description().display_name,
         pool,
         namespace: &namespace,
         shared: (shared_name, shared.as_deref()),

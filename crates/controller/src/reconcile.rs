@@ -278,6 +278,7 @@ impl Target<'_> {
         let ns = &self.namespace;
         let pool_mr = self
             .actuator
+            .description()
             .pool_managed_resource(&cr.spec.worker_pool.name);
         // The cleanup replaces the pool's installer (gardener-resource-manager deletes it) and
         // runs until every node of the pool verified the runtime is gone. Skipped when the
@@ -307,7 +308,7 @@ impl Target<'_> {
         }
         // Deciding and deleting under the shoot's lock: no other pool's reconcile finds the
         // shared ManagedResource present in between and reports Succeeded without it.
-        let shared = self.actuator.shared_managed_resource();
+        let shared = self.actuator.description().shared_managed_resource;
         let _lock = self.ctx.shared.lock(ns, shared).await;
         if !self.shared_still_required(cr).await?
             && !self.delete_managed_resource(shared).await?
@@ -342,7 +343,7 @@ impl Target<'_> {
             .map_err(kube_err("listing containerruntimes"))?;
         for other in &list.items {
             if other.metadata.name == cr.metadata.name
-                || other.data["spec"]["type"] != self.actuator.runtime_type()
+                || other.data["spec"]["type"] != self.actuator.description().runtime_type
             {
                 continue;
             }
@@ -350,7 +351,7 @@ impl Target<'_> {
                 return Ok(true);
             }
             if let Some(pool) = other.data["spec"]["workerPool"]["name"].as_str() {
-                let name = self.actuator.pool_managed_resource(pool);
+                let name = self.actuator.description().pool_managed_resource(pool);
                 if managedresource::is_live(client, ns, &name).await? {
                     return Ok(true);
                 }
@@ -366,14 +367,18 @@ impl Target<'_> {
         let ns = &self.namespace;
         let pool_mr = self
             .actuator
+            .description()
             .pool_managed_resource(&cr.spec.worker_pool.name);
         let work = async {
             let _lock = self
                 .ctx
                 .shared
-                .lock(ns, self.actuator.shared_managed_resource())
+                .lock(ns, self.actuator.description().shared_managed_resource)
                 .await;
-            for name in [pool_mr.as_str(), self.actuator.shared_managed_resource()] {
+            for name in [
+                pool_mr.as_str(),
+                self.actuator.description().shared_managed_resource,
+            ] {
                 managedresource::keep_objects(client, ns, name).await?;
                 self.delete_managed_resource(name).await?;
             }
@@ -411,7 +416,7 @@ impl Target<'_> {
             &self.ctx.client,
             &self.namespace,
             &content.name,
-            self.actuator.origin(),
+            self.actuator.description().origin(),
             content.data.clone(),
             cached,
         )

@@ -1,6 +1,8 @@
-//! The seam between the Gardener contract and one runtime. An [`Actuator`] renders, purely,
-//! everything a ContainerRuntime of its type needs in the shoot: the ManagedResources'
-//! contents, warnings for the owner, and the node cleanup when the runtime leaves a pool. The
+//! The seam between the Gardener contract and one runtime. A runtime is a [`Description`]
+//! (its names, its node agent, its image) and a [`Runtime`]: the few hooks that really differ
+//! (decoding its providerConfig, its node plan, its RuntimeClasses). What a reconcile or a
+//! cleanup renders from them is written once, here, for every runtime ([`Actuator`]): decode
+//! → check the pool → the pool's node agent → the objects the shoot's pools share. The
 //! controller decides the contract's step, asks the actuator, and only then writes.
 //!
 //! Registering a runtime is one entry in [`ACTUATORS`].
@@ -9,7 +11,10 @@ use std::collections::BTreeMap;
 
 use sandbox_api::{ContainerRuntime, Shoot};
 
-use crate::manifests::RenderError;
+use crate::installation::{self, Agent, PoolInput, SHOOT_NAMESPACE};
+use crate::manifests::{ObjectSet, RenderError};
+use crate::node_plan::NodePlan;
+pub use crate::provider_config::{ConfigError, ConfigWarning};
 
 /// Every runtime this extension serves.
 pub static ACTUATORS: &[&dyn Actuator] = &[&crate::gvisor::GVisor, &crate::kata::Kata];
@@ -19,32 +24,7 @@ pub fn actuator(runtime_type: &str) -> Option<&'static dyn Actuator> {
     ACTUATORS
         .iter()
         .copied()
-        .find(|a| a.runtime_type() == runtime_type)
-}
-
-/// A providerConfig that cannot be used; the message names the field and what is allowed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid providerConfig: {field}: {message}")]
-pub struct ConfigError {
-    /// JSON path of the offending field, e.g. `providerConfig.configFlags.platform`.
-    pub field: String,
-    /// What is wrong and what is allowed.
-    pub message: String,
-}
-
-/// Something about a providerConfig that is accepted but that the owner should know (e.g.
-/// a gVisor flag we do not pass on).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigWarning {
-    /// JSON path of the field, e.g. `providerConfig.configFlags`.
-    pub field: String,
-    pub message: String,
-}
-
-impl std::fmt::Display for ConfigWarning {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
+        .find(|a| a.description().runtime_type == runtime_type)
 }
 
 /// Why an actuator cannot render.
@@ -122,10 +102,86 @@ pub struct Cleanup {
     pub pending: String,
 }
 
-/// One runtime's knowledge for the seed controller. Every method is pure.
-pub trait Actuator: Send + Sync + 'static {
+/// What names a runtime, wherever it shows: in the garden, in the seed, in the shoot.
+#[derive(Clone, Copy, Debug)]
+pub struct Description {
     /// The `spec.type` served, e.g. `gvisor`.
-    fn runtime_type(&self) -> &'static str;
+    pub runtime_type: &'static str,
+    /// The runtime as operators name it in messages, e.g. `gVisor`.
+    pub display_name: &'static str,
+    /// Whether the runtime runs pods in VMs and so needs (nested) hardware virtualisation on
+    /// the node's machine type.
+    pub needs_virtualization: bool,
+    /// The name of its node-agent image in the image vector.
+    pub image_name: &'static str,
+    /// The label the node agent sets on a node once the runtime works there (its state
+    /// annotation is [`crate::node_plan::state_annotation`] of it).
+    pub node_ready_label: &'static str,
+    /// Name of the ManagedResource shared by all pools of a shoot.
+    pub shared_managed_resource: &'static str,
+    /// Prefix of a pool's ManagedResource (the pool's name follows).
+    pub pool_managed_resource_prefix: &'static str,
+    /// Its node agents' names (and the `origin` of its ManagedResources).
+    pub agent: Agent,
+}
+
+impl Description {
+    /// The `origin` label of its ManagedResources.
+    pub fn origin(&self) -> &'static str {
+        self.agent.origin
+    }
+
+    /// Name of a pool's ManagedResource.
+    pub fn pool_managed_resource(&self, pool: &str) -> String {
+        format!("{}{pool}", self.pool_managed_resource_prefix)
+    }
+}
+
+/// What differs between runtimes. Every method is pure; [`Actuator`] is written once on top.
+pub trait Runtime: Send + Sync + 'static {
+    /// The validated providerConfig.
+    type Config: Clone;
+    /// Its names.
+    const DESCRIPTION: Description;
+
+    /// Decodes and validates a pool's raw providerConfig (None: the defaults).
+    fn parse(
+        &self,
+        provider_config: Option<&serde_json::Value>,
+    ) -> Result<Self::Config, ConfigError>;
+    /// What the owner should know about an accepted configuration.
+    fn warnings(&self, _config: &Self::Config) -> Vec<ConfigWarning> {
+        Vec::new()
+    }
+    /// What the node agent makes true on each node of a pool with `config`, run from `image`.
+    fn node_plan(&self, config: &Self::Config, image: &str) -> NodePlan;
+    /// The configuration whose plan the cleanup runs: one that names everything any
+    /// configuration may have installed (uninstalling needs the plan's names and paths, and
+    /// an invalid providerConfig must not keep the nodes from being cleaned).
+    fn cleanup_config(&self) -> Self::Config;
+    /// The shoot's RuntimeClasses, from what its pools offer; `current` is the reconciled
+    /// pool's validated config, which wins over its entry in the Cluster.
+    fn runtime_classes(
+        &self,
+        shoot: &Shoot,
+        current: Option<(&str, &Self::Config)>,
+    ) -> Result<ObjectSet, RenderError>;
+    /// Labels the node agent may set, beyond the ready label (their state annotations too).
+    fn component_labels(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Further labels a node of a pool with `config` must carry to count as ready, each with
+    /// the name operators know it by (e.g. Kata's `kata-qemu` and its `kata-qemu-ready`).
+    fn component_ready_labels(&self, _config: &Self::Config) -> Vec<(String, String)> {
+        Vec::new()
+    }
+}
+
+/// One runtime's knowledge for the seed controller and the garden's admission. Every method
+/// is pure; every [`Runtime`] is one.
+pub trait Actuator: Send + Sync + 'static {
+    /// Its names.
+    fn description(&self) -> &'static Description;
     /// Validates a pool's providerConfig with the same decoder [`Actuator::desired`] uses, so
     /// the garden's admission and the seed's controller can never disagree; Ok carries what
     /// the owner should know about an accepted configuration.
@@ -140,46 +196,20 @@ pub trait Actuator: Send + Sync + 'static {
         &self,
         provider_config: Option<&serde_json::Value>,
         image: &str,
-    ) -> Result<crate::node_plan::NodePlan, ConfigError>;
-    /// Whether the runtime runs pods in VMs and so needs (nested) hardware virtualisation on
-    /// the node's machine type.
-    fn needs_virtualization(&self) -> bool {
-        false
-    }
-    /// The runtime as operators name it in messages, e.g. `gVisor`.
-    fn display_name(&self) -> &'static str;
-    /// The `origin` label of its ManagedResources.
-    fn origin(&self) -> &'static str;
-    /// The label the node agent sets on a node once the runtime works there (its state
-    /// annotation is [`crate::node_plan::state_annotation`] of it).
-    fn node_ready_label(&self) -> &'static str;
-    /// Further labels a node of `cr`'s pool must carry to count as ready, each with the name
-    /// operators know it by (e.g. Kata's `kata-qemu` and its `kata-qemu-ready` label); their
-    /// state annotations carry the agent's reasons. None for most runtimes.
-    fn component_ready_labels(&self, _cr: &ContainerRuntime) -> Vec<(String, String)> {
-        Vec::new()
-    }
-    /// The name of its node-agent image in the image vector.
-    fn image_name(&self) -> &'static str {
-        crate::image::NODE_AGENT_IMAGE
-    }
-    /// Name of the ManagedResource shared by all pools of a shoot.
-    fn shared_managed_resource(&self) -> &'static str;
-    /// Name of a pool's ManagedResource.
-    fn pool_managed_resource(&self, pool: &str) -> String;
+    ) -> Result<NodePlan, ConfigError>;
+    /// Further labels a node of `cr`'s pool must carry to count as ready, with the names
+    /// operators know them by; their state annotations carry the agent's reasons. None for
+    /// most runtimes, and none for an invalid providerConfig (its error is reported).
+    fn component_ready_labels(&self, cr: &ContainerRuntime) -> Vec<(String, String)>;
     /// The desired state of `cr` in `shoot` (the Cluster's, for what spans pools, e.g. the
     /// RuntimeClass's tolerations), with the node agent's `image` (the image vector's
-    /// [`Actuator::image_name`]); validates the providerConfig.
+    /// [`Description::image_name`]); validates the providerConfig.
     fn desired(
         &self,
         cr: &ContainerRuntime,
         shoot: &Shoot,
         image: &str,
     ) -> Result<Desired, ActuatorError>;
-    /// Whether deleting the ContainerRuntime of `pool` must clean the pool's nodes first.
-    fn node_cleanup(&self, shoot: &Shoot, pool: &str) -> NodeCleanup {
-        pool_left_without(shoot, pool, self.runtime_type())
-    }
     /// The node cleanup of `cr`'s pool in `shoot`. Needs no providerConfig: an invalid one
     /// must not keep nodes from being cleaned.
     fn cleanup(
@@ -188,6 +218,123 @@ pub trait Actuator: Send + Sync + 'static {
         shoot: &Shoot,
         image: &str,
     ) -> Result<Cleanup, ActuatorError>;
+}
+
+impl<R: Runtime> Actuator for R {
+    fn description(&self) -> &'static Description {
+        &R::DESCRIPTION
+    }
+
+    fn validate(
+        &self,
+        provider_config: Option<&serde_json::Value>,
+    ) -> Result<Vec<ConfigWarning>, ConfigError> {
+        self.parse(provider_config).map(|c| self.warnings(&c))
+    }
+
+    fn node_plan(
+        &self,
+        provider_config: Option<&serde_json::Value>,
+        image: &str,
+    ) -> Result<NodePlan, ConfigError> {
+        self.parse(provider_config)
+            .map(|c| Runtime::node_plan(self, &c, image))
+    }
+
+    fn component_ready_labels(&self, cr: &ContainerRuntime) -> Vec<(String, String)> {
+        self.parse(cr.spec.provider_config.as_ref())
+            .map(|c| Runtime::component_ready_labels(self, &c))
+            .unwrap_or_default()
+    }
+
+    fn desired(
+        &self,
+        cr: &ContainerRuntime,
+        shoot: &Shoot,
+        image: &str,
+    ) -> Result<Desired, ActuatorError> {
+        let config = self.parse(cr.spec.provider_config.as_ref())?;
+        let pool = &cr.spec.worker_pool.name;
+        R::DESCRIPTION.agent.check_pool(pool)?;
+        let plan = Runtime::node_plan(self, &config, image);
+        let installer = installation::installation_objects(
+            &R::DESCRIPTION.agent,
+            &pool_input(cr, &plan, image),
+        )?;
+        let warnings = self
+            .warnings(&config)
+            .into_iter()
+            .map(|w| Warning {
+                reason: w.reason,
+                message: format!("{} {}", w.field, w.message),
+            })
+            .collect();
+        Ok(Desired {
+            shared: shared(self, shoot, Some((pool, &config)))?,
+            pool: ManagedResourceContent {
+                name: R::DESCRIPTION.pool_managed_resource(pool),
+                data: installer.into_data(),
+            },
+            warnings,
+        })
+    }
+
+    fn cleanup(
+        &self,
+        cr: &ContainerRuntime,
+        shoot: &Shoot,
+        image: &str,
+    ) -> Result<Cleanup, ActuatorError> {
+        let description = &R::DESCRIPTION;
+        let pool = &cr.spec.worker_pool.name;
+        description.agent.check_pool(pool)?;
+        let plan = Runtime::node_plan(self, &self.cleanup_config(), image);
+        let objects =
+            installation::cleanup_objects(&description.agent, &pool_input(cr, &plan, image))?;
+        Ok(Cleanup {
+            // The cleanup pods run as the shared ServiceAccount and unlabel nodes with its RBAC.
+            shared: shared(self, shoot, None)?,
+            pool: ManagedResourceContent {
+                name: description.pool_managed_resource(pool),
+                data: objects.into_data(),
+            },
+            pending: format!(
+                "{name} is not yet removed from every node of pool {pool} (DaemonSet {SHOOT_NAMESPACE}/{}); nodes with running {name} pods keep it until they end",
+                description.agent.cleanup_name(pool),
+                name = description.display_name,
+            ),
+        })
+    }
+}
+
+fn pool_input<'a>(cr: &'a ContainerRuntime, plan: &'a NodePlan, image: &'a str) -> PoolInput<'a> {
+    PoolInput {
+        pool: &cr.spec.worker_pool.name,
+        selector: &cr.spec.worker_pool.selector,
+        binary_path: &cr.spec.binary_path,
+        plan,
+        image,
+    }
+}
+
+/// The ManagedResource shared by the shoot's pools of runtime `R`: its RuntimeClasses, and
+/// its node agents' ServiceAccount with the permission to label nodes (RBAC), narrowed to
+/// their own node's labels (a ValidatingAdmissionPolicy).
+fn shared<R: Runtime>(
+    runtime: &R,
+    shoot: &Shoot,
+    current: Option<(&str, &R::Config)>,
+) -> Result<ManagedResourceContent, RenderError> {
+    let mut set = runtime.runtime_classes(shoot, current)?;
+    let labels: Vec<String> = std::iter::once(R::DESCRIPTION.node_ready_label.to_string())
+        .chain(runtime.component_labels())
+        .collect();
+    let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+    R::DESCRIPTION.agent.add_shared_objects(&mut set, &labels)?;
+    Ok(ManagedResourceContent {
+        name: R::DESCRIPTION.shared_managed_resource.into(),
+        data: set.into_data(),
+    })
 }
 
 #[cfg(test)]
@@ -239,7 +386,11 @@ mod tests {
     #[test]
     fn every_registered_runtime_is_found_by_its_type() {
         for a in ACTUATORS {
-            assert_eq!(actuator(a.runtime_type()).unwrap().origin(), a.origin());
+            let d = a.description();
+            assert_eq!(
+                actuator(d.runtime_type).unwrap().description().origin(),
+                d.origin()
+            );
         }
         assert!(actuator("nope").is_none());
     }

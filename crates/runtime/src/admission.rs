@@ -161,7 +161,7 @@ pub fn review(
                     "{:?} cannot run {}; allowed: {CRI_CONTAINERD}",
                     cri.name,
                     ours.iter()
-                        .map(|(_, a, _)| a.runtime_type())
+                        .map(|(_, a, _)| a.description().runtime_type)
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
@@ -170,17 +170,17 @@ pub fn review(
         let mut first: BTreeMap<&str, usize> = BTreeMap::new();
         for &(j, runtime, provider_config) in &ours {
             let path = format!("{cri_path}.containerRuntimes[{j}]");
-            if let Some(earlier) = first.get(runtime.runtime_type()) {
+            if let Some(earlier) = first.get(runtime.description().runtime_type) {
                 verdict.errors.push(Finding {
                     field: format!("{path}.type"),
                     message: format!(
                         "{} is already listed at containerRuntimes[{earlier}]; a pool lists each runtime type at most once",
-                        runtime.runtime_type()
+                        runtime.description().runtime_type
                     ),
                 });
                 continue;
             }
-            first.insert(runtime.runtime_type(), j);
+            first.insert(runtime.description().runtime_type, j);
             match runtime.validate(provider_config) {
                 Ok(warnings) => verdict
                     .warnings
@@ -206,7 +206,7 @@ pub fn review(
                     verdict.errors.extend(machine_image_lists(
                         profile, worker, runtime, &cri.name, &path,
                     ));
-                    if runtime.needs_virtualization()
+                    if runtime.description().needs_virtualization
                         && let Some(capability) = &rules.virtualization
                     {
                         verdict.errors.extend(machine_type_virtualizes(
@@ -282,7 +282,7 @@ fn machine_image_lists(
         .filter(|c| c.name == cri_name)
         .flat_map(|c| c.container_runtimes.iter().map(|r| r.type_.as_str()))
         .collect();
-    if runtimes.contains(&runtime.runtime_type()) {
+    if runtimes.contains(&runtime.description().runtime_type) {
         return None;
     }
     Some(Finding {
@@ -290,7 +290,7 @@ fn machine_image_lists(
         message: format!(
             "machine image {}@{version} does not list container runtime {} under cri[{cri_name}].containerRuntimes in CloudProfile {}; listed: {}",
             image.name,
-            runtime.runtime_type(),
+            runtime.description().runtime_type,
             name(profile),
             if runtimes.is_empty() {
                 "none".to_string()
@@ -344,7 +344,7 @@ fn machine_type_virtualizes(
             "pool {:?}: machine type {:?} does not offer nested virtualisation, which {} needs (CloudProfile {} capability {}: {:?}); allowed: machine types whose {} includes {:?}: {allowed}",
             worker.name,
             worker.machine.type_,
-            runtime.display_name(),
+            runtime.description().display_name,
             name(profile),
             capability.name,
             machine_type.capability_values(&capability.name, definitions),

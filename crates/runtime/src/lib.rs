@@ -15,6 +15,8 @@ pub mod kata;
 pub mod manifests;
 pub mod node_label_policy;
 pub mod node_plan;
+pub mod provider_config;
+pub mod quantity;
 pub mod scheduling;
 
 /// Label gardenlet puts on every node of a pool: which CRI the pool uses.

@@ -121,7 +121,7 @@ fn check(value: &Value) {
             assert!(
                 e.field.starts_with("providerConfig"),
                 "{}: {e:?} for {value}",
-                runtime.runtime_type()
+                runtime.description().runtime_type
             );
             assert!(!e.message.is_empty());
         }
@@ -129,7 +129,7 @@ fn check(value: &Value) {
             "metadata": {"name": "s"},
             "spec": {"provider": {"workers": [{"name": "p", "machine": {"type": "m"},
                 "cri": {"name": "containerd", "containerRuntimes": [
-                    {"type": runtime.runtime_type(), "providerConfig": value}]}}]}},
+                    {"type": runtime.description().runtime_type, "providerConfig": value}]}}]}},
         }))
         .unwrap();
         let verdict = review(&shoot, None, None, &Rules::default());

@@ -101,7 +101,7 @@ proptest! {
     #[test]
     fn pool_names(pool in pool_name()) {
         for actuator in ACTUATORS {
-            let runtime = actuator.runtime_type();
+            let runtime = actuator.description().runtime_type;
             let (cr, shoot) = (cr(runtime, &pool), shoot(&pool, runtime));
             let desired = actuator.desired(&cr, &shoot, "registry.local/node-agent:v1");
             let cleanup = actuator.cleanup(&cr, &shoot, "registry.local/node-agent:v1");

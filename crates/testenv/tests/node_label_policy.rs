@@ -8,7 +8,9 @@ use std::time::Duration;
 use k8s_openapi::api::authentication::v1::BoundObjectReference;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use sandbox_runtime::gvisor::{self, NODE_READY_LABEL, SERVICE_ACCOUNT, SHOOT_NAMESPACE};
+use sandbox_api::Shoot;
+use sandbox_runtime::actuator::Actuator;
+use sandbox_runtime::gvisor::{GVisor, NODE_READY_LABEL, SERVICE_ACCOUNT, SHOOT_NAMESPACE};
 use serde_json::{Value, json};
 
 async fn patch(api: &Api<Node>, node: &str, patch: Value) -> Result<(), kube::Error> {
@@ -29,7 +31,12 @@ async fn the_node_agent_may_set_only_its_own_nodes_ready_label() {
     let cp = sandbox_testenv::shared();
     let _logs = cp.logs_on_panic();
     let admin = cp.client().await.unwrap();
-    for yaml in gvisor::shared_objects(None).unwrap().data().values() {
+    let cr = sandbox_testenv::gardenlet::container_runtime("shoot--p--s", "pool-a", None);
+    let shared = GVisor
+        .desired(&cr, &Shoot::default(), "img")
+        .unwrap()
+        .shared;
+    for yaml in shared.data.values() {
         let object: Value = serde_saphyr::from_str(yaml).unwrap();
         sandbox_testenv::chart::ok_if_exists(sandbox_testenv::chart::create(&admin, &object).await)
             .unwrap_or_else(|e| panic!("creating {}: {e}", object["kind"]));

@@ -2,9 +2,11 @@
 
 use std::collections::BTreeMap;
 
+use serde::Deserialize;
 use serde_json::Value;
 
-pub use crate::actuator::{ConfigError, ConfigWarning};
+pub use crate::provider_config::{ConfigError, ConfigWarning};
+use crate::provider_config::{TypeMeta, decode, describe};
 
 /// The apiVersion the Go extension accepts.
 pub const API_VERSION: &str = "gvisor.runtime.extensions.config.gardener.cloud/v1alpha1";
@@ -52,6 +54,12 @@ const KNOWN_FLAGS: &[KnownFlag] = &[
     },
 ];
 
+/// What a `GVisorConfiguration` must say it is.
+pub const TYPE_META: TypeMeta = TypeMeta {
+    api_versions: &[API_VERSION, API_VERSION_LEGACY],
+    kind: KIND,
+};
+
 /// The validated gVisor configuration of one worker pool.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GVisorConfig {
@@ -61,101 +69,104 @@ pub struct GVisorConfig {
     pub ignored_flags: Vec<String>,
 }
 
+/// The providerConfig as written, after `apiVersion` and `kind`. Unknown fields are ignored,
+/// like the Go extension's non-strict decoding (configs written for it keep working).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Spec {
+    #[serde(default, deserialize_with = "flags")]
+    config_flags: BTreeMap<String, FlagValue>,
+}
+
+/// A flag's value: a string in the Go API; booleans and numbers are accepted and normalised,
+/// since YAML users write `net-raw: true` and mean the same. Anything else is refused by
+/// [`GVisorConfig::validate`] if we know the flag, which can say what the flag takes.
+#[derive(Debug)]
+enum FlagValue {
+    Text(String),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for FlagValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match Value::deserialize(d)? {
+            Value::String(s) => FlagValue::Text(s.trim().to_string()),
+            Value::Bool(b) => FlagValue::Text(b.to_string()),
+            Value::Number(n) => FlagValue::Text(n.to_string()),
+            _ => FlagValue::Other,
+        })
+    }
+}
+
+/// `configFlags`: a map (`null` for none).
+fn flags<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, FlagValue>, D::Error> {
+    struct Flags;
+    impl<'de> serde::de::Visitor<'de> for Flags {
+        type Value = BTreeMap<String, FlagValue>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map of flag names to string values")
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(BTreeMap::new())
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut flags = BTreeMap::new();
+            while let Some((name, value)) = map.next_entry()? {
+                flags.insert(name, value);
+            }
+            Ok(flags)
+        }
+    }
+    d.deserialize_any(Flags)
+}
+
 /// The flags we pass on to runsc, by name.
 pub fn supported_flags() -> Vec<&'static str> {
     KNOWN_FLAGS.iter().map(|f| f.name).collect()
-}
-
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field: field.into(),
-        message: message.into(),
-    }
 }
 
 /// Validates a ContainerRuntime's raw providerConfig. None means defaults. Unknown top-level
 /// fields are ignored like the Go extension's non-strict decoding; unknown flags are
 /// ignored but listed in `ignored_flags`; known flags with invalid values are errors.
 pub fn parse(provider_config: Option<&Value>) -> Result<GVisorConfig, ConfigError> {
-    let Some(raw) = provider_config else {
-        return Ok(GVisorConfig::default());
-    };
-    if raw.is_null() {
-        return Ok(GVisorConfig::default());
-    }
-    let object = raw.as_object().ok_or_else(|| {
-        invalid(
-            "providerConfig",
-            format!("must be an object of kind {KIND}"),
-        )
-    })?;
+    decode::<Spec>(provider_config, TYPE_META)?
+        .unwrap_or_default()
+        .validate()
+}
 
-    match object.get("apiVersion").and_then(Value::as_str) {
-        Some(API_VERSION | API_VERSION_LEGACY) => {}
-        other => {
-            return Err(invalid(
-                "providerConfig.apiVersion",
-                format!(
-                    "{} is not supported; allowed: {API_VERSION}, {API_VERSION_LEGACY}",
-                    describe(other)
-                ),
-            ));
-        }
-    }
-    match object.get("kind").and_then(Value::as_str) {
-        Some(KIND) => {}
-        other => {
-            return Err(invalid(
-                "providerConfig.kind",
-                format!("{} is not supported; allowed: {KIND}", describe(other)),
-            ));
-        }
-    }
-
-    let mut config = GVisorConfig::default();
-    let flags = match object.get("configFlags") {
-        None | Some(Value::Null) => return Ok(config),
-        Some(Value::Object(flags)) => flags,
-        Some(_) => {
-            return Err(invalid(
-                "providerConfig.configFlags",
-                "must be a map of flag names to string values",
-            ));
-        }
-    };
-    for (name, value) in flags {
-        let field = format!("providerConfig.configFlags.{name}");
-        let Some(known) = KNOWN_FLAGS.iter().find(|f| f.name == name) else {
-            config.ignored_flags.push(name.clone());
-            continue;
-        };
-        // Strings as in the Go API; booleans and numbers are accepted and normalised,
-        // since YAML users write `net-raw: true` and mean the same.
-        let text = match value {
-            Value::String(s) => s.trim().to_string(),
-            Value::Bool(b) => b.to_string(),
-            Value::Number(n) => n.to_string(),
-            _ => {
-                return Err(invalid(
-                    field,
+impl Spec {
+    /// The value rules: each known flag's value is one it takes.
+    fn validate(self) -> Result<GVisorConfig, ConfigError> {
+        let mut config = GVisorConfig::default();
+        for (name, value) in self.config_flags {
+            let field = format!("configFlags.{name}");
+            let Some(known) = KNOWN_FLAGS.iter().find(|f| f.name == name) else {
+                config.ignored_flags.push(name);
+                continue;
+            };
+            let FlagValue::Text(text) = value else {
+                return Err(ConfigError::at(
+                    &field,
                     format!("must be a string; {}", known.allowed.describe()),
                 ));
-            }
-        };
-        let normalised = known.allowed.check(&text).map_err(|_| {
-            invalid(
-                &field,
-                format!(
-                    "{} is not allowed; {}",
-                    describe(Some(&text)),
-                    known.allowed.describe()
-                ),
-            )
-        })?;
-        config.flags.insert(name.clone(), normalised);
+            };
+            let normalised = known.allowed.check(&text).ok_or_else(|| {
+                ConfigError::at(
+                    &field,
+                    format!(
+                        "{} is not allowed; {}",
+                        describe(Some(&Value::String(text.clone()))),
+                        known.allowed.describe()
+                    ),
+                )
+            })?;
+            config.flags.insert(name, normalised);
+        }
+        Ok(config)
     }
-    config.ignored_flags.sort();
-    Ok(config)
 }
 
 /// What the owner should know about an accepted configuration: the flags we do not pass on.
@@ -164,6 +175,7 @@ pub fn warnings(config: &GVisorConfig) -> Vec<ConfigWarning> {
         return Vec::new();
     }
     vec![ConfigWarning {
+        reason: "UnknownFlags",
         field: "providerConfig.configFlags".into(),
         message: format!(
             "{} {} not supported and ignored; supported: {}",
@@ -178,27 +190,16 @@ pub fn warnings(config: &GVisorConfig) -> Vec<ConfigWarning> {
     }]
 }
 
-fn describe(value: Option<&str>) -> String {
-    match value {
-        Some(v) => format!("{v:?}"),
-        None => "a missing value".to_string(),
-    }
-}
-
 impl Allowed {
-    fn check(&self, text: &str) -> Result<String, ()> {
+    fn check(&self, text: &str) -> Option<String> {
         match self {
             Allowed::OneOf(values) => {
                 let lower = text.to_ascii_lowercase();
-                values
-                    .iter()
-                    .find(|v| **v == lower)
-                    .map(|v| v.to_string())
-                    .ok_or(())
+                values.iter().find(|v| **v == lower).map(|v| v.to_string())
             }
             Allowed::Signal => match text.parse::<i32>() {
-                Ok(n) if (1..=64).contains(&n) => Ok(n.to_string()),
-                _ => Err(()),
+                Ok(n) if (1..=64).contains(&n) => Some(n.to_string()),
+                _ => None,
             },
         }
     }

@@ -4,9 +4,12 @@
 
 use std::collections::BTreeMap;
 
+use serde::Deserialize;
 use serde_json::Value;
 
-pub use crate::actuator::ConfigError;
+pub use crate::provider_config::ConfigError;
+use crate::provider_config::{TypeMeta, decode, leaf};
+use crate::quantity::Quantity;
 
 /// The providerConfig's apiVersion.
 pub const API_VERSION: &str = "kata.runtime.extensions.config.gardener.cloud/v1alpha1";
@@ -46,24 +49,54 @@ impl Hypervisor {
             Hypervisor::Qemu => "320Mi",
             Hypervisor::Clh | Hypervisor::Fc => "130Mi",
         };
-        Overhead {
-            memory: memory.into(),
-            cpu: "250m".into(),
-        }
+        Overhead::new(memory, "250m")
     }
 }
 
+fn names(hypervisors: &[Hypervisor]) -> String {
+    hypervisors
+        .iter()
+        .map(|h| h.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn allowed_hypervisors() -> String {
-    Hypervisor::ALL.map(Hypervisor::name).join(", ")
+    names(&Hypervisor::ALL)
+}
+
+impl<'de> Deserialize<'de> for Hypervisor {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        leaf(d, &allowed_hypervisors(), |v| {
+            v.as_str().and_then(Hypervisor::parse)
+        })
+    }
 }
 
 /// What a pod of a hypervisor costs beyond its containers (`RuntimeClass.overhead.podFixed`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Overhead {
     /// A memory quantity, e.g. `320Mi`.
-    pub memory: String,
+    pub memory: Quantity,
     /// A CPU quantity, e.g. `250m`.
-    pub cpu: String,
+    pub cpu: Quantity,
+}
+
+impl Overhead {
+    fn new(memory: &str, cpu: &str) -> Self {
+        Overhead {
+            memory: Quantity::memory(memory).expect("a valid default"),
+            cpu: Quantity::cpu(cpu).expect("a valid default"),
+        }
+    }
+
+    /// The larger of two overheads, per resource.
+    pub fn max(&self, other: &Overhead) -> Overhead {
+        Overhead {
+            memory: self.memory.clone().max(other.memory.clone()),
+            cpu: self.cpu.clone().max(other.cpu.clone()),
+        }
+    }
 }
 
 /// The hypervisors offered when the providerConfig does not say: the two that need nothing
@@ -75,6 +108,12 @@ pub const DEFAULT_VCPUS: u32 = 1;
 pub const DEFAULT_MEMORY_MIB: u32 = 2048;
 /// Size of Firecracker's devmapper thin pool's data file.
 pub const DEFAULT_POOL_SIZE: &str = "100Gi";
+
+/// What a `KataConfiguration` must say it is.
+pub const TYPE_META: TypeMeta = TypeMeta {
+    api_versions: &[API_VERSION],
+    kind: KIND,
+};
 
 /// The validated Kata configuration of one worker pool.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,300 +127,204 @@ pub struct KataConfig {
     pub default_vcpus: u32,
     pub default_memory_mib: u32,
     /// The devmapper pool's data size (only meaningful with `fc`).
-    pub devmapper_pool_size: String,
+    pub devmapper_pool_size: Quantity,
 }
 
 impl Default for KataConfig {
     fn default() -> Self {
-        KataConfig {
-            hypervisors: DEFAULT_HYPERVISORS.to_vec(),
-            overhead: DEFAULT_HYPERVISORS
-                .into_iter()
-                .map(|h| (h, h.default_overhead()))
-                .collect(),
-            debug: false,
-            default_vcpus: DEFAULT_VCPUS,
-            default_memory_mib: DEFAULT_MEMORY_MIB,
-            devmapper_pool_size: DEFAULT_POOL_SIZE.into(),
-        }
+        KataConfig::offering(&DEFAULT_HYPERVISORS)
     }
 }
 
 impl KataConfig {
     /// Every hypervisor, for the cleanup: it removes whatever an earlier config installed.
     pub fn everything() -> Self {
+        KataConfig::offering(&Hypervisor::ALL)
+    }
+
+    /// The defaults with `hypervisors` offered, each with its default overhead.
+    fn offering(hypervisors: &[Hypervisor]) -> Self {
         KataConfig {
-            hypervisors: Hypervisor::ALL.to_vec(),
-            overhead: Hypervisor::ALL
-                .into_iter()
-                .map(|h| (h, h.default_overhead()))
+            hypervisors: hypervisors.to_vec(),
+            overhead: hypervisors
+                .iter()
+                .map(|h| (*h, h.default_overhead()))
                 .collect(),
-            ..KataConfig::default()
+            debug: false,
+            default_vcpus: DEFAULT_VCPUS,
+            default_memory_mib: DEFAULT_MEMORY_MIB,
+            devmapper_pool_size: Quantity::memory(DEFAULT_POOL_SIZE).expect("a valid default"),
         }
     }
 }
 
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field: field.into(),
-        message: message.into(),
+/// The providerConfig as written, after `apiVersion` and `kind`. Strict: a typo here (say
+/// `hypervisor:` for `hypervisors:`) would otherwise silently give defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Spec {
+    #[serde(default, deserialize_with = "hypervisor_list")]
+    hypervisors: Option<Vec<Hypervisor>>,
+    /// By name: whether a hypervisor is offered is a rule between fields ([`Spec::validate`]).
+    overhead: Option<BTreeMap<String, OverheadSpec>>,
+    #[serde(default, deserialize_with = "boolean")]
+    debug: Option<bool>,
+    #[serde(rename = "defaultVCPUs")]
+    default_vcpus: Option<Whole<1, 256>>,
+    default_memory: Option<Whole<128, { 1024 * 1024 }>>,
+    #[serde(default, deserialize_with = "pool_size")]
+    devmapper_pool_size: Option<Quantity>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverheadSpec {
+    #[serde(default, deserialize_with = "memory")]
+    memory: Option<Quantity>,
+    #[serde(default, deserialize_with = "cpu")]
+    cpu: Option<Quantity>,
+}
+
+/// A whole number from `MIN` to `MAX`.
+#[derive(Debug)]
+struct Whole<const MIN: u32, const MAX: u32>(u32);
+
+impl<'de, const MIN: u32, const MAX: u32> Deserialize<'de> for Whole<MIN, MAX> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        leaf(d, &format!("a whole number from {MIN} to {MAX}"), |v| {
+            v.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| (MIN..=MAX).contains(n))
+                .map(Whole)
+        })
     }
 }
 
-fn describe(value: Option<&Value>) -> String {
-    match value {
-        None => "a missing value".into(),
-        Some(Value::String(s)) => format!("{s:?}"),
-        Some(other) => other.to_string(),
+fn hypervisor_list<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<Hypervisor>>, D::Error> {
+    struct List;
+    impl<'de> serde::de::Visitor<'de> for List {
+        type Value = Option<Vec<Hypervisor>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a list; allowed entries: {}", allowed_hypervisors())
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut list = Vec::new();
+            while let Some(h) = seq.next_element()? {
+                list.push(h);
+            }
+            Ok(Some(list))
+        }
     }
+    d.deserialize_any(List)
 }
 
-const FIELDS: [&str; 8] = [
-    "apiVersion",
-    "kind",
-    "hypervisors",
-    "overhead",
-    "debug",
-    "defaultVCPUs",
-    "defaultMemory",
-    "devmapperPoolSize",
-];
+fn boolean<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    leaf(d, "true, false", |v| match v {
+        Value::Null => Some(None),
+        Value::Bool(b) => Some(Some(*b)),
+        Value::String(s) if s.eq_ignore_ascii_case("true") => Some(Some(true)),
+        Value::String(s) if s.eq_ignore_ascii_case("false") => Some(Some(false)),
+        _ => None,
+    })
+}
+
+fn memory<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Quantity>, D::Error> {
+    leaf(d, "a memory quantity like 320Mi or 1Gi", |v| {
+        v.as_str().and_then(Quantity::memory).map(Some)
+    })
+}
+
+fn cpu<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Quantity>, D::Error> {
+    leaf(d, "a CPU quantity like 250m or 1", |v| {
+        v.as_str().and_then(Quantity::cpu).map(Some)
+    })
+}
+
+fn pool_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Quantity>, D::Error> {
+    leaf(d, "a size like 100Gi (Ki, Mi, Gi or Ti)", |v| match v {
+        Value::Null => Some(None),
+        v => v.as_str().and_then(Quantity::memory).map(Some),
+    })
+}
 
 /// Validates a ContainerRuntime's raw providerConfig; None means defaults.
 pub fn parse(provider_config: Option<&Value>) -> Result<KataConfig, ConfigError> {
-    let Some(raw) = provider_config.filter(|v| !v.is_null()) else {
-        return Ok(KataConfig::default());
-    };
-    let object = raw.as_object().ok_or_else(|| {
-        invalid(
-            "providerConfig",
-            format!("must be an object of kind {KIND}"),
-        )
-    })?;
-    let field = |name: &str| format!("providerConfig.{name}");
-    if object.get("apiVersion").and_then(Value::as_str) != Some(API_VERSION) {
-        return Err(invalid(
-            field("apiVersion"),
-            format!(
-                "{} is not supported; allowed: {API_VERSION}",
-                describe(object.get("apiVersion"))
-            ),
-        ));
-    }
-    if object.get("kind").and_then(Value::as_str) != Some(KIND) {
-        return Err(invalid(
-            field("kind"),
-            format!(
-                "{} is not supported; allowed: {KIND}",
-                describe(object.get("kind"))
-            ),
-        ));
-    }
-    if let Some(unknown) = object.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(invalid(
-            field(unknown),
-            format!(
-                "is not a field of {KIND}; allowed: {}",
-                FIELDS[2..].join(", ")
-            ),
-        ));
-    }
-    let mut config = KataConfig::default();
+    decode::<Spec>(provider_config, TYPE_META)?
+        .unwrap_or_default()
+        .validate()
+}
 
-    if let Some(list) = object.get("hypervisors").filter(|v| !v.is_null()) {
-        let items = list.as_array().ok_or_else(|| {
-            invalid(
-                field("hypervisors"),
-                format!("must be a list; allowed entries: {}", allowed_hypervisors()),
-            )
-        })?;
-        let mut hypervisors = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            let h = item.as_str().and_then(Hypervisor::parse).ok_or_else(|| {
-                invalid(
-                    format!("providerConfig.hypervisors[{i}]"),
+impl Spec {
+    /// The rules between fields: hypervisors listed once, at least one; overheads only for
+    /// offered ones.
+    fn validate(self) -> Result<KataConfig, ConfigError> {
+        let mut config = KataConfig::default();
+        if let Some(listed) = self.hypervisors {
+            let mut hypervisors = Vec::new();
+            for (i, h) in listed.into_iter().enumerate() {
+                if hypervisors.contains(&h) {
+                    return Err(ConfigError::at(
+                        &format!("hypervisors[{i}]"),
+                        format!("{:?} is listed twice", h.name()),
+                    ));
+                }
+                hypervisors.push(h);
+            }
+            if hypervisors.is_empty() {
+                return Err(ConfigError::at(
+                    "hypervisors",
                     format!(
-                        "{} is not allowed; allowed: {}",
-                        describe(Some(item)),
-                        allowed_hypervisors()
+                        "must list at least one of {} (leave it out for {})",
+                        allowed_hypervisors(),
+                        DEFAULT_HYPERVISORS.map(Hypervisor::name).join(", ")
                     ),
-                )
-            })?;
-            if hypervisors.contains(&h) {
-                return Err(invalid(
-                    format!("providerConfig.hypervisors[{i}]"),
-                    format!("{:?} is listed twice", h.name()),
                 ));
             }
-            hypervisors.push(h);
+            hypervisors.sort();
+            config = KataConfig::offering(&hypervisors);
         }
-        if hypervisors.is_empty() {
-            return Err(invalid(
-                field("hypervisors"),
-                format!(
-                    "must list at least one of {} (leave it out for {})",
-                    allowed_hypervisors(),
-                    DEFAULT_HYPERVISORS.map(Hypervisor::name).join(", ")
-                ),
-            ));
-        }
-        hypervisors.sort();
-        config.hypervisors = hypervisors;
-    }
-    config.overhead = config
-        .hypervisors
-        .iter()
-        .map(|h| (*h, h.default_overhead()))
-        .collect();
-
-    if let Some(overhead) = object.get("overhead").filter(|v| !v.is_null()) {
-        let map = overhead.as_object().ok_or_else(|| {
-            invalid(
-                field("overhead"),
-                "must be a map of hypervisor to {memory, cpu}",
-            )
-        })?;
-        for (name, value) in map {
-            let at = format!("providerConfig.overhead.{name}");
-            let h = Hypervisor::parse(name)
-                .filter(|h| config.hypervisors.contains(h))
-                .ok_or_else(|| {
-                    invalid(
-                        &at,
-                        format!(
-                            "is not an offered hypervisor; allowed: {}",
-                            config
-                                .hypervisors
-                                .iter()
-                                .map(|h| h.name())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    )
-                })?;
-            let entry = value
-                .as_object()
-                .ok_or_else(|| invalid(&at, "must be an object with memory and/or cpu"))?;
+        for (name, spec) in self.overhead.unwrap_or_default() {
+            let offered = Hypervisor::parse(&name).filter(|h| config.hypervisors.contains(h));
+            let Some(h) = offered else {
+                return Err(ConfigError::at(
+                    &format!("overhead.{name}"),
+                    format!(
+                        "is not an offered hypervisor; allowed: {}",
+                        names(&config.hypervisors)
+                    ),
+                ));
+            };
             let current = config
                 .overhead
                 .get_mut(&h)
                 .expect("offered hypervisors have an overhead");
-            for (key, v) in entry {
-                let at = format!("{at}.{key}");
-                let text = v.as_str().map(str::trim).unwrap_or_default();
-                match key.as_str() {
-                    "memory" if is_memory(text) => current.memory = text.into(),
-                    "cpu" if is_cpu(text) => current.cpu = text.into(),
-                    "memory" => {
-                        return Err(invalid(
-                            at,
-                            format!(
-                                "{} is not allowed; allowed: a memory quantity like 320Mi or 1Gi",
-                                describe(Some(v))
-                            ),
-                        ));
-                    }
-                    "cpu" => {
-                        return Err(invalid(
-                            at,
-                            format!(
-                                "{} is not allowed; allowed: a CPU quantity like 250m or 1",
-                                describe(Some(v))
-                            ),
-                        ));
-                    }
-                    _ => return Err(invalid(at, "is not a field; allowed: memory, cpu")),
-                }
+            if let Some(memory) = spec.memory {
+                current.memory = memory;
+            }
+            if let Some(cpu) = spec.cpu {
+                current.cpu = cpu;
             }
         }
-    }
-
-    if let Some(v) = object.get("debug").filter(|v| !v.is_null()) {
-        config.debug = match v {
-            Value::Bool(b) => *b,
-            Value::String(s) if s.eq_ignore_ascii_case("true") => true,
-            Value::String(s) if s.eq_ignore_ascii_case("false") => false,
-            other => {
-                return Err(invalid(
-                    field("debug"),
-                    format!(
-                        "{} is not allowed; allowed: true, false",
-                        describe(Some(other))
-                    ),
-                ));
-            }
-        };
-    }
-    let number = |name: &str, min: u64, max: u64| -> Result<Option<u32>, ConfigError> {
-        match object.get(name).filter(|v| !v.is_null()) {
-            None => Ok(None),
-            Some(v) => match v.as_u64() {
-                Some(n) if (min..=max).contains(&n) => Ok(Some(n as u32)),
-                _ => Err(invalid(
-                    field(name),
-                    format!(
-                        "{} is not allowed; allowed: a whole number from {min} to {max}",
-                        describe(Some(v))
-                    ),
-                )),
-            },
+        config.debug = self.debug.unwrap_or(config.debug);
+        if let Some(Whole(n)) = self.default_vcpus {
+            config.default_vcpus = n;
         }
-    };
-    if let Some(n) = number("defaultVCPUs", 1, 256)? {
-        config.default_vcpus = n;
-    }
-    if let Some(n) = number("defaultMemory", 128, 1024 * 1024)? {
-        config.default_memory_mib = n;
-    }
-    if let Some(v) = object.get("devmapperPoolSize").filter(|v| !v.is_null()) {
-        match v.as_str().map(str::trim) {
-            Some(text) if is_memory(text) && text.ends_with('i') => {
-                config.devmapper_pool_size = text.into()
-            }
-            _ => {
-                return Err(invalid(
-                    field("devmapperPoolSize"),
-                    format!(
-                        "{} is not allowed; allowed: a size like 100Gi (Mi, Gi or Ti)",
-                        describe(Some(v))
-                    ),
-                ));
-            }
+        if let Some(Whole(n)) = self.default_memory {
+            config.default_memory_mib = n;
         }
+        if let Some(size) = self.devmapper_pool_size {
+            config.devmapper_pool_size = size;
+        }
+        Ok(config)
     }
-    Ok(config)
-}
-
-/// Bytes of a validated `<digits><Ki|Mi|Gi|Ti>` size; None for anything else.
-pub fn memory_bytes(text: &str) -> Option<u64> {
-    if !is_memory(text) {
-        return None;
-    }
-    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
-    let n: u64 = digits.parse().ok()?;
-    let shift = match &text[digits.len()..] {
-        "Ki" => 10,
-        "Mi" => 20,
-        "Gi" => 30,
-        _ => 40,
-    };
-    n.checked_mul(1 << shift)
-}
-
-/// `<digits><Ki|Mi|Gi|Ti>` (binary suffixes only: what memory is sized in).
-fn is_memory(text: &str) -> bool {
-    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
-    let suffix = &text[digits.len()..];
-    !digits.is_empty()
-        && digits.len() <= 9
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && matches!(suffix, "Ki" | "Mi" | "Gi" | "Ti")
-}
-
-/// `<digits>m` or `<digits>` (cores).
-fn is_cpu(text: &str) -> bool {
-    let digits = text.strip_suffix('m').unwrap_or(text);
-    !digits.is_empty() && digits.len() <= 9 && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 #[cfg(test)]
@@ -401,8 +344,8 @@ mod tests {
     fn defaults_are_qemu_and_clh_with_kata_deploys_overheads() {
         let c = parse(None).unwrap();
         assert_eq!(c.hypervisors, [Hypervisor::Qemu, Hypervisor::Clh]);
-        assert_eq!(c.overhead[&Hypervisor::Qemu].memory, "320Mi");
-        assert_eq!(c.overhead[&Hypervisor::Clh].memory, "130Mi");
+        assert_eq!(c.overhead[&Hypervisor::Qemu].memory.as_str(), "320Mi");
+        assert_eq!(c.overhead[&Hypervisor::Clh].memory.as_str(), "130Mi");
         assert_eq!(parse(Some(&cfg(json!({})))).unwrap(), c);
     }
 
@@ -417,21 +360,12 @@ mod tests {
         assert_eq!(c.hypervisors, [Hypervisor::Qemu, Hypervisor::Fc]);
         assert_eq!(
             c.overhead[&Hypervisor::Qemu],
-            Overhead {
-                memory: "400Mi".into(),
-                cpu: "250m".into()
-            }
+            Overhead::new("400Mi", "250m")
         );
-        assert_eq!(
-            c.overhead[&Hypervisor::Fc],
-            Overhead {
-                memory: "130Mi".into(),
-                cpu: "500m".into()
-            }
-        );
+        assert_eq!(c.overhead[&Hypervisor::Fc], Overhead::new("130Mi", "500m"));
         assert!(c.debug);
         assert_eq!((c.default_vcpus, c.default_memory_mib), (2, 4096));
-        assert_eq!(c.devmapper_pool_size, "20Gi");
+        assert_eq!(c.devmapper_pool_size.as_str(), "20Gi");
     }
 
     #[test]

@@ -69,27 +69,16 @@ impl Pool {
 /// Firecracker. An invalid providerConfig yields None (its ContainerRuntime reports the error;
 /// the node agent then never labels `kata-fc` ready, since the pool is missing).
 pub fn pool_for(shoot: &Shoot, pool: &str) -> Option<Pool> {
-    let worker = shoot
-        .spec
-        .provider
-        .workers
-        .iter()
-        .find(|w| w.name == pool && w.wants_runtime(RUNTIME_TYPE))?;
-    let raw = worker
-        .cri
-        .as_ref()?
-        .container_runtimes
-        .iter()
-        .find(|r| r.type_ == RUNTIME_TYPE)?
+    let raw = shoot
+        .worker(pool)?
+        .runtime(RUNTIME_TYPE)?
         .provider_config
         .as_ref();
     let config = config::parse(raw).ok()?;
     if !config.hypervisors.contains(&Hypervisor::Fc) {
         return None;
     }
-    Some(Pool::with_data(config::memory_bytes(
-        &config.devmapper_pool_size,
-    )?))
+    Some(Pool::with_data(config.devmapper_pool_size.bytes()?))
 }
 
 /// The pool's device-mapper name (the node agent checks `/dev/mapper/<name>`).

@@ -18,15 +18,14 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Toleration;
 use k8s_openapi::api::node::v1::{Overhead, RuntimeClass, Scheduling};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-
+use sandbox_api::Shoot;
 use sandbox_api::shoot::Taint;
-use sandbox_api::{ContainerRuntime, Shoot};
 
-use crate::actuator::{Actuator, ActuatorError, Cleanup, Desired, ManagedResourceContent};
-use crate::installation::{self, Agent, PoolInput};
+use crate::actuator::{ConfigError, Description, Runtime};
+use crate::installation::Agent;
 use crate::manifests::{ObjectSet, RenderError};
+use crate::node_plan::NodePlan;
 
 /// The `spec.type` of a Kata ContainerRuntime.
 pub const RUNTIME_TYPE: &str = "kata";
@@ -69,137 +68,93 @@ pub fn hypervisor_ready_label(h: Hypervisor) -> String {
     format!("runtime-sandbox.gardener.cloud/kata-{}-ready", h.name())
 }
 
-/// Name of the per-pool ManagedResource.
-pub fn installation_managed_resource(pool: &str) -> String {
-    format!("{INSTALLATION_MANAGED_RESOURCE_PREFIX}{pool}")
-}
-
-/// Kata's [`Actuator`].
+/// Kata as a [`Runtime`].
 pub struct Kata;
 
-impl Actuator for Kata {
-    fn runtime_type(&self) -> &'static str {
-        RUNTIME_TYPE
-    }
+impl Runtime for Kata {
+    type Config = KataConfig;
 
-    fn node_plan(
+    const DESCRIPTION: Description = Description {
+        runtime_type: RUNTIME_TYPE,
+        display_name: "Kata Containers",
+        needs_virtualization: true,
+        image_name: IMAGE_NAME,
+        node_ready_label: NODE_READY_LABEL,
+        shared_managed_resource: MANAGED_RESOURCE,
+        pool_managed_resource_prefix: INSTALLATION_MANAGED_RESOURCE_PREFIX,
+        agent: AGENT,
+    };
+
+    fn parse(
         &self,
         provider_config: Option<&serde_json::Value>,
-        image: &str,
-    ) -> Result<crate::node_plan::NodePlan, crate::actuator::ConfigError> {
-        config::parse(provider_config).map(|c| node_plan(&c, image))
+    ) -> Result<KataConfig, ConfigError> {
+        config::parse(provider_config)
     }
 
-    fn validate(
+    fn node_plan(&self, config: &KataConfig, image: &str) -> NodePlan {
+        node::node_plan(config, image)
+    }
+
+    /// Every hypervisor's handler and label goes, whatever the (maybe invalid) config was.
+    fn cleanup_config(&self) -> KataConfig {
+        KataConfig::everything()
+    }
+
+    /// One RuntimeClass per hypervisor some pool offers (see [`offers`]), with the pod
+    /// overhead and a node selector on that hypervisor's ready label.
+    fn runtime_classes(
         &self,
-        provider_config: Option<&serde_json::Value>,
-    ) -> Result<Vec<crate::actuator::ConfigWarning>, crate::actuator::ConfigError> {
-        config::parse(provider_config).map(|_| Vec::new())
+        shoot: &Shoot,
+        current: Option<(&str, &KataConfig)>,
+    ) -> Result<ObjectSet, RenderError> {
+        let mut set = ObjectSet::default();
+        for (h, (overhead, tolerations)) in offers(shoot, current) {
+            let runtime_class = RuntimeClass {
+                metadata: ObjectMeta {
+                    name: Some(handler_name(h)),
+                    ..ObjectMeta::default()
+                },
+                handler: handler_name(h),
+                overhead: Some(Overhead {
+                    pod_fixed: Some(
+                        [
+                            ("cpu".to_string(), overhead.cpu.into()),
+                            ("memory".to_string(), overhead.memory.into()),
+                        ]
+                        .into(),
+                    ),
+                }),
+                scheduling: Some(Scheduling {
+                    // Only nodes where this hypervisor passed the agent's host check.
+                    node_selector: Some(
+                        [
+                            (NODE_LABEL.to_string(), "true".to_string()),
+                            (hypervisor_ready_label(h), "true".to_string()),
+                        ]
+                        .into(),
+                    ),
+                    tolerations: Some(tolerations).filter(|t| !t.is_empty()),
+                }),
+            };
+            set.add(&runtime_class)?;
+        }
+        Ok(set)
     }
 
-    fn needs_virtualization(&self) -> bool {
-        true
-    }
-
-    fn display_name(&self) -> &'static str {
-        "Kata Containers"
-    }
-
-    fn origin(&self) -> &'static str {
-        ORIGIN
-    }
-
-    fn node_ready_label(&self) -> &'static str {
-        NODE_READY_LABEL
-    }
-
-    fn image_name(&self) -> &'static str {
-        IMAGE_NAME
+    /// Each hypervisor's ready label.
+    fn component_labels(&self) -> Vec<String> {
+        Hypervisor::ALL.map(hypervisor_ready_label).to_vec()
     }
 
     /// Each offered hypervisor's ready label: a node where one is not verified cannot run that
     /// RuntimeClass's pods, which `EveryNodeReady` names with the agent's reason.
-    fn component_ready_labels(&self, cr: &ContainerRuntime) -> Vec<(String, String)> {
-        config::parse(cr.spec.provider_config.as_ref())
-            .map(|c| {
-                c.hypervisors
-                    .iter()
-                    .map(|h| (handler_name(*h), hypervisor_ready_label(*h)))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    fn shared_managed_resource(&self) -> &'static str {
-        MANAGED_RESOURCE
-    }
-
-    fn pool_managed_resource(&self, pool: &str) -> String {
-        installation_managed_resource(pool)
-    }
-
-    fn desired(
-        &self,
-        cr: &ContainerRuntime,
-        shoot: &Shoot,
-        image: &str,
-    ) -> Result<Desired, ActuatorError> {
-        let config = config::parse(cr.spec.provider_config.as_ref())?;
-        let pool = &cr.spec.worker_pool.name;
-        AGENT.check_pool(pool)?;
-        let plan = node_plan(&config, image);
-        let installation = installation::installation_objects(
-            &AGENT,
-            &PoolInput {
-                pool,
-                selector: &cr.spec.worker_pool.selector,
-                binary_path: &cr.spec.binary_path,
-                plan: &plan,
-                image,
-            },
-        )?;
-        Ok(Desired {
-            shared: shared(shoot, Some((pool, &config)))?,
-            pool: ManagedResourceContent {
-                name: installation_managed_resource(pool),
-                data: installation.into_data(),
-            },
-            warnings: Vec::new(),
-        })
-    }
-
-    fn cleanup(
-        &self,
-        cr: &ContainerRuntime,
-        shoot: &Shoot,
-        image: &str,
-    ) -> Result<Cleanup, ActuatorError> {
-        let pool = &cr.spec.worker_pool.name;
-        AGENT.check_pool(pool)?;
-        // Every hypervisor's handler and label goes, whatever the (maybe invalid) config was.
-        let plan = node_plan(&KataConfig::everything(), image);
-        let objects = installation::cleanup_objects(
-            &AGENT,
-            &PoolInput {
-                pool,
-                selector: &cr.spec.worker_pool.selector,
-                binary_path: &cr.spec.binary_path,
-                plan: &plan,
-                image,
-            },
-        )?;
-        Ok(Cleanup {
-            shared: shared(shoot, None)?,
-            pool: ManagedResourceContent {
-                name: installation_managed_resource(pool),
-                data: objects.into_data(),
-            },
-            pending: format!(
-                "Kata is not yet removed from every node of pool {pool} (DaemonSet {}/{}); nodes with running Kata pods keep it until they end",
-                installation::SHOOT_NAMESPACE,
-                AGENT.cleanup_name(pool)
-            ),
-        })
+    fn component_ready_labels(&self, config: &KataConfig) -> Vec<(String, String)> {
+        config
+            .hypervisors
+            .iter()
+            .map(|h| (handler_name(*h), hypervisor_ready_label(*h)))
+            .collect()
     }
 }
 
@@ -218,22 +173,13 @@ pub fn offers(shoot: &Shoot, current: Option<(&str, &KataConfig)>) -> Offers {
         .provider
         .workers
         .iter()
-        .filter(|w| w.wants_runtime(RUNTIME_TYPE))
-        .map(|w| {
-            let raw = w
-                .cri
-                .as_ref()
-                .and_then(|c| {
-                    c.container_runtimes
-                        .iter()
-                        .find(|r| r.type_ == RUNTIME_TYPE)
-                })
-                .and_then(|r| r.provider_config.as_ref());
-            (
+        .filter_map(|w| {
+            let raw = w.runtime(RUNTIME_TYPE)?.provider_config.as_ref();
+            Some((
                 w.name.as_str(),
                 config::parse(raw).ok(),
                 w.taints.as_slice(),
-            )
+            ))
         })
         .collect();
     if let Some((pool, config)) = current {
@@ -249,7 +195,7 @@ pub fn offers(shoot: &Shoot, current: Option<(&str, &KataConfig)>) -> Offers {
             let entry = offers
                 .entry(*h)
                 .or_insert_with(|| (overhead.clone(), Vec::new()));
-            entry.0 = larger(&entry.0, overhead);
+            entry.0 = entry.0.max(overhead);
             entry.1.extend(taints);
         }
     }
@@ -257,88 +203,6 @@ pub fn offers(shoot: &Shoot, current: Option<(&str, &KataConfig)>) -> Offers {
         .into_iter()
         .map(|(h, (overhead, taints))| (h, (overhead, crate::scheduling::tolerate(taints))))
         .collect()
-}
-
-/// The larger of two overheads, per resource (compared as quantities).
-fn larger(a: &config::Overhead, b: &config::Overhead) -> config::Overhead {
-    let pick = |x: &String, y: &String| {
-        if quantity_value(y) > quantity_value(x) {
-            y.clone()
-        } else {
-            x.clone()
-        }
-    };
-    config::Overhead {
-        memory: pick(&a.memory, &b.memory),
-        cpu: pick(&a.cpu, &b.cpu),
-    }
-}
-
-/// A validated quantity (`320Mi`, `250m`, `1`) in milli-units of bytes or cores.
-fn quantity_value(q: &str) -> u128 {
-    let digits: String = q.chars().take_while(|c| c.is_ascii_digit()).collect();
-    let n: u128 = digits.parse().unwrap_or(0);
-    match &q[digits.len()..] {
-        "m" => n,
-        "Ki" => (n * 1000) << 10,
-        "Mi" => (n * 1000) << 20,
-        "Gi" => (n * 1000) << 30,
-        "Ti" => (n * 1000) << 40,
-        _ => n * 1000,
-    }
-}
-
-fn shared(
-    shoot: &Shoot,
-    current: Option<(&str, &KataConfig)>,
-) -> Result<ManagedResourceContent, RenderError> {
-    Ok(ManagedResourceContent {
-        name: MANAGED_RESOURCE.into(),
-        data: shared_objects(&offers(shoot, current))?.into_data(),
-    })
-}
-
-/// Objects shared by all Kata pools of a shoot: a RuntimeClass per offered hypervisor, the
-/// installer's ServiceAccount with its permission to label nodes (RBAC), narrowed to its own
-/// node's Kata labels (a ValidatingAdmissionPolicy).
-pub fn shared_objects(offers: &Offers) -> Result<ObjectSet, RenderError> {
-    let mut set = ObjectSet::default();
-    for (h, (overhead, tolerations)) in offers {
-        let runtime_class = RuntimeClass {
-            metadata: ObjectMeta {
-                name: Some(handler_name(*h)),
-                ..ObjectMeta::default()
-            },
-            handler: handler_name(*h),
-            overhead: Some(Overhead {
-                pod_fixed: Some(
-                    [
-                        ("cpu".to_string(), Quantity(overhead.cpu.clone())),
-                        ("memory".to_string(), Quantity(overhead.memory.clone())),
-                    ]
-                    .into(),
-                ),
-            }),
-            scheduling: Some(Scheduling {
-                // Only nodes where this hypervisor passed the agent's host check.
-                node_selector: Some(
-                    [
-                        (NODE_LABEL.to_string(), "true".to_string()),
-                        (hypervisor_ready_label(*h), "true".to_string()),
-                    ]
-                    .into(),
-                ),
-                tolerations: Some(tolerations.clone()).filter(|t| !t.is_empty()),
-            }),
-        };
-        set.add(&runtime_class)?;
-    }
-    let labels: Vec<String> = std::iter::once(NODE_READY_LABEL.to_string())
-        .chain(Hypervisor::ALL.map(hypervisor_ready_label))
-        .collect();
-    let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
-    AGENT.add_shared_objects(&mut set, &labels)?;
-    Ok(set)
 }
 
 #[cfg(test)]
@@ -379,23 +243,17 @@ mod tests {
         assert_eq!((qemu.memory.as_str(), qemu.cpu.as_str()), ("512Mi", "250m"));
         assert_eq!(qemu_tolerations.len(), 1);
         let (fc, fc_tolerations) = &offers[&Hypervisor::Fc];
-        assert_eq!(fc.memory, "130Mi");
+        assert_eq!(fc.memory.as_str(), "130Mi");
         assert!(
             fc_tolerations.is_empty(),
             "pool a (tainted) does not offer fc"
         );
-        let set = shared_objects(&offers).unwrap();
+        let set = Kata.runtime_classes(&s, None).unwrap();
         let keys: Vec<_> = set.data().keys().cloned().collect();
         assert!(
             keys.contains(&"runtimeclass____kata-qemu.yaml".to_string()),
             "{keys:?}"
         );
         assert!(!keys.iter().any(|k| k.contains("kata-clh")), "{keys:?}");
-    }
-
-    #[test]
-    fn quantities_compare_by_value() {
-        assert!(quantity_value("1Gi") > quantity_value("900Mi"));
-        assert!(quantity_value("1") > quantity_value("999m"));
     }
 }
