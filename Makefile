@@ -27,7 +27,7 @@ bench: tools
 
 ## image: the controller's and the node agent's OCI image archives for linux/amd64 and linux/arm64 (release binaries, pinned runsc), built from local files
 image: tools
-	$(CARGO) build --locked --release -p sandbox-image --bin node-agent-image --bin controller-image
+	$(CARGO) build --locked --release -p sandbox-image --bin agent-image --bin controller-image
 	$(CARGO) build --locked --release -p gardener-extension-runtime-sandbox --target x86_64-unknown-linux-gnu --target aarch64-unknown-linux-gnu
 	target=$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'); \
 	  bin=gardener-extension-runtime-sandbox; \
@@ -35,18 +35,18 @@ image: tools
 	  mkdir -p $$target/images && \
 	  $$target/release/controller-image --binary amd64=$$amd64 --binary arm64=$$arm64 \
 	    --out $$target/images/controller.oci.tar && \
-	  $$target/release/node-agent-image --binary amd64=$$amd64 --binary arm64=$$arm64 \
-	    --gvisor-dir amd64=$$(hack/tools.sh path gvisor) --gvisor-dir arm64=$$(hack/tools.sh path gvisor-arm64) \
+	  $$target/release/agent-image --runtime gvisor --binary amd64=$$amd64 --binary arm64=$$arm64 \
+	    --payload amd64=$$(hack/tools.sh path gvisor) --payload arm64=$$(hack/tools.sh path gvisor-arm64) \
 	    --out $$target/images/node-agent.oci.tar
 
 ## image-kata: Kata's node agent image for the host's architecture from a payload folder (KATA_PAYLOAD=DIR, KATA_VERSION=tag; docs/kata.md)
 image-kata:
 	@test -n "$(KATA_PAYLOAD)" && test -n "$(KATA_VERSION)" || { echo "usage: make image-kata KATA_PAYLOAD=<payload folder> KATA_VERSION=<kata version>"; exit 1; }
-	$(CARGO) build --locked --release -p sandbox-image --bin kata-node-agent-image -p gardener-extension-runtime-sandbox
+	$(CARGO) build --locked --release -p sandbox-image --bin agent-image -p gardener-extension-runtime-sandbox
 	target=$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'); \
 	  arch=$$(uname -m | sed 's/x86_64/amd64/;s/aarch64/arm64/'); \
 	  mkdir -p $$target/images && \
-	  $$target/release/kata-node-agent-image --binary $$arch=$$target/release/gardener-extension-runtime-sandbox \
+	  $$target/release/agent-image --runtime kata --binary $$arch=$$target/release/gardener-extension-runtime-sandbox \
 	    --payload $$arch=$(KATA_PAYLOAD) --name ghcr.io/gardener-extension-runtime-sandbox/node-agent-kata:$(KATA_VERSION) \
 	    --out $$target/images/kata-node-agent.oci.tar
 

@@ -99,7 +99,7 @@ async fn main() -> Result<(), Error> {
 
     // The image's folder (binaries + SHA256SUMS) and the pool's ConfigMap.
     let source = work.path().join("image");
-    image::write_gvisor_source(&gvisor, &[], &source)?;
+    sandbox_testenv::images::write_gvisor_payload(&gvisor, &[], &source)?;
     let config = work.path().join("config");
     std::fs::create_dir_all(&config)?;
     // The default image: its tag names the pinned gVisor version.
@@ -159,13 +159,10 @@ async fn main() -> Result<(), Error> {
     );
 
     // The image that carries all of it.
-    let archive = image::node_agent_image(
+    let arch = image::Arch::host().ok_or("no image architecture for this machine")?;
+    let archive = sandbox_testenv::images::gvisor_agent_image(
         "bench/node-agent:1",
-        &[image::NodeAgentPlatform {
-            arch: image::Arch::host().ok_or("no image architecture for this machine")?,
-            binary: &binary,
-            gvisor_dir: &gvisor,
-        }],
+        &[(arch, &binary, &gvisor)],
     )?;
     let size = |path: &Path| std::fs::metadata(path).map(|m| m.len()).unwrap_or_default();
     println!(

@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 
 mod support;
 
-use support::{Kill, eventually_within};
+use sandbox_testenv::eventually;
+use support::Kill;
 
 const NAMESPACE: &str = "garden-dev";
 const WEBHOOK: &str = "gardener-extension-admission-runtime-sandbox";
@@ -181,14 +182,14 @@ async fn shoots_are_reviewed_by_our_webhook_through_gardener_apiserver() {
             .spawn()
             .unwrap(),
     ));
-    eventually_within(30, "/readyz ok", async || {
+    eventually(30, "/readyz ok", async || {
         http_get(health, "/readyz").filter(|(c, _)| *c == 200)
     })
     .await;
 
     // An invalid flag value: refused, naming the field and the allowed values. The API server
     // learns of a new webhook configuration through its informer: wait for the first refusal.
-    let message = eventually_within(30, "the webhook refuses an invalid flag", async || {
+    let message = eventually(30, "the webhook refuses an invalid flag", async || {
         api.create(&dry_run(), &invalid)
             .await
             .err()
@@ -346,14 +347,14 @@ async fn shoots_are_reviewed_by_our_webhook_through_gardener_apiserver() {
     let (other_cert, other_key) = garden.serving_cert("elsewhere", &["elsewhere"]).unwrap();
     std::fs::copy(&other_cert, &cert).unwrap();
     std::fs::copy(&other_key, &key).unwrap();
-    eventually_within(30, "the other certificate is served", async || {
+    eventually(30, "the other certificate is served", async || {
         (!sandbox_testenv::tls_handshake(&ca_pem, port, "localhost").await).then_some(())
     })
     .await;
     assert!(sandbox_testenv::tls_handshake(&ca_pem, port, "elsewhere").await);
     std::fs::copy(&issued_cert, &cert).unwrap();
     std::fs::copy(&issued_key, &key).unwrap();
-    eventually_within(30, "the right certificate is served again", async || {
+    eventually(30, "the right certificate is served again", async || {
         sandbox_testenv::tls_handshake(&ca_pem, port, "localhost")
             .await
             .then_some(())
@@ -394,7 +395,7 @@ async fn shoots_are_reviewed_by_our_webhook_through_gardener_apiserver() {
         .replace(WEBHOOK, &PostParams::default(), &configuration)
         .await
         .unwrap();
-    eventually_within(30, "Ignore lets the Shoot through", async || {
+    eventually(30, "Ignore lets the Shoot through", async || {
         api.create(&dry_run(), &shoot("while-down", |_| {}))
             .await
             .ok()

@@ -11,11 +11,8 @@ use serde_json::json;
 
 mod support;
 
-use support::{Kill, eventually_within};
-
-async fn eventually<T>(what: &str, f: impl AsyncFnMut() -> Option<T>) -> T {
-    eventually_within(30, what, f).await
-}
+use sandbox_testenv::eventually;
+use support::Kill;
 
 #[tokio::test]
 async fn controller_subcommand_reconciles_and_reports() {
@@ -49,16 +46,16 @@ async fn controller_subcommand_reconciles_and_reports() {
             .unwrap(),
     );
 
-    eventually("/healthz ok", async || {
+    eventually(30, "/healthz ok", async || {
         http_get(health, "/healthz").filter(|(c, _)| *c == 200)
     })
     .await;
-    eventually("/readyz ok", async || {
+    eventually(30, "/readyz ok", async || {
         http_get(health, "/readyz").filter(|(c, _)| *c == 200)
     })
     .await;
     let leases = Api::<Lease>::namespaced(client.clone(), &system);
-    eventually("leader Lease", async || {
+    eventually(30, "leader Lease", async || {
         leases
             .get_opt("runtime-gvisor-leader-election")
             .await
@@ -66,7 +63,7 @@ async fn controller_subcommand_reconciles_and_reports() {
             .flatten()
     })
     .await;
-    eventually("heartbeat Lease", async || {
+    eventually(30, "heartbeat Lease", async || {
         leases
             .get_opt("gardener-extension-heartbeat")
             .await
@@ -85,7 +82,7 @@ async fn controller_subcommand_reconciles_and_reports() {
     let mut cr = gardenlet::container_runtime(&ns, "pool", None);
     gardenlet::request(&mut cr, "reconcile");
     runtimes.create(&PostParams::default(), &cr).await.unwrap();
-    eventually("Succeeded", async || {
+    eventually(30, "Succeeded", async || {
         let cr = runtimes.get("gvisor-pool").await.ok()?;
         (cr.status?.last_operation?.state == LastOperationState::Succeeded).then_some(())
     })

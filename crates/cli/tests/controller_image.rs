@@ -2,7 +2,8 @@
 //! product binary, its C libraries and the user database, a non-root user, and it runs as the
 //! chart runs it (its command) in a real containerd 2.4.
 
-use sandbox_image::{Arch, NONROOT, controller_image, read_archive};
+use sandbox_image::{Arch, NONROOT, controller_image};
+use sandbox_testenv::images::read_archive;
 use sandbox_testenv::node::{Flavor, TestNode};
 use sandbox_testenv::pods::{Container, Pods, run_container};
 use serde_json::Value;

@@ -9,9 +9,12 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
-use sandbox_image::{Arch, KataPlatform, kata_node_agent_image, read_archive};
+use sandbox_image::{AgentPlatform, Arch, agent_image};
+use sandbox_runtime::actuator::Actuator;
+use sandbox_runtime::kata::Kata;
 use sandbox_runtime::kata::node::{self as kata_node, CHECKSUMS, IMAGE_DIR};
 use sandbox_runtime::manifests::sha256_hex;
+use sandbox_testenv::images::read_archive;
 
 const IMAGE: &str = "localhost/runtime-sandbox-test/node-agent-kata:3.20.0";
 
@@ -79,9 +82,11 @@ fn the_payload_lands_in_the_image_verified_and_a_broken_one_is_refused() {
     let files = test_payload();
     write_payload(&payload, &files);
     let build = |dir: &Path| {
-        kata_node_agent_image(
+        let binaries = Kata.node_plan(None, IMAGE).unwrap().binaries;
+        agent_image(
             IMAGE,
-            &[KataPlatform {
+            &binaries,
+            &[AgentPlatform {
                 arch: host,
                 binary: binary.as_ref(),
                 payload_dir: dir,

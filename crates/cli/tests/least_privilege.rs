@@ -19,11 +19,8 @@ use serde_json::{Value, json};
 
 mod support;
 
-use support::{Kill, eventually_within};
-
-async fn eventually<T>(what: &str, f: impl AsyncFnMut() -> Option<T>) -> T {
-    eventually_within(60, what, f).await
-}
+use sandbox_testenv::eventually;
+use support::Kill;
 
 fn gvisor_config(flags: Value) -> Value {
     json!({"apiVersion": "gvisor.runtime.extensions.config.gardener.cloud/v1alpha1", "kind": "GVisorConfiguration", "configFlags": flags})
@@ -144,7 +141,7 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
         )
     };
     let controller = start();
-    eventually("/readyz ok", async || {
+    eventually(60, "/readyz ok", async || {
         http_get(health, "/readyz").filter(|(c, _)| *c == 200)
     })
     .await;
@@ -155,7 +152,7 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
     let secrets =
         Api::<k8s_openapi::api::core::v1::Secret>::namespaced(admin.clone(), RELEASE_NAMESPACE);
     let ca = "gardener-extension-runtime-sandbox-webhook-ca";
-    eventually("the webhook's CA Secret", async || {
+    eventually(60, "the webhook's CA Secret", async || {
         secrets.get_opt(ca).await.ok().flatten()
     })
     .await;
@@ -174,7 +171,7 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
         )
         .await
         .unwrap();
-    eventually("the webhook's CA renewed", async || {
+    eventually(60, "the webhook's CA renewed", async || {
         let secret = secrets.get(ca).await.ok()?;
         let bundle = &secret.data.as_ref()?.get("bundle.crt")?.0;
         (String::from_utf8_lossy(bundle)
@@ -236,7 +233,7 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
     // and is deleted.
     drop(controller);
     let _controller = start();
-    eventually("/readyz ok after restart", async || {
+    eventually(60, "/readyz ok after restart", async || {
         http_get(health, "/readyz").filter(|(c, _)| *c == 200)
     })
     .await;
@@ -249,7 +246,7 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
     s.wait_for("gvisor-pool-a", "deleted", |cr| cr.is_none())
         .await;
     let mrs = Api::<sandbox_api::ManagedResource>::namespaced(admin.clone(), &ns);
-    eventually("ManagedResources gone", async || {
+    eventually(60, "ManagedResources gone", async || {
         mrs.list(&Default::default())
             .await
             .ok()

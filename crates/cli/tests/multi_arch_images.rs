@@ -7,7 +7,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use sandbox_image::{Arch, NodeAgentPlatform, controller_image, node_agent_image, read_archive};
+use sandbox_image::{Arch, controller_image};
+use sandbox_testenv::images::{gvisor_agent_image, read_archive};
 use sandbox_testenv::node::{Flavor, TestNode};
 use sandbox_testenv::pods::{Container, Pods, run_container};
 use sandbox_testenv::{Tool, cross};
@@ -86,19 +87,11 @@ async fn both_images_carry_amd64_and_arm64_and_both_run() {
     support::assert_no_crash_points(&arm64);
     let controller =
         controller_image(CONTROLLER, &[(Arch::Amd64, amd64), (Arch::Arm64, &arm64)]).unwrap();
-    let node_agent = node_agent_image(
+    let node_agent = gvisor_agent_image(
         NODE_AGENT,
         &[
-            NodeAgentPlatform {
-                arch: Arch::Amd64,
-                binary: amd64,
-                gvisor_dir: &Tool::Gvisor.path().unwrap(),
-            },
-            NodeAgentPlatform {
-                arch: Arch::Arm64,
-                binary: &arm64,
-                gvisor_dir: &Tool::GvisorArm64.path().unwrap(),
-            },
+            (Arch::Amd64, amd64, &Tool::Gvisor.path().unwrap()),
+            (Arch::Arm64, &arm64, &Tool::GvisorArm64.path().unwrap()),
         ],
     )
     .unwrap();

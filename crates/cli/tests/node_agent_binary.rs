@@ -14,13 +14,12 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, PostParams};
-use sandbox_api::WorkerPool;
 use sandbox_node_agent::agent::{self, Options};
 use sandbox_node_agent::cri::{Cri, HandlerState};
 use sandbox_node_agent::host::Host;
 use sandbox_node_agent::restart::{RestartError, Restarter};
 use sandbox_runtime::gvisor::node::BINARIES;
-use sandbox_runtime::gvisor::{self, CleanupInput, GVisorConfig, NODE_READY_LABEL};
+use sandbox_runtime::gvisor::{self, GVisorConfig, NODE_READY_LABEL};
 use sandbox_runtime::node_plan;
 use sandbox_testenv::dbus::{FakeSystemd, SystemBus};
 use sandbox_testenv::node::{BINARY_PATH, Flavor, TestNode};
@@ -63,14 +62,14 @@ fn memory_limit_mib() -> u64 {
 }
 
 fn rendered<T: serde::de::DeserializeOwned>(kind: &str) -> T {
-    support::object(&gvisor::shared_objects(None).unwrap(), kind)
+    support::object(&support::shared("i"), kind)
 }
 
 /// The image's folder: the pinned binaries with their checksums.
 fn image_dir(work: &std::path::Path) -> std::path::PathBuf {
     let source = work.join("image");
     let gvisor_dir = sandbox_testenv::Tool::Gvisor.path().unwrap();
-    sandbox_image::write_gvisor_source(&gvisor_dir, &[], &source).unwrap();
+    sandbox_testenv::images::write_gvisor_payload(&gvisor_dir, &[], &source).unwrap();
     source
 }
 
@@ -242,13 +241,13 @@ async fn node_agent_verifies_labels_and_reports_ready() {
 /// `set`, with the pod's paths mapped to the test's (as the kubelet's mounts would), and its
 /// ConfigMap's data (if it has one) written to `config_dir`.
 fn rendered_command(
-    set: &sandbox_runtime::manifests::ObjectSet,
+    set: &support::Objects,
     node: &TestNode,
     config_dir: &std::path::Path,
     port: u16,
 ) -> (Vec<String>, Vec<(String, String)>) {
     std::fs::create_dir_all(config_dir).unwrap();
-    if set.data().keys().any(|k| k.starts_with("configmap__")) {
+    if set.keys().any(|k| k.starts_with("configmap__")) {
         let config_map: ConfigMap = support::object(set, "ConfigMap");
         for (key, value) in config_map.data.unwrap() {
             std::fs::write(config_dir.join(key), value).unwrap();
@@ -358,13 +357,7 @@ async fn rendered_installer_then_cleanup_install_and_uninstall_through_systemd()
     );
 
     // Cleanup: label gone, one more restart, runsc gone from containerd and the host.
-    let cleanup = gvisor::cleanup_objects(&CleanupInput {
-        pool: "pool-a",
-        selector: &WorkerPool::gardenlet("pool-a").selector,
-        binary_path: BINARY_PATH,
-        image: "registry.local/node-agent:test",
-    })
-    .unwrap();
+    let cleanup = support::cleanup("registry.local/node-agent:test");
     let port = free_port().unwrap();
     let cleanup_dir = work.path().join("cleanup-config");
     let _cleanup_pod = KillOnDrop(run(rendered_command(&cleanup, &node, &cleanup_dir, port)));

@@ -142,7 +142,7 @@ impl Bench {
         std::fs::write(config_dir.join(node_plan::FILE_NAME), plan.to_yaml()).unwrap();
         let source = self.work.path().join(format!("image-{name}"));
         let gvisor = sandbox_testenv::Tool::Gvisor.path().unwrap();
-        sandbox_image::write_gvisor_source(&gvisor, trailer, &source).unwrap();
+        sandbox_testenv::images::write_gvisor_payload(&gvisor, trailer, &source).unwrap();
         Phase {
             name,
             action,

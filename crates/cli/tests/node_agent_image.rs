@@ -9,10 +9,11 @@ mod support;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use sandbox_image::{Arch, NodeAgentPlatform, node_agent_image};
+use sandbox_image::Arch;
 use sandbox_node_agent::cri::{Cri, HandlerState};
 use sandbox_runtime::gvisor::node::{BINARIES, gvisor_version, version_dir};
 use sandbox_testenv::dbus::{FakeSystemd, SystemBus};
+use sandbox_testenv::images::gvisor_agent_image;
 use sandbox_testenv::node::{Flavor, TestNode};
 use sandbox_testenv::pods::{Container, Pods, run_container};
 
@@ -25,14 +26,10 @@ async fn the_image_installs_its_own_runsc_as_the_daemon_set_runs_it() {
     node.import_images().unwrap();
     let gvisor_dir = sandbox_testenv::Tool::Gvisor.path().unwrap();
     let binary = env!("CARGO_BIN_EXE_gardener-extension-runtime-sandbox");
-    let platforms = [NodeAgentPlatform {
-        arch: Arch::host().unwrap(),
-        binary: binary.as_ref(),
-        gvisor_dir: &gvisor_dir,
-    }];
-    let archive = node_agent_image(IMAGE, &platforms).unwrap();
+    let platforms = [(Arch::host().unwrap(), binary.as_ref(), gvisor_dir.as_path())];
+    let archive = gvisor_agent_image(IMAGE, &platforms).unwrap();
     // Same files, same bytes: the image digest only changes when its content does.
-    assert_eq!(archive, node_agent_image(IMAGE, &platforms).unwrap());
+    assert_eq!(archive, gvisor_agent_image(IMAGE, &platforms).unwrap());
     node.import_archive(IMAGE, &archive).unwrap();
 
     let bus = SystemBus::start(&node.path("/run/dbus/system_bus_socket")).unwrap();

@@ -16,8 +16,6 @@ pub const CHART_DIR: &str = "charts/gardener-extension-runtime-sandbox";
 pub const CHART_NAME: &str = "gardener-extension-runtime-sandbox";
 /// Name of the ControllerRegistration, ControllerDeployment and operator Extension.
 pub const REGISTRATION_NAME: &str = "runtime-sandbox";
-/// The ContainerRuntime types this extension serves.
-pub const RUNTIME_TYPES: &[&str] = &["gvisor", "kata"];
 /// Where the chart is published as an OCI artifact for gardener-operator's `Extension`.
 pub const CHART_OCI_REPOSITORY: &str =
     "ghcr.io/gardener-extension-runtime-sandbox/charts/runtime-sandbox";
@@ -99,10 +97,16 @@ pub fn chart_field(dir: &Path, key: &str) -> Result<String> {
         .ok_or_else(|| Error::Chart(format!("{} has no {key}", path.display())))
 }
 
+/// The ContainerRuntime types this extension serves: every registered runtime's.
 fn resources() -> String {
-    RUNTIME_TYPES
+    sandbox_runtime::actuator::ACTUATORS
         .iter()
-        .map(|t| format!("  - kind: ContainerRuntime\n    type: {t}\n"))
+        .map(|a| {
+            format!(
+                "  - kind: ContainerRuntime\n    type: {}\n",
+                a.description().runtime_type
+            )
+        })
         .collect()
 }
 
@@ -130,8 +134,8 @@ kind: ControllerRegistration
 metadata:
   name: {REGISTRATION_NAME}
   annotations:
-    # The controller's pod meets the restricted Pod Security Standard (the Go gVisor extension
-    # asks for baseline).
+    # The controller's pod meets the restricted Pod Security Standard (the Go runtime extensions
+    # ask for baseline).
     security.gardener.cloud/pod-security-enforce: restricted
 spec:
   deployment:

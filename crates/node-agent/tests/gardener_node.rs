@@ -86,7 +86,7 @@ async fn on_a_gardener_node(flavor: Flavor) {
     // Install, restarting containerd over the same D-Bus as gardener-node-agent.
     let work = tempfile::tempdir().unwrap();
     let source = work.path().join("image");
-    sandbox_image::write_gvisor_source(
+    sandbox_testenv::images::write_gvisor_payload(
         &sandbox_testenv::Tool::Gvisor.path().unwrap(),
         b"",
         &source,

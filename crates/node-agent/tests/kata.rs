@@ -460,7 +460,7 @@ async fn two_runtimes_on_one_node(flavor: Flavor) {
     let original = std::fs::read(f.node.config_path()).unwrap();
     let gvisor_source = |trailer: &[u8], name: &str| {
         let dir = f.work.path().join(name);
-        sandbox_image::write_gvisor_source(
+        sandbox_testenv::images::write_gvisor_payload(
             &sandbox_testenv::Tool::Gvisor.path().unwrap(),
             trailer,
             &dir,

@@ -2,6 +2,10 @@
 //! or path appears in its code or manifest. Everything runtime-specific comes from the plan
 //! (`sandbox_runtime::<runtime>::node`). The tests beside this one drive gVisor's plan on a
 //! real containerd, so they may name it; the product code may not.
+//!
+//! The same holds for the image builder (`crates/image`): a runtime's image carries what its
+//! node plan says it installs, and the runtime is chosen on the command line, so a new
+//! runtime needs no change there.
 
 use std::path::Path;
 
@@ -28,7 +32,16 @@ fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 
 #[test]
 fn the_agents_code_names_no_runtime() {
-    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    names_no_runtime(Path::new(env!("CARGO_MANIFEST_DIR")));
+}
+
+#[test]
+fn the_image_builders_code_names_no_runtime() {
+    names_no_runtime(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../image"));
+}
+
+/// Fails with every line of the crate's `Cargo.toml` and `src/` that names a runtime.
+fn names_no_runtime(crate_dir: &Path) {
     let mut checked = vec![crate_dir.join("Cargo.toml")];
     files(&crate_dir.join("src"), &mut checked);
     assert!(checked.len() > 5, "{checked:?}");
@@ -45,7 +58,8 @@ fn the_agents_code_names_no_runtime() {
     }
     assert!(
         found.is_empty(),
-        "runtime-specific names in the node agent:\n{}",
+        "runtime-specific names in {}:\n{}",
+        crate_dir.display(),
         found.join("\n")
     );
 }

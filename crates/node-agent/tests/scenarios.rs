@@ -78,7 +78,7 @@ impl Restarter for TestRestarter {
 fn image(dir: &Path, trailer: &[u8]) -> PathBuf {
     let gvisor = sandbox_testenv::Tool::Gvisor.path().unwrap();
     let source = dir.join(format!("image-{}", trailer.len()));
-    sandbox_image::write_gvisor_source(&gvisor, trailer, &source).unwrap();
+    sandbox_testenv::images::write_gvisor_payload(&gvisor, trailer, &source).unwrap();
     source
 }
 
@@ -574,7 +574,7 @@ async fn upgrade_from_the_previous_pin(f: Fixture) {
     assert_ne!(old, new);
     let source = |tool: sandbox_testenv::Tool, name: &str| {
         let dir = f.work.path().join(name);
-        sandbox_image::write_gvisor_source(&tool.path().unwrap(), b"", &dir).unwrap();
+        sandbox_testenv::images::write_gvisor_payload(&tool.path().unwrap(), b"", &dir).unwrap();
         dir
     };
     let previous = source(sandbox_testenv::Tool::GvisorPrevious, "previous");

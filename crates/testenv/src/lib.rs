@@ -27,6 +27,8 @@ pub mod garden;
 #[cfg(feature = "nodes")]
 pub mod gardener_node;
 pub mod gardenlet;
+#[cfg(feature = "images")]
+pub mod images;
 #[cfg(feature = "nodes")]
 pub mod node;
 mod pki;
@@ -79,6 +81,25 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How often [`eventually`] asks again.
+pub const POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The one polling helper of the tests: asks `f` every [`POLL`] until it gives a value, and
+/// fails the test with `what` after `seconds`.
+pub async fn eventually<T>(seconds: u64, what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {seconds} s: {what}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
 
 /// A pin from `hack/versions.env` (e.g. `GARDENER_VERSION`), as written there.
 pub fn pinned_version(name: &str) -> Result<String> {

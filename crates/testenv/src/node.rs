@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use sandbox_runtime::manifests::sha256_hex;
 use toml_edit::{DocumentMut, Item, Table, value};
 
+use crate::images::busybox_archive;
 use crate::{Error, Result, Server, Tool, io_err};
-use sandbox_image::oci_archive;
 
 /// The pause image every test node's sandboxes use (built locally, never pulled).
 pub const PAUSE_IMAGE: &str = "localhost/runtime-sandbox-test/pause:1";
@@ -414,7 +414,7 @@ impl TestNode {
             (PAUSE_IMAGE, &["/bin/sleep", "2147483647"][..]),
             (BUSYBOX_IMAGE, &["/bin/sh"][..]),
         ] {
-            let archive = oci_archive(name, &busybox, entrypoint)
+            let archive = busybox_archive(name, &busybox, entrypoint)
                 .map_err(|e| Error::Tools(format!("building image {name}: {e}")))?;
             self.import_archive(name, &archive)?;
         }

@@ -325,15 +325,9 @@ impl TestShoot {
                 std::env::consts::ARCH
             ))
         })?;
-        let archive = sandbox_image::node_agent_image(
-            &image,
-            &[sandbox_image::NodeAgentPlatform {
-                arch,
-                binary,
-                gvisor_dir: &Tool::Gvisor.path()?,
-            }],
-        )
-        .map_err(|e| Error::Tools(format!("building {image}: {e}")))?;
+        let archive =
+            crate::images::gvisor_agent_image(&image, &[(arch, binary, &Tool::Gvisor.path()?)])
+                .map_err(|e| Error::Tools(format!("building {image}: {e}")))?;
         self.node.import_archive(&image, &archive)?;
         let path = self.control_plane.root().join("imagevector-overwrite.yaml");
         std::fs::write(

@@ -12,17 +12,6 @@ use sandbox_testenv::node::BUSYBOX_IMAGE;
 use sandbox_testenv::shoot::{NODE_NAME, POOL, TestShoot};
 use serde_json::json;
 
-async fn eventually<T>(what: &str, secs: u64, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_node_runs_pods_and_resource_manager_applies_managed_resources() {
     let seed = sandbox_testenv::shared();
@@ -61,7 +50,7 @@ async fn a_node_runs_pods_and_resource_manager_applies_managed_resources() {
             "imagePullPolicy": "Never", "command": ["sh", "-c", "echo hello from $(hostname)"]}]},
     }))
     .unwrap();
-    eventually("the default ServiceAccount", 60, async || {
+    sandbox_testenv::eventually(60, "the default ServiceAccount", async || {
         pods.create(&PostParams::default(), &pod).await.ok()
     })
     .await;
@@ -103,11 +92,11 @@ async fn a_node_runs_pods_and_resource_manager_applies_managed_resources() {
     let mrs = Api::<ManagedResource>::namespaced(seed_client.clone(), &ns);
     mrs.create(&PostParams::default(), &mr).await.unwrap();
     let cms = Api::<ConfigMap>::namespaced(client.clone(), "kube-system");
-    eventually("the ConfigMap in the shoot", 60, async || {
+    sandbox_testenv::eventually(60, "the ConfigMap in the shoot", async || {
         cms.get_opt("probe").await.ok().flatten()
     })
     .await;
-    eventually("ResourcesApplied and ResourcesHealthy", 60, async || {
+    sandbox_testenv::eventually(60, "ResourcesApplied and ResourcesHealthy", async || {
         let mr = mrs.get("probe").await.ok()?;
         let conditions = mr.status?.conditions;
         let ok = |t: &str| {

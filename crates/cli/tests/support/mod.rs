@@ -5,28 +5,56 @@
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::PodSpec;
-use sandbox_api::WorkerPool;
-use sandbox_runtime::gvisor::{self, InstallationInput};
-use sandbox_runtime::manifests::ObjectSet;
+use std::collections::BTreeMap;
+
+use sandbox_api::{ContainerRuntime, Shoot};
+use sandbox_runtime::actuator::Actuator;
+use sandbox_runtime::gvisor::GVisor;
 use sandbox_testenv::node::BINARY_PATH;
 
-/// The installer objects of pool `pool-a` with the default configuration and `image`.
-pub fn installer(image: &str) -> ObjectSet {
-    gvisor::installation_objects(&InstallationInput {
-        pool: "pool-a",
-        selector: &WorkerPool::gardenlet("pool-a").selector,
-        binary_path: BINARY_PATH,
-        config: &gvisor::config::parse(None).unwrap(),
-        image,
-    })
-    .unwrap()
+/// Objects as a ManagedResource carries them: file name to YAML.
+pub type Objects = BTreeMap<String, String>;
+
+/// gVisor's ContainerRuntime of pool `pool-a` with the default configuration, its binaries
+/// in the test node's [`BINARY_PATH`].
+fn container_runtime() -> ContainerRuntime {
+    let mut cr = sandbox_testenv::gardenlet::container_runtime("shoot--p--s", "pool-a", None);
+    cr.spec.binary_path = BINARY_PATH.into();
+    cr
+}
+
+/// The installer objects of pool `pool-a` with the default configuration and `image`, as the
+/// controller renders them.
+pub fn installer(image: &str) -> Objects {
+    GVisor
+        .desired(&container_runtime(), &Shoot::default(), image)
+        .unwrap()
+        .pool
+        .data
+}
+
+/// The objects gVisor's pools share (the node agent's RBAC and label policy).
+pub fn shared(image: &str) -> Objects {
+    GVisor
+        .desired(&container_runtime(), &Shoot::default(), image)
+        .unwrap()
+        .shared
+        .data
+}
+
+/// The cleanup objects of pool `pool-a` with `image`.
+pub fn cleanup(image: &str) -> Objects {
+    GVisor
+        .cleanup(&container_runtime(), &Shoot::default(), image)
+        .unwrap()
+        .pool
+        .data
 }
 
 /// The rendered object whose key starts with `<kind>__`, decoded.
-pub fn object<T: serde::de::DeserializeOwned>(set: &ObjectSet, kind: &str) -> T {
+pub fn object<T: serde::de::DeserializeOwned>(set: &Objects, kind: &str) -> T {
     let prefix = format!("{}__", kind.to_lowercase());
     let (_, yaml) = set
-        .data()
         .iter()
         .find(|(key, _)| key.starts_with(&prefix))
         .unwrap_or_else(|| panic!("no {kind} in the rendered objects"));
@@ -34,7 +62,7 @@ pub fn object<T: serde::de::DeserializeOwned>(set: &ObjectSet, kind: &str) -> T 
 }
 
 /// The pod template's spec of the DaemonSet in `set`.
-pub fn daemon_set_pod(set: &ObjectSet) -> PodSpec {
+pub fn daemon_set_pod(set: &Objects) -> PodSpec {
     let ds: DaemonSet = object(set, "DaemonSet");
     ds.spec.unwrap().template.spec.unwrap()
 }
@@ -45,22 +73,6 @@ impl Drop for Kill {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-/// Polls `f` every 200 ms until it gives a value; fails the test after `seconds`.
-pub async fn eventually_within<T>(
-    seconds: u64,
-    what: &str,
-    mut f: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
 

@@ -1,0 +1,71 @@
+//! The Makefile's image targets: builds a runtime's node agent image as a
+//! multi-architecture OCI archive from local files. Per architecture: the product binary, the
+//! C libraries it links, and the runtime's payload folder, which holds what the runtime's node
+//! plan installs (`binaries`): binaries just built from source (their checksums are computed
+//! here) or a published payload with its own `SHA256SUMS` (verified before anything is
+//! written). The image's tag names the installed version.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use sandbox_image::{AgentPlatform, Arch};
+use sandbox_runtime::actuator::{ACTUATORS, actuator};
+use sandbox_runtime::image::{DEFAULT_IMAGE_VECTOR, ImageVector};
+
+#[derive(Parser)]
+#[command(about = "Build a runtime's node agent OCI image archive from local files")]
+struct Args {
+    /// The ContainerRuntime type whose node agent image this is.
+    #[arg(long)]
+    runtime: String,
+    /// The product binary (a release build) of one architecture, as ARCH=PATH (`amd64`,
+    /// `arm64`); once per architecture.
+    #[arg(long = "binary", value_parser = sandbox_image::arch_path, required = true)]
+    binaries: Vec<(Arch, PathBuf)>,
+    /// The runtime's payload folder of one architecture, as ARCH=PATH; once per architecture.
+    #[arg(long = "payload", value_parser = sandbox_image::arch_path, required = true)]
+    payloads: Vec<(Arch, PathBuf)>,
+    /// The image reference recorded in the archive; by default the image vector's entry of
+    /// the runtime (whose tag names the node plan's version folder).
+    #[arg(long)]
+    name: Option<String>,
+    /// Where to write the archive.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let runtime = actuator(&args.runtime).ok_or_else(|| {
+        let known: Vec<&str> = ACTUATORS
+            .iter()
+            .map(|a| a.description().runtime_type)
+            .collect();
+        format!(
+            "--runtime {:?}: allowed: {}",
+            args.runtime,
+            known.join(", ")
+        )
+    })?;
+    let pairs = sandbox_image::pair_by_arch(&args.binaries, &args.payloads, "payload")?;
+    let platforms: Vec<AgentPlatform<'_>> = pairs
+        .iter()
+        .map(|&(arch, binary, payload_dir)| AgentPlatform {
+            arch,
+            binary,
+            payload_dir,
+        })
+        .collect();
+    let name = match args.name {
+        Some(name) => name,
+        None => ImageVector::parse(DEFAULT_IMAGE_VECTOR)?
+            .find(runtime.description().image_name)?
+            .reference(),
+    };
+    // The default configuration's plan: where the payload goes in the image and what it holds.
+    let binaries = runtime.node_plan(None, &name)?.binaries;
+    let archive = sandbox_image::agent_image(&name, &binaries, &platforms)?;
+    let archs: Vec<Arch> = pairs.iter().map(|p| p.0).collect();
+    sandbox_image::write_archive(&args.out, &name, &archive, &archs)?;
+    Ok(())
+}
