@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sandbox_health::Readiness;
+use sandbox_probes::Readiness;
 use sandbox_runtime::admission::{Capability, Rules};
 use sandbox_webhook::admission::{self, Context, GardenApi, Metrics, ServeOptions};
 use tracing::info;
@@ -97,7 +97,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let metrics = Metrics::default();
     let readiness = Readiness::default();
-    let health_router = sandbox_health::router(readiness.clone(), "no serving certificate yet");
+    let health_router = sandbox_probes::router(readiness.clone(), "no serving certificate yet");
     let metrics_router = admission::metrics_router(metrics.clone());
     let probes = serve_probes(health, health_router, metrics_addr, metrics_router);
     let context = Arc::new(Context {

@@ -62,11 +62,11 @@ pub async fn serve_probes(
     metrics_router: axum::Router,
 ) -> std::io::Result<()> {
     if health == metrics {
-        return sandbox_health::serve(health, health_router.merge(metrics_router)).await;
+        return sandbox_probes::serve(health, health_router.merge(metrics_router)).await;
     }
     tokio::try_join!(
-        sandbox_health::serve(health, health_router),
-        sandbox_health::serve(metrics, metrics_router)
+        sandbox_probes::serve(health, health_router),
+        sandbox_probes::serve(metrics, metrics_router)
     )?;
     Ok(())
 }

@@ -11,7 +11,7 @@ use sandbox_controller::heartbeat::heartbeat;
 use sandbox_controller::leader_election::LeaderElection;
 use sandbox_controller::metrics::{self, Metrics};
 use sandbox_controller::{ControllerConfig, Error as ControllerError};
-use sandbox_health::Readiness;
+use sandbox_probes::Readiness;
 use sandbox_runtime::image::{DEFAULT_IMAGE_VECTOR, ImageVector, NODE_AGENT_IMAGE};
 use tracing::{error, info, warn};
 
@@ -160,7 +160,7 @@ async fn serve(
 ) -> std::io::Result<()> {
     serve_probes(
         health,
-        sandbox_health::router(readiness, "cache not synced"),
+        sandbox_probes::router(readiness, "cache not synced"),
         metrics_addr,
         metrics::router(metrics),
     )

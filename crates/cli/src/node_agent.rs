@@ -11,6 +11,7 @@ use sandbox_node_agent::agent::Options;
 use sandbox_node_agent::daemon::{Daemon, Mode};
 use sandbox_node_agent::host::Host;
 use sandbox_node_agent::restart::Systemd;
+use sandbox_runtime::installation;
 use sandbox_runtime::node_plan::{self, NodePlan};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -27,14 +28,14 @@ pub struct Args {
     #[arg(value_enum)]
     action: Action,
     /// Where the host's root file system is mounted.
-    #[arg(long, default_value = "/host")]
+    #[arg(long, default_value = installation::HOST_ROOT)]
     host_root: PathBuf,
     /// Host folder for the runtime's binaries (the ContainerRuntime's spec.binaryPath).
     #[arg(long, default_value = "/usr/local/bin")]
     binary_path: String,
     /// Folder with the node plan (the pool's ConfigMap, key node-plan.yaml); unused when
     /// NODE_PLAN holds the plan.
-    #[arg(long, default_value = "/etc/runtime-sandbox")]
+    #[arg(long, default_value = installation::CONFIG_DIR)]
     config_dir: PathBuf,
     /// The node plan itself (the cleanup DaemonSet sets it); wins over --config-dir.
     #[arg(long, env = node_plan::PLAN_ENV, hide_env_values = true)]
@@ -43,7 +44,7 @@ pub struct Args {
     #[arg(long)]
     source_dir: Option<PathBuf>,
     /// Address of /healthz and /readyz.
-    #[arg(long, default_value = ":8081")]
+    #[arg(long, default_value = installation::HEALTH_BIND_ADDRESS)]
     health_bind_address: String,
     /// This node's name, for the ready label (the DaemonSet passes spec.nodeName).
     #[arg(long, env = "NODE_NAME")]
@@ -52,7 +53,7 @@ pub struct Args {
     #[arg(long, default_value = "containerd.service")]
     containerd_unit: String,
     /// The host's D-Bus system bus socket (a host path).
-    #[arg(long, default_value = "/run/dbus/system_bus_socket")]
+    #[arg(long, default_value = installation::DBUS_SOCKET)]
     dbus_socket: String,
     /// Seconds between full runs (re-checks and repairs of the node).
     #[arg(long, default_value_t = 300)]

@@ -1,6 +1,6 @@
 //! What the controller is configured with ([`ControllerConfig`]) and what every reconcile and
 //! the health loop share ([`Context`]): kept apart from the wiring in `controller.rs`, so that
-//! `reconcile.rs` and `health_loop.rs` depend on this and not on each other's caller.
+//! `reconcile.rs` and `health_check.rs` depend on this and not on each other's caller.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

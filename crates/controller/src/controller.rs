@@ -14,7 +14,7 @@ use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use sandbox_api::ClusterShoot;
-use sandbox_health::Readiness;
+use sandbox_probes::Readiness;
 use tracing::{debug, warn};
 
 use crate::cache::Caches;
@@ -72,7 +72,11 @@ pub async fn run(
         .map(|a| a.description().origin())
         .collect();
     let context = Arc::new(Context {
-        caches: Caches::start(&client, &origins, &crate::health_loop::SHOOT_ACCESS_SECRETS),
+        caches: Caches::start(
+            &client,
+            &origins,
+            &crate::health_check::SHOOT_ACCESS_SECRETS,
+        ),
         recorder: Recorder::new(
             client.clone(),
             Reporter {
@@ -91,7 +95,7 @@ pub async fn run(
     // concurrent waiters (a oneshot receiver keeps one waker), and reconciles that waited
     // there themselves hung for good.
     context.caches.wait_until_ready().await;
-    let health = tokio::spawn(crate::health_loop::run(context.clone(), reader.clone()));
+    let health = tokio::spawn(crate::health_check::run(context.clone(), reader.clone()));
     controller
         .run(reconcile::reconcile, error_policy, context)
         .for_each(|result| {

@@ -8,7 +8,7 @@ use kube::Resource;
 use kube::core::DeserializeGuard;
 use kube::runtime::watcher;
 use sandbox_api::ContainerRuntime;
-use sandbox_health::Readiness;
+use sandbox_probes::Readiness;
 use sandbox_runtime::actuator::actuator;
 use tracing::warn;
 

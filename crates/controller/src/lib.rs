@@ -9,12 +9,12 @@
 //! - [`leader_election`], [`heartbeat`], [`metrics`]: what operators run it with.
 
 mod cache;
+pub mod conditions;
 mod context;
 pub mod contract;
 pub mod controller;
 mod event_filter;
-pub mod health;
-mod health_loop;
+mod health_check;
 pub mod heartbeat;
 pub mod leader_election;
 pub mod managedresource;

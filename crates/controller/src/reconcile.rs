@@ -19,6 +19,9 @@ use sandbox_runtime::actuator::{
 use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
+mod delete;
+mod status;
+
 use crate::context::Context;
 use crate::contract::{self, FINALIZER, OPERATION_ANNOTATION, Skip, Step};
 use crate::event_filter::Guarded;
@@ -64,7 +67,7 @@ struct Target<'a> {
 }
 
 /// The contract's algorithm for one object.
-async fn reconcile_object(mut cr: ContainerRuntime, ctx: &Context) -> Result<Action> {
+async fn reconcile_object(cr: ContainerRuntime, ctx: &Context) -> Result<Action> {
     let namespace = cr.namespace().unwrap_or_default();
     let name = cr.name_any();
     // A trigger queued while an earlier run was busy (e.g. gardenlet renewing a request that
@@ -87,51 +90,40 @@ async fn reconcile_object(mut cr: ContainerRuntime, ctx: &Context) -> Result<Act
 
     let mut shoot = read_shoot(ctx, &namespace, false).await?;
     let mut plan = contract::plan(&cr, &shoot, actuator);
-    let mut desired = None;
-    match plan.step {
-        // Deleting decides from the Cluster as it is now, not as the cache last saw it.
-        Step::Delete { .. } => {
-            shoot = read_shoot(ctx, &namespace, true).await?;
-            plan = contract::plan(&cr, &shoot, actuator);
-        }
-        // Everything a reconcile writes is rendered before the first write.
-        Step::Reconcile { .. } | Step::Restore => {
-            desired = Some(actuator.desired(&cr, &shoot, ctx.config.image_for(actuator)));
-        }
-        _ => {}
+    // Deleting decides from the Cluster as it is now, not as the cache last saw it.
+    if let Step::Delete { .. } = plan.step {
+        shoot = read_shoot(ctx, &namespace, true).await?;
+        plan = contract::plan(&cr, &shoot, actuator);
     }
     // A reconcile or restore consumes gardenlet's `reconcile` request, and adds our finalizer,
     // in one patch right after its first status write (Processing, or an Error): a run that
     // stops before (killed, or the status write failed) leaves the request for the next run
     // instead of losing it. The other steps consume it now.
     let consume = plan.remove_reconcile_annotation;
-    if consume && desired.is_none() {
-        cr = target.update_metadata(&cr, true, false).await?;
-    }
     match plan.step {
-        Step::Skip(Skip::ShootFailed) => {
-            info!(%namespace, %name, "skipping the ContainerRuntime of a failed shoot");
-        }
-        Step::Skip(why) => debug!(%namespace, %name, ?why, "nothing to do"),
         Step::Reconcile { op } => {
-            info!(%namespace, %name, operation = operation_label(op), "reconciling");
-            let desired = desired
-                .unwrap_or_else(|| actuator.desired(&cr, &shoot, ctx.config.image_for(actuator)));
-            target.reconcile(cr, op, desired, consume).await?;
+            target.render_and_reconcile(cr, op, &shoot, consume).await?;
         }
         Step::Restore => {
-            info!(%namespace, %name, operation = "restore", "reconciling");
             let op = LastOperationType::Restore;
-            let desired = desired
-                .unwrap_or_else(|| actuator.desired(&cr, &shoot, ctx.config.image_for(actuator)));
-            let cr = target.reconcile(cr, op, desired, consume).await?;
+            let cr = target.render_and_reconcile(cr, op, &shoot, consume).await?;
             target.remove_operation_annotation(&cr).await?;
         }
+        Step::Skip(why) => {
+            target.consume(&cr, consume).await?;
+            if why == Skip::ShootFailed {
+                info!(%namespace, %name, "skipping the ContainerRuntime of a failed shoot");
+            } else {
+                debug!(%namespace, %name, ?why, "nothing to do");
+            }
+        }
         Step::Delete { wait, clean_nodes } => {
+            let cr = target.consume(&cr, consume).await?;
             info!(%namespace, %name, operation = "delete", wait, clean_nodes, "reconciling");
             return target.delete(cr, &shoot, wait, clean_nodes).await;
         }
         Step::Migrate => {
+            let cr = target.consume(&cr, consume).await?;
             info!(%namespace, %name, operation = "migrate", "reconciling");
             target.migrate(cr).await?;
         }
@@ -166,15 +158,31 @@ async fn read_shoot(ctx: &Context, namespace: &str, live: bool) -> Result<Shoot>
     })
 }
 
-/// What a deletion is still waiting for.
-struct Pending {
-    /// What has not happened yet.
-    what: String,
-    /// What the ManagedResource or gardener-resource-manager says.
-    detail: String,
-}
-
 impl Target<'_> {
+    /// Renders the desired state (before any write) and reconciles `op` with it.
+    async fn render_and_reconcile(
+        &self,
+        cr: ContainerRuntime,
+        op: LastOperationType,
+        shoot: &Shoot,
+        consume: bool,
+    ) -> Result<ContainerRuntime> {
+        info!(namespace = %self.namespace, name = %cr.name_any(), operation = operation_label(op), "reconciling");
+        let image = self.ctx.config.image_for(self.actuator);
+        let desired = self.actuator.desired(&cr, shoot, image);
+        self.reconcile(cr, op, desired, consume).await
+    }
+
+    /// Consumes gardenlet's `reconcile` request now, if the plan says so (the steps that
+    /// render nothing).
+    async fn consume(&self, cr: &ContainerRuntime, consume: bool) -> Result<ContainerRuntime> {
+        if consume {
+            self.update_metadata(cr, true, false).await
+        } else {
+            Ok(cr.clone())
+        }
+    }
+
     /// Create, Reconcile or Restore with the `desired` state rendered before any write: an
     /// invalid providerConfig is an Error before Processing, with nothing written but the
     /// finalizer; otherwise Processing, the ManagedResources, Succeeded, and the actuator's
@@ -217,191 +225,13 @@ impl Target<'_> {
         Ok(cr)
     }
 
-    /// Delete: cleans the pool's nodes first when the plan says so, deletes the pool's
-    /// ManagedResource, and the shared one when no other ContainerRuntime of this type needs
-    /// it. While gardener-resource-manager has not finished, the reconcile requeues after
-    /// `wait_poll`; after `delete_timeout` (from the attempt's Processing status) it is an
-    /// Error naming what is pending, retried with backoff.
-    async fn delete(
-        &self,
-        cr: ContainerRuntime,
-        shoot: &Shoot,
-        wait: bool,
-        clean_nodes: bool,
-    ) -> Result<Action> {
-        let op = LastOperationType::Delete;
-        // A requeued wait continues its attempt: no second Processing write.
-        let cr = match contract::in_progress_since(&cr, op) {
-            Some(_) => cr,
-            None => self.processing(&cr, op).await?,
-        };
-        let pending = match self.delete_step(&cr, shoot, wait, clean_nodes).await {
-            Ok(pending) => pending,
-            Err(e) => return Err(self.fail(&cr, op, e).await),
-        };
-        if let Some(pending) = pending {
-            let since = contract::in_progress_since(&cr, op).unwrap_or_else(Timestamp::now);
-            let waited =
-                Duration::try_from(Timestamp::now().duration_since(since)).unwrap_or_default();
-            let timeout = self.ctx.config.delete_timeout;
-            if waited < timeout {
-                debug!(what = %pending.what, "waiting");
-                return Ok(Action::requeue(self.ctx.config.wait_poll));
-            }
-            let error = Error::Timeout {
-                pending: pending.what,
-                seconds: timeout.as_secs(),
-                detail: pending.detail,
-            };
-            return Err(self.fail(&cr, op, error).await);
-        }
-        let cr = self.succeeded(&cr, op).await?;
-        let finalizers: Vec<&String> = cr.finalizers().iter().filter(|f| *f != FINALIZER).collect();
-        self.patch(
-            &cr.name_any(),
-            json!({"metadata": {"finalizers": finalizers, "resourceVersion": cr.metadata.resource_version}}),
-            "removing the finalizer",
-        )
-        .await?;
-        Ok(Action::await_change())
-    }
-
-    /// One pass of the deletion; `Some` while something is pending.
-    async fn delete_step(
-        &self,
-        cr: &ContainerRuntime,
-        shoot: &Shoot,
-        wait: bool,
-        clean_nodes: bool,
-    ) -> Result<Option<Pending>> {
-        let client = &self.ctx.client;
-        let ns = &self.namespace;
-        let pool_mr = self
-            .actuator
-            .description()
-            .pool_managed_resource(&cr.spec.worker_pool.name);
-        // The cleanup replaces the pool's installer (gardener-resource-manager deletes it) and
-        // runs until every node of the pool verified the runtime is gone. Skipped when the
-        // pool's ManagedResource is missing or already going (nothing installed, or an
-        // earlier pass finished the cleanup).
-        if clean_nodes && managedresource::is_live(client, ns, &pool_mr).await? {
-            let cleanup =
-                self.actuator
-                    .cleanup(cr, shoot, self.ctx.config.image_for(self.actuator))?;
-            self.ensure_shared(&cleanup.shared).await?;
-            self.ensure(&cleanup.pool).await?;
-            if let Some(summary) = managedresource::rollout_pending(client, ns, &pool_mr).await? {
-                return Ok(Some(Pending {
-                    what: cleanup.pending,
-                    detail: format!("managedresource {pool_mr}: {summary}"),
-                }));
-            }
-        }
-        let pending = |name: &str| Pending {
-            what: format!("managedresource {name} still exists"),
-            detail:
-                "gardener-resource-manager has not finished deleting its objects from the shoot"
-                    .into(),
-        };
-        if !self.delete_managed_resource(&pool_mr).await? && wait {
-            return Ok(Some(pending(&pool_mr)));
-        }
-        // Deciding and deleting under the shoot's lock: no other pool's reconcile finds the
-        // shared ManagedResource present in between and reports Succeeded without it.
-        let shared = self.actuator.description().shared_managed_resource;
-        let _lock = self.ctx.shared.lock(ns, shared).await;
-        if !self.shared_still_required(cr).await?
-            && !self.delete_managed_resource(shared).await?
-            && wait
-        {
-            return Ok(Some(pending(shared)));
-        }
-        Ok(None)
-    }
-
-    /// Deletes ManagedResource `name` (and its Secrets); returns whether it is gone.
-    async fn delete_managed_resource(&self, name: &str) -> Result<bool> {
-        let gone = managedresource::delete(&self.ctx.client, &self.namespace, name).await?;
-        self.ctx.shared.mark_deleted(&self.namespace, name);
-        Ok(gone)
-    }
-
-    /// Whether another ContainerRuntime of this type in the namespace still needs the shared
-    /// ManagedResource: one that is not being deleted (its pool runs the runtime), or one being
-    /// deleted whose pool's ManagedResource is still live (its cleanup DaemonSet may run with
-    /// the shared RBAC). Deleting ones whose ManagedResource is already going do not count, so
-    /// two deletions at once never keep the shared objects forever.
-    async fn shared_still_required(&self, cr: &ContainerRuntime) -> Result<bool> {
-        // Listed untyped: an undecodable neighbour must not block this deletion.
-        let resource = ApiResource::erase::<ContainerRuntime>(&());
-        let ns = &self.namespace;
-        let client = &self.ctx.client;
-        let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource);
-        let list = api
-            .list(&ListParams::default())
-            .await
-            .map_err(kube_err("listing containerruntimes"))?;
-        for other in &list.items {
-            if other.metadata.name == cr.metadata.name
-                || other.data["spec"]["type"] != self.actuator.description().runtime_type
-            {
-                continue;
-            }
-            if other.metadata.deletion_timestamp.is_none() {
-                return Ok(true);
-            }
-            if let Some(pool) = other.data["spec"]["workerPool"]["name"].as_str() {
-                let name = self.actuator.description().pool_managed_resource(pool);
-                if managedresource::is_live(client, ns, &name).await? {
-                    return Ok(true);
-                }
-            }
-        }
-        Ok(false)
-    }
-
-    /// Migrate: the objects stay in the shoot (keepObjects), the ManagedResources go (the
-    /// destination seed takes over), then every finalizer and the annotation.
-    async fn migrate(&self, cr: ContainerRuntime) -> Result<()> {
-        let client = &self.ctx.client;
-        let ns = &self.namespace;
-        let pool_mr = self
-            .actuator
-            .description()
-            .pool_managed_resource(&cr.spec.worker_pool.name);
-        let work = async {
-            let _lock = self
-                .ctx
-                .shared
-                .lock(ns, self.actuator.description().shared_managed_resource)
-                .await;
-            for name in [
-                pool_mr.as_str(),
-                self.actuator.description().shared_managed_resource,
-            ] {
-                managedresource::keep_objects(client, ns, name).await?;
-                self.delete_managed_resource(name).await?;
-            }
-            Ok(())
-        };
-        let (cr, ()) = self.operate(&cr, LastOperationType::Migrate, work).await?;
-        let cr = self
-            .patch(
-                &cr.name_any(),
-                json!({"metadata": {"finalizers": null, "resourceVersion": cr.metadata.resource_version}}),
-                "removing finalizers",
-            )
-            .await?;
-        self.remove_operation_annotation(&cr).await
-    }
-
     /// [`Target::ensure`] of the ManagedResource the shoot's pools share, under its lock.
-    async fn ensure_shared(&self, content: &ManagedResourceContent) -> Result<()> {
+    pub(super) async fn ensure_shared(&self, content: &ManagedResourceContent) -> Result<()> {
         let _lock = self.ctx.shared.lock(&self.namespace, &content.name).await;
         self.ensure(content).await
     }
 
-    async fn ensure(&self, content: &ManagedResourceContent) -> Result<()> {
+    pub(super) async fn ensure(&self, content: &ManagedResourceContent) -> Result<()> {
         let shared = &self.ctx.shared;
         // After our own deletion the cache may still show the old object: ask the API server.
         let cached = if shared.deleted_since_written(&self.namespace, &content.name) {
@@ -425,157 +255,10 @@ impl Target<'_> {
         Ok(())
     }
 
-    async fn managed_resource_live(
+    pub(super) async fn managed_resource_live(
         &self,
         name: &str,
     ) -> Result<Option<sandbox_api::ManagedResource>> {
         managedresource::get(&self.ctx.client, &self.namespace, name).await
-    }
-
-    /// One operation as the contract frames it: Processing, the work, then Succeeded, or
-    /// Error (with an Event) when the work fails. Returns the object as last written.
-    async fn operate<T>(
-        &self,
-        cr: &ContainerRuntime,
-        op: LastOperationType,
-        work: impl Future<Output = Result<T>>,
-    ) -> Result<(ContainerRuntime, T)> {
-        let cr = self.processing(cr, op).await?;
-        let value = match work.await {
-            Ok(value) => value,
-            Err(e) => return Err(self.fail(&cr, op, e).await),
-        };
-        let cr = self.succeeded(&cr, op).await?;
-        Ok((cr, value))
-    }
-
-    /// Status: `op` is Processing (lastError and observedGeneration untouched).
-    async fn processing(
-        &self,
-        cr: &ContainerRuntime,
-        op: LastOperationType,
-    ) -> Result<ContainerRuntime> {
-        self.status(cr, contract::processing_patch(op, Timestamp::now()))
-            .await
-    }
-
-    /// Status: `op` Succeeded for the current generation; lastError cleared.
-    async fn succeeded(
-        &self,
-        cr: &ContainerRuntime,
-        op: LastOperationType,
-    ) -> Result<ContainerRuntime> {
-        let generation = cr.metadata.generation;
-        self.status(
-            cr,
-            contract::succeeded_patch(op, generation, Timestamp::now()),
-        )
-        .await
-    }
-
-    /// Writes the Error status and an Event; returns the error for the backoff.
-    async fn fail(&self, cr: &ContainerRuntime, op: LastOperationType, error: Error) -> Error {
-        self.fail_written(cr, op, error).await.0
-    }
-
-    /// [`Self::fail`], and the object with the Error status, if it was written.
-    async fn fail_written(
-        &self,
-        cr: &ContainerRuntime,
-        op: LastOperationType,
-        error: Error,
-    ) -> (Error, Option<ContainerRuntime>) {
-        let patch = contract::error_patch(
-            op,
-            &error.to_string(),
-            &error.codes(),
-            cr.metadata.generation,
-            Timestamp::now(),
-        );
-        let written = match self.status(cr, patch).await {
-            Ok(cr) => Some(cr),
-            Err(e) => {
-                warn!(error = %e, "could not write the Error status");
-                None
-            }
-        };
-        self.publish(cr, EventType::Warning, "ReconcileError", error.to_string())
-            .await;
-        (error, written)
-    }
-
-    async fn publish(&self, cr: &ContainerRuntime, type_: EventType, reason: &str, note: String) {
-        let event = KubeEvent {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(e) = self.ctx.recorder.publish(&event, &cr.object_ref(&())).await {
-            debug!(error = %e, "could not publish an Event");
-        }
-    }
-
-    /// One patch that consumes gardenlet's `reconcile` request and/or adds our finalizer (the
-    /// latter guarded by the resourceVersion, so that no finalizer added meanwhile is lost).
-    async fn update_metadata(
-        &self,
-        cr: &ContainerRuntime,
-        remove_annotation: bool,
-        add_finalizer: bool,
-    ) -> Result<ContainerRuntime> {
-        let mut metadata = serde_json::Map::new();
-        if remove_annotation {
-            metadata.insert("annotations".into(), json!({OPERATION_ANNOTATION: null}));
-        }
-        if add_finalizer {
-            let mut finalizers = cr.finalizers().to_vec();
-            finalizers.push(FINALIZER.to_string());
-            metadata.insert("finalizers".into(), json!(finalizers));
-            metadata.insert(
-                "resourceVersion".into(),
-                json!(cr.metadata.resource_version),
-            );
-        }
-        if metadata.is_empty() {
-            return Ok(cr.clone());
-        }
-        self.patch(
-            &cr.name_any(),
-            json!({"metadata": metadata}),
-            "updating annotations and finalizers",
-        )
-        .await
-    }
-
-    async fn remove_operation_annotation(&self, cr: &ContainerRuntime) -> Result<()> {
-        if contract::operation_annotation(cr).is_some() {
-            self.patch(
-                &cr.name_any(),
-                json!({"metadata": {"annotations": {OPERATION_ANNOTATION: null}}}),
-                "removing the operation annotation",
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
-    async fn patch(&self, name: &str, patch: Value, action: &str) -> Result<ContainerRuntime> {
-        self.api
-            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-            .map_err(kube_err(action))
-    }
-
-    async fn status(&self, cr: &ContainerRuntime, patch: Value) -> Result<ContainerRuntime> {
-        self.api
-            .patch_status(
-                &cr.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(patch),
-            )
-            .await
-            .map_err(kube_err("writing the status"))
     }
 }

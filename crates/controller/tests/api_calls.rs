@@ -14,7 +14,7 @@ use common::IMAGE;
 use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use sandbox_controller::ControllerConfig;
-use sandbox_health::Readiness;
+use sandbox_probes::Readiness;
 use sandbox_testenv::{ControlPlane, Options};
 use serde_json::{Value, json};
 

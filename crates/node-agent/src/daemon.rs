@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sandbox_health::Readiness;
+use sandbox_probes::Readiness;
 use sandbox_runtime::node_plan::NodeReport;
 
 use crate::agent::{self, AgentError, Options};
@@ -160,7 +160,7 @@ impl Daemon {
         // `/readyz` is 200 while the last run verified the wanted state.
         let ready = Readiness::default();
         let listener = tokio::net::TcpListener::bind(self.health).await?;
-        let router = sandbox_health::router(ready.clone(), "not ready");
+        let router = sandbox_probes::router(ready.clone(), "not ready");
         let server = tokio::spawn(async move { axum::serve(listener, router).await });
         let (stop, mut stopping) = tokio::sync::watch::channel(false);
         let work = async {

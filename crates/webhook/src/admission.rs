@@ -361,7 +361,7 @@ pub struct ServeOptions {
 pub async fn serve<P: CloudProfiles>(
     context: Arc<Context<P>>,
     options: ServeOptions,
-    ready: sandbox_health::Readiness,
+    ready: sandbox_probes::Readiness,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), crate::Error> {
     let certificate = crate::tls::Certificate::default();

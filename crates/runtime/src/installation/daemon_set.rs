@@ -1,17 +1,10 @@
-//! The per-pool node agent of any runtime: the installer (a ConfigMap with the pool's node
-//! plan and a DaemonSet running `node-agent install` on exactly that pool's containerd nodes),
-//! and the cleanup that replaces it when the runtime is removed from a pool whose nodes stay
-//! (a DaemonSet running `node-agent uninstall` on the same nodes, its plan inline in
-//! `NODE_PLAN`: it owns no ConfigMap and depends on nothing the installer had). What differs
-//! between runtimes is an [`Agent`] and the node plan; the host folders the pods mount follow
-//! from the plan.
+//! The installer and the cleanup DaemonSets of one pool.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{
     DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet,
 };
-use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar,
     EnvVarSource, HTTPGetAction, HostPathVolumeSource, NodeAffinity, NodeSelector,
@@ -19,157 +12,14 @@ use k8s_openapi::api::core::v1::{
     PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Toleration,
     Volume, VolumeMount,
 };
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::{Agent, CONFIG_DIR, DBUS_DIR, HEALTH_PORT, HOST_ROOT, PoolInput, SHOOT_NAMESPACE};
 use crate::manifests::{ObjectSet, RenderError, secret_checksum};
-use crate::node_plan::{self, NodePlan, PLAN_ENV};
+use crate::node_plan::{self, PLAN_ENV};
 use crate::{CRI_CONTAINERD, CRI_NAME_LABEL};
-
-/// Namespace of everything we put into the shoot.
-pub const SHOOT_NAMESPACE: &str = "kube-system";
-
-/// What names a runtime's node agents.
-#[derive(Clone, Copy, Debug)]
-pub struct Agent {
-    /// Prefix of the DaemonSets and ConfigMap (`<app>-<pool>`, `<app>-cleanup-<pool>`), and
-    /// their `app.kubernetes.io/name`, e.g. `containerd-gvisor` as in the Go extension.
-    pub app: &'static str,
-    /// The ServiceAccount the pods run as (it may label nodes).
-    pub service_account: &'static str,
-    /// The `origin` label of the pods.
-    pub origin: &'static str,
-    /// ClusterRole (and binding) that lets the agent label nodes.
-    pub cluster_role: &'static str,
-    /// ValidatingAdmissionPolicy (and binding) narrowing that to its own node's labels.
-    pub label_policy: &'static str,
-}
-
-/// Where the node agent sees the host's root file system.
-pub const HOST_ROOT: &str = "/host";
-/// Where the node agent reads its ConfigMap (the node plan).
-pub const CONFIG_DIR: &str = "/etc/runtime-sandbox";
-/// Port of the node agent's health endpoints.
-pub const HEALTH_PORT: i32 = 8081;
-
-/// Everything a node agent DaemonSet of one pool depends on.
-#[derive(Clone, Debug)]
-pub struct PoolInput<'a> {
-    /// Worker pool name.
-    pub pool: &'a str,
-    /// The pool's node selector from the ContainerRuntime.
-    pub selector: &'a LabelSelector,
-    /// `spec.binaryPath` on the node.
-    pub binary_path: &'a str,
-    /// The node plan: for the installer the pool's, for the cleanup one from defaults (an
-    /// invalid providerConfig must not keep the nodes from being cleaned; uninstalling needs
-    /// the plan's names and paths, not the settings).
-    pub plan: &'a NodePlan,
-    /// The node-agent image reference.
-    pub image: &'a str,
-}
-
-impl Agent {
-    /// Adds what the agents of all pools share to `set`: their ServiceAccount, the permission
-    /// to label nodes (RBAC: nodes get/patch), and the policy that narrows it to `labels` (and
-    /// their state annotations) on the agent's own node.
-    pub fn add_shared_objects(
-        &self,
-        set: &mut ObjectSet,
-        labels: &[&str],
-    ) -> Result<(), RenderError> {
-        let service_account = ServiceAccount {
-            metadata: ObjectMeta {
-                name: Some(self.service_account.into()),
-                namespace: Some(SHOOT_NAMESPACE.into()),
-                ..ObjectMeta::default()
-            },
-            automount_service_account_token: Some(false),
-            ..ServiceAccount::default()
-        };
-        // The agent labels its own node: nodes get and patch, nothing else.
-        let cluster_role = ClusterRole {
-            metadata: ObjectMeta {
-                name: Some(self.cluster_role.into()),
-                ..ObjectMeta::default()
-            },
-            rules: Some(vec![PolicyRule {
-                api_groups: Some(vec![String::new()]),
-                resources: Some(vec!["nodes".into()]),
-                verbs: vec!["get".into(), "patch".into()],
-                ..PolicyRule::default()
-            }]),
-            ..ClusterRole::default()
-        };
-        let binding = ClusterRoleBinding {
-            metadata: ObjectMeta {
-                name: Some(self.cluster_role.into()),
-                ..ObjectMeta::default()
-            },
-            role_ref: RoleRef {
-                api_group: Some("rbac.authorization.k8s.io".into()),
-                kind: "ClusterRole".into(),
-                name: self.cluster_role.into(),
-            },
-            subjects: Some(vec![Subject {
-                kind: "ServiceAccount".into(),
-                name: self.service_account.into(),
-                namespace: Some(SHOOT_NAMESPACE.into()),
-                ..Subject::default()
-            }]),
-        };
-        set.add(&service_account)?;
-        set.add(&cluster_role)?;
-        set.add(&binding)?;
-        // RBAC lets it patch any node; the policy narrows that to its own node's labels.
-        crate::node_label_policy::add_node_label_policy(
-            set,
-            self.label_policy,
-            SHOOT_NAMESPACE,
-            self.service_account,
-            labels,
-        )
-    }
-
-    /// Name of the pool's installer DaemonSet and ConfigMap in `kube-system`.
-    pub fn installer_name(&self, pool: &str) -> String {
-        format!("{}-{pool}", self.app)
-    }
-
-    /// Name of the pool's cleanup DaemonSet in `kube-system`.
-    pub fn cleanup_name(&self, pool: &str) -> String {
-        format!("{}-cleanup-{pool}", self.app)
-    }
-
-    /// Checks that `pool` names objects: a DNS label (Gardener's rule for worker names) short
-    /// enough that the longest name we derive from it (the cleanup DaemonSet's, which is also a
-    /// label value) stays within 63 characters. Anything else would render objects the shoot's
-    /// API server refuses (or, with `../` or a newline, names we never want to see).
-    pub fn check_pool(&self, pool: &str) -> Result<(), crate::actuator::ConfigError> {
-        let max = LABEL_VALUE_MAX - self.cleanup_name("").len();
-        let dns_label = !pool.is_empty()
-            && pool
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !pool.starts_with('-')
-            && !pool.ends_with('-');
-        if dns_label && pool.len() <= max {
-            return Ok(());
-        }
-        let shown: String = pool.chars().take(80).collect();
-        Err(crate::actuator::ConfigError {
-            field: "spec.workerPool.name".into(),
-            message: format!(
-                "{shown:?} is not a usable pool name: allowed are 1 to {max} characters of a-z, 0-9 and '-', starting and ending with a letter or digit"
-            ),
-        })
-    }
-}
-
-/// Kubernetes' limit for a label value (and a DNS label).
-const LABEL_VALUE_MAX: usize = 63;
 
 /// Labels of one DaemonSet and its pods; unique per pool and purpose (the Go extension's
 /// DaemonSets all shared one selector and overlapped).
@@ -294,14 +144,14 @@ fn agent_daemon_set(ds: AgentDaemonSet<'_>) -> DaemonSet {
             "DirectoryOrCreate",
         ),
         host_path("containerd-run", "/run/containerd", "DirectoryOrCreate"),
-        host_path("dbus", "/run/dbus", "DirectoryOrCreate"),
+        host_path("dbus", DBUS_DIR, "DirectoryOrCreate"),
         host_path("lock", node_plan::LOCK_DIR, "DirectoryOrCreate"),
     ];
     let mut volume_mounts = vec![
         mount("binaries", &host(binaries), false),
         mount("containerd-config", &host(node_plan::CONTAINERD_DIR), false),
         mount("containerd-run", &host("/run/containerd"), false),
-        mount("dbus", &host("/run/dbus"), false),
+        mount("dbus", &host(DBUS_DIR), false),
         mount("lock", &host(node_plan::LOCK_DIR), false),
     ];
     // A versioned plan that replaces an unversioned install removes its binaries from

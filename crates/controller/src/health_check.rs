@@ -27,10 +27,10 @@ use sandbox_runtime::node_plan::{NodeReport, state_annotation};
 use serde_json::json;
 use tracing::{debug, warn};
 
+use crate::conditions::{self, ComponentState, Input, NodeState};
 use crate::context::Context;
 use crate::contract;
 use crate::event_filter::Guarded;
-use crate::health::{self, ComponentState, Input, NodeState};
 
 /// The Secrets with the shoot's kubeconfig that gardenlet keeps for extensions, preferred first.
 pub const SHOOT_ACCESS_SECRETS: [&str; 2] = ["gardener-internal", "gardener"];
@@ -134,7 +134,7 @@ async fn check(
         .as_ref()
         .map(|s| s.conditions.clone())
         .unwrap_or_default();
-    let new = health::conditions(&input, &old, Timestamp::now());
+    let new = conditions::conditions(&input, &old, Timestamp::now());
     if new == old {
         return Ok(());
     }

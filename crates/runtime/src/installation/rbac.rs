@@ -1,0 +1,72 @@
+//! What the node agents of all pools of a runtime share: their ServiceAccount, the permission
+//! to label nodes, and the policy that narrows it to their own node's labels.
+
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::{Agent, SHOOT_NAMESPACE};
+use crate::manifests::{ObjectSet, RenderError};
+
+impl Agent {
+    /// Adds what the agents of all pools share to `set`: their ServiceAccount, the permission
+    /// to label nodes (RBAC: nodes get/patch), and the policy that narrows it to `labels` (and
+    /// their state annotations) on the agent's own node.
+    pub fn add_shared_objects(
+        &self,
+        set: &mut ObjectSet,
+        labels: &[&str],
+    ) -> Result<(), RenderError> {
+        let service_account = ServiceAccount {
+            metadata: ObjectMeta {
+                name: Some(self.service_account.into()),
+                namespace: Some(SHOOT_NAMESPACE.into()),
+                ..ObjectMeta::default()
+            },
+            automount_service_account_token: Some(false),
+            ..ServiceAccount::default()
+        };
+        // The agent labels its own node: nodes get and patch, nothing else.
+        let cluster_role = ClusterRole {
+            metadata: ObjectMeta {
+                name: Some(self.cluster_role.into()),
+                ..ObjectMeta::default()
+            },
+            rules: Some(vec![PolicyRule {
+                api_groups: Some(vec![String::new()]),
+                resources: Some(vec!["nodes".into()]),
+                verbs: vec!["get".into(), "patch".into()],
+                ..PolicyRule::default()
+            }]),
+            ..ClusterRole::default()
+        };
+        let binding = ClusterRoleBinding {
+            metadata: ObjectMeta {
+                name: Some(self.cluster_role.into()),
+                ..ObjectMeta::default()
+            },
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "ClusterRole".into(),
+                name: self.cluster_role.into(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".into(),
+                name: self.service_account.into(),
+                namespace: Some(SHOOT_NAMESPACE.into()),
+                ..Subject::default()
+            }]),
+        };
+        set.add(&service_account)?;
+        set.add(&cluster_role)?;
+        set.add(&binding)?;
+        // RBAC lets it patch any node; the policy narrows that to its own node's labels.
+        crate::node_label_policy::add_node_label_policy(
+            set,
+            self.label_policy,
+            SHOOT_NAMESPACE,
+            self.service_account,
+            labels,
+        )
+    }
+}
