@@ -12,8 +12,9 @@ use std::path::Path;
 use sandbox_image::{AgentPlatform, Arch, agent_image};
 use sandbox_runtime::actuator::Actuator;
 use sandbox_runtime::kata::Kata;
-use sandbox_runtime::kata::node::{self as kata_node, CHECKSUMS, IMAGE_DIR};
+use sandbox_runtime::kata::node::{self as kata_node, IMAGE_DIR};
 use sandbox_runtime::manifests::sha256_hex;
+use sandbox_runtime::node_plan::CHECKSUMS;
 use sandbox_testenv::images::read_archive;
 
 const IMAGE: &str = "localhost/runtime-sandbox-test/node-agent-kata:3.20.0";

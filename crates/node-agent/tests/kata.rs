@@ -112,7 +112,7 @@ fn payload(dir: &Path, capability: &Capability, trailer: &[u8]) -> PathBuf {
         std::fs::write(source.join(name), content).unwrap();
         sums.push_str(&format!("{}  {name}\n", sha256_hex(content)));
     }
-    std::fs::write(source.join(kata_node::CHECKSUMS), sums).unwrap();
+    std::fs::write(source.join(sandbox_runtime::node_plan::CHECKSUMS), sums).unwrap();
     source
 }
 

@@ -137,24 +137,26 @@ impl Description {
     }
 }
 
+/// A runtime's validated providerConfig, and what it means on a node.
+pub trait RuntimeConfig: Clone + Sized {
+    /// Decodes and validates a pool's raw providerConfig (None: the defaults).
+    fn parse(provider_config: Option<&serde_json::Value>) -> Result<Self, ConfigError>;
+    /// What the owner should know about an accepted configuration.
+    fn warnings(&self) -> Vec<ConfigWarning> {
+        Vec::new()
+    }
+    /// What the node agent makes true on each node of a pool with this configuration, run
+    /// from `image`.
+    fn node_plan(&self, image: &str) -> NodePlan;
+}
+
 /// What differs between runtimes. Every method is pure; [`Actuator`] is written once on top.
 pub trait Runtime: Send + Sync + 'static {
     /// The validated providerConfig.
-    type Config: Clone;
+    type Config: RuntimeConfig;
     /// Its names.
     const DESCRIPTION: Description;
 
-    /// Decodes and validates a pool's raw providerConfig (None: the defaults).
-    fn parse(
-        &self,
-        provider_config: Option<&serde_json::Value>,
-    ) -> Result<Self::Config, ConfigError>;
-    /// What the owner should know about an accepted configuration.
-    fn warnings(&self, _config: &Self::Config) -> Vec<ConfigWarning> {
-        Vec::new()
-    }
-    /// What the node agent makes true on each node of a pool with `config`, run from `image`.
-    fn node_plan(&self, config: &Self::Config, image: &str) -> NodePlan;
     /// The configuration whose plan the cleanup runs: one that names everything any
     /// configuration may have installed (uninstalling needs the plan's names and paths, and
     /// an invalid providerConfig must not keep the nodes from being cleaned).
@@ -229,7 +231,7 @@ impl<R: Runtime> Actuator for R {
         &self,
         provider_config: Option<&serde_json::Value>,
     ) -> Result<Vec<ConfigWarning>, ConfigError> {
-        self.parse(provider_config).map(|c| self.warnings(&c))
+        R::Config::parse(provider_config).map(|c| c.warnings())
     }
 
     fn node_plan(
@@ -237,12 +239,11 @@ impl<R: Runtime> Actuator for R {
         provider_config: Option<&serde_json::Value>,
         image: &str,
     ) -> Result<NodePlan, ConfigError> {
-        self.parse(provider_config)
-            .map(|c| Runtime::node_plan(self, &c, image))
+        R::Config::parse(provider_config).map(|c| c.node_plan(image))
     }
 
     fn component_ready_labels(&self, cr: &ContainerRuntime) -> Vec<(String, String)> {
-        self.parse(cr.spec.provider_config.as_ref())
+        R::Config::parse(cr.spec.provider_config.as_ref())
             .map(|c| Runtime::component_ready_labels(self, &c))
             .unwrap_or_default()
     }
@@ -253,16 +254,16 @@ impl<R: Runtime> Actuator for R {
         shoot: &Shoot,
         image: &str,
     ) -> Result<Desired, ActuatorError> {
-        let config = self.parse(cr.spec.provider_config.as_ref())?;
+        let config = R::Config::parse(cr.spec.provider_config.as_ref())?;
         let pool = &cr.spec.worker_pool.name;
         R::DESCRIPTION.agent.check_pool(pool)?;
-        let plan = Runtime::node_plan(self, &config, image);
+        let plan = config.node_plan(image);
         let installer = installation::installation_objects(
             &R::DESCRIPTION.agent,
             &pool_input(cr, &plan, image),
         )?;
-        let warnings = self
-            .warnings(&config)
+        let warnings = config
+            .warnings()
             .into_iter()
             .map(|w| Warning {
                 reason: w.reason,
@@ -288,7 +289,7 @@ impl<R: Runtime> Actuator for R {
         let description = &R::DESCRIPTION;
         let pool = &cr.spec.worker_pool.name;
         description.agent.check_pool(pool)?;
-        let plan = Runtime::node_plan(self, &self.cleanup_config(), image);
+        let plan = self.cleanup_config().node_plan(image);
         let objects =
             installation::cleanup_objects(&description.agent, &pool_input(cr, &plan, image))?;
         Ok(Cleanup {

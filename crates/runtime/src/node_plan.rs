@@ -33,6 +33,8 @@ pub const LOCK_DIR: &str = "/run/runtime-sandbox";
 /// The one host lock of every agent that edits containerd's configuration or restarts it,
 /// whatever its runtime: two runtimes' agents on one node take turns.
 pub const CONTAINERD_LOCK: &str = "/run/runtime-sandbox/containerd.lock";
+/// The checksums file every runtime's image folder carries (`sha256sum` format).
+pub const CHECKSUMS: &str = "SHA256SUMS";
 /// Folder below which versioned payloads are installed.
 pub const OPT_DIR: &str = "/opt/runtime-sandbox";
 
@@ -315,7 +317,40 @@ pub fn major_minor(version: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
+/// What a runtime's plan says about itself; [`NodePlan::new`] adds what every plan of ours
+/// shares.
+#[derive(Clone, Debug)]
+pub struct PlanHead<'a> {
+    pub runtime: &'a str,
+    pub ready_label: &'a str,
+    pub drop_in: &'a str,
+    pub min_containerd: MinContainerd,
+}
+
 impl NodePlan {
+    /// The plan of `head` with its handlers, files and binaries: our `apiVersion` and `kind`,
+    /// the one containerd lock, no further imports.
+    pub fn new(
+        head: PlanHead<'_>,
+        handlers: Vec<Handler>,
+        files: Vec<PlanFile>,
+        binaries: Binaries,
+    ) -> NodePlan {
+        NodePlan {
+            api_version: API_VERSION.into(),
+            kind: KIND.into(),
+            runtime: head.runtime.into(),
+            handlers,
+            files,
+            binaries,
+            drop_in: head.drop_in.into(),
+            lock: CONTAINERD_LOCK.into(),
+            ready_label: head.ready_label.into(),
+            min_containerd: head.min_containerd,
+            containerd_imports: Vec::new(),
+        }
+    }
+
     /// Reads a plan and checks it (see [`NodePlan::validate`]).
     pub fn parse(text: &str) -> Result<Self, PlanError> {
         // apiVersion and kind first, so a newer plan says so instead of failing on a field.

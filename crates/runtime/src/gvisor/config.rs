@@ -169,6 +169,20 @@ impl Spec {
     }
 }
 
+impl crate::actuator::RuntimeConfig for GVisorConfig {
+    fn parse(provider_config: Option<&Value>) -> Result<Self, ConfigError> {
+        parse(provider_config)
+    }
+
+    fn warnings(&self) -> Vec<ConfigWarning> {
+        warnings(self)
+    }
+
+    fn node_plan(&self, image: &str) -> crate::node_plan::NodePlan {
+        super::node::node_plan(self, image)
+    }
+}
+
 /// What the owner should know about an accepted configuration: the flags we do not pass on.
 pub fn warnings(config: &GVisorConfig) -> Vec<ConfigWarning> {
     if config.ignored_flags.is_empty() {

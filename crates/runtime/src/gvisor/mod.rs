@@ -12,10 +12,9 @@ use k8s_openapi::api::node::v1::{RuntimeClass, Scheduling};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use sandbox_api::Shoot;
 
-use crate::actuator::{ConfigError, ConfigWarning, Description, Runtime};
+use crate::actuator::{Description, Runtime};
 use crate::installation::{self, Agent};
 use crate::manifests::{ObjectSet, RenderError};
-use crate::node_plan::NodePlan;
 
 /// The `spec.type` of a gVisor ContainerRuntime.
 pub const RUNTIME_TYPE: &str = "gvisor";
@@ -68,21 +67,6 @@ impl Runtime for GVisor {
         pool_managed_resource_prefix: INSTALLATION_MANAGED_RESOURCE_PREFIX,
         agent: AGENT,
     };
-
-    fn parse(
-        &self,
-        provider_config: Option<&serde_json::Value>,
-    ) -> Result<GVisorConfig, ConfigError> {
-        config::parse(provider_config)
-    }
-
-    fn warnings(&self, config: &GVisorConfig) -> Vec<ConfigWarning> {
-        config::warnings(config)
-    }
-
-    fn node_plan(&self, config: &GVisorConfig, image: &str) -> NodePlan {
-        node::node_plan(config, image)
-    }
 
     fn cleanup_config(&self) -> GVisorConfig {
         GVisorConfig::default()

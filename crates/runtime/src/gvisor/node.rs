@@ -9,7 +9,8 @@
 //! removes an older folder only once no sandbox uses it.
 
 use crate::node_plan::{
-    self, Binaries, Handler, MinContainerd, NodePlan, PlanFile, Versioned, payload_version,
+    self, Binaries, Handler, MinContainerd, NodePlan, PlanFile, PlanHead, Versioned,
+    payload_version,
 };
 
 use super::{GVisorConfig, HANDLER, NODE_READY_LABEL, RUNTIME_TYPE};
@@ -27,12 +28,8 @@ pub const RUNSC_TOML_NAME: &str = "runsc.toml";
 pub const LEGACY_RUNSC_TOML: &str = "/etc/containerd/runsc.toml";
 /// Our drop-in, used when `config.toml` imports `conf.d`.
 pub const DROP_IN: &str = "/etc/containerd/conf.d/runtime-sandbox-gvisor.toml";
-/// The host lock of every agent that edits containerd's configuration or restarts it.
-pub const LOCK: &str = node_plan::CONTAINERD_LOCK;
 /// The node-agent image's folder with gVisor's binaries and their checksums.
 pub const IMAGE_DIR: &str = "/usr/local/lib/runtime-sandbox/gvisor";
-/// The checksums file in [`IMAGE_DIR`] (`sha256sum` format).
-pub const CHECKSUMS: &str = "SHA256SUMS";
 /// gVisor's binaries every version has.
 pub const BINARIES: [&str; 2] = ["runsc", SHIM];
 /// runsc's sidecar folder, next to runsc (`runsc/gvisorbinaries`).
@@ -113,34 +110,30 @@ pub fn node_plan(config: &GVisorConfig, image: &str) -> NodePlan {
         replaces_files: vec![LEGACY_RUNSC_TOML.into()],
     };
     let dir = versioned.dir();
-    NodePlan {
-        api_version: node_plan::API_VERSION.into(),
-        kind: node_plan::KIND.into(),
-        runtime: RUNTIME_TYPE.into(),
-        handlers: vec![handler(&dir)],
-        files: vec![PlanFile {
-            path: format!("{dir}/{RUNSC_TOML_NAME}"),
-            content: runsc_toml(config, &dir),
-        }],
-        binaries: Binaries {
-            source: IMAGE_DIR.into(),
-            checksums: CHECKSUMS.into(),
-            names: BINARIES.iter().map(|b| b.to_string()).collect(),
-            optional: SIDECARS
-                .iter()
-                .map(|s| format!("{SIDECAR_DIR}/{s}"))
-                .collect(),
-            versioned: Some(versioned),
-        },
-        drop_in: DROP_IN.into(),
-        lock: LOCK.into(),
-        ready_label: NODE_READY_LABEL.into(),
+    let head = PlanHead {
+        runtime: RUNTIME_TYPE,
+        ready_label: NODE_READY_LABEL,
+        drop_in: DROP_IN,
         min_containerd: MinContainerd {
             version: MIN_CONTAINERD.into(),
             reason: "gVisor's shim answers with the shim bootstrap protocol version 2".into(),
         },
-        containerd_imports: Vec::new(),
-    }
+    };
+    let runsc_toml = PlanFile {
+        path: format!("{dir}/{RUNSC_TOML_NAME}"),
+        content: runsc_toml(config, &dir),
+    };
+    let binaries = Binaries {
+        source: IMAGE_DIR.into(),
+        checksums: node_plan::CHECKSUMS.into(),
+        names: BINARIES.iter().map(|b| b.to_string()).collect(),
+        optional: SIDECARS
+            .iter()
+            .map(|s| format!("{SIDECAR_DIR}/{s}"))
+            .collect(),
+        versioned: Some(versioned),
+    };
+    NodePlan::new(head, vec![handler(&dir)], vec![runsc_toml], binaries)
 }
 
 #[cfg(test)]

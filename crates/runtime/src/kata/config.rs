@@ -255,6 +255,17 @@ fn pool_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Quantity>,
     })
 }
 
+impl crate::actuator::RuntimeConfig for KataConfig {
+    /// Every hypervisor the pool offers gets its handler, configuration and ready label.
+    fn node_plan(&self, image: &str) -> crate::node_plan::NodePlan {
+        super::node::node_plan(self, image)
+    }
+
+    fn parse(provider_config: Option<&Value>) -> Result<Self, ConfigError> {
+        parse(provider_config)
+    }
+}
+
 /// Validates a ContainerRuntime's raw providerConfig; None means defaults.
 pub fn parse(provider_config: Option<&Value>) -> Result<KataConfig, ConfigError> {
     decode::<Spec>(provider_config, TYPE_META)?

@@ -22,10 +22,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use sandbox_api::Shoot;
 use sandbox_api::shoot::Taint;
 
-use crate::actuator::{ConfigError, Description, Runtime};
+use crate::actuator::{Description, Runtime};
 use crate::installation::Agent;
 use crate::manifests::{ObjectSet, RenderError};
-use crate::node_plan::NodePlan;
 
 /// The `spec.type` of a Kata ContainerRuntime.
 pub const RUNTIME_TYPE: &str = "kata";
@@ -84,17 +83,6 @@ impl Runtime for Kata {
         pool_managed_resource_prefix: INSTALLATION_MANAGED_RESOURCE_PREFIX,
         agent: AGENT,
     };
-
-    fn parse(
-        &self,
-        provider_config: Option<&serde_json::Value>,
-    ) -> Result<KataConfig, ConfigError> {
-        config::parse(provider_config)
-    }
-
-    fn node_plan(&self, config: &KataConfig, image: &str) -> NodePlan {
-        node::node_plan(config, image)
-    }
 
     /// Every hypervisor's handler and label goes, whatever the (maybe invalid) config was.
     fn cleanup_config(&self) -> KataConfig {

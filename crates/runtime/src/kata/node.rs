@@ -5,8 +5,8 @@
 //! the host checks that decide which hypervisors' ready labels a node gets.
 
 use crate::node_plan::{
-    self, Binaries, Handler, MinContainerd, NodePlan, PlanFile, Requirement, RequirementKind,
-    Versioned,
+    self, Binaries, Handler, MinContainerd, NodePlan, PlanFile, PlanHead, Requirement,
+    RequirementKind, Versioned,
 };
 
 use super::config::{Hypervisor, KataConfig};
@@ -18,12 +18,8 @@ pub const INSTALL_DIR: &str = "/opt/runtime-sandbox/kata";
 pub const CONFIG_DIR: &str = "/etc/containerd/runtime-sandbox-kata";
 /// Our drop-in, used when `config.toml` imports `conf.d`.
 pub const DROP_IN: &str = "/etc/containerd/conf.d/runtime-sandbox-kata.toml";
-/// The host lock of every agent that edits containerd's configuration or restarts it.
-pub const LOCK: &str = node_plan::CONTAINERD_LOCK;
 /// The image's payload folder (see docs/kata.md).
 pub const IMAGE_DIR: &str = "/usr/local/lib/runtime-sandbox/kata";
-/// The checksums file of the payload (`sha256sum` format).
-pub const CHECKSUMS: &str = "SHA256SUMS";
 /// Kata's containerd shim.
 pub const SHIM: &str = "containerd-shim-kata-v2";
 /// The guest kernel every hypervisor boots.
@@ -199,37 +195,36 @@ pub fn node_plan(config: &KataConfig, image: &str) -> NodePlan {
     }
     names.sort();
     optional.sort();
-    NodePlan {
-        api_version: node_plan::API_VERSION.into(),
-        kind: node_plan::KIND.into(),
-        runtime: RUNTIME_TYPE.into(),
-        handlers: config
-            .hypervisors
-            .iter()
-            .map(|h| handler(*h, &dir))
-            .collect(),
-        files: config
-            .hypervisors
-            .iter()
-            .map(|h| PlanFile {
-                path: config_path(*h),
-                content: configuration_toml(*h, config, &dir),
-            })
-            .collect(),
-        binaries: Binaries {
-            source: IMAGE_DIR.into(),
-            checksums: CHECKSUMS.into(),
-            names,
-            optional,
-            versioned: Some(versioned),
-        },
-        drop_in: DROP_IN.into(),
-        lock: LOCK.into(),
-        ready_label: NODE_READY_LABEL.into(),
+    let head = PlanHead {
+        runtime: RUNTIME_TYPE,
+        ready_label: NODE_READY_LABEL,
+        drop_in: DROP_IN,
         min_containerd: MinContainerd {
             version: MIN_CONTAINERD.into(),
             reason: "Kata's handlers need runtime_path".into(),
         },
+    };
+    let handlers = config
+        .hypervisors
+        .iter()
+        .map(|h| handler(*h, &dir))
+        .collect();
+    let files = config
+        .hypervisors
+        .iter()
+        .map(|h| PlanFile {
+            path: config_path(*h),
+            content: configuration_toml(*h, config, &dir),
+        })
+        .collect();
+    let binaries = Binaries {
+        source: IMAGE_DIR.into(),
+        checksums: node_plan::CHECKSUMS.into(),
+        names,
+        optional,
+        versioned: Some(versioned),
+    };
+    NodePlan {
         // The devmapper snapshotter's configuration appears there only while the pool exists
         // (written by the pool's unit before containerd starts; gone at reboot).
         containerd_imports: if config.hypervisors.contains(&Hypervisor::Fc) {
@@ -237,6 +232,7 @@ pub fn node_plan(config: &KataConfig, image: &str) -> NodePlan {
         } else {
             Vec::new()
         },
+        ..NodePlan::new(head, handlers, files, binaries)
     }
 }
 
