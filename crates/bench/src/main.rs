@@ -19,7 +19,7 @@ use sandbox_api::{
     Cluster, ContainerRuntime, LastOperationState, OPERATION_ANNOTATION, TIMESTAMP_ANNOTATION,
 };
 use sandbox_testenv::{free_port, gardenlet, http_get};
-use serde_json::{Value, json};
+use serde_json::json;
 
 mod floor;
 mod soak;
@@ -165,22 +165,11 @@ fn process_cpu(pid: &str) -> Result<f64, Error> {
 
 /// The controller's requests in the audit log from line `from` on, by verb and resource.
 fn controller_request_kinds(log: &Path, from: usize) -> Result<BTreeMap<String, usize>, Error> {
-    let text = std::fs::read_to_string(log)?;
     let mut kinds = BTreeMap::new();
-    for line in text.lines().skip(from) {
-        let entry: Value = serde_json::from_str(line)?;
-        if entry["user"]["username"] != CONTROLLER_USER {
-            continue;
-        }
-        let mut resource = entry["objectRef"]["resource"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        if let Some(sub) = entry["objectRef"]["subresource"].as_str() {
-            resource = format!("{resource}/{sub}");
-        }
-        let verb = entry["verb"].as_str().unwrap_or_default();
-        *kinds.entry(format!("{verb} {resource}")).or_insert(0) += 1;
+    for r in sandbox_testenv::audit::by_user(log, CONTROLLER_USER, from) {
+        *kinds
+            .entry(format!("{} {}", r.verb, r.resource_path()))
+            .or_insert(0) += 1;
     }
     Ok(kinds)
 }
@@ -190,30 +179,13 @@ fn controller_requests(
     log: &Path,
     from: usize,
 ) -> Result<(usize, usize, BTreeMap<String, usize>), Error> {
-    let text = std::fs::read_to_string(log)?;
+    let (requests, lines) = sandbox_testenv::audit::read(log, from);
     let mut total = 0;
     let mut writes = BTreeMap::new();
-    let mut lines = 0;
-    for line in text.lines() {
-        lines += 1;
-        if lines <= from {
-            continue;
-        }
-        let entry: Value = serde_json::from_str(line)?;
-        if entry["user"]["username"] != CONTROLLER_USER {
-            continue;
-        }
+    for r in requests.iter().filter(|r| r.user == CONTROLLER_USER) {
         total += 1;
-        let verb = entry["verb"].as_str().unwrap_or_default();
-        if matches!(verb, "create" | "update" | "patch" | "delete") {
-            let mut resource = entry["objectRef"]["resource"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            if let Some(sub) = entry["objectRef"]["subresource"].as_str() {
-                resource = format!("{resource}/{sub}");
-            }
-            *writes.entry(resource).or_insert(0) += 1;
+        if r.is_write() {
+            *writes.entry(r.resource_path()).or_insert(0) += 1;
         }
     }
     Ok((total, lines, writes))

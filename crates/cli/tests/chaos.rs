@@ -562,38 +562,16 @@ async fn succeeded_without_resources(
 /// Writes by the controller in the audit log (not its Lease), from line `from` on: count and
 /// the next line to read.
 fn controller_writes(audit: &std::path::Path, from: usize) -> (u64, usize, BTreeMap<String, u64>) {
-    let text = std::fs::read_to_string(audit).unwrap_or_default();
+    let (requests, lines) = sandbox_testenv::audit::read(audit, from);
     let mut count = 0;
     let mut by_kind = BTreeMap::new();
-    let mut lines = 0;
-    for (i, line) in text.lines().enumerate() {
-        lines = i + 1;
-        if i < from {
-            continue;
-        }
-        let Ok(event) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        let verb = event["verb"].as_str().unwrap_or_default();
-        let resource = event["objectRef"]["resource"].as_str().unwrap_or_default();
-        if event["user"]["username"] != CONTROLLER_USER
-            || !matches!(
-                verb,
-                "create" | "update" | "patch" | "delete" | "deletecollection"
-            )
-            || resource == "leases"
-        {
-            continue;
-        }
+    for r in requests
+        .iter()
+        .filter(|r| r.user == CONTROLLER_USER && r.is_write() && r.resource != "leases")
+    {
         count += 1;
-        let sub = event["objectRef"]["subresource"]
-            .as_str()
-            .unwrap_or_default();
         *by_kind
-            .entry(format!(
-                "{verb} {resource}{}{sub}",
-                if sub.is_empty() { "" } else { "/" }
-            ))
+            .entry(format!("{} {}", r.verb, r.resource_path()))
             .or_default() += 1;
     }
     (count, lines, by_kind)

@@ -30,26 +30,17 @@ fn gvisor_config(flags: Value) -> Value {
 fn audit(log: &std::path::Path, user: &str) -> (BTreeSet<(String, String, String)>, Vec<String>) {
     let mut used = BTreeSet::new();
     let mut refused = Vec::new();
-    for line in std::fs::read_to_string(log).unwrap().lines() {
-        let entry: Value = serde_json::from_str(line).unwrap();
-        if entry["user"]["username"] != user {
-            continue;
-        }
-        let o = &entry["objectRef"];
-        let mut resource = o["resource"].as_str().unwrap_or_default().to_string();
-        if let Some(sub) = o["subresource"].as_str() {
-            resource = format!("{resource}/{sub}");
-        }
+    for request in sandbox_testenv::audit::by_user(log, user, 0) {
         let key = (
-            o["apiGroup"].as_str().unwrap_or_default().to_string(),
-            resource,
-            entry["verb"].as_str().unwrap_or_default().to_string(),
+            request.api_group.clone(),
+            request.resource_path(),
+            request.verb.clone(),
         );
-        if entry["responseStatus"]["code"] == 403 {
-            refused.push(format!("{key:?} {}", entry["requestURI"]));
+        if request.code == 403 {
+            refused.push(format!("{key:?} {:?}", request.uri));
         }
         // A server-side apply that created its object (201) was authorized as a create too.
-        if key.2 == "patch" && entry["responseStatus"]["code"] == 201 {
+        if key.2 == "patch" && request.code == 201 {
             used.insert((key.0.clone(), key.1.clone(), "create".to_string()));
         }
         used.insert(key);

@@ -9,7 +9,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
@@ -17,29 +16,15 @@ use kube::api::{Api, PostParams};
 use sandbox_node_agent::agent::{self, Options};
 use sandbox_node_agent::cri::{Cri, HandlerState};
 use sandbox_node_agent::host::Host;
-use sandbox_node_agent::restart::{RestartError, Restarter};
 use sandbox_runtime::gvisor::node::BINARIES;
 use sandbox_runtime::gvisor::{self, GVisorConfig, NODE_READY_LABEL};
 use sandbox_runtime::node_plan;
 use sandbox_testenv::dbus::{FakeSystemd, SystemBus};
 use sandbox_testenv::node::{BINARY_PATH, Flavor, TestNode};
+use sandbox_testenv::restarter::NodeRestarter;
 use sandbox_testenv::{free_port, http_get};
 
 mod support;
-
-struct RestartTestNode(Arc<TestNode>);
-
-impl Restarter for RestartTestNode {
-    fn restart(&self) -> BoxFuture<'_, Result<(), RestartError>> {
-        let node = self.0.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || node.restart())
-                .await
-                .unwrap()
-                .map_err(|e| RestartError(e.to_string()))
-        })
-    }
-}
 
 struct KillOnDrop(Child);
 impl Drop for KillOnDrop {
@@ -147,7 +132,7 @@ async fn node_agent_verifies_labels_and_reports_ready() {
     // An already-provisioned node: an earlier run installed and restarted.
     let mut options = Options::new(Host::new(node.root()), plan, BINARY_PATH.into());
     options.source = source.clone();
-    agent::install(&options, &RestartTestNode(node.clone()))
+    agent::install(&options, &NodeRestarter::new(node.clone()))
         .await
         .unwrap();
     let starts = node.starts();

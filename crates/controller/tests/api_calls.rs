@@ -16,27 +16,21 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use sandbox_controller::ControllerConfig;
 use sandbox_probes::Readiness;
 use sandbox_testenv::{ControlPlane, Options};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const USER: &str = "api-calls-controller";
 
 /// The controller's requests after line `from` of the audit log, as `verb resource[/sub] name`
 /// (watches, which end at arbitrary times, are left out), and the log's line count.
 fn requests(cp: &ControlPlane, from: usize) -> (Vec<String>, usize) {
-    let text = std::fs::read_to_string(cp.audit_log().unwrap()).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
+    let (requests, lines) = sandbox_testenv::audit::read(cp.audit_log().unwrap(), from);
     let mut out = Vec::new();
-    for line in &lines[from.min(lines.len())..] {
-        let entry: Value = serde_json::from_str(line).unwrap();
-        if entry["user"]["username"] != USER || entry["verb"] == "watch" {
+    for request in requests {
+        if request.user != USER || request.verb == "watch" {
             continue;
         }
-        let object = &entry["objectRef"];
-        let mut resource = object["resource"].as_str().unwrap_or_default().to_string();
-        if let Some(sub) = object["subresource"].as_str() {
-            resource = format!("{resource}/{sub}");
-        }
-        let name = object["name"].as_str().unwrap_or_default();
+        let resource = request.resource_path();
+        let name = request.name.as_str();
         // Our Secrets' names carry a content checksum: keep the stable part.
         let name = match name.rfind('-') {
             Some(i) if resource == "secrets" && name.starts_with("managedresource-") => {
@@ -45,15 +39,12 @@ fn requests(cp: &ControlPlane, from: usize) -> (Vec<String>, usize) {
             _ => name.to_string(),
         };
         out.push(
-            format!(
-                "{} {resource} {name}",
-                entry["verb"].as_str().unwrap_or_default()
-            )
-            .trim_end()
-            .to_string(),
+            format!("{} {resource} {name}", request.verb)
+                .trim_end()
+                .to_string(),
         );
     }
-    (out, lines.len())
+    (out, lines)
 }
 
 /// Waits until the audit log has been quiet (no new controller request) for a second.

@@ -14,7 +14,7 @@ use sandbox_api::ContainerRuntime;
 use sandbox_api::containerruntime::POOL_LABELS;
 use sandbox_controller::ControllerConfig;
 use sandbox_testenv::{ControlPlane, Options};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const SECRET: &str = "gardener";
 
@@ -48,23 +48,11 @@ async fn until(runtimes: &Api<ContainerRuntime>, what: &str, want: impl Fn(&str,
 
 /// Requests for the Secret `name` in `namespace` in the audit log: (verb, user) in order.
 fn secret_requests(cp: &ControlPlane, namespace: &str, name: &str) -> Vec<(String, String)> {
-    let text = std::fs::read_to_string(cp.audit_log().unwrap()).unwrap();
-    text.lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|e| {
-            e["objectRef"]["resource"] == "secrets"
-                && e["objectRef"]["namespace"] == namespace
-                && e["objectRef"]["name"] == name
-        })
-        .map(|e| {
-            (
-                e["verb"].as_str().unwrap_or_default().to_string(),
-                e["user"]["username"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            )
-        })
+    sandbox_testenv::audit::read(cp.audit_log().unwrap(), 0)
+        .0
+        .into_iter()
+        .filter(|r| r.resource == "secrets" && r.namespace == namespace && r.name == name)
+        .map(|r| (r.verb, r.user))
         .collect()
 }
 

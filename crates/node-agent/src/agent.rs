@@ -80,6 +80,17 @@ pub struct LabelState {
     pub ready: Result<(), Missing>,
 }
 
+/// Why containerd did not answer after a restart the agent asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum Unanswered {
+    /// The restart itself failed.
+    #[error(transparent)]
+    Restart(#[from] RestartError),
+    /// containerd was restarted but does not answer over CRI.
+    #[error(transparent)]
+    Cri(#[from] CriError),
+}
+
 /// Why a run failed. Whatever it changed in containerd's configuration has been rolled back
 /// unless the error says otherwise.
 #[derive(Debug, thiserror::Error)]
@@ -93,11 +104,20 @@ pub enum AgentError {
     #[error(
         "containerd did not come back after the configuration change ({cause}); the previous configuration was restored and containerd {after}"
     )]
-    RolledBack { cause: String, after: String },
+    RolledBack {
+        #[source]
+        cause: Box<Unanswered>,
+        /// `runs again`, or `still does not answer: <why>`.
+        after: String,
+    },
     #[error(
         "containerd did not come back after the configuration change ({cause}), and restoring the previous configuration failed too: {restore}"
     )]
-    RollbackFailed { cause: String, restore: String },
+    RollbackFailed {
+        cause: Box<Unanswered>,
+        #[source]
+        restore: crate::files::FileError,
+    },
     #[error(
         "containerd {version} cannot run {runtime}, which needs containerd {minimum} or newer ({reason}); nothing was changed"
     )]
@@ -143,14 +163,14 @@ async fn restart_and_wait(
     restarter: &dyn Restarter,
     cri: &Cri,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<(), Unanswered> {
     crate::fault::point("restart", cri.socket());
-    restarter.restart().await.map_err(|RestartError(e)| e)?;
+    restarter.restart().await?;
     crate::fault::point("restarted", cri.socket());
     cri.wait_until_answering(timeout)
         .await
         .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(Unanswered::Cri)
 }
 
 /// Restarts containerd after `changes`; if it does not come back, restores the previous
@@ -170,8 +190,8 @@ async fn apply(
     crate::fault::point("roll back", cri.socket());
     if let Err(e) = host::roll_back(&options.host, &options.plan.runtime, changes) {
         return Err(AgentError::RollbackFailed {
-            cause,
-            restore: e.to_string(),
+            cause: Box::new(cause),
+            restore: e,
         });
     }
     report.restarts += 1;
@@ -179,7 +199,10 @@ async fn apply(
         Ok(()) => "runs again".to_string(),
         Err(e) => format!("still does not answer: {e}"),
     };
-    Err(AgentError::RolledBack { cause, after })
+    Err(AgentError::RolledBack {
+        cause: Box::new(cause),
+        after,
+    })
 }
 
 fn describe(state: &HandlerState) -> String {

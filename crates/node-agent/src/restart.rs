@@ -9,8 +9,32 @@ use futures::future::BoxFuture;
 
 /// Why containerd could not be restarted.
 #[derive(Debug, thiserror::Error)]
-#[error("restarting containerd: {0}")]
-pub struct RestartError(pub String);
+pub enum RestartError {
+    /// The system bus or systemd failed or refused.
+    #[error("{what} (system bus {}): {source}", bus.display())]
+    Bus {
+        what: String,
+        bus: PathBuf,
+        #[source]
+        source: Box<zbus::Error>,
+    },
+    /// systemd's restart job did not finish in time.
+    #[error("systemd's job {job} restarting {unit} did not finish within {}s", timeout.as_secs())]
+    JobTimeout {
+        job: String,
+        unit: String,
+        timeout: Duration,
+    },
+    /// The bus went away before the job finished.
+    #[error("the system bus {} closed before systemd's job {job} finished", bus.display())]
+    BusClosed { bus: PathBuf, job: String },
+    /// The job finished, but not with `done`.
+    #[error("systemd's job restarting {unit} ended with result {result:?}")]
+    JobFailed { unit: String, result: String },
+    /// Another restart mechanism failed (tests restart their own containerd).
+    #[error(transparent)]
+    Other(Box<dyn std::error::Error + Send + Sync>),
+}
 
 /// Restarts containerd. The agent waits for containerd to answer afterwards, so an
 /// implementation may return as soon as the restart was requested.
@@ -81,11 +105,10 @@ trait Manager {
 impl Restarter for Systemd {
     fn restart(&self) -> BoxFuture<'_, Result<(), RestartError>> {
         Box::pin(async move {
-            let fail = |what: &str, e: zbus::Error| {
-                RestartError(format!(
-                    "{what} (system bus {}): {e}",
-                    self.socket.display()
-                ))
+            let fail = |what: &str, source: zbus::Error| RestartError::Bus {
+                what: what.to_string(),
+                bus: self.socket.clone(),
+                source: Box::new(source),
             };
             let address = format!("unix:path={}", self.socket.display());
             let connection = zbus::connection::Builder::address(address.as_str())
@@ -121,26 +144,20 @@ impl Restarter for Systemd {
             };
             let result = tokio::time::timeout(self.job_timeout, finished)
                 .await
-                .map_err(|_| {
-                    RestartError(format!(
-                        "systemd's job {} restarting {} did not finish within {}s",
-                        job.as_str(),
-                        self.unit,
-                        self.job_timeout.as_secs()
-                    ))
+                .map_err(|_| RestartError::JobTimeout {
+                    job: job.as_str().to_string(),
+                    unit: self.unit.clone(),
+                    timeout: self.job_timeout,
                 })?
-                .ok_or_else(|| {
-                    RestartError(format!(
-                        "the system bus {} closed before systemd's job {} finished",
-                        self.socket.display(),
-                        job.as_str()
-                    ))
+                .ok_or_else(|| RestartError::BusClosed {
+                    bus: self.socket.clone(),
+                    job: job.as_str().to_string(),
                 })?;
             if result != "done" {
-                return Err(RestartError(format!(
-                    "systemd's job restarting {} ended with result {result:?}",
-                    self.unit
-                )));
+                return Err(RestartError::JobFailed {
+                    unit: self.unit.clone(),
+                    result,
+                });
             }
             Ok(())
         })

@@ -12,41 +12,19 @@
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use sandbox_node_agent::agent::{self, Options};
-use sandbox_node_agent::cri::{Cri, HandlerState};
-use sandbox_node_agent::host::{self, Host};
-use sandbox_node_agent::restart::{RestartError, Restarter};
+use sandbox_node_agent::cri::HandlerState;
+use sandbox_node_agent::host::{self};
 use sandbox_runtime::kata::devmapper;
 use sandbox_runtime::kata::node::{self as kata_node, DEVMAPPER_POOL, DROP_IN, INSTALL_DIR};
 use sandbox_runtime::kata::{Hypervisor, KataConfig, hypervisor_ready_label, node_plan};
 use sandbox_runtime::manifests::sha256_hex;
 use sandbox_runtime::node_plan::NodePlan;
-use sandbox_testenv::node::{BINARY_PATH, Flavor, TestNode};
-use sandbox_testenv::pods::{self, Pods};
-
-struct TestRestarter {
-    node: Arc<TestNode>,
-    calls: AtomicUsize,
-}
-
-impl Restarter for TestRestarter {
-    fn restart(&self) -> BoxFuture<'_, Result<(), RestartError>> {
-        Box::pin(async move {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            let node = self.node.clone();
-            tokio::task::spawn_blocking(move || {
-                node.stop();
-                node.start().map_err(|e| RestartError(e.to_string()))
-            })
-            .await
-            .map_err(|e| RestartError(e.to_string()))?
-        })
-    }
-}
+use sandbox_testenv::node::Flavor;
+use sandbox_testenv::pods;
+use sandbox_testenv::restarter::{AgentNode, NodeRestarter};
 
 /// What this host offers a Kata VM, as the agent's capability check sees it.
 #[derive(Debug)]
@@ -123,51 +101,23 @@ fn plan(version: &str) -> NodePlan {
     )
 }
 
-struct Fixture {
-    node: Arc<TestNode>,
-    restarter: TestRestarter,
-    cri: Cri,
-    pods: Pods,
-    work: tempfile::TempDir,
+/// A test node with the shims' syslog Kata needs (see `sandbox_testenv::restarter::AgentNode`).
+struct Fixture(AgentNode);
+
+impl std::ops::Deref for Fixture {
+    type Target = AgentNode;
+    fn deref(&self) -> &AgentNode {
+        &self.0
+    }
 }
 
 impl Fixture {
     fn new(flavor: Flavor) -> Self {
-        let mut node = TestNode::new(flavor).unwrap();
-        node.enable_syslog().unwrap();
-        node.start().unwrap();
-        node.import_images().unwrap();
-        let node = Arc::new(node);
-        Fixture {
-            restarter: TestRestarter {
-                node: node.clone(),
-                calls: AtomicUsize::new(0),
-            },
-            cri: Cri::new(node.socket()),
-            pods: Pods::new(node.socket()),
-            node,
-            work: tempfile::tempdir().unwrap(),
-        }
+        Fixture(AgentNode::start(flavor, true))
     }
 
     fn options(&self, source: &Path, plan: NodePlan) -> Options {
-        let mut options = Options::new(Host::new(self.node.root()), plan, BINARY_PATH.to_string());
-        options.source = source.to_path_buf();
-        options.restart_timeout = Duration::from_secs(15);
-        options
-    }
-
-    /// A runc pod runs on the node.
-    async fn runc_runs(&self) {
-        let runc = pods::run_pod(
-            &self.pods,
-            "",
-            &["echo", "runc"],
-            &self.node.path("/var/log/pods"),
-        )
-        .await
-        .unwrap();
-        assert_eq!((runc.exit_code, runc.output.trim()), (0, "runc"));
+        self.0.options(source, plan, Duration::from_secs(15))
     }
 
     fn containerd_config(&self) -> String {
@@ -345,10 +295,7 @@ async fn kata_as_far_as_the_host_allows(flavor: Flavor) {
     let daemon = sandbox_node_agent::daemon::Daemon {
         mode: sandbox_node_agent::daemon::Mode::Install,
         options: f.options(&source, v1.clone()),
-        restarter: Arc::new(TestRestarter {
-            node: f.node.clone(),
-            calls: AtomicUsize::new(0),
-        }),
+        restarter: Arc::new(NodeRestarter::new(f.node.clone())),
         kube: None,
         health: ([127, 0, 0, 1], port).into(),
         resync: Duration::from_secs(3600),
@@ -428,7 +375,7 @@ async fn kata_as_far_as_the_host_allows(flavor: Flavor) {
         [HandlerState::Missing, HandlerState::Missing]
     );
     assert!(!f.node.path(INSTALL_DIR).join("v2").exists());
-    assert_eq!(f.restarter.calls.load(Ordering::SeqCst), 3);
+    assert_eq!(f.restarter.calls(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread")]

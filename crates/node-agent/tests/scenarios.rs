@@ -8,70 +8,22 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use sandbox_cri::v1::ContainerState;
 use sandbox_node_agent::agent::{self, AgentError, Options};
 use sandbox_node_agent::containerd::CONF_D_IMPORT;
 use sandbox_node_agent::cri::{Cri, HandlerState};
 use sandbox_node_agent::host::{self, Host};
-use sandbox_node_agent::restart::{RestartError, Restarter};
 use sandbox_runtime::gvisor::node::{BINARIES, DROP_IN, INSTALL_DIR, version_dir};
 use sandbox_runtime::gvisor::{config, node_plan};
 use sandbox_runtime::node_plan::NodePlan;
 use sandbox_testenv::ControlPlane;
 use sandbox_testenv::gardener_node::{CgroupDriver, GardenerNodeAgent};
-use sandbox_testenv::node::{BINARY_PATH, Flavor, TestNode};
+use sandbox_testenv::node::{BINARY_PATH, Flavor};
 use sandbox_testenv::pods::{self, Pods};
+use sandbox_testenv::restarter::AgentNode;
 use serde_json::json;
-
-/// The test's restart mechanism: stops and starts the node's own containerd. With
-/// `refuse_runsc` set it plays a containerd that fails to start with the new configuration
-/// (the fault is injected here: it stays down while the host's containerd configuration
-/// mentions runsc), as a real unit would fail after `RestartUnit`.
-struct TestRestarter {
-    node: Arc<TestNode>,
-    calls: AtomicUsize,
-    refuse_runsc: AtomicBool,
-}
-
-impl TestRestarter {
-    fn new(node: Arc<TestNode>) -> Self {
-        TestRestarter {
-            node,
-            calls: AtomicUsize::new(0),
-            refuse_runsc: AtomicBool::new(false),
-        }
-    }
-
-    fn configuration_mentions_runsc(&self) -> bool {
-        let read = |p: &str| std::fs::read_to_string(self.node.path(p)).unwrap_or_default();
-        read(host::CONFIG_TOML).contains("runsc") || read(DROP_IN).contains("runsc")
-    }
-}
-
-impl Restarter for TestRestarter {
-    fn restart(&self) -> BoxFuture<'_, Result<(), RestartError>> {
-        Box::pin(async move {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            let node = self.node.clone();
-            let refuse =
-                self.refuse_runsc.load(Ordering::SeqCst) && self.configuration_mentions_runsc();
-            tokio::task::spawn_blocking(move || {
-                node.stop();
-                if refuse {
-                    return Ok(());
-                }
-                node.start().map_err(|e| RestartError(e.to_string()))
-            })
-            .await
-            .map_err(|e| RestartError(e.to_string()))?
-        })
-    }
-}
 
 /// The image's binary folder: the pinned runsc and shim with a `SHA256SUMS`. `trailer`
 /// bytes appended to runsc make a "new release" that still runs (ELF ignores them).
@@ -106,28 +58,26 @@ fn runsc_toml(version: &str) -> String {
     format!("{}/runsc.toml", version_dir(version))
 }
 
+/// A test node (see `sandbox_testenv::restarter::AgentNode`), maybe one that the real
+/// gardener-node-agent set up.
 struct Fixture {
-    restarter: TestRestarter,
     // Before the node: gardener-node-agent stops first, then its API server.
     _gardener: Option<(GardenerNodeAgent, ControlPlane)>,
-    node: Arc<TestNode>,
-    cri: Cri,
-    pods: Pods,
-    work: tempfile::TempDir,
+    agent: AgentNode,
+}
+
+impl std::ops::Deref for Fixture {
+    type Target = AgentNode;
+    fn deref(&self) -> &AgentNode {
+        &self.agent
+    }
 }
 
 impl Fixture {
     fn new(flavor: Flavor) -> Self {
-        let node = Arc::new(TestNode::new(flavor).unwrap());
-        node.start().unwrap();
-        node.import_images().unwrap();
         Fixture {
-            restarter: TestRestarter::new(node.clone()),
             _gardener: None,
-            cri: Cri::new(node.socket()),
-            pods: Pods::new(node.socket()),
-            node,
-            work: tempfile::tempdir().unwrap(),
+            agent: AgentNode::start(flavor, false),
         }
     }
 
@@ -148,18 +98,11 @@ impl Fixture {
     }
 
     fn options(&self, source: &Path, plan: NodePlan) -> Options {
-        let mut options = Options::new(Host::new(self.node.root()), plan, BINARY_PATH.to_string());
-        options.source = source.to_path_buf();
-        options.restart_timeout = Duration::from_secs(10);
-        options
+        self.agent.options(source, plan, Duration::from_secs(10))
     }
 
     fn logs(&self) -> PathBuf {
         self.node.path("/var/log/pods")
-    }
-
-    fn restarts(&self) -> usize {
-        self.restarter.calls.load(Ordering::SeqCst)
     }
 
     async fn handler(&self) -> HandlerState {
@@ -409,7 +352,11 @@ async fn containerd_failing_with_the_new_config_gets_the_backup_back() {
     for flavor in [Flavor::V17, Flavor::V2] {
         let f = Fixture::new(flavor);
         let original = std::fs::read(f.node.config_path()).unwrap();
-        f.restarter.refuse_runsc.store(true, Ordering::SeqCst);
+        // containerd fails to start while its configuration mentions runsc.
+        f.restarter.stay_down_while(|node| {
+            let read = |p: &str| std::fs::read_to_string(node.path(p)).unwrap_or_default();
+            read(host::CONFIG_TOML).contains("runsc") || read(DROP_IN).contains("runsc")
+        });
         let v1 = image(f.work.path(), b"");
         let mut options = f.options(&v1, plan(json!({})));
         options.restart_timeout = Duration::from_secs(3);

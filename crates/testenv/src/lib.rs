@@ -17,6 +17,7 @@
 //! which the kernel does when the test process ends however it ends, so no server outlives
 //! its tests, also when a test panics or the process is killed.
 
+pub mod audit;
 #[cfg(feature = "images")]
 pub mod chart;
 #[cfg(feature = "images")]
@@ -34,6 +35,8 @@ pub mod node;
 mod pki;
 #[cfg(feature = "nodes")]
 pub mod pods;
+#[cfg(feature = "nodes")]
+pub mod restarter;
 mod server;
 #[cfg(feature = "nodes")]
 pub mod shoot;
