@@ -7,8 +7,7 @@
 
 use std::collections::BTreeMap;
 
-#[path = "../../runtime/tests/support/fuzz.rs"]
-mod fuzz;
+use sandbox_fuzz as fuzz;
 
 use proptest::prelude::*;
 use sandbox_node_agent::containerd::{Config, ConfigError, Handler, Schema, drop_in};

@@ -7,10 +7,6 @@ use sandbox_runtime::actuator::ACTUATORS;
 use sandbox_runtime::admission::{Rules, review};
 use serde_json::{Map, Value, json};
 
-mod support {
-    pub mod fuzz;
-}
-
 /// Keys the decoders know, plus noise, so generated objects reach deep into them.
 const KEYS: &[&str] = &[
     "apiVersion",
@@ -143,7 +139,7 @@ fn check(value: &Value) {
 }
 
 proptest! {
-    #![proptest_config(support::fuzz::config(2000))]
+    #![proptest_config(sandbox_fuzz::config(2000))]
 
     #[test]
     fn structured_provider_configs(value in provider_config()) {

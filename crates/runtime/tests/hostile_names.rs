@@ -10,10 +10,6 @@ use sandbox_runtime::actuator::{ACTUATORS, ActuatorError};
 use sandbox_runtime::gvisor::config;
 use serde_json::json;
 
-mod support {
-    pub mod fuzz;
-}
-
 fn cr(runtime: &str, pool: &str) -> ContainerRuntime {
     serde_json::from_value(json!({
         "apiVersion": "extensions.gardener.cloud/v1alpha1", "kind": "ContainerRuntime",
@@ -96,7 +92,7 @@ fn pool_name() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(support::fuzz::config(1000))]
+    #![proptest_config(sandbox_fuzz::config(1000))]
 
     #[test]
     fn pool_names(pool in pool_name()) {

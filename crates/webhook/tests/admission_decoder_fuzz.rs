@@ -10,8 +10,7 @@ use sandbox_runtime::admission::Rules;
 use sandbox_webhook::admission::{CloudProfiles, Context, Metrics, answer};
 use serde_json::{Map, Value, json};
 
-#[path = "../../runtime/tests/support/fuzz.rs"]
-mod fuzz;
+use sandbox_fuzz as fuzz;
 
 /// A garden whose CloudProfile has one machine type with nested virtualisation and one
 /// image version that lists both runtimes (a stand-in for the garden's API: this is a unit

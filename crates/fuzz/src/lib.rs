@@ -2,7 +2,7 @@
 //! `PROPTEST_CASES` / `PROPTEST_RNG_SEED` to run more cases from other seeds (`make fuzz` picks
 //! a new seed each run and prints it: a failure is replayed with that seed). Failures are not
 //! persisted to files in the source tree; the seed and the minimal input are printed.
-//! Shared by the runtime's and the node agent's tests (`#[path]`).
+//! A dev-dependency of every crate with property tests.
 
 use proptest::test_runner::{Config, RngSeed};
 
