@@ -6,8 +6,7 @@
 //! restarts per step.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Parser;
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -15,11 +14,11 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use sandbox_runtime::gvisor::{self, NODE_READY_LABEL};
-use sandbox_testenv::chart;
-use sandbox_testenv::gardenlet::{self, Shoot};
+use sandbox_testenv::gardenlet::Shoot;
 use sandbox_testenv::node::BUSYBOX_IMAGE;
-use sandbox_testenv::shoot::{NODE_NAME, POOL, TestShoot};
-use sandbox_testenv::{ControlPlane, free_port, http_get};
+use sandbox_testenv::shoot::{NODE_NAME, POOL};
+use sandbox_testenv::stack::{Stack, StackOptions};
+use sandbox_testenv::{ShootBuilder, eventually};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -34,17 +33,6 @@ struct Args {
 
 const IMAGE: &str = "localhost/runtime-sandbox-bench/node-agent:bench";
 
-async fn until<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = Args::parse();
@@ -53,67 +41,35 @@ async fn main() {
             .unwrap()
             .with_file_name("gardener-extension-runtime-sandbox")
     });
-    let seed = ControlPlane::start().await.unwrap();
-    let admin = seed.client().await.unwrap();
-    let ns = seed
-        .namespace(&admin, "shoot--bench--sandbox")
-        .await
-        .unwrap();
-    gardenlet::create_cluster(&admin, &ns, json!({
-        "apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot",
-        "metadata": {"name": "sandbox", "namespace": "garden-bench"},
-        "spec": {"kubernetes": {"version": "1.36.4"}, "provider": {"type": "local", "workers": [
-            {"name": POOL, "cri": {"name": "containerd", "containerRuntimes": [{"type": "gvisor"}]}}]}},
-        "status": {"hibernated": false, "lastOperation": {"type": "Reconcile", "state": "Succeeded"}},
-    }))
-    .await;
-    let shoot = TestShoot::start(
-        &seed,
-        &ns,
-        &[("containerruntime.worker.gardener.cloud/gvisor", "true")],
-    )
-    .await
-    .unwrap();
-    let (repository, tag) = IMAGE.rsplit_once(':').unwrap();
-    let overwrite = shoot
-        .provide_node_agent_image(repository, tag, &binary)
-        .unwrap();
-    shoot.publish_shoot_access(&admin).await.unwrap();
-    let (_, kubeconfig) = chart::install_identity(&seed, &[]).await.unwrap();
-    let kubeconfig_path = seed.root().join("kubeconfig-bench");
-    std::fs::write(&kubeconfig_path, kubeconfig_json(&kubeconfig)).unwrap();
-    let health = free_port().unwrap();
-    let mut controller = Command::new(&binary)
-        .args([
+    let health = Stack::port();
+    let stack = Stack::start(StackOptions {
+        namespace: "shoot--bench--sandbox",
+        shoot: ShootBuilder::new("sandbox")
+            .namespace("garden-bench")
+            .pool(POOL, &["gvisor"])
+            .build(),
+        binary: &binary,
+        image: IMAGE,
+        controller_args: vec![
             "controller".to_string(),
-            format!("--kubeconfig={}", kubeconfig_path.display()),
             "--leader-election=false".into(),
             format!("--health-bind-address=127.0.0.1:{health}"),
-            format!("--metrics-bind-address=127.0.0.1:{}", free_port().unwrap()),
-        ])
-        .env("IMAGEVECTOR_OVERWRITE", &overwrite)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    until("controller ready", async || {
-        http_get(health, "/readyz").filter(|(c, _)| *c == 200)
+            format!("--metrics-bind-address=127.0.0.1:{}", Stack::port()),
+        ],
+        controller_env: Vec::new(),
+        health,
+        show_logs: false,
     })
-    .await;
+    .await
+    .unwrap();
+    let (admin, ns, shoot) = (&stack.admin, &stack.ns, &stack.shoot);
 
     let client = shoot.client().await.unwrap();
     let pods = Api::<Pod>::namespaced(client.clone(), "default");
     let classes = Api::<RuntimeClass>::all(client.clone());
     let nodes = Api::<Node>::all(client.clone());
     let daemon_sets = Api::<DaemonSet>::namespaced(client.clone(), "kube-system");
-    let restarts = || {
-        shoot
-            .systemd()
-            .calls()
-            .iter()
-            .filter(|(unit, _)| unit == "containerd.service")
-            .count()
-    };
+    let restarts = || stack.containerd_restarts();
     let s = Shoot {
         client: admin.clone(),
         ns: ns.clone(),
@@ -123,7 +79,7 @@ async fn main() {
     // ContainerRuntime created -> first gVisor pod Running.
     let started = Instant::now();
     s.gardenlet_create(POOL, None).await;
-    until("RuntimeClass", async || {
+    eventually(300, "RuntimeClass", async || {
         classes.get_opt("gvisor").await.ok().flatten()
     })
     .await;
@@ -135,7 +91,7 @@ async fn main() {
     }))
     .unwrap();
     pods.create(&PostParams::default(), &pod).await.unwrap();
-    until("first gVisor pod Running", async || {
+    eventually(300, "first gVisor pod Running", async || {
         let p = pods.get("first").await.ok()?;
         (p.status?.phase.as_deref() == Some("Running")).then_some(())
     })
@@ -170,7 +126,7 @@ async fn main() {
             .await
             .unwrap();
         s.annotate(&cr, "reconcile").await;
-        until("node re-verified", async || {
+        eventually(300, "node re-verified", async || {
             let ds = daemon_sets
                 .get(&gvisor::AGENT.installer_name(POOL))
                 .await
@@ -208,11 +164,5 @@ async fn main() {
             times.len()
         );
     }
-    let _ = controller.kill();
-    let _ = controller.wait();
-}
-
-/// The kubeconfig as YAML (JSON is YAML).
-fn kubeconfig_json(kubeconfig: &kube::config::Kubeconfig) -> String {
-    serde_json::to_string(kubeconfig).unwrap()
+    drop(stack);
 }

@@ -36,6 +36,7 @@ use sandbox_api::{
     OPERATION_ANNOTATION, TIMESTAMP_ANNOTATION,
 };
 use sandbox_controller::contract::FINALIZER;
+use sandbox_testenv::shoot_builder::{ShootBuilder, pool};
 use sandbox_testenv::{ControlPlane, Options, free_port, gardenlet};
 use serde_json::{Value, json};
 
@@ -89,16 +90,7 @@ impl Drop for SeedOnPanic {
 
 /// Calls `f` until it succeeds (the API server may be restarting or etcd frozen).
 async fn retry<T>(what: &str, mut f: impl AsyncFnMut() -> Result<T, kube::Error>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        match f().await {
-            Ok(v) => return v,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "{what}: {e}");
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-        }
-    }
+    sandbox_testenv::eventually_or(120, what, async || f().await.map_err(|e| e.to_string())).await
 }
 
 fn is_code(e: &kube::Error, code: u16) -> bool {
@@ -240,12 +232,9 @@ fn workers(live: &BTreeSet<&'static str>) -> Value {
     Value::Array(
         POOLS
             .iter()
-            .map(|pool| {
-                let mut cri = json!({"name": "containerd"});
-                if live.contains(pool) {
-                    cri["containerRuntimes"] = json!([{"type": "gvisor"}]);
-                }
-                json!({"name": pool, "cri": cri})
+            .map(|p| {
+                let runtimes: &[&str] = if live.contains(p) { &["gvisor"] } else { &[] };
+                pool(p, runtimes)
             })
             .collect(),
     )
@@ -675,8 +664,7 @@ async fn check_nothing_orphaned(
     }
     // The only Lease is the leader election's; a killed leader's name stays on it until it
     // expires and a live replica takes it over.
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
+    sandbox_testenv::eventually_or(40, "the Lease held by a live replica", async || {
         let leases = retry("list leases", async || {
             Api::<Lease>::namespaced(client.clone(), system)
                 .list(&ListParams::default())
@@ -695,14 +683,15 @@ async fn check_nothing_orphaned(
             .and_then(|s| s.holder_identity.clone())
             .unwrap_or_default();
         if holder.is_empty() || pids.iter().any(|p| holder.ends_with(&format!("_{p}"))) {
-            return unreferenced;
+            Ok(())
+        } else {
+            Err(format!(
+                "held by {holder:?}, not by a live replica {pids:?}"
+            ))
         }
-        assert!(
-            Instant::now() < deadline,
-            "the Lease is held by {holder:?}, not by a live replica {pids:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    })
+    .await;
+    unreferenced
 }
 
 /// The seed of the short run in `make test`: that of the 20-round run in docs/reliability.md.
@@ -766,8 +755,8 @@ async fn controller_converges_under_faults() {
             .await
             .unwrap();
         let live = BTreeSet::new();
-        gardenlet::create_cluster(&client, &ns, json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot",
-            "metadata": {"name": format!("s{i}")}, "spec": {"provider": {"workers": workers(&live)}}})).await;
+        let shoot = ShootBuilder::new(&format!("s{i}")).workers(workers(&live));
+        gardenlet::create_cluster(&client, &ns, shoot.build()).await;
         shoots.push(ShootState { ns, live });
     }
 

@@ -7,7 +7,6 @@
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::core::v1::Node;
@@ -100,14 +99,10 @@ async fn ready_label(client: &kube::Client, node_name: &str) -> Option<String> {
 }
 
 async fn wait_ready(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some((200, _)) = http_get(port, "/readyz") {
-            return;
-        }
-        assert!(Instant::now() < deadline, "/readyz never turned 200");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    sandbox_testenv::eventually(60, "/readyz 200", async || {
+        http_get(port, "/readyz").filter(|(code, _)| *code == 200)
+    })
+    .await;
 }
 
 #[tokio::test]

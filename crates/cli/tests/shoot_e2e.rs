@@ -11,7 +11,6 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -19,14 +18,11 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use sandbox_runtime::gvisor::{self, NODE_READY_LABEL};
-use sandbox_testenv::chart::{self, RELEASE_NAMESPACE};
-use sandbox_testenv::gardenlet::{self, Shoot};
+use sandbox_testenv::chart::RELEASE_NAMESPACE;
+use sandbox_testenv::gardenlet::Shoot;
 use sandbox_testenv::node::BUSYBOX_IMAGE;
-use sandbox_testenv::shoot::{NODE_NAME, POOL, TestShoot};
-use sandbox_testenv::{ControlPlane, free_port, http_get};
+use sandbox_testenv::shoot::{NODE_NAME, POOL};
 use serde_json::{Value, json};
-
-use support::Kill;
 
 const IMAGE_REPOSITORY: &str = "localhost/runtime-sandbox-test/node-agent";
 const IMAGE_TAG: &str = "e2e";
@@ -34,7 +30,9 @@ const IMAGE_TAG: &str = "e2e";
 const OTHER_POOL: &str = "other";
 const TAINT_KEY: &str = "sandbox.gardener.cloud/untrusted";
 
+use sandbox_testenv::ShootBuilder;
 use sandbox_testenv::eventually;
+use sandbox_testenv::stack::{Stack, StackOptions};
 
 fn workers(gvisor_pools: &[&str], taints: Value) -> Value {
     let mut all = vec![POOL, OTHER_POOL];
@@ -108,19 +106,15 @@ async fn wait_condition(
     what: &str,
     check: impl Fn(&sandbox_api::extension::Condition) -> bool,
 ) -> sandbox_api::extension::Condition {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
+    sandbox_testenv::eventually_or(120, &format!("{name} {type_} {what}"), async || {
         let cr = seed.runtimes().get(name).await.unwrap();
         let conditions = cr.status.map(|s| s.conditions).unwrap_or_default();
-        if let Some(c) = conditions.iter().find(|c| c.type_ == type_ && check(c)) {
-            return c.clone();
+        match conditions.iter().find(|c| c.type_ == type_ && check(c)) {
+            Some(c) => Ok(c.clone()),
+            None => Err(format!("conditions: {conditions:#?}")),
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out: {name} {type_} {what}; conditions: {conditions:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    })
+    .await
 }
 
 struct World {
@@ -316,68 +310,34 @@ impl World {
 
 #[tokio::test]
 async fn a_gvisor_pod_runs_on_a_node_our_agent_prepared_and_the_pool_can_drop_it_again() {
-    let seed_cp = ControlPlane::start().await.unwrap();
-    let _seed_logs = seed_cp.logs_on_panic();
-    let admin = seed_cp.client().await.unwrap();
-    let ns = seed_cp
-        .namespace(&admin, "shoot--e2e--sandbox")
-        .await
-        .unwrap();
-    gardenlet::create_cluster(&admin, &ns, json!({
-        "apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot",
-        "metadata": {"name": "sandbox", "namespace": "garden-e2e"},
-        "spec": {"kubernetes": {"version": "1.36.4"},
-                 "provider": {"type": "local", "workers": workers(&[POOL, OTHER_POOL], json!([]))}},
-        "status": {"hibernated": false, "lastOperation": {"type": "Reconcile", "state": "Succeeded"}},
-    }))
-    .await;
-
-    // The shoot and its node (a gVisor pool's labels), the node agent's image in its containerd.
-    let shoot = TestShoot::start(
-        &seed_cp,
-        &ns,
-        &[("containerruntime.worker.gardener.cloud/gvisor", "true")],
-    )
-    .await
-    .unwrap();
-    let _shoot_logs = shoot.logs_on_panic();
     let binary = env!("CARGO_BIN_EXE_gardener-extension-runtime-sandbox");
-    let overwrite = shoot
-        .provide_node_agent_image(IMAGE_REPOSITORY, IMAGE_TAG, binary.as_ref())
-        .unwrap();
-    shoot.publish_shoot_access(&admin).await.unwrap();
-
-    // The controller: the chart's flags, its ServiceAccount's RBAC, our image by overwrite.
-    let (_rbac, kubeconfig) = chart::install_identity(&seed_cp, &[]).await.unwrap();
-    let kubeconfig_path = seed_cp.root().join("kubeconfig-chart-serviceaccount");
-    std::fs::write(
-        &kubeconfig_path,
-        serde_saphyr::to_string(&kubeconfig).unwrap(),
-    )
-    .unwrap();
-    let (health, metrics) = (free_port().unwrap(), free_port().unwrap());
-    // Health refreshed every 2 s instead of 30 s, so the test sees changes quickly.
-    let args = support::chart_controller_args(
+    let (health, metrics) = (Stack::port(), Stack::port());
+    // The chart's flags, health refreshed every 2 s instead of 30 s, so the test sees changes
+    // quickly; our image by overwrite.
+    let mut controller_args = support::chart_controller_args(
         &["--set", "controllers.healthcheck.syncPeriodSeconds=2"],
         health,
         metrics,
     );
-    let _controller = Kill(
-        Command::new(binary)
-            .args(&args)
-            .arg(format!("--kubeconfig={}", kubeconfig_path.display()))
-            .arg("--log-format=text")
-            .env("LEADER_ELECTION_NAMESPACE", RELEASE_NAMESPACE)
-            .env("IMAGEVECTOR_OVERWRITE", &overwrite)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
-    eventually(60, "the controller's /readyz", async || {
-        http_get(health, "/readyz").filter(|(c, _)| *c == 200)
+    controller_args.push("--log-format=text".into());
+    let stack = Stack::start(StackOptions {
+        namespace: "shoot--e2e--sandbox",
+        shoot: ShootBuilder::new("sandbox")
+            .namespace("garden-e2e")
+            .workers(workers(&[POOL, OTHER_POOL], json!([])))
+            .build(),
+        binary: binary.as_ref(),
+        image: &format!("{IMAGE_REPOSITORY}:{IMAGE_TAG}"),
+        controller_args,
+        controller_env: vec![("LEADER_ELECTION_NAMESPACE", RELEASE_NAMESPACE)],
+        health,
+        show_logs: true,
     })
-    .await;
+    .await
+    .unwrap();
+    let _seed_logs = stack.seed.logs_on_panic();
+    let _shoot_logs = stack.shoot.logs_on_panic();
+    let (admin, ns, shoot) = (&stack.admin, &stack.ns, &stack.shoot);
 
     let client = shoot.client().await.unwrap();
     let w = World {
@@ -391,14 +351,7 @@ async fn a_gvisor_pod_runs_on_a_node_our_agent_prepared_and_the_pool_can_drop_it
         system_pods: Api::namespaced(client.clone(), "kube-system"),
         daemon_sets: Api::namespaced(client.clone(), "kube-system"),
     };
-    let restarts_of_containerd = || {
-        shoot
-            .systemd()
-            .calls()
-            .iter()
-            .filter(|(unit, _)| unit == "containerd.service")
-            .count()
-    };
+    let restarts_of_containerd = || stack.containerd_restarts();
 
     // 1. gardenlet creates the ContainerRuntimes; our node gets gVisor; a gVisor pod runs.
     let ts = w.seed.gardenlet_create(POOL, None).await;

@@ -10,6 +10,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use sandbox_api::{LastOperationState, LastOperationType};
 use sandbox_controller::contract::{FINALIZER, OPERATION_ANNOTATION};
+use sandbox_testenv::eventually_or;
 use serde_json::json;
 
 const SHARED_MR: &str = "extension-runtime-gvisor";
@@ -212,24 +213,17 @@ async fn unknown_flags_are_ignored_with_a_warning_event() {
         "{config}"
     );
     let events = Api::<Event>::namespaced(s.client.clone(), &s.ns);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    let event = eventually_or(10, "an UnknownFlags event", async || {
         let list = events.list(&ListParams::default()).await.unwrap();
-        if let Some(e) = list
-            .items
+        list.items
             .iter()
             .find(|e| e.reason.as_deref() == Some("UnknownFlags"))
-        {
-            assert_eq!(e.type_.as_deref(), Some("Warning"));
-            assert!(e.note.as_deref().unwrap().contains("strace"));
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no UnknownFlags event: {list:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            .cloned()
+            .ok_or_else(|| format!("{list:?}"))
+    })
+    .await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert!(event.note.as_deref().unwrap().contains("strace"));
 }
 
 #[tokio::test]
@@ -540,15 +534,19 @@ async fn removing_gvisor_from_a_pool_cleans_its_nodes_before_the_installer_goes(
     s.wait_for("gvisor-pool-b", "gone", |cr| cr.is_none()).await;
 
     // pool-a: the installer is replaced by the cleanup DaemonSet on the same nodes.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let manifests = loop {
-        let manifests = s.mr_manifests(&pool_mr("pool-a")).await;
-        if manifests.keys().any(|k| k.contains("cleanup")) {
-            break manifests;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{manifests:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let manifests = eventually_or(
+        30,
+        "the cleanup DaemonSet in pool-a's ManagedResource",
+        async || {
+            let manifests = s.mr_manifests(&pool_mr("pool-a")).await;
+            if manifests.keys().any(|k| k.contains("cleanup")) {
+                Ok(manifests)
+            } else {
+                Err(format!("{manifests:?}"))
+            }
+        },
+    )
+    .await;
     assert_eq!(
         manifests.keys().collect::<Vec<_>>(),
         ["daemonset__kube-system__containerd-gvisor-cleanup-pool-a.yaml"]
@@ -905,28 +903,22 @@ async fn a_reconcile_request_is_kept_until_its_status_is_written() {
         .await
         .unwrap();
     // Policies load asynchronously: wait until a (dry-run) status write is refused.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let probe = s
+    let dry_run = PatchParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let probe = json!({"status": {"lastOperation": {"description": "probe"}}});
+    eventually_or(30, "the policy takes effect", async || {
+        match s
             .runtimes()
-            .patch_status(
-                "gvisor-pool-a",
-                &PatchParams {
-                    dry_run: true,
-                    ..Default::default()
-                },
-                &Patch::Merge(json!({"status": {"lastOperation": {"description": "probe"}}})),
-            )
-            .await;
-        match probe {
-            Err(kube::Error::Api(e)) if e.message.contains("refused by the test") => break,
-            other => assert!(
-                tokio::time::Instant::now() < deadline,
-                "the policy never took effect: {other:?}"
-            ),
+            .patch_status("gvisor-pool-a", &dry_run, &Patch::Merge(&probe))
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.message.contains("refused by the test") => Ok(()),
+            other => Err(format!("{other:?}")),
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
 
     let ts = s.annotate("gvisor-pool-a", "reconcile").await;
     // The controller tries (and fails) several times meanwhile (backoff 0.5 to 4 s); the request

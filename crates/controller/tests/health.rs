@@ -6,14 +6,14 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use sandbox_api::ContainerRuntime;
 use sandbox_api::containerruntime::POOL_LABELS;
 use sandbox_controller::ControllerConfig;
-use sandbox_testenv::{ControlPlane, Options};
+use sandbox_testenv::{ControlPlane, Options, eventually, eventually_or};
 use serde_json::json;
 
 const SECRET: &str = "gardener";
@@ -30,20 +30,11 @@ async fn every_node_ready(runtimes: &Api<ContainerRuntime>) -> Option<(String, S
 
 /// Waits until `EveryNodeReady` matches `want` (what it last was, if not in 30 s).
 async fn until(runtimes: &Api<ContainerRuntime>, what: &str, want: impl Fn(&str, &str) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let now = every_node_ready(runtimes).await;
-        if let Some((status, message)) = &now
-            && want(status, message)
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: EveryNodeReady is {now:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually_or(30, what, async || match every_node_ready(runtimes).await {
+        Some((status, message)) if want(&status, &message) => Ok(()),
+        now => Err(format!("EveryNodeReady is {now:?}")),
+    })
+    .await
 }
 
 /// Requests for the Secret `name` in `namespace` in the audit log: (verb, user) in order.
@@ -147,14 +138,10 @@ async fn the_shoot_access_secret_is_read_once_per_version_and_never_polled_while
         )
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while controller_gets(&secret_requests(&cp, &s.ns, SECRET)) < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the changed Secret was never read"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(30, "the changed Secret read", async || {
+        (controller_gets(&secret_requests(&cp, &s.ns, SECRET)) >= 2).then_some(())
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let changed = secret_requests(&cp, &s.ns, SECRET);
     assert_eq!(controller_gets(&changed), 2, "{changed:?}");

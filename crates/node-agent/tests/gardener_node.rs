@@ -27,10 +27,10 @@ use sandbox_node_agent::host::{self, Host};
 use sandbox_node_agent::restart::Systemd;
 use sandbox_runtime::gvisor::node::{DROP_IN, INSTALL_DIR};
 use sandbox_runtime::gvisor::{GVisorConfig, node_plan};
-use sandbox_testenv::ControlPlane;
 use sandbox_testenv::gardener_node::{GardenerNodeAgent, MIRRORED_REGISTRY, NODE_NAME};
 use sandbox_testenv::node::{BINARY_PATH, Flavor, TestNode};
 use sandbox_testenv::pods::{self, Pods};
+use sandbox_testenv::{ControlPlane, eventually};
 
 const OSC_CHANGES: u32 = 10;
 const APPLY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -242,17 +242,10 @@ async fn lost_update_is_repaired(
     let running = tokio::spawn(daemon.run(async {
         let _ = stopped.await;
     }));
-    let until = |what: &'static str, secs: u64| {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        move || {
-            assert!(Instant::now() < deadline, "{what} within {secs} s");
-        }
-    };
-    let check = until("the node labelled ready", 30);
-    while ready_label(&client, &label).await.as_deref() != Some("true") {
-        check();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(30, "the node labelled ready", async || {
+        (ready_label(&client, &label).await.as_deref() == Some("true")).then_some(())
+    })
+    .await;
     let without_ours = |node: &TestNode| {
         let text = std::fs::read_to_string(node.config_path()).unwrap();
         let cleaned = Config::parse(&text)
@@ -264,39 +257,38 @@ async fn lost_update_is_repaired(
 
     // The entry lost, containerd still running it: written back, the label stays on.
     without_ours(node);
-    let check = until("the entry written back", 20);
-    while !std::fs::read_to_string(node.config_path())
-        .unwrap()
-        .contains("runsc")
-    {
-        check();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(20, "the entry written back", async || {
+        let config = std::fs::read_to_string(node.config_path()).unwrap();
+        config.contains("runsc").then_some(())
+    })
+    .await;
 
     // The entry lost and containerd restarted (gardener-node-agent's next change): the label
     // goes off while the handler is missing, and comes back.
     let cri = Cri::new(node.socket());
-    let check = until("the repair after the restart to settle", 20);
-    while cri
-        .handler("runsc", "io.containerd.runsc.v1")
-        .await
-        .unwrap()
-        != HandlerState::Loaded
-    {
-        check();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(20, "the repair after the restart to settle", async || {
+        let state = cri
+            .handler("runsc", "io.containerd.runsc.v1")
+            .await
+            .unwrap();
+        (state == HandlerState::Loaded).then_some(())
+    })
+    .await;
     without_ours(node);
     node.restart().unwrap();
+    // Not `eventually`: the label is off only for a moment, so this watches every 20 ms.
     let mut went_off = false;
-    let check = until("the label back after the repair", 30);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match ready_label(&client, &label).await.as_deref() {
             Some("true") if went_off => break,
             Some("true") => {}
             _ => went_off = true,
         }
-        check();
+        assert!(
+            Instant::now() < deadline,
+            "the label back after the repair within 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(

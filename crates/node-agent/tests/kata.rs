@@ -305,17 +305,10 @@ async fn kata_as_far_as_the_host_allows(flavor: Flavor) {
     let running = tokio::spawn(daemon.run(async {
         let _ = stopped.await;
     }));
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let body = loop {
-        if let Some((200, body)) = sandbox_testenv::http_get(port, "/readyz") {
-            break body;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "/readyz never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (_, body) = sandbox_testenv::eventually(30, "/readyz ready", async || {
+        sandbox_testenv::http_get(port, "/readyz").filter(|(code, _)| *code == 200)
+    })
+    .await;
     println!("/readyz: {body}");
     for state in &report.labels {
         match &state.ready {

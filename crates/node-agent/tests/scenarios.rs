@@ -399,17 +399,10 @@ fn as_gardener_node_agent_writes(config: &str) -> String {
 async fn gardener_settings(cri: &Cri) -> Vec<(&'static str, serde_json::Value)> {
     // Right after a restart the socket answers before the CRI plugin is initialized
     // ("server is not initialized yet"): ask until it is.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let config = loop {
-        match cri.config().await {
-            Ok(config) => break config,
-            Err(e) if std::time::Instant::now() < deadline => {
-                eprintln!("CRI not ready yet: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("CRI status within 30 s: {e}"),
-        }
-    };
+    let config = sandbox_testenv::eventually_or(30, "CRI status", async || {
+        cri.config().await.map_err(|e| e.to_string())
+    })
+    .await;
     [
         "/sandboxImage",
         "/registry/configPath",

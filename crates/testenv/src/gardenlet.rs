@@ -4,8 +4,6 @@
 //! controller tests, the demo, the benchmark and the binary tests all drive the controller
 //! through this one module.
 
-use std::time::Duration;
-
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
@@ -382,18 +380,15 @@ impl Shoot {
         what: &str,
         check: impl Fn(Option<&ContainerRuntime>) -> bool,
     ) -> Option<ContainerRuntime> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
+        crate::eventually_or(30, &format!("{name}: {what}"), async || {
             let cr = self.runtimes().get_opt(name).await.unwrap();
             if check(cr.as_ref()) {
-                return cr;
+                Ok(cr)
+            } else {
+                Err(format!("{cr:#?}"))
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {name}: {what}; last seen: {cr:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        })
+        .await
     }
 
     /// Waits the way gardenlet does until the extension reports success for `timestamp`.

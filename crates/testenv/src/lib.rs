@@ -40,6 +40,9 @@ pub mod restarter;
 mod server;
 #[cfg(feature = "nodes")]
 pub mod shoot;
+pub mod shoot_builder;
+#[cfg(feature = "nodes")]
+pub mod stack;
 mod tools;
 
 use std::path::{Path, PathBuf};
@@ -85,20 +88,34 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+pub use shoot_builder::ShootBuilder;
+
 /// How often [`eventually`] asks again.
 pub const POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The one polling helper of the tests: asks `f` every [`POLL`] until it gives a value, and
 /// fails the test with `what` after `seconds`.
 pub async fn eventually<T>(seconds: u64, what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    eventually_or(seconds, what, async || f().await.ok_or_else(String::new)).await
+}
+
+/// [`eventually`] for a check that says what it saw while the answer is not yet there
+/// (`Err`), which the failure message then names.
+pub async fn eventually_or<T>(
+    seconds: u64,
+    what: &str,
+    mut f: impl AsyncFnMut() -> std::result::Result<T, String>,
+) -> T {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
     loop {
-        if let Some(v) = f().await {
-            return v;
-        }
+        let last = match f().await {
+            Ok(v) => return v,
+            Err(last) => last,
+        };
         assert!(
             tokio::time::Instant::now() < deadline,
-            "timed out after {seconds} s: {what}"
+            "timed out after {seconds} s: {what}{}{last}",
+            if last.is_empty() { "" } else { "; last seen: " }
         );
         tokio::time::sleep(POLL).await;
     }

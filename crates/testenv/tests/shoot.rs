@@ -3,8 +3,6 @@
 //! gardener-resource-manager applies a ManagedResource from the seed namespace into the shoot
 //! and reports it applied and healthy.
 
-use std::time::{Duration, Instant};
-
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
 use kube::api::{Api, LogParams, PostParams};
 use sandbox_api::ManagedResource;
@@ -54,21 +52,14 @@ async fn a_node_runs_pods_and_resource_manager_applies_managed_resources() {
         pods.create(&PostParams::default(), &pod).await.ok()
     })
     .await;
-    let mut last = None;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
+    sandbox_testenv::eventually_or(120, "the pod succeeds", async || {
         let p = pods.get("hello").await.unwrap();
-        if p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded") {
-            break;
+        match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
+            Some("Succeeded") => Ok(()),
+            _ => Err(format!("{:#?}", p.status)),
         }
-        last = Some(p.status);
-        assert!(
-            Instant::now() < deadline,
-            "the pod did not succeed: {last:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let _ = last;
+    })
+    .await;
     let log = pods.logs("hello", &LogParams::default()).await.unwrap();
     assert_eq!(log.trim(), "hello from hello");
 

@@ -83,11 +83,10 @@ async fn container_runtime_and_cluster_round_trip() {
                 json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Seed",
                               "metadata": {"name": "local"}}),
             ),
-            shoot: json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot",
-                          "metadata": {"name": "demo", "namespace": "garden-dev"},
-                          "spec": {"provider": {"type": "local", "workers": [{"name": "pool-a",
-                                   "cri": {"name": "containerd", "containerRuntimes": [{"type": "gvisor"}]}}]}},
-                          "status": {"hibernated": false}}),
+            shoot: sandbox_testenv::ShootBuilder::new("demo")
+                .namespace("garden-dev")
+                .pool("pool-a", &["gvisor"])
+                .build(),
         },
     );
     clusters

@@ -5,14 +5,15 @@
 //! the API server's calls working throughout.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use sandbox_runtime::kata::devmapper::{SCRIPT, UNIT};
-use sandbox_testenv::{ControlPlane, free_port, gardenlet};
+use sandbox_testenv::ShootBuilder;
+use sandbox_testenv::{ControlPlane, eventually, free_port, gardenlet};
 use sandbox_webhook::certificates::{NOT_AFTER, NOT_BEFORE};
 use sandbox_webhook::registration::{self, CA_SECRET, Mode, NAME, SERVER_SECRET};
 use serde_json::{Value, json};
@@ -61,27 +62,15 @@ fn kata(hypervisors: &[&str]) -> Value {
 /// Dry-run creates of `object` until the API server calls our webhook (its configuration
 /// reaches the API server's admission chain asynchronously), returning the mutated object.
 async fn until_mutated(api: &Api<DynamicObject>, object: &DynamicObject) -> DynamicObject {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let created = api
-            .create(
-                &PostParams {
-                    dry_run: true,
-                    ..PostParams::default()
-                },
-                object,
-            )
-            .await
-            .unwrap();
-        if ours(&created) == (1, 1) {
-            return created;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the API server never called the webhook"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    eventually(30, "the API server calls the webhook", async || {
+        let created = api.create(&dry_run, object).await.unwrap();
+        (ours(&created) == (1, 1)).then_some(created)
+    })
+    .await
 }
 
 #[tokio::test]
@@ -105,12 +94,11 @@ async fn the_api_server_calls_the_webhook_for_pools_offering_firecracker_only() 
     gardenlet::create_cluster(
         &client,
         &shoot_ns,
-        json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot",
-        "metadata": {"name": "kata", "namespace": "garden-p"},
-        "spec": {"provider": {"type": "local", "workers": [
-            {"name": "fc", "cri": kata(&["qemu", "fc"])},
-            {"name": "qemu", "cri": kata(&["qemu"])},
-        ]}}}),
+        ShootBuilder::new("kata")
+            .namespace("garden-p")
+            .worker(json!({"name": "fc", "cri": kata(&["qemu", "fc"])}))
+            .worker(json!({"name": "qemu", "cri": kata(&["qemu"])}))
+            .build(),
     )
     .await;
 
@@ -133,15 +121,11 @@ async fn the_api_server_calls_the_webhook_for_pools_offering_firecracker_only() 
     ));
 
     // The registration: Secrets, the configuration with our bundle, owned by our namespace.
-    let deadline = Instant::now() + Duration::from_secs(30);
     let configs = Api::<MutatingWebhookConfiguration>::all(client.clone());
-    let config = loop {
-        if let Some(c) = configs.get_opt(NAME).await.unwrap() {
-            break c;
-        }
-        assert!(Instant::now() < deadline, "no MutatingWebhookConfiguration");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let config = eventually(30, "the MutatingWebhookConfiguration", async || {
+        configs.get_opt(NAME).await.unwrap()
+    })
+    .await;
     let secrets = Api::<Secret>::namespaced(client.clone(), &extension_ns);
     let ca = secrets.get(CA_SECRET).await.unwrap();
     let bundle = &ca.data.as_ref().unwrap()["bundle.crt"].0;
@@ -154,10 +138,10 @@ async fn the_api_server_calls_the_webhook_for_pools_offering_firecracker_only() 
     );
     // The server certificate is issued after the configuration carries the CA bundle (so a
     // renewed CA is trusted before anything it signed is served): wait for it.
-    while secrets.get_opt(SERVER_SECRET).await.unwrap().is_none() {
-        assert!(Instant::now() < deadline, "no server certificate Secret");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(30, "the server certificate Secret", async || {
+        secrets.get_opt(SERVER_SECRET).await.unwrap().map(|_| ())
+    })
+    .await;
 
     // A reconcile OSC of the fc pool: our script and unit, once.
     let oscs = osc_api(&client, &shoot_ns);
@@ -263,46 +247,38 @@ async fn the_api_server_calls_the_webhook_for_pools_offering_firecracker_only() 
         .await
         .unwrap();
     // The server's next round renews (every 2 s here).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let renewed_bundle = loop {
+    let renewed_bundle = eventually(30, "the CA renewed", async || {
         let renewed = secrets.get(CA_SECRET).await.unwrap();
         let bundle =
             String::from_utf8(renewed.data.as_ref().unwrap()["bundle.crt"].0.clone()).unwrap();
-        if bundle.matches("BEGIN CERTIFICATE").count() == 2 {
-            break bundle;
-        }
-        assert!(Instant::now() < deadline, "the CA was not renewed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        (bundle.matches("BEGIN CERTIFICATE").count() == 2).then_some(bundle)
+    })
+    .await;
     assert!(
         renewed_bundle.ends_with(&old_ca),
         "the previous CA stays in the bundle"
     );
     let new_ca = renewed_bundle.strip_suffix(&old_ca).unwrap().to_string();
     // The bundle reaches the configuration right after the Secret (same round).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let config = configs.get(NAME).await.unwrap();
-        let webhook = &config.webhooks.as_ref().unwrap()[0];
-        if webhook.client_config.ca_bundle.as_ref().unwrap().0 == renewed_bundle.as_bytes() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the renewed bundle never reached the configuration"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        10,
+        "the renewed bundle reaches the configuration",
+        async || {
+            let config = configs.get(NAME).await.unwrap();
+            let webhook = &config.webhooks.as_ref().unwrap()[0];
+            (webhook.client_config.ca_bundle.as_ref().unwrap().0 == renewed_bundle.as_bytes())
+                .then_some(())
+        },
+    )
+    .await;
     // The running server now serves a certificate of the new CA (a client trusting only the
     // new CA completes its handshake), and the API server keeps calling us.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !handshake_trusting(&new_ca, port).await {
-        assert!(
-            Instant::now() < deadline,
-            "the server never served the renewed certificate"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        30,
+        "the server serves the renewed certificate",
+        async || handshake_trusting(&new_ca, port).await.then_some(()),
+    )
+    .await;
     assert!(
         !handshake_trusting(&old_ca, port).await,
         "the old certificate is still served"

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use sandbox_controller::ControllerConfig;
 use sandbox_testenv::ControlPlane;
+use sandbox_testenv::ShootBuilder;
 pub use sandbox_testenv::gardenlet::{Shoot, create_cluster};
 use serde_json::{Value, json};
 
@@ -74,29 +75,14 @@ pub async fn shoot(cp: &ControlPlane, prefix: &str, shoot_patch: Value) -> Shoot
         .namespace(&client, &format!("shoot--{prefix}"))
         .await
         .unwrap();
-    let mut shoot = json!({
-        "apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot",
-        "metadata": {"name": prefix, "namespace": "garden-test"},
-        "spec": {"kubernetes": {"version": "1.34.2"}, "provider": {"type": "local", "workers": [
-            {"name": "pool-a", "cri": {"name": "containerd", "containerRuntimes": [{"type": "gvisor"}]}},
-            {"name": "pool-b", "cri": {"name": "containerd", "containerRuntimes": [{"type": "gvisor"}]}},
-        ]}},
-        "status": {"hibernated": false, "lastOperation": {"type": "Reconcile", "state": "Succeeded"}},
-    });
-    merge(&mut shoot, shoot_patch);
+    let shoot = ShootBuilder::new(prefix)
+        .kubernetes("1.34.2")
+        .pool("pool-a", &["gvisor"])
+        .pool("pool-b", &["gvisor"])
+        .patch(shoot_patch)
+        .build();
     create_cluster(&client, &ns, shoot).await;
     Shoot { client, ns }
-}
-
-fn merge(base: &mut Value, patch: Value) {
-    match (base, patch) {
-        (Value::Object(b), Value::Object(p)) => {
-            for (k, v) in p {
-                merge(b.entry(k).or_insert(Value::Null), v);
-            }
-        }
-        (b, p) => *b = p,
-    }
 }
 
 /// A sibling shoot whose runtime is created when the witness is: a test that asserts that
