@@ -259,11 +259,7 @@ async fn main() -> Result<(), Error> {
     };
     let total = args.shoots * args.pools;
     eprintln!("starting the control plane (audit log on)...");
-    let cp = sandbox_testenv::ControlPlane::start_with(sandbox_testenv::Options {
-        audit_log: true,
-        ..Default::default()
-    })
-    .await?;
+    let cp = sandbox_testenv::ControlPlane::start_audited().await?;
     let client = cp.client().await?;
     let audit = cp.audit_log().ok_or("no audit log")?.to_path_buf();
     let kubeconfig = cp.user_kubeconfig(CONTROLLER_USER, &["system:masters"])?;

@@ -37,7 +37,7 @@ use sandbox_api::{
 };
 use sandbox_controller::contract::FINALIZER;
 use sandbox_testenv::shoot_builder::{ShootBuilder, pool};
-use sandbox_testenv::{ControlPlane, Options, free_port, gardenlet};
+use sandbox_testenv::{ControlPlane, free_port, gardenlet};
 use serde_json::{Value, json};
 
 /// The controller's user in the audit log.
@@ -711,12 +711,7 @@ async fn controller_converges_under_faults() {
     let mut rng = Rng(seed);
     let started = Instant::now();
 
-    let cp = ControlPlane::start_with(Options {
-        audit_log: true,
-        ..Options::default()
-    })
-    .await
-    .unwrap();
+    let cp = ControlPlane::start_audited().await.unwrap();
     let audit = cp.audit_log().unwrap().to_path_buf();
     let client = cp.client().await.unwrap();
     let system = cp.namespace(&client, "garden-chaos").await.unwrap();

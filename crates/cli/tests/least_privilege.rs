@@ -14,7 +14,7 @@ use kube::api::{Api, Patch, PatchParams};
 use sandbox_api::ContainerRuntime;
 use sandbox_testenv::chart::{self, RELEASE_NAMESPACE, SERVICE_ACCOUNT};
 use sandbox_testenv::gardenlet::{self, Shoot};
-use sandbox_testenv::{ControlPlane, Options, free_port, http_get};
+use sandbox_testenv::{ControlPlane, free_port, http_get};
 use serde_json::{Value, json};
 
 mod support;
@@ -88,12 +88,7 @@ fn grants(rbac: &[Value]) -> BTreeSet<(String, String, String)> {
 
 #[tokio::test]
 async fn the_chart_grants_exactly_what_the_controller_uses() {
-    let cp = ControlPlane::start_with(Options {
-        audit_log: true,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let cp = ControlPlane::start_audited().await.unwrap();
     let _logs = cp.logs_on_panic();
     let admin = cp.client().await.unwrap();
     // The heartbeat renewed and the health checked every second, so their calls are exercised

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};
 use sandbox_api::ContainerRuntime;
-use sandbox_testenv::ShootBuilder;
 use sandbox_testenv::{free_port, gardenlet, http_get};
+use serde_json::json;
 
 /// The Go extension's Lease (`LeaderElectionNameID("runtime-gvisor")`), also our default.
 const LEASE: &str = "runtime-gvisor-leader-election";
@@ -142,9 +142,12 @@ async fn only_one_of_go_and_ours_reconciles_and_each_takes_over_from_the_other()
     gardenlet::create_cluster(
         &client,
         &shoot_ns,
-        ShootBuilder::new("switch")
-            .pool("pool-a", &["gvisor"])
-            .build(),
+        // This minimal Shoot, not ShootBuilder's complete one: the test needs the request still
+        // pending when ours takes over, and the Go extension completes it for a complete Shoot.
+        json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot",
+            "metadata": {"name": "switch"}, "spec": {"provider": {"workers": [
+                {"name": "pool-a", "cri": {"name": "containerd", "containerRuntimes": [{"type": "gvisor"}]}}]}},
+            "status": {"lastOperation": {"type": "Reconcile", "state": "Succeeded"}}}),
     )
     .await;
     let mut cr = gardenlet::container_runtime(&shoot_ns, "pool-a", None);

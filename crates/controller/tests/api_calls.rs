@@ -15,7 +15,7 @@ use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use sandbox_controller::ControllerConfig;
 use sandbox_probes::Readiness;
-use sandbox_testenv::{ControlPlane, Options};
+use sandbox_testenv::ControlPlane;
 use serde_json::json;
 
 const USER: &str = "api-calls-controller";
@@ -93,12 +93,7 @@ async fn start_controller(cp: &ControlPlane) -> tokio::sync::oneshot::Sender<()>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_rereconcile_and_restart_make_exactly_these_requests() {
-    let cp = ControlPlane::start_with(Options {
-        audit_log: true,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let cp = ControlPlane::start_audited().await.unwrap();
     let _logs = cp.logs_on_panic();
     let s = common::shoot(&cp, "calls", json!({})).await;
     let stop = start_controller(&cp).await;

@@ -13,7 +13,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use sandbox_api::ContainerRuntime;
 use sandbox_api::containerruntime::POOL_LABELS;
 use sandbox_controller::ControllerConfig;
-use sandbox_testenv::{ControlPlane, Options, eventually, eventually_or};
+use sandbox_testenv::{ControlPlane, eventually, eventually_or};
 use serde_json::json;
 
 const SECRET: &str = "gardener";
@@ -56,12 +56,7 @@ fn controller_gets(requests: &[(String, String)]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shoot_access_secret_is_read_once_per_version_and_never_polled_while_absent() {
-    let cp = ControlPlane::start_with(Options {
-        audit_log: true,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let cp = ControlPlane::start_audited().await.unwrap();
     let _logs = cp.logs_on_panic();
     // The controller with the chart's ServiceAccount and RBAC, health rounds every second.
     let (_, kubeconfig) = sandbox_testenv::chart::install_identity(&cp, &[])

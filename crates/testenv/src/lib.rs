@@ -189,6 +189,15 @@ impl ControlPlane {
         Self::start_with(Options::default()).await
     }
 
+    /// [`ControlPlane::start`] with an audit log (read it with [`audit::read`]).
+    pub async fn start_audited() -> Result<Self> {
+        Self::start_with(Options {
+            audit_log: true,
+            ..Options::default()
+        })
+        .await
+    }
+
     /// [`ControlPlane::start`] with [`Options`].
     pub async fn start_with(options: Options) -> Result<Self> {
         let tools = ControlPlaneTools::locate()?;

@@ -4,16 +4,11 @@
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use sandbox_testenv::{ControlPlane, Options};
+use sandbox_testenv::ControlPlane;
 
 #[tokio::test]
 async fn a_user_without_rbac_is_forbidden_and_audited() {
-    let cp = ControlPlane::start_with(Options {
-        audit_log: true,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let cp = ControlPlane::start_audited().await.unwrap();
     let _logs = cp.logs_on_panic();
     let path = cp.user_kubeconfig("alice", &["developers"]).unwrap();
     let config = kube::Config::from_custom_kubeconfig(

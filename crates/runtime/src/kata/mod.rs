@@ -147,14 +147,14 @@ impl Runtime for Kata {
 }
 
 /// Per offered hypervisor: the RuntimeClass's overhead and tolerations.
-pub type Offers = BTreeMap<Hypervisor, (config::Overhead, Vec<Toleration>)>;
+type Offers = BTreeMap<Hypervisor, (config::Overhead, Vec<Toleration>)>;
 
 /// What the shoot's pools offer: per hypervisor, the largest overhead any pool configures and
 /// the pools' taints. `current` is the reconciled pool's validated config, which wins over its
 /// entry in the Cluster (gardenlet updates the Cluster first, but a ContainerRuntime's own
 /// providerConfig is what this reconcile validated). Pools whose providerConfig is invalid are
 /// left out: their own ContainerRuntime reports the error.
-pub fn offers(shoot: &Shoot, current: Option<(&str, &KataConfig)>) -> Offers {
+fn offers(shoot: &Shoot, current: Option<(&str, &KataConfig)>) -> Offers {
     let mut offers: BTreeMap<Hypervisor, (config::Overhead, Vec<&Taint>)> = BTreeMap::new();
     let mut pools: Vec<(&str, Option<KataConfig>, &[Taint])> = shoot
         .spec
