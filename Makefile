@@ -46,7 +46,7 @@ image-kata:
 	target=$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'); \
 	  arch=$$(uname -m | sed 's/x86_64/amd64/;s/aarch64/arm64/'); \
 	  mkdir -p $$target/images && \
-	  $$target/release/agent-image --runtime kata --binary $$arch=$$target/release/gardener-extension-runtime-sandbox \
+	  $$target/release/agent-image --runtime kata --require-checksums --binary $$arch=$$target/release/gardener-extension-runtime-sandbox \
 	    --payload $$arch=$(KATA_PAYLOAD) --name ghcr.io/gardener-extension-runtime-sandbox/node-agent-kata:$(KATA_VERSION) \
 	    --out $$target/images/kata-node-agent.oci.tar
 

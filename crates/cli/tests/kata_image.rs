@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
-use sandbox_image::{AgentPlatform, Arch, agent_image};
+use sandbox_image::{AgentPlatform, Arch, ChecksumsFile, agent_image};
 use sandbox_runtime::actuator::Actuator;
 use sandbox_runtime::kata::Kata;
 use sandbox_runtime::kata::node::{self as kata_node, IMAGE_DIR};
@@ -87,6 +87,7 @@ fn the_payload_lands_in_the_image_verified_and_a_broken_one_is_refused() {
         agent_image(
             IMAGE,
             &binaries,
+            ChecksumsFile::Required,
             &[AgentPlatform {
                 arch: host,
                 binary: binary.as_ref(),

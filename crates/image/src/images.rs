@@ -10,7 +10,7 @@ use crate::Result;
 use crate::arch::Arch;
 use crate::elf::binary_with_libraries;
 use crate::oci::{Entry, PlatformImage, multi_arch_archive};
-use crate::payload::{Files, payload};
+use crate::payload::{ChecksumsFile, Files, payload};
 
 /// The product binary in the images (their entrypoint).
 pub const NODE_AGENT_BINARY: &str = "gardener-extension-runtime-sandbox";
@@ -81,11 +81,12 @@ pub struct AgentPlatform<'a> {
 pub fn agent_image(
     name: &str,
     binaries: &Binaries,
+    checksums: ChecksumsFile,
     platforms: &[AgentPlatform<'_>],
 ) -> Result<Vec<u8>> {
     let mut sources = Vec::new();
     for platform in platforms {
-        let files = payload(platform.payload_dir, binaries, platform.arch)?;
+        let files = payload(platform.payload_dir, binaries, platform.arch, checksums)?;
         sources.push((platform.arch, platform.binary, files));
     }
     image_with_payload(name, binaries, &sources)

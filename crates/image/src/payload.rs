@@ -21,20 +21,35 @@ use crate::{Error, Result, io_err};
 /// Files by name (relative to the payload folder) with their content.
 pub type Files = Vec<(String, Vec<u8>)>;
 
+/// Whether a payload folder must carry its own checksums file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChecksumsFile {
+    /// A published payload: its checksums file is part of it (Kata's, docs/kata.md).
+    Required,
+    /// Binaries just built from source: checksums are computed unless the folder has a file.
+    IfPresent,
+}
+
 /// The payload in `dir` for `arch` as `binaries` describe it, with its checksums file last.
-pub fn payload(dir: &Path, binaries: &Binaries, arch: Arch) -> Result<Files> {
+pub fn payload(
+    dir: &Path,
+    binaries: &Binaries,
+    arch: Arch,
+    checksums: ChecksumsFile,
+) -> Result<Files> {
     let sums = dir.join(&binaries.checksums);
-    if sums.exists() {
+    if sums.exists() || checksums == ChecksumsFile::Required {
         verified(dir, &sums, binaries, arch)
     } else {
         computed(dir, binaries, arch)
     }
 }
 
-/// Writes [`payload`] into `dest` (created): what the agent's `--source-dir` reads.
+/// Writes [`payload`] of binaries built from source (checksums computed) into `dest`
+/// (created): what the agent's `--source-dir` reads.
 pub fn write_payload(dir: &Path, binaries: &Binaries, arch: Arch, dest: &Path) -> Result<()> {
     std::fs::create_dir_all(dest).map_err(io_err(dest))?;
-    for (name, content) in payload(dir, binaries, arch)? {
+    for (name, content) in payload(dir, binaries, arch, ChecksumsFile::IfPresent)? {
         let path = dest.join(name);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io_err(parent))?;
@@ -178,7 +193,13 @@ mod tests {
             dir.path(),
             &[("a", "1"), ("b", "2"), ("extra/c", "3"), ("unrelated", "4")],
         );
-        let files = payload(dir.path(), &binaries(), Arch::Amd64).unwrap();
+        let files = payload(
+            dir.path(),
+            &binaries(),
+            Arch::Amd64,
+            ChecksumsFile::IfPresent,
+        )
+        .unwrap();
         let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["a", "b", "extra/c", "SHA256SUMS"]);
         let sums = String::from_utf8(files[3].1.clone()).unwrap();
@@ -187,12 +208,25 @@ mod tests {
             sums.starts_with(&format!("{}  a\n", sha256_hex(b"1"))),
             "{sums}"
         );
+        let empty = tempfile::tempdir().unwrap();
         let e = payload(
-            tempfile::tempdir().unwrap().path(),
+            empty.path(),
             &binaries(),
             Arch::Amd64,
+            ChecksumsFile::IfPresent,
         );
         assert!(e.is_err(), "a required file is missing");
+        let e = payload(
+            dir.path(),
+            &binaries(),
+            Arch::Amd64,
+            ChecksumsFile::Required,
+        );
+        let e = e.unwrap_err().to_string();
+        assert!(
+            e.contains("SHA256SUMS"),
+            "a published payload brings its own: {e}"
+        );
     }
 
     #[test]
@@ -200,20 +234,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sums = format!("{}  a\n{}  b\n", sha256_hex(b"1"), sha256_hex(b"2"));
         write(dir.path(), &[("a", "1"), ("b", "2"), ("SHA256SUMS", &sums)]);
-        let files = payload(dir.path(), &binaries(), Arch::Amd64).unwrap();
+        let files = payload(
+            dir.path(),
+            &binaries(),
+            Arch::Amd64,
+            ChecksumsFile::Required,
+        )
+        .unwrap();
         assert_eq!(files.last().unwrap().1, sums.as_bytes());
         write(dir.path(), &[("b", "changed")]);
-        let e = payload(dir.path(), &binaries(), Arch::Amd64)
-            .unwrap_err()
-            .to_string();
+        let e = payload(
+            dir.path(),
+            &binaries(),
+            Arch::Amd64,
+            ChecksumsFile::IfPresent,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             e.contains("b does not match its checksum in SHA256SUMS"),
             "{e}"
         );
         write(dir.path(), &[("b", "2"), ("stray", "x")]);
-        let e = payload(dir.path(), &binaries(), Arch::Amd64)
-            .unwrap_err()
-            .to_string();
+        let e = payload(
+            dir.path(),
+            &binaries(),
+            Arch::Amd64,
+            ChecksumsFile::IfPresent,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("not in SHA256SUMS: stray"), "{e}");
     }
 }

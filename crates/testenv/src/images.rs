@@ -158,5 +158,10 @@ pub fn gvisor_agent_image(name: &str, platforms: &[(Arch, &Path, &Path)]) -> Res
             },
         )
         .collect();
-    sandbox_image::agent_image(name, &gvisor_binaries(), &platforms)
+    sandbox_image::agent_image(
+        name,
+        &gvisor_binaries(),
+        sandbox_image::ChecksumsFile::IfPresent,
+        &platforms,
+    )
 }

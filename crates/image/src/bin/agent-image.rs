@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use sandbox_image::{AgentPlatform, Arch};
+use sandbox_image::{AgentPlatform, Arch, ChecksumsFile};
 use sandbox_runtime::actuator::{ACTUATORS, actuator};
 use sandbox_runtime::image::{DEFAULT_IMAGE_VECTOR, ImageVector};
 
@@ -25,6 +25,10 @@ struct Args {
     /// The runtime's payload folder of one architecture, as ARCH=PATH; once per architecture.
     #[arg(long = "payload", value_parser = sandbox_image::arch_path, required = true)]
     payloads: Vec<(Arch, PathBuf)>,
+    /// The payload is published with its own checksums file (`SHA256SUMS`), which must be
+    /// there and match; without this flag, checksums are computed when the folder has none.
+    #[arg(long)]
+    require_checksums: bool,
     /// The image reference recorded in the archive; by default the image vector's entry of
     /// the runtime (whose tag names the node plan's version folder).
     #[arg(long)]
@@ -64,7 +68,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     // The default configuration's plan: where the payload goes in the image and what it holds.
     let binaries = runtime.node_plan(None, &name)?.binaries;
-    let archive = sandbox_image::agent_image(&name, &binaries, &platforms)?;
+    let checksums = if args.require_checksums {
+        ChecksumsFile::Required
+    } else {
+        ChecksumsFile::IfPresent
+    };
+    let archive = sandbox_image::agent_image(&name, &binaries, checksums, &platforms)?;
     let archs: Vec<Arch> = pairs.iter().map(|p| p.0).collect();
     sandbox_image::write_archive(&args.out, &name, &archive, &archs)?;
     Ok(())
