@@ -24,7 +24,7 @@ pub type Files = Vec<(String, Vec<u8>)>;
 /// Whether a payload folder must carry its own checksums file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChecksumsFile {
-    /// A published payload: its checksums file is part of it (Kata's, docs/kata.md).
+    /// A published payload: its checksums file is part of it.
     Required,
     /// Binaries just built from source: checksums are computed unless the folder has a file.
     IfPresent,
