@@ -18,7 +18,7 @@ use sandbox_testenv::gardenlet::Shoot;
 use sandbox_testenv::node::BUSYBOX_IMAGE;
 use sandbox_testenv::shoot::{NODE_NAME, POOL};
 use sandbox_testenv::stack::{Stack, StackOptions};
-use sandbox_testenv::{ShootBuilder, eventually};
+use sandbox_testenv::{ShootBuilder, eventually, free_port};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -41,7 +41,7 @@ async fn main() {
             .unwrap()
             .with_file_name("gardener-extension-runtime-sandbox")
     });
-    let health = Stack::port();
+    let health = free_port().unwrap();
     let stack = Stack::start(StackOptions {
         namespace: "shoot--bench--sandbox",
         shoot: ShootBuilder::new("sandbox")
@@ -54,7 +54,7 @@ async fn main() {
             "controller".to_string(),
             "--leader-election=false".into(),
             format!("--health-bind-address=127.0.0.1:{health}"),
-            format!("--metrics-bind-address=127.0.0.1:{}", Stack::port()),
+            format!("--metrics-bind-address=127.0.0.1:{}", free_port().unwrap()),
         ],
         controller_env: Vec::new(),
         health,

@@ -22,6 +22,8 @@ use sandbox_testenv::chart::RELEASE_NAMESPACE;
 use sandbox_testenv::gardenlet::Shoot;
 use sandbox_testenv::node::BUSYBOX_IMAGE;
 use sandbox_testenv::shoot::{NODE_NAME, POOL};
+use sandbox_testenv::stack::{Stack, StackOptions};
+use sandbox_testenv::{ShootBuilder, eventually, free_port};
 use serde_json::{Value, json};
 
 const IMAGE_REPOSITORY: &str = "localhost/runtime-sandbox-test/node-agent";
@@ -29,10 +31,6 @@ const IMAGE_TAG: &str = "e2e";
 /// A second gVisor pool without nodes: it keeps the RuntimeClass when `POOL` drops gVisor.
 const OTHER_POOL: &str = "other";
 const TAINT_KEY: &str = "sandbox.gardener.cloud/untrusted";
-
-use sandbox_testenv::ShootBuilder;
-use sandbox_testenv::eventually;
-use sandbox_testenv::stack::{Stack, StackOptions};
 
 fn workers(gvisor_pools: &[&str], taints: Value) -> Value {
     let mut all = vec![POOL, OTHER_POOL];
@@ -311,7 +309,7 @@ impl World {
 #[tokio::test]
 async fn a_gvisor_pod_runs_on_a_node_our_agent_prepared_and_the_pool_can_drop_it_again() {
     let binary = env!("CARGO_BIN_EXE_gardener-extension-runtime-sandbox");
-    let (health, metrics) = (Stack::port(), Stack::port());
+    let (health, metrics) = (free_port().unwrap(), free_port().unwrap());
     // The chart's flags, health refreshed every 2 s instead of 30 s, so the test sees changes
     // quickly; our image by overwrite.
     let mut controller_args = support::chart_controller_args(

@@ -159,6 +159,13 @@ async fn read_shoot(ctx: &Context, namespace: &str, live: bool) -> Result<Shoot>
 }
 
 impl Target<'_> {
+    /// The name of `cr`'s pool's ManagedResource.
+    pub(super) fn pool_managed_resource(&self, cr: &ContainerRuntime) -> String {
+        self.actuator
+            .description()
+            .pool_managed_resource(&cr.spec.worker_pool.name)
+    }
+
     /// Renders the desired state (before any write) and reconciles `op` with it.
     async fn render_and_reconcile(
         &self,

@@ -45,20 +45,6 @@ pub fn payload(
     }
 }
 
-/// Writes [`payload`] of binaries built from source (checksums computed) into `dest`
-/// (created): what the agent's `--source-dir` reads.
-pub fn write_payload(dir: &Path, binaries: &Binaries, arch: Arch, dest: &Path) -> Result<()> {
-    std::fs::create_dir_all(dest).map_err(io_err(dest))?;
-    for (name, content) in payload(dir, binaries, arch, ChecksumsFile::IfPresent)? {
-        let path = dest.join(name);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io_err(parent))?;
-        }
-        std::fs::write(&path, content).map_err(io_err(&path))?;
-    }
-    Ok(())
-}
-
 /// The plan's files in `dir` (the optional ones that are there), with checksums computed.
 fn computed(dir: &Path, binaries: &Binaries, arch: Arch) -> Result<Files> {
     let mut names = binaries.names.clone();
@@ -86,8 +72,12 @@ fn computed(dir: &Path, binaries: &Binaries, arch: Arch) -> Result<Files> {
 }
 
 /// The files `sums_path` lists in `dir`, verified (see the module's documentation).
-fn verified(dir: &Path, sums_path: &Path, binaries: &Binaries, arch: Arch) -> Result<Files> {
-    let payload_dir = dir;
+fn verified(
+    payload_dir: &Path,
+    sums_path: &Path,
+    binaries: &Binaries,
+    arch: Arch,
+) -> Result<Files> {
     let checksums = &binaries.checksums;
     let bad = |what: String| Error::Libraries(format!("payload {}: {what}", payload_dir.display()));
     let sums = std::fs::read_to_string(sums_path).map_err(io_err(sums_path))?;

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use sandbox_image::{Arch, Entry, Error, Result, archive};
+use sandbox_image::{Arch, ChecksumsFile, Entry, Error, Result, archive};
 use sandbox_runtime::actuator::Actuator;
 use sandbox_runtime::gvisor::GVisor;
 use sandbox_runtime::node_plan::Binaries;
@@ -127,8 +127,15 @@ pub fn write_gvisor_payload(gvisor_dir: &Path, runsc_trailer: &[u8], dest: &Path
         let path = path.to_path_buf();
         move |source| Error::Io { path, source }
     };
-    let staging = tempfile::tempdir().map_err(io(dest))?;
     let binaries = gvisor_binaries();
+    // The files go straight into `dest`; their checksums are computed there, over what the
+    // agent will read (an older checksums file would be verified instead: it goes first).
+    let sums = dest.join(&binaries.checksums);
+    if let Err(e) = std::fs::remove_file(&sums)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        return Err(io(&sums)(e));
+    }
     for name in binaries.names.iter().chain(&binaries.optional) {
         let from = gvisor_dir.join(name);
         if !from.is_file() {
@@ -138,12 +145,14 @@ pub fn write_gvisor_payload(gvisor_dir: &Path, runsc_trailer: &[u8], dest: &Path
         if name == "runsc" {
             content.extend_from_slice(runsc_trailer);
         }
-        let to = staging.path().join(name);
+        let to = dest.join(name);
         std::fs::create_dir_all(to.parent().expect("a file in the folder")).map_err(io(&to))?;
         std::fs::write(&to, content).map_err(io(&to))?;
     }
     let arch = Arch::host().expect("tests run on an architecture we build for");
-    sandbox_image::write_payload(staging.path(), &binaries, arch, dest)
+    let files = sandbox_image::payload(dest, &binaries, arch, ChecksumsFile::IfPresent)?;
+    let (_, content) = files.last().expect("the checksums file comes last");
+    std::fs::write(&sums, content).map_err(io(&sums))
 }
 
 /// The gVisor node agent's image `name`: per `(arch, product binary, gVisor build folder)`.

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use serde_json::Value;
 
 use crate::shoot::TestShoot;
-use crate::{ControlPlane, Error, Result, chart, eventually, free_port, gardenlet, http_get};
+use crate::{ControlPlane, Error, Result, chart, eventually, gardenlet, http_get};
 
 /// The node label gardenlet puts on a gVisor pool's nodes.
 const GVISOR_POOL_LABEL: (&str, &str) = ("containerruntime.worker.gardener.cloud/gvisor", "true");
@@ -99,11 +99,6 @@ impl Stack {
             .iter()
             .filter(|(unit, _)| unit == "containerd.service")
             .count()
-    }
-
-    /// A free port for the controller's servers.
-    pub fn port() -> u16 {
-        free_port().expect("a free loopback port")
     }
 }
 

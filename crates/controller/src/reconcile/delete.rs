@@ -71,10 +71,7 @@ impl Target<'_> {
     ) -> Result<Option<Pending>> {
         let client = &self.ctx.client;
         let ns = &self.namespace;
-        let pool_mr = self
-            .actuator
-            .description()
-            .pool_managed_resource(&cr.spec.worker_pool.name);
+        let pool_mr = self.pool_managed_resource(cr);
         // The cleanup replaces the pool's installer (gardener-resource-manager deletes it) and
         // runs until every node of the pool verified the runtime is gone. Skipped when the
         // pool's ManagedResource is missing or already going (nothing installed, or an
@@ -160,10 +157,7 @@ impl Target<'_> {
     pub(super) async fn migrate(&self, cr: ContainerRuntime) -> Result<()> {
         let client = &self.ctx.client;
         let ns = &self.namespace;
-        let pool_mr = self
-            .actuator
-            .description()
-            .pool_managed_resource(&cr.spec.worker_pool.name);
+        let pool_mr = self.pool_managed_resource(&cr);
         let work = async {
             let _lock = self
                 .ctx
