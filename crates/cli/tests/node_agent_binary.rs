@@ -5,7 +5,7 @@
 //! DaemonSets, it installs and uninstalls, restarting containerd through systemd's D-Bus API
 //! on a real `dbus-daemon`.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -25,13 +25,7 @@ use sandbox_testenv::{free_port, http_get};
 
 mod support;
 
-struct KillOnDrop(Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::Kill;
 
 /// The rendered installer container's memory limit in MiB.
 fn memory_limit_mib() -> u64 {
@@ -201,7 +195,7 @@ async fn node_agent_verifies_labels_and_reports_ready() {
 
     // As a daemon: /readyz turns 200 once verified.
     let port = free_port().unwrap();
-    let _agent = KillOnDrop(
+    let _agent = Kill(
         Command::new(binary)
             .args(args(&[format!("--health-bind-address=127.0.0.1:{port}")]))
             .env("KUBECONFIG", &kubeconfig)
@@ -304,7 +298,7 @@ async fn rendered_installer_then_cleanup_install_and_uninstall_through_systemd()
     // Install: one restart through D-Bus, runsc loaded, the node labelled, /readyz 200.
     let port = free_port().unwrap();
     let installer_dir = work.path().join("installer-config");
-    let installer_pod = KillOnDrop(run(rendered_command(
+    let installer_pod = Kill(run(rendered_command(
         &installer,
         &node,
         &installer_dir,
@@ -340,7 +334,7 @@ async fn rendered_installer_then_cleanup_install_and_uninstall_through_systemd()
     let cleanup = support::cleanup("registry.local/node-agent:test");
     let port = free_port().unwrap();
     let cleanup_dir = work.path().join("cleanup-config");
-    let _cleanup_pod = KillOnDrop(run(rendered_command(&cleanup, &node, &cleanup_dir, port)));
+    let _cleanup_pod = Kill(run(rendered_command(&cleanup, &node, &cleanup_dir, port)));
     wait_ready(port).await;
     assert_eq!(systemd.calls().len(), 2);
     assert_eq!(node.starts(), starts + 2);

@@ -110,7 +110,7 @@ async fn reconcile_object(cr: ContainerRuntime, ctx: &Context) -> Result<Action>
             target.remove_operation_annotation(&cr).await?;
         }
         Step::Skip(why) => {
-            target.consume(&cr, consume).await?;
+            target.consume(cr, consume).await?;
             if why == Skip::ShootFailed {
                 info!(%namespace, %name, "skipping the ContainerRuntime of a failed shoot");
             } else {
@@ -118,12 +118,12 @@ async fn reconcile_object(cr: ContainerRuntime, ctx: &Context) -> Result<Action>
             }
         }
         Step::Delete { wait, clean_nodes } => {
-            let cr = target.consume(&cr, consume).await?;
+            let cr = target.consume(cr, consume).await?;
             info!(%namespace, %name, operation = "delete", wait, clean_nodes, "reconciling");
             return target.delete(cr, &shoot, wait, clean_nodes).await;
         }
         Step::Migrate => {
-            let cr = target.consume(&cr, consume).await?;
+            let cr = target.consume(cr, consume).await?;
             info!(%namespace, %name, operation = "migrate", "reconciling");
             target.migrate(cr).await?;
         }
@@ -182,11 +182,11 @@ impl Target<'_> {
 
     /// Consumes gardenlet's `reconcile` request now, if the plan says so (the steps that
     /// render nothing).
-    async fn consume(&self, cr: &ContainerRuntime, consume: bool) -> Result<ContainerRuntime> {
+    async fn consume(&self, cr: ContainerRuntime, consume: bool) -> Result<ContainerRuntime> {
         if consume {
-            self.update_metadata(cr, true, false).await
+            self.update_metadata(&cr, true, false).await
         } else {
-            Ok(cr.clone())
+            Ok(cr)
         }
     }
 
