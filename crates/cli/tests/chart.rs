@@ -60,6 +60,8 @@ fn default_render_is_what_an_operator_expects() {
             "RoleBinding",
             "Service",
             "ServiceAccount",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
             "VerticalPodAutoscaler"
         ]
     );

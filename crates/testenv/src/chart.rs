@@ -110,6 +110,8 @@ pub const RBAC_KINDS: &[&str] = &[
     "ClusterRoleBinding",
     "Role",
     "RoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
 ];
 
 /// Installs the chart's ServiceAccount and RBAC (rendered with `extra` helm arguments) in
@@ -145,7 +147,45 @@ pub async fn install_identity(
     let kubeconfig = cp
         .service_account_kubeconfig(RELEASE_NAMESPACE, SERVICE_ACCOUNT, None)
         .await?;
+    // The policy fence takes effect once the API server's policy cache has it: wait until
+    // the ServiceAccount is refused a Secret the fence forbids (a dry run, nothing written).
+    if rbac
+        .iter()
+        .any(|o| o["kind"] == "ValidatingAdmissionPolicyBinding")
+    {
+        let fenced = crate::client_for(kubeconfig.clone()).await?;
+        crate::eventually_or(30, "the chart's admission policy in force", async || {
+            match fence_probe(&fenced).await {
+                Err(kube::Error::Api(e))
+                    if e.code == 403 && e.message.contains("ValidatingAdmissionPolicy") =>
+                {
+                    Ok(())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+    }
     Ok((rbac, kubeconfig))
+}
+
+/// A dry-run create of a Secret the chart's policy refuses the controller (one outside every
+/// shoot namespace).
+pub async fn fence_probe(client: &Client) -> std::result::Result<(), kube::Error> {
+    use k8s_openapi::api::core::v1::Secret;
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "fence-probe"}, "type": "Opaque"}))
+    .map_err(kube::Error::SerdeError)?;
+    Api::<Secret>::namespaced(client.clone(), RELEASE_NAMESPACE)
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..PostParams::default()
+            },
+            &secret,
+        )
+        .await
+        .map(|_| ())
 }
 
 /// `result`, with "already exists" (409) counted as success.
