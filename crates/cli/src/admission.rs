@@ -11,7 +11,10 @@ use sandbox_runtime::admission::{Capability, Rules};
 use sandbox_webhook::admission::{self, Context, GardenApi, Metrics, ServeOptions};
 use tracing::info;
 
-use crate::common::{ProcessFlags, bind_address, client, serve_probes, shutdown_signal};
+use crate::common::{self, ProcessFlags, bind_address, serve_probes, shutdown_signal};
+
+/// Connect and read timeout of the garden client (the API server gives the webhook 10 s).
+const GARDEN_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Flags of the admission webhook; names follow Gardener's admission components.
 #[derive(clap::Args, Debug)]
@@ -87,7 +90,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ),
     )?;
     let (cert_file, key_file) = args.files()?;
-    let client = client(args.kubeconfig.as_ref()).await?;
+    // The garden is read while the API server waits for our answer (10 s): a garden call
+    // that hangs must fail well before that, not after kube's default of 295 s.
+    let mut config = common::config(args.kubeconfig.as_ref()).await?;
+    config.connect_timeout = Some(GARDEN_TIMEOUT);
+    config.read_timeout = Some(GARDEN_TIMEOUT);
+    config.write_timeout = Some(GARDEN_TIMEOUT);
+    let client = kube::Client::try_from(config)?;
     let rules = args.rules();
     info!(
         version = env!("CARGO_PKG_VERSION"),

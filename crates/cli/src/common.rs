@@ -8,6 +8,11 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 
 /// A client from `--kubeconfig`, else the in-cluster configuration.
 pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
+    Ok(kube::Client::try_from(config(kubeconfig).await?)?)
+}
+
+/// The configuration [`client`] builds its client from.
+pub async fn config(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Config> {
     let config = match kubeconfig {
         Some(path) => {
             let kc = Kubeconfig::read_from(path)
@@ -18,7 +23,7 @@ pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client
             .await
             .context("no --kubeconfig and no in-cluster configuration")?,
     };
-    Ok(kube::Client::try_from(config)?)
+    Ok(config)
 }
 
 /// Flags every long-running subcommand shares (the Go extensions' names and defaults).

@@ -22,6 +22,7 @@ use kube::core::{response::StatusCause, response::StatusDetails};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use sandbox_api::shoot::{
@@ -98,6 +99,7 @@ pub struct Metrics {
     registry: Arc<Registry>,
     reviews: Family<OutcomeLabels, Counter>,
     durations: Histogram,
+    certificate_expiry: Gauge,
 }
 
 impl Default for Metrics {
@@ -115,10 +117,17 @@ impl Default for Metrics {
             "Time to answer one Shoot admission review",
             durations.clone(),
         );
+        let certificate_expiry = Gauge::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "When the served certificate expires (Unix seconds; 0 until one is loaded). With failurePolicy Fail, an expired certificate blocks every Shoot write with a sandboxed runtime",
+            certificate_expiry.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             reviews,
             durations,
+            certificate_expiry,
         }
     }
 }
@@ -127,6 +136,11 @@ impl Metrics {
     fn observe(&self, outcome: &'static str, started: Instant) {
         self.reviews.get_or_create(&OutcomeLabels { outcome }).inc();
         self.durations.observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Records the served certificate's expiry (Unix seconds).
+    pub fn certificate_expires(&self, not_after: i64) {
+        self.certificate_expiry.set(not_after);
     }
 
     /// The metrics in Prometheus' text format.
@@ -323,6 +337,7 @@ pub async fn follow_files(
     cert_file: std::path::PathBuf,
     key_file: std::path::PathBuf,
     period: Duration,
+    metrics: Metrics,
 ) {
     loop {
         let loaded = std::fs::read_to_string(&cert_file)
@@ -330,7 +345,10 @@ pub async fn follow_files(
         match loaded {
             Ok((cert, key)) => match certificate.set(&cert, &key) {
                 Ok(true) => {
-                    info!(file = %cert_file.display(), "serving the certificate from its file")
+                    if let Some(not_after) = certificate.not_after() {
+                        metrics.certificate_expires(not_after);
+                    }
+                    info!(file = %cert_file.display(), not_after = certificate.not_after().unwrap_or_default(), "serving the certificate from its file")
                 }
                 Ok(false) => {}
                 Err(e) => {
@@ -370,6 +388,7 @@ pub async fn serve<P: CloudProfiles>(
         options.cert_file.clone(),
         options.key_file.clone(),
         options.reload_period,
+        context.metrics.clone(),
     ));
     let tcp = tokio::net::TcpListener::bind(options.bind)
         .await
@@ -378,8 +397,10 @@ pub async fn serve<P: CloudProfiles>(
             source,
         })?;
     let address = tcp.local_addr().unwrap_or(options.bind);
-    let listener = crate::tls::TlsListener::new(tcp, certificate.server_config()?)
-        .map_err(|source| crate::Error::Io { address, source })?;
+    let limits = crate::serve::Limits::default();
+    let listener =
+        crate::tls::TlsListener::new(tcp, certificate.server_config()?, limits.max_connections)
+            .map_err(|source| crate::Error::Io { address, source })?;
     info!(%address, "Shoot admission webhook listening");
     let readiness = {
         let certificate = certificate.clone();
@@ -390,10 +411,8 @@ pub async fn serve<P: CloudProfiles>(
             ready.set_ready();
         })
     };
-    let served = axum::serve(listener, router(context))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    crate::serve::serve(listener, router(context), limits, shutdown).await;
     follower.abort();
     readiness.abort();
-    served.map_err(|source| crate::Error::Io { address, source })
+    Ok(())
 }

@@ -8,6 +8,7 @@ pub mod admission;
 pub mod certificates;
 pub mod osc;
 pub mod registration;
+pub mod serve;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -87,7 +88,8 @@ pub async fn run(
             source,
         })?;
     let address = tcp.local_addr().unwrap_or(options.bind);
-    let listener = TlsListener::new(tcp, certificate.server_config()?)
+    let limits = serve::Limits::default();
+    let listener = TlsListener::new(tcp, certificate.server_config()?, limits.max_connections)
         .map_err(|source| Error::Io { address, source })?;
     info!(%address, "webhook server listening");
 
@@ -110,9 +112,7 @@ pub async fn run(
         })
     };
     let app = router(ClusterApi(Api::all(client)));
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    serve::serve(listener, app, limits, shutdown).await;
     renewal.abort();
-    served.map_err(|source| Error::Io { address, source })
+    Ok(())
 }

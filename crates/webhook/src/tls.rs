@@ -1,6 +1,7 @@
 //! TLS for the webhook server: a certificate that can be swapped while serving (renewals
-//! take effect for the next handshake), and a listener for axum that does handshakes
-//! concurrently with a deadline, so a slow or silent client holds up nobody else.
+//! take effect for the next handshake), and a listener that does handshakes concurrently
+//! with a deadline and a bound on open connections, so a slow or silent client holds up
+//! nobody else.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -12,13 +13,13 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tracing::debug;
 
-/// How long a client has to complete its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client has to complete its handshake (half the API server's webhook timeout).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// TLS errors.
 #[derive(Debug, thiserror::Error)]
@@ -29,8 +30,9 @@ pub enum Error {
     Key(#[from] rustls::Error),
 }
 
-/// The served certificate and key, with the PEM they came from (to tell changes apart).
-type Loaded = Option<(String, Arc<CertifiedKey>)>;
+/// The served certificate and key, with the PEM they came from (to tell changes apart) and
+/// the leaf's notAfter (Unix seconds), when it parses.
+type Loaded = Option<(String, Arc<CertifiedKey>, Option<i64>)>;
 
 /// The certificate we serve; [`Certificate::set`] swaps it.
 #[derive(Debug, Default, Clone)]
@@ -48,7 +50,7 @@ impl Certificate {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-            .is_some_and(|(f, _)| *f == fingerprint)
+            .is_some_and(|(f, _, _)| *f == fingerprint)
         {
             return Ok(false);
         }
@@ -60,11 +62,23 @@ impl Certificate {
         }
         let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
             .map_err(|e| Error::Pem(e.to_string()))?;
+        let not_after = x509_parser::parse_x509_certificate(&chain[0])
+            .ok()
+            .map(|(_, leaf)| leaf.validity().not_after.timestamp());
         let provider = ring::default_provider();
         let certified = CertifiedKey::from_der(chain, key, &provider)?;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) =
-            Some((fingerprint, Arc::new(certified)));
+            Some((fingerprint, Arc::new(certified), not_after));
         Ok(true)
+    }
+
+    /// When the served certificate expires (Unix seconds), if one is loaded and parses.
+    pub fn not_after(&self) -> Option<i64> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|(_, _, not_after)| *not_after)
     }
 
     /// Whether a certificate is loaded (the webhook server is ready only then).
@@ -93,25 +107,42 @@ impl ResolvesServerCert for Certificate {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-            .map(|(_, key)| key.clone())
+            .map(|(_, key, _)| key.clone())
     }
 }
 
-/// An axum listener whose connections are TLS: accepted TCP connections are handshaken in
-/// their own tasks (with a deadline) and handed over when done.
+/// A TLS connection handed to the server, with its place among the connections allowed.
+pub struct Accepted {
+    pub stream: TlsStream<TcpStream>,
+    pub peer: SocketAddr,
+    /// Held for as long as the connection is served.
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// A listener whose connections are TLS: accepted TCP connections are handshaken in their
+/// own tasks (with a deadline) and handed over when done. At most `max_connections` are open
+/// at once, handshakes included: beyond that, new connections wait in the kernel's backlog.
 pub struct TlsListener {
     local: SocketAddr,
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    ready: mpsc::Receiver<Accepted>,
 }
 
 impl TlsListener {
     /// Starts accepting on `listener` with `config`.
-    pub fn new(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
+    pub fn new(
+        listener: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+        max_connections: usize,
+    ) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(64);
         let acceptor = TlsAcceptor::from(config);
+        let slots = Arc::new(Semaphore::new(max_connections));
         tokio::spawn(async move {
             loop {
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    return;
+                };
                 let (tcp, peer) = match listener.accept().await {
                     Ok(accepted) => accepted,
                     Err(e) => {
@@ -129,8 +160,14 @@ impl TlsListener {
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, peer)).await;
+                        Ok(Ok(stream)) => {
+                            let _ = tx
+                                .send(Accepted {
+                                    stream,
+                                    peer,
+                                    permit,
+                                })
+                                .await;
                         }
                         Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => debug!(%peer, "TLS handshake timed out"),
@@ -140,21 +177,16 @@ impl TlsListener {
         });
         Ok(TlsListener { local, ready })
     }
-}
 
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+    /// The next handshaken connection (waits forever once the accept loop ended).
+    pub async fn accept(&mut self) -> Accepted {
         match self.ready.recv().await {
             Some(accepted) => accepted,
-            // The accept loop only ends when we are dropped.
             None => std::future::pending().await,
         }
     }
 
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
     }
 }
