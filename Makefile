@@ -37,7 +37,7 @@ image: tools
 	    --out $$target/images/controller.oci.tar && \
 	  $$target/release/agent-image --runtime gvisor --binary amd64=$$amd64 --binary arm64=$$arm64 \
 	    --payload amd64=$$(hack/tools.sh path gvisor) --payload arm64=$$(hack/tools.sh path gvisor-arm64) \
-	    --out $$target/images/node-agent.oci.tar
+	    --out $$target/images/node-agent.oci.tar --image-vector-entry $$target/images/node-agent.imagevector.yaml
 
 ## image-kata: Kata's node agent image for the host's architecture from a payload folder (KATA_PAYLOAD=DIR, KATA_VERSION=tag; docs/kata.md)
 image-kata:
@@ -48,7 +48,7 @@ image-kata:
 	  mkdir -p $$target/images && \
 	  $$target/release/agent-image --runtime kata --require-checksums --binary $$arch=$$target/release/gardener-extension-runtime-sandbox \
 	    --payload $$arch=$(KATA_PAYLOAD) --name ghcr.io/gardener-extension-runtime-sandbox/node-agent-kata:$(KATA_VERSION) \
-	    --out $$target/images/kata-node-agent.oci.tar
+	    --out $$target/images/kata-node-agent.oci.tar --image-vector-entry $$target/images/kata-node-agent.imagevector.yaml
 
 ## bump-gvisor: move the gVisor pin to the newest the Go module proxy serves, rebuild both pins and run the node tier (docs/operations.md)
 bump-gvisor:

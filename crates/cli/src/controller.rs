@@ -54,6 +54,10 @@ pub struct Args {
     /// extensions default to 30 s).
     #[arg(long, default_value_t = 30)]
     health_check_sync_period_seconds: u64,
+    /// The shoot's API server as seen from the seed, for the health check's node-reader token;
+    /// `{namespace}` stands for the shoot namespace.
+    #[arg(long, default_value = sandbox_controller::shoot_access::DEFAULT_SERVER)]
+    shoot_api_server: String,
     #[command(flatten)]
     process: ProcessFlags,
     /// Version of the Gardener that deployed us (informational).
@@ -174,9 +178,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let vector = image_vector()?;
     let image = vector.find(NODE_AGENT_IMAGE)?.reference();
     let mut images = std::collections::BTreeMap::new();
+    let mut pinned = std::collections::BTreeMap::new();
     for actuator in sandbox_runtime::actuator::ACTUATORS {
         let name = actuator.description().image_name;
-        images.insert(name.to_string(), vector.find(name)?.reference());
+        let source = vector.find(name)?;
+        images.insert(name.to_string(), source.reference());
+        pinned.insert(name.to_string(), source.binaries.clone());
+        // Said once at start, where an operator looks: what protects the nodes' root binaries.
+        if !source.pinned_by_digest() || source.binaries.is_empty() {
+            warn!(
+                image = name,
+                reference = %source.reference(),
+                pinned_by_digest = source.pinned_by_digest(),
+                binaries_recorded = !source.binaries.is_empty(),
+                "the image vector neither pins this image by digest nor records its binaries' checksums: whoever can push its tag ships root binaries to every node (docs/security.md)"
+            );
+        }
     }
     let client = client(args.kubeconfig.as_ref()).await?;
     info!(version = env!("CARGO_PKG_VERSION"), gardener_version = args.gardener_version.as_deref().unwrap_or("unknown"), %image, "starting the controller");
@@ -217,9 +234,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         max_concurrent_reconciles: args.max_concurrent_reconciles.max(1),
         image,
         images,
+        pinned,
         health_sync_period: std::time::Duration::from_secs(
             args.health_check_sync_period_seconds.max(1),
         ),
+        shoot_api_server: args.shoot_api_server.clone(),
         ..ControllerConfig::default()
     };
 

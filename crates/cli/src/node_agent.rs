@@ -94,6 +94,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             NodePlan::parse(&text).with_context(|| format!("reading {}", path.display()))?
         }
     };
+    // The DaemonSet passes what the seed checked; an agent started by hand gets the same rule.
+    sandbox_runtime::installation::check_binary_path(
+        &args.binary_path,
+        plan.binaries.versioned.as_ref().map(|v| v.target.as_str()),
+    )
+    .map_err(|e| anyhow::anyhow!("--binary-path: {}", e.message))?;
     let host = Host::new(&args.host_root);
     let restarter = Arc::new(Systemd::new(
         host.path(&args.dbus_socket),

@@ -383,6 +383,36 @@ async fn a_gvisor_pod_runs_on_a_node_our_agent_prepared_and_the_pool_can_drop_it
         assert_eq!(c.reason, "HealthCheckSuccessful");
         assert_eq!(c.message, "All health checks successful");
     }
+    // The health check reads the shoot with its own token, which the real
+    // gardener-resource-manager issued into our shoot-access Secret (with the shoot's CA): it
+    // lists nodes and is refused everything else.
+    let access = eventually(60, "the node-reader token issued", async || {
+        let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(admin.clone(), ns)
+            .get("shoot-access-extension-runtime-gvisor")
+            .await
+            .ok()?;
+        let text = String::from_utf8(secret.data?.get("kubeconfig")?.0.clone()).ok()?;
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(&text).ok()?;
+        let token = serde_json::to_value(&kubeconfig).ok()?["users"][0]["user"]["token"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .map(String::from);
+        token.map(|_| kubeconfig)
+    })
+    .await;
+    let reader = sandbox_testenv::client_for(access).await.unwrap();
+    let listed = Api::<Node>::all(reader.clone())
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1, "the token lists the shoot's node");
+    match Api::<k8s_openapi::api::core::v1::Secret>::namespaced(reader, "kube-system")
+        .list(&Default::default())
+        .await
+    {
+        Err(kube::Error::Api(e)) if e.code == 403 => {}
+        other => panic!("the health check's token read the shoot's Secrets: {other:?}"),
+    }
     // A long-running gVisor pod and a runc pod that must survive what follows.
     w.pods
         .create(

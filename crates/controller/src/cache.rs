@@ -1,8 +1,8 @@
 //! What a reconcile reads, served from watches instead of one request per read: every Cluster
 //! (read as a [`ClusterShoot`]: the embedded CloudProfile and Seed are skipped while parsing and
 //! the Shoot is decoded straight into the few fields the contract decides on) and our own
-//! ManagedResources (by `origin` label, without managed fields), and the metadata of the
-//! Secrets with the shoot's kubeconfig (by name: whether one exists and its resourceVersion,
+//! ManagedResources (by `origin` label, without managed fields), and the metadata of our
+//! shoot-access Secrets (by name: whether one exists and its resourceVersion,
 //! so the health loop reads a Secret only when it changed, and never asks for one that does
 //! not exist).
 //!
@@ -112,17 +112,12 @@ impl Caches {
         }
     }
 
-    /// The first of the shoot-access Secrets (in the order given to [`Caches::start`]) that
-    /// exists in `namespace`: its name and resourceVersion.
-    pub(crate) fn shoot_access(&self, namespace: &str) -> Option<(String, String)> {
-        self.shoot_access.iter().find_map(|(name, store)| {
-            store.get(&ObjectRef::new(name).within(namespace)).map(|s| {
-                (
-                    name.clone(),
-                    s.metadata.resource_version.clone().unwrap_or_default(),
-                )
-            })
-        })
+    /// The resourceVersion of shoot-access Secret `name` in `namespace`, if it exists.
+    pub(crate) fn shoot_access(&self, namespace: &str, name: &str) -> Option<String> {
+        let (_, store) = self.shoot_access.iter().find(|(n, _)| n == name)?;
+        store
+            .get(&ObjectRef::new(name).within(namespace))
+            .map(|s| s.metadata.resource_version.clone().unwrap_or_default())
     }
 
     /// The cached Cluster `name` (its Shoot's projection), if the cache has it.

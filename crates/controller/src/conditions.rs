@@ -40,6 +40,41 @@ pub const REASON_CHECK_ERROR: &str = "ConditionCheckError";
 /// How long a rollout may keep a condition `Progressing` before it counts as `False`.
 pub const PROGRESSING_THRESHOLD: Duration = Duration::from_secs(10 * 60);
 
+/// A condition message is cut to this many bytes (it lands in the ContainerRuntime's and,
+/// through gardenlet, the Shoot's status).
+pub const MESSAGE_MAX: usize = 4096;
+/// A condition message names at most this many nodes, then says how many more there are.
+pub const NAMED_NODES_MAX: usize = 10;
+/// What a condition says about one node (name, reason, message) is cut to this many bytes.
+pub const NODE_DETAIL_MAX: usize = 320;
+
+/// `s` cut to at most `max` bytes at a character boundary, ending in `…` when cut.
+pub fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let marker = "…";
+    let mut end = max.saturating_sub(marker.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{marker}", &s[..end])
+}
+
+/// `items` joined with `, `: at most [`NAMED_NODES_MAX`], then `and N more`.
+pub(crate) fn name_some(items: &[String]) -> String {
+    let shown = items
+        .iter()
+        .take(NAMED_NODES_MAX)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    match items.len().saturating_sub(NAMED_NODES_MAX) {
+        0 => shown,
+        more => format!("{shown} and {more} more"),
+    }
+}
+
 /// Everything the health of one ContainerRuntime depends on.
 #[derive(Clone, Debug)]
 pub struct Input<'a> {
@@ -257,6 +292,7 @@ pub fn conditions(input: &Input<'_>, old: &[Condition], now: Timestamp) -> Vec<C
             status = "False";
             reason = REASON_UNSUCCESSFUL;
         }
+        let message = cut(&message, MESSAGE_MAX);
         result.push(build(type_, status, reason, message, previous, now));
     }
     result.sort_by(|a, b| a.type_.cmp(&b.type_));
@@ -558,5 +594,51 @@ mod tests {
             [EVERY_NODE_READY, "SomeoneElses", SYSTEM_COMPONENTS_HEALTHY]
         );
         assert_eq!(find(&cs, EVERY_NODE_READY).message, "Shoot is hibernated");
+    }
+
+    #[test]
+    fn a_thousand_failing_nodes_with_huge_reports_make_a_bounded_message() {
+        let huge = "x".repeat(256 * 1024);
+        let nodes: Vec<NodeState> = (0..1000)
+            .map(|i| NodeState {
+                name: format!("node-{i:04}-{}", "n".repeat(200)),
+                ready: false,
+                reason: Some("BinaryNotAsPinned".into()),
+                message: Some(huge.clone()),
+                components_not_ready: Vec::new(),
+                version: Some(format!("v{i}")),
+            })
+            .collect();
+        let i = input(None, None, Ok(nodes));
+        let conditions = conditions(&i, &[], Timestamp::UNIX_EPOCH);
+        let c = conditions
+            .iter()
+            .find(|c| c.type_ == EVERY_NODE_READY)
+            .unwrap();
+        assert!(c.message.len() <= MESSAGE_MAX, "{}", c.message.len());
+        assert!(
+            c.message.contains("0 of 1000 nodes"),
+            "{}",
+            &c.message[..200]
+        );
+        assert!(
+            c.message.contains("BinaryNotAsPinned"),
+            "{}",
+            &c.message[..200]
+        );
+        assert!(c.message.contains("and 990 more"), "{}", c.message);
+    }
+
+    #[test]
+    fn node_lists_name_ten_nodes_then_count_the_rest() {
+        let names: Vec<String> = (0..25).map(|i| format!("n{i}")).collect();
+        let listed = name_some(&names);
+        assert!(
+            listed.starts_with("n0, n1,") && listed.ends_with("n9 and 15 more"),
+            "{listed}"
+        );
+        assert_eq!(name_some(&names[..3]), "n0, n1, n2");
+        assert_eq!(cut("äöü", 4), "…");
+        assert_eq!(cut("abc", 3), "abc");
     }
 }

@@ -34,6 +34,9 @@ pub struct ControllerConfig {
     /// Image references by image-vector name, for runtimes with their own node-agent image
     /// (Kata's carries its payload).
     pub images: std::collections::BTreeMap<String, String>,
+    /// The binaries' checksums the image vector records, by image-vector name (see
+    /// [`sandbox_runtime::node_plan::Binaries::pinned`]).
+    pub pinned: std::collections::BTreeMap<String, sandbox_runtime::node_plan::Pins>,
     /// Name under which Events are reported.
     pub reporter: String,
     /// First retry delay after an error; doubles per failure up to `max_backoff`.
@@ -43,6 +46,9 @@ pub struct ControllerConfig {
     /// How often the health conditions are checked (`SystemComponentsHealthy`,
     /// `EveryNodeReady`; see [`crate::health`]).
     pub health_sync_period: Duration,
+    /// The shoot's API server as seen from the seed, `{namespace}` standing for the shoot
+    /// namespace (`--shoot-api-server`; [`crate::shoot_access::DEFAULT_SERVER`]).
+    pub shoot_api_server: String,
 }
 
 impl ControllerConfig {
@@ -51,6 +57,17 @@ impl ControllerConfig {
         self.images
             .get(actuator.description().image_name)
             .map_or(self.image.as_str(), String::as_str)
+    }
+
+    /// The checksums the seed expects of `actuator`'s binaries (empty if none recorded).
+    pub fn pinned_for(
+        &self,
+        actuator: &dyn sandbox_runtime::actuator::Actuator,
+    ) -> &sandbox_runtime::node_plan::Pins {
+        static NONE: sandbox_runtime::node_plan::Pins = std::collections::BTreeMap::new();
+        self.pinned
+            .get(actuator.description().image_name)
+            .unwrap_or(&NONE)
     }
 }
 
@@ -64,10 +81,12 @@ impl Default for ControllerConfig {
             wait_poll: Duration::from_secs(2),
             image: String::new(),
             images: Default::default(),
+            pinned: Default::default(),
             reporter: "gardener-extension-runtime-sandbox".to_string(),
             base_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(300),
             health_sync_period: Duration::from_secs(30),
+            shoot_api_server: crate::shoot_access::DEFAULT_SERVER.to_string(),
         }
     }
 }

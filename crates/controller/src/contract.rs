@@ -215,6 +215,20 @@ pub fn in_progress_since(cr: &ContainerRuntime, op: LastOperationType) -> Option
         .then_some(last.last_update_time.0)
 }
 
+/// The time a status write records: now, or gardenlet's request timestamp when that is later.
+/// gardenlet waits until `lastUpdateTime` is not before its `gardener.cloud/timestamp`
+/// (truncated to seconds); a controller whose clock runs behind gardenlet's would otherwise write
+/// a success that gardenlet never accepts, and the shoot's reconcile would time out. An
+/// annotation that does not parse is ignored (it is gardenlet's to write, not ours to judge).
+pub fn status_time(cr: &ContainerRuntime, now: Timestamp) -> Timestamp {
+    cr.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(TIMESTAMP_ANNOTATION))
+        .and_then(|ts| ts.parse::<Timestamp>().ok())
+        .map_or(now, |requested| requested.max(now))
+}
+
 /// `(processing, error prefix, success)` descriptions, exactly as the Go extensions write them.
 pub fn descriptions(op: LastOperationType) -> (&'static str, &'static str, &'static str) {
     match op {
@@ -576,5 +590,30 @@ mod tests {
             s["status"]["lastError"].is_null()
                 && s["status"].as_object().unwrap().contains_key("lastError")
         );
+    }
+
+    #[test]
+    fn status_time_is_never_before_gardenlets_request() {
+        let now: Timestamp = "2026-12-03T10:00:00Z".parse().unwrap();
+        let mut c = cr(Some("reconcile"), None);
+        assert_eq!(status_time(&c, now), now, "no timestamp: now");
+        let set = |c: &mut ContainerRuntime, ts: &str| {
+            c.metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(TIMESTAMP_ANNOTATION.into(), ts.into());
+        };
+        set(&mut c, "2026-12-03T10:05:00.123456789Z");
+        assert_eq!(
+            status_time(&c, now),
+            "2026-12-03T10:05:00.123456789Z"
+                .parse::<Timestamp>()
+                .unwrap(),
+            "our clock behind gardenlet's: the request's time"
+        );
+        set(&mut c, "2026-12-03T09:00:00Z");
+        assert_eq!(status_time(&c, now), now, "our clock ahead: now");
+        set(&mut c, "yesterday");
+        assert_eq!(status_time(&c, now), now, "unparsable: now");
     }
 }

@@ -71,12 +71,13 @@ pub async fn run(
         .iter()
         .map(|a| a.description().origin())
         .collect();
+    let shoot_access: Vec<String> = sandbox_runtime::actuator::ACTUATORS
+        .iter()
+        .map(|a| a.description().shoot_access_secret())
+        .collect();
+    let shoot_access: Vec<&str> = shoot_access.iter().map(String::as_str).collect();
     let context = Arc::new(Context {
-        caches: Caches::start(
-            &client,
-            &origins,
-            &crate::health_check::SHOOT_ACCESS_SECRETS,
-        ),
+        caches: Caches::start(&client, &origins, &shoot_access),
         recorder: Recorder::new(
             client.clone(),
             Reporter {

@@ -1,14 +1,17 @@
 //! The health check's I/O: every sync period, for each ContainerRuntime we serve, read what
-//! [`crate::health`] needs (our ManagedResources from the cache, the pool's nodes from the
+//! [`crate::conditions`] needs (our ManagedResources from the cache, the pool's nodes from the
 //! shoot), compute the conditions, and patch the status only when they changed.
 //!
-//! The shoot is read the way Gardener's health check library reads it (`NewClientForShoot`):
-//! with the kubeconfig in the shoot namespace's `gardener-internal` Secret (or `gardener`),
-//! which gardenlet maintains for extensions; the chart grants `get`, `list` and `watch` on
-//! exactly those two Secret names. Which of them exists, and its version, comes from a
-//! metadata watch: a converged seed costs no Secret reads. Only Nodes of the pool are read (their ready label and the agent's state
-//! annotation). Without that Secret the condition falls back to what gardener-resource-manager
-//! reports about the installer DaemonSet.
+//! The shoot is read with a token that may only `get` and `list` nodes
+//! ([`crate::shoot_access`]), never with gardenlet's admin kubeconfig. Whether our
+//! shoot-access Secret exists, and its version, comes from a metadata watch: a converged seed
+//! costs no Secret reads. Without a usable token the condition falls back to what
+//! gardener-resource-manager reports about the installer DaemonSet.
+//!
+//! Nodes are data a shoot owner controls, so what is read is bounded: metadata only, in
+//! pages of [`NODE_PAGE`], at most [`MAX_NODES`] per pool, and each node's state annotation
+//! cut on read (reason to a short identifier, message to [`MESSAGE_MAX`] bytes) before it is
+//! kept; condition messages are bounded in [`crate::conditions`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,7 +21,8 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::config::KubeConfigOptions;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 use sandbox_api::ContainerRuntime;
@@ -32,14 +36,25 @@ use crate::context::Context;
 use crate::contract;
 use crate::event_filter::Guarded;
 
-/// The Secrets with the shoot's kubeconfig that gardenlet keeps for extensions, preferred first.
-pub const SHOOT_ACCESS_SECRETS: [&str; 2] = ["gardener-internal", "gardener"];
 const SHOOT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Nodes per page of a pool's node list (metadata only: a page holds at most this many
+/// nodes' annotations, each at most 256 KiB).
+pub const NODE_PAGE: u32 = 20;
+/// Nodes of one pool the health check reads at most; a larger pool is reported as such.
+pub const MAX_NODES: usize = 5000;
+/// A node agent's reported message is cut to this many bytes on read (what an honest agent
+/// writes at most).
+pub const MESSAGE_MAX: usize = sandbox_runtime::node_plan::REPORT_MESSAGE_LIMIT;
+/// A reported reason longer than this, or not an identifier, is replaced.
+pub const REASON_MAX: usize = 64;
 const CONCURRENCY: usize = 5;
 
-/// Shoot clients by namespace, rebuilt when the Secret changes.
+/// A shoot client (or why there is none), and the Secret version it came from.
+type Versioned = (String, Result<Client, String>);
+
+/// Shoot clients by Secret, rebuilt when the Secret changes.
 #[derive(Default)]
-pub(crate) struct ShootClients(Mutex<HashMap<String, (String, Client)>>);
+pub(crate) struct ShootClients(Mutex<HashMap<String, Versioned>>);
 
 /// Runs the health checks every `ctx.config.health_sync_period` until dropped.
 pub(crate) async fn run(ctx: Arc<Context>, store: Store<Guarded>) {
@@ -158,7 +173,10 @@ async fn pool_nodes(
     components: &[(String, String)],
 ) -> Result<Vec<NodeState>, String> {
     let namespace = cr.namespace().unwrap_or_default();
-    let client = clients.get(ctx, &namespace).await?;
+    let description = actuator(&cr.spec.type_)
+        .ok_or_else(|| format!("no runtime {}", cr.spec.type_))?
+        .description();
+    let client = clients.get(ctx, &namespace, description).await?;
     let selector = cr
         .spec
         .worker_pool
@@ -171,69 +189,120 @@ async fn pool_nodes(
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",");
-    let nodes = Api::<Node>::all(client)
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(|e| format!("listing the pool's nodes in the shoot: {e}"))?;
+    let api = Api::<Node>::all(client);
+    let mut params = ListParams::default().labels(&selector).limit(NODE_PAGE);
     let annotation = state_annotation(ready_label);
-    Ok(nodes
-        .items
+    let mut states = Vec::new();
+    loop {
+        let page = api
+            .list_metadata(&params)
+            .await
+            .map_err(|e| format!("listing the pool's nodes in the shoot: {e}"))?;
+        for node in &page.items {
+            if states.len() == MAX_NODES {
+                return Err(format!(
+                    "pool has more than {MAX_NODES} nodes; the health check reads at most {MAX_NODES}"
+                ));
+            }
+            states.push(node_state(node, ready_label, &annotation, components));
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => break,
+        }
+    }
+    Ok(states)
+}
+
+/// What one node's agent reported, cut to bounded sizes.
+fn node_state(
+    node: &PartialObjectMeta<Node>,
+    ready_label: &str,
+    annotation: &str,
+    components: &[(String, String)],
+) -> NodeState {
+    let report = |key: &str| -> Option<NodeReport> {
+        node.annotations()
+            .get(key)
+            .and_then(|v| serde_json::from_str::<NodeReport>(v).ok())
+    };
+    let ready = node.labels().get(ready_label).is_some_and(|v| v == "true");
+    let own = report(annotation);
+    let version = own
+        .as_ref()
+        .and_then(|r| r.version.as_deref())
+        .map(|v| cut_reason(v).to_string());
+    let own = own.filter(|r| !r.ready);
+    let components_not_ready = components
         .iter()
-        .map(|node| {
-            let ready = node.labels().get(ready_label).is_some_and(|v| v == "true");
-            let report: Option<NodeReport> = node
-                .annotations()
-                .get(&annotation)
-                .and_then(|v| serde_json::from_str(v).ok());
-            let version = report.as_ref().and_then(|r| r.version.clone());
-            let report = report.filter(|r| !r.ready);
-            let components_not_ready = components
-                .iter()
-                .filter(|(_, label)| node.labels().get(label).is_none_or(|v| v != "true"))
-                .map(|(name, label)| {
-                    let report: Option<NodeReport> = node
-                        .annotations()
-                        .get(&state_annotation(label))
-                        .and_then(|v| serde_json::from_str(v).ok());
-                    ComponentState {
-                        name: name.clone(),
-                        reason: report.as_ref().and_then(|r| r.reason.clone()),
-                        message: report.and_then(|r| r.message),
-                    }
-                })
-                .collect();
-            NodeState {
-                name: node.name_any(),
-                ready,
-                reason: report.as_ref().and_then(|r| r.reason.clone()),
-                message: report.and_then(|r| r.message),
-                components_not_ready,
-                version,
+        .filter(|(_, label)| node.labels().get(label).is_none_or(|v| v != "true"))
+        .map(|(name, label)| {
+            let r = report(&state_annotation(label));
+            ComponentState {
+                name: name.clone(),
+                reason: r
+                    .as_ref()
+                    .and_then(|r| r.reason.as_deref())
+                    .map(|v| cut_reason(v).into()),
+                message: r
+                    .as_ref()
+                    .and_then(|r| r.message.as_deref())
+                    .map(cut_message),
             }
         })
-        .collect())
+        .collect();
+    NodeState {
+        name: node.name_any(),
+        ready,
+        reason: own
+            .as_ref()
+            .and_then(|r| r.reason.as_deref())
+            .map(|v| cut_reason(v).into()),
+        message: own
+            .as_ref()
+            .and_then(|r| r.message.as_deref())
+            .map(cut_message),
+        components_not_ready,
+        version,
+    }
+}
+
+/// A reported reason as a short identifier (`ContainerdTooOld`); anything else becomes
+/// `InvalidReason`.
+fn cut_reason(reason: &str) -> &str {
+    let identifier = !reason.is_empty()
+        && reason.len() <= REASON_MAX
+        && reason
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b));
+    if identifier { reason } else { "InvalidReason" }
+}
+
+/// A reported message cut to [`MESSAGE_MAX`] bytes (at a character boundary, marked).
+fn cut_message(message: &str) -> String {
+    crate::conditions::cut(message, MESSAGE_MAX)
 }
 
 impl ShootClients {
-    /// A client for the shoot of `namespace`, from gardenlet's Secret. Whether the Secret
-    /// exists and its version come from the seed watch ([`crate::cache::Caches`]): the Secret
-    /// itself is read only when its version differs from the one the cached client was built
-    /// from, so a converged seed costs no Secret reads at all.
-    async fn get(&self, ctx: &Context, namespace: &str) -> Result<Client, String> {
-        let (name, version) = ctx.caches.shoot_access(namespace).ok_or_else(|| {
-            format!(
-                "no shoot access: neither secret {} exists in {namespace}",
-                SHOOT_ACCESS_SECRETS.join(" nor ")
-            )
+    /// A client for the shoot of `namespace` with `runtime`'s node-reader token. Whether the
+    /// Secret exists and its version come from the seed watch ([`crate::cache::Caches`]): the
+    /// Secret itself is read only when its version differs from the one the cached client was
+    /// built from, so a converged seed costs no Secret reads at all.
+    async fn get(
+        &self,
+        ctx: &Context,
+        namespace: &str,
+        runtime: &sandbox_runtime::actuator::Description,
+    ) -> Result<Client, String> {
+        let name = runtime.shoot_access_secret();
+        let key = format!("{namespace}/{name}");
+        let version = ctx.caches.shoot_access(namespace, &name).ok_or_else(|| {
+            format!("no shoot access: secret {name} does not exist in {namespace} yet")
         })?;
-        if let Some((cached, client)) = self
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(namespace)
-            && *cached == format!("{name}@{version}")
+        if let Some((cached, client)) = self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&key)
+            && *cached == version
         {
-            return Ok(client.clone());
+            return client.clone();
         }
         let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
             .get_opt(&name)
@@ -241,26 +310,27 @@ impl ShootClients {
             .map_err(|e| format!("reading secret {namespace}/{name}: {e}"))?
             .ok_or_else(|| format!("secret {namespace}/{name} was deleted meanwhile"))?;
         // The version read now (the watch may lag by an event): the next round compares it.
-        let version = format!("{name}@{}", secret.resource_version().unwrap_or_default());
-        let data = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get("kubeconfig"))
-            .ok_or_else(|| format!("secret {namespace}/{name} has no kubeconfig"))?;
-        let text = String::from_utf8_lossy(&data.0);
-        let kubeconfig =
-            Kubeconfig::from_yaml(&text).map_err(|e| format!("secret {namespace}/{name}: {e}"))?;
-        let mut config =
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                .await
-                .map_err(|e| format!("secret {namespace}/{name}: {e}"))?;
-        config.connect_timeout = Some(SHOOT_TIMEOUT);
-        config.read_timeout = Some(SHOOT_TIMEOUT);
-        let client = Client::try_from(config).map_err(|e| format!("shoot client: {e}"))?;
+        // An unusable Secret is remembered too: it is read again only once it changed.
+        let version = secret.resource_version().unwrap_or_default();
+        let server = crate::shoot_access::server(&ctx.config.shoot_api_server, namespace);
+        let client = shoot_client(&secret, &server).await;
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(namespace.to_string(), (version, client.clone()));
-        Ok(client)
+            .insert(key, (version, client.clone()));
+        client
     }
+}
+
+/// A client with the node-reader token in `secret`, for `server`.
+async fn shoot_client(secret: &Secret, server: &str) -> Result<Client, String> {
+    let name = secret.name_any();
+    let kubeconfig = crate::shoot_access::kubeconfig(secret, server)?;
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| format!("secret {name}: {e}"))?;
+    config.connect_timeout = Some(SHOOT_TIMEOUT);
+    config.read_timeout = Some(SHOOT_TIMEOUT);
+    Client::try_from(config).map_err(|e| format!("shoot client: {e}"))
 }

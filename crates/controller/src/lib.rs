@@ -21,6 +21,7 @@ pub mod managedresource;
 pub mod metrics;
 mod reconcile;
 mod shared;
+pub mod shoot_access;
 
 pub use controller::{ControllerConfig, run};
 

@@ -7,8 +7,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::{Resource, ResourceExt};
@@ -176,7 +177,8 @@ impl Target<'_> {
     ) -> Result<ContainerRuntime> {
         info!(namespace = %self.namespace, name = %cr.name_any(), operation = operation_label(op), "reconciling");
         let image = self.ctx.config.image_for(self.actuator);
-        let desired = self.actuator.desired(&cr, shoot, image);
+        let pinned = self.ctx.config.pinned_for(self.actuator);
+        let desired = self.actuator.desired_pinned(&cr, shoot, image, pinned);
         self.reconcile(cr, op, desired, consume).await
     }
 
@@ -219,6 +221,7 @@ impl Target<'_> {
         let cr = self.update_metadata(&cr, consume, add_finalizer).await?;
         let applied = async {
             self.ensure_shared(&desired.shared).await?;
+            self.ensure_shoot_access().await?;
             self.ensure(&desired.pool).await
         };
         if let Err(e) = applied.await {
@@ -236,6 +239,51 @@ impl Target<'_> {
     pub(super) async fn ensure_shared(&self, content: &ManagedResourceContent) -> Result<()> {
         let _lock = self.ctx.shared.lock(&self.namespace, &content.name).await;
         self.ensure(content).await
+    }
+
+    /// Creates the runtime's shoot-access Secret if the cache does not show it (never
+    /// updated: gardener-resource-manager writes the token into it).
+    async fn ensure_shoot_access(&self) -> Result<()> {
+        let description = self.actuator.description();
+        let name = description.shoot_access_secret();
+        if self
+            .ctx
+            .caches
+            .shoot_access(&self.namespace, &name)
+            .is_some()
+        {
+            return Ok(());
+        }
+        let server =
+            crate::shoot_access::server(&self.ctx.config.shoot_api_server, &self.namespace);
+        let secret = crate::shoot_access::secret(&self.namespace, description, &server);
+        match Api::<Secret>::namespaced(self.ctx.client.clone(), &self.namespace)
+            .create(&PostParams::default(), &secret)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+            Err(source) => Err(Error::Kube {
+                action: format!("creating secret {name}"),
+                source,
+            }),
+        }
+    }
+
+    /// Deletes the runtime's shoot-access Secret (with the shared ManagedResource).
+    pub(super) async fn delete_shoot_access(&self) -> Result<()> {
+        let name = self.actuator.description().shoot_access_secret();
+        match Api::<Secret>::namespaced(self.ctx.client.clone(), &self.namespace)
+            .delete(&name, &Default::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(source) => Err(Error::Kube {
+                action: format!("deleting secret {name}"),
+                source,
+            }),
+        }
     }
 
     pub(super) async fn ensure(&self, content: &ManagedResourceContent) -> Result<()> {

@@ -115,6 +115,8 @@ async fn create_rereconcile_and_restart_make_exactly_these_requests() {
             "patch containerruntimes gvisor-pool-a".into(),
             format!("create secrets {shared}"),
             "create managedresources extension-runtime-gvisor".into(),
+            // The health check's node-reader token, requested from gardener-resource-manager.
+            "create secrets shoot-access-extension-runtime-gvisor".into(),
             format!("create secrets {pool}"),
             "create managedresources extension-runtime-gvisor-installation-pool-a".into(),
             "patch containerruntimes/status gvisor-pool-a".into(), // Succeeded
@@ -154,8 +156,8 @@ async fn create_rereconcile_and_restart_make_exactly_these_requests() {
             "list clusters",
             "list containerruntimes",
             "list managedresources",
-            "list secrets gardener",
-            "list secrets gardener-internal",
+            "list secrets shoot-access-extension-runtime-gvisor",
+            "list secrets shoot-access-extension-runtime-kata",
         ],
         "restart with up-to-date objects: the initial lists, nothing else"
     );

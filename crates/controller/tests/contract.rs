@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::{IMAGE, default_config, env, shoot};
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use sandbox_api::{LastOperationState, LastOperationType};
 use sandbox_controller::contract::{FINALIZER, OPERATION_ANNOTATION};
@@ -942,5 +943,33 @@ async fn a_reconcile_request_is_kept_until_its_status_is_written() {
     assert_eq!(
         cr.status.unwrap().last_operation.unwrap().type_,
         LastOperationType::Reconcile
+    );
+}
+
+#[tokio::test]
+async fn a_controller_clock_behind_gardenlet_still_satisfies_its_wait() {
+    // gardenlet's clock runs 10 minutes ahead of ours: it waits for a lastUpdateTime that is
+    // not before its own timestamp, which a status stamped with our "now" would never reach.
+    let cp = env(default_config);
+    let _logs = cp.logs_on_panic();
+    let s = shoot(cp, "clock-skew", json!({})).await;
+    let ts = s.gardenlet_create("pool-a", None).await;
+    s.wait_ready("gvisor-pool-a", &ts).await;
+
+    let ahead = Timestamp::now() + SignedDuration::from_mins(10);
+    let ts = s
+        .annotate_at("gvisor-pool-a", "reconcile", ahead.to_string())
+        .await;
+    let cr = s.wait_ready("gvisor-pool-a", &ts).await;
+    let written = cr
+        .status
+        .unwrap()
+        .last_operation
+        .unwrap()
+        .last_update_time
+        .0;
+    assert!(
+        written.as_second() >= ahead.as_second(),
+        "lastUpdateTime {written} is before gardenlet's request {ahead}"
     );
 }

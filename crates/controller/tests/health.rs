@@ -1,7 +1,10 @@
 //! The health check's reads of the shoot, with the chart's permissions on a real API server
-//! (audit log on): the shoot-access Secret is found by a watch, read once per version, never
-//! polled while it is absent, and its nodes decide `EveryNodeReady`. The "shoot" is the same
-//! API server, reached with an admin kubeconfig in the Secret, as gardenlet's would be.
+//! (audit log on): the controller creates its shoot-access Secret, finds it by a watch, reads
+//! it once per version (never polling while it is absent or unfilled), refuses a kubeconfig
+//! that runs a program, and the pool's nodes decide `EveryNodeReady`. The "shoot" is the same
+//! API server; the test plays gardener-resource-manager's token requestor (a TokenRequest for
+//! the ServiceAccount, written into the Secret's kubeconfig) and applies the shared
+//! ManagedResource's RBAC, which the real gardener-resource-manager does in the e2e test.
 
 mod common;
 
@@ -13,10 +16,10 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use sandbox_api::ContainerRuntime;
 use sandbox_api::containerruntime::POOL_LABELS;
 use sandbox_controller::ControllerConfig;
-use sandbox_testenv::{ControlPlane, eventually, eventually_or};
+use sandbox_testenv::{ControlPlane, eventually_or};
 use serde_json::json;
 
-const SECRET: &str = "gardener";
+const SECRET: &str = "shoot-access-extension-runtime-gvisor";
 
 /// The `EveryNodeReady` condition: (status, message).
 async fn every_node_ready(runtimes: &Api<ContainerRuntime>) -> Option<(String, String)> {
@@ -65,6 +68,7 @@ async fn the_shoot_access_secret_is_read_once_per_version_and_never_polled_while
     let controller_client = sandbox_testenv::client_for(kubeconfig).await.unwrap();
     let config = ControllerConfig {
         health_sync_period: Duration::from_secs(1),
+        shoot_api_server: cp.server_url().to_string(),
         ..common::default_config()
     };
     tokio::spawn(sandbox_controller::run(
@@ -79,18 +83,25 @@ async fn the_shoot_access_secret_is_read_once_per_version_and_never_polled_while
     let ts = s.gardenlet_create("pool-a", None).await;
     s.wait_ready("gvisor-pool-a", &ts).await;
     let runtimes = s.runtimes();
+    let secrets = Api::<Secret>::namespaced(s.client.clone(), &s.ns);
 
-    // No Secret yet: the condition says so, and nothing asks for the Secret round after round.
-    until(&runtimes, "without shoot access", |status, message| {
-        status == "Unknown" && message.contains("no shoot access")
+    // The reconcile created the Secret for gardener-resource-manager's token requestor; until
+    // a token is in it the condition says so, and the unchanged Secret is not read again.
+    let created = secrets.get(SECRET).await.unwrap();
+    assert_eq!(
+        created.metadata.labels.as_ref().unwrap()["resources.gardener.cloud/purpose"],
+        "token-requestor"
+    );
+    until(&runtimes, "without a token", |status, message| {
+        status == "Unknown" && message.contains("has not issued the token yet")
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let absent = secret_requests(&cp, &s.ns, SECRET);
+    let unfilled = secret_requests(&cp, &s.ns, SECRET);
     assert_eq!(
-        controller_gets(&absent),
-        0,
-        "3 health rounds without the Secret read it: {absent:?}"
+        controller_gets(&unfilled),
+        1,
+        "3 health rounds read the unfilled Secret more than once: {unfilled:?}"
     );
 
     // A node of the pool in the "shoot", with the runtime ready.
@@ -102,44 +113,59 @@ async fn the_shoot_access_secret_is_read_once_per_version_and_never_polled_while
         .await
         .unwrap();
 
-    // gardenlet writes the Secret: the watch sees it, one read builds the shoot client.
-    let admin = cp
-        .user_kubeconfig("health-shoot-admin", &["system:masters"])
-        .unwrap();
-    let kubeconfig = std::fs::read_to_string(&admin).unwrap();
-    let secrets = Api::<Secret>::namespaced(s.client.clone(), &s.ns);
-    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": SECRET},
-        "stringData": {"kubeconfig": kubeconfig}}))
-    .unwrap();
-    secrets
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-    until(&runtimes, "with shoot access", |status, _| status == "True").await;
+    // A kubeconfig that would run a program on the seed is refused, not used.
+    fill(
+        &secrets,
+        json!({"exec": {"apiVersion": "client.authentication.k8s.io/v1",
+        "command": "/bin/sh", "args": ["-c", "touch /tmp/pwned"]}}),
+        json!(null),
+    )
+    .await;
+    until(&runtimes, "exec refused", |status, message| {
+        status == "Unknown" && message.contains("refused, the kubeconfig runs a program")
+    })
+    .await;
+    assert!(!std::path::Path::new("/tmp/pwned").exists());
+
+    // gardener-resource-manager's part: the shared ManagedResource's RBAC in the shoot, the
+    // ServiceAccount, its token in the kubeconfig.
+    let token_kubeconfig = s.issue_node_reader_token(&cp, "gvisor").await;
+    until(&runtimes, "with the node-reader token", |status, _| {
+        status == "True"
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let present = secret_requests(&cp, &s.ns, SECRET);
     assert_eq!(
         controller_gets(&present),
-        1,
-        "one read for one version, however many rounds: {present:?}"
+        3,
+        "one read per version (created, exec, token), however many rounds: {present:?}"
     );
 
-    // The Secret changes (gardenlet rotates the kubeconfig): exactly one more read.
-    secrets
-        .patch(
-            SECRET,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"rotated": "1"}}})),
-        )
+    // The token lists nodes and nothing else: reading Secrets in the shoot is refused.
+    let shoot_client = sandbox_testenv::client_for(token_kubeconfig).await.unwrap();
+    Api::<Node>::all(shoot_client.clone())
+        .list(&Default::default())
         .await
         .unwrap();
-    eventually(30, "the changed Secret read", async || {
-        (controller_gets(&secret_requests(&cp, &s.ns, SECRET)) >= 2).then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let changed = secret_requests(&cp, &s.ns, SECRET);
-    assert_eq!(controller_gets(&changed), 2, "{changed:?}");
+    match Api::<Secret>::namespaced(shoot_client.clone(), "kube-system")
+        .list(&Default::default())
+        .await
+    {
+        Err(kube::Error::Api(e)) if e.code == 403 => {}
+        other => panic!("the node-reader token read Secrets: {other:?}"),
+    }
+    match Api::<Node>::all(shoot_client)
+        .patch(
+            "health-n1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+        )
+        .await
+    {
+        Err(kube::Error::Api(e)) if e.code == 403 => {}
+        other => panic!("the node-reader token patched a node: {other:?}"),
+    }
 
     // The node loses the runtime: read through the cached client, no Secret read.
     Api::<Node>::all(s.client.clone())
@@ -167,5 +193,23 @@ async fn the_shoot_access_secret_is_read_once_per_version_and_never_polled_while
     })
     .await;
     let gone = secret_requests(&cp, &s.ns, SECRET);
-    assert_eq!(controller_gets(&gone), 2, "{gone:?}");
+    assert_eq!(controller_gets(&gone), 3, "{gone:?}");
+}
+
+/// Writes `user` into the Secret's kubeconfig, as gardener-resource-manager writes the token
+/// (the CA is the same API server's).
+async fn fill(secrets: &Api<Secret>, user: serde_json::Value, ca: serde_json::Value) {
+    let secret = secrets.get(SECRET).await.unwrap();
+    let mut kubeconfig: serde_json::Value =
+        serde_json::from_slice(&secret.data.as_ref().unwrap()["kubeconfig"].0).unwrap();
+    kubeconfig["users"][0]["user"] = user;
+    kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"] = ca;
+    secrets
+        .patch(
+            SECRET,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"kubeconfig": kubeconfig.to_string()}})),
+        )
+        .await
+        .unwrap();
 }

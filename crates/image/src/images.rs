@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use sandbox_runtime::node_plan::Binaries;
+use sandbox_runtime::node_plan::{Binaries, Pins};
 
 use crate::Result;
 use crate::arch::Arch;
@@ -84,12 +84,36 @@ pub fn agent_image(
     checksums: ChecksumsFile,
     platforms: &[AgentPlatform<'_>],
 ) -> Result<Vec<u8>> {
+    Ok(recorded_agent_image(name, binaries, checksums, platforms)?.0)
+}
+
+/// [`agent_image`], and the sha256 of every binary it carries by architecture: what the
+/// image vector records (`binaries`) so that the seed, not the image, says which binaries
+/// nodes may install (docs/security.md).
+pub fn recorded_agent_image(
+    name: &str,
+    binaries: &Binaries,
+    checksums: ChecksumsFile,
+    platforms: &[AgentPlatform<'_>],
+) -> Result<(Vec<u8>, Pins)> {
     let mut sources = Vec::new();
+    let mut pins = Pins::new();
     for platform in platforms {
         let files = payload(platform.payload_dir, binaries, platform.arch, checksums)?;
+        let recorded = files
+            .iter()
+            .filter(|(file, _)| binaries.names.contains(file) || binaries.optional.contains(file))
+            .map(|(file, content)| {
+                (
+                    file.clone(),
+                    sandbox_runtime::manifests::sha256_hex(content),
+                )
+            })
+            .collect();
+        pins.insert(platform.arch.to_string(), recorded);
         sources.push((platform.arch, platform.binary, files));
     }
-    image_with_payload(name, binaries, &sources)
+    Ok((image_with_payload(name, binaries, &sources)?, pins))
 }
 
 /// Per `(arch, binary, files)`, the binary as entrypoint with its C libraries and `files` in

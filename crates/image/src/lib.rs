@@ -21,8 +21,12 @@ pub mod payload;
 use std::path::PathBuf;
 
 pub use arch::{Arch, arch_path, pair_by_arch};
-pub use images::{AgentPlatform, NODE_AGENT_BINARY, NONROOT, agent_image, controller_image};
-pub use oci::{Entry, PlatformImage, archive, layer, multi_arch_archive, write_archive};
+pub use images::{
+    AgentPlatform, NODE_AGENT_BINARY, NONROOT, agent_image, controller_image, recorded_agent_image,
+};
+pub use oci::{
+    Entry, PlatformImage, archive, index_digest, layer, multi_arch_archive, write_archive,
+};
 pub use payload::{ChecksumsFile, Files, payload};
 
 /// Why an image could not be built.

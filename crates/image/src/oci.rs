@@ -201,6 +201,31 @@ pub fn multi_arch_archive(name: &str, images: &[PlatformImage]) -> Result<Vec<u8
     layout(&index, &blobs.iter().map(Vec::as_slice).collect::<Vec<_>>())
 }
 
+/// The digest an archive's `index.json` names (its image index, or its one manifest): what
+/// a registry serves the image under, and what `repository@<digest>` pins.
+pub fn index_digest(archive: &[u8]) -> Result<String> {
+    use std::io::Read;
+    let bad = |what: &str| Error::Archive(std::io::Error::other(what.to_string()));
+    for entry in tar::Archive::new(archive)
+        .entries()
+        .map_err(Error::Archive)?
+    {
+        let mut entry = entry.map_err(Error::Archive)?;
+        if entry.path().map_err(Error::Archive)?.as_os_str() != "index.json" {
+            continue;
+        }
+        let mut text = Vec::new();
+        entry.read_to_end(&mut text).map_err(Error::Archive)?;
+        let index: serde_json::Value =
+            serde_json::from_slice(&text).map_err(|_| bad("index.json is not JSON"))?;
+        return index["manifests"][0]["digest"]
+            .as_str()
+            .map(String::from)
+            .ok_or_else(|| bad("index.json names no manifest"));
+    }
+    Err(bad("the archive has no index.json"))
+}
+
 /// Writes an image archive to `out` (creating its folder) and prints what was written.
 pub fn write_archive(out: &Path, name: &str, archive: &[u8], archs: &[Arch]) -> Result<()> {
     if let Some(parent) = out.parent() {
@@ -259,6 +284,22 @@ mod tests {
                 (path, data)
             })
             .collect()
+    }
+
+    #[test]
+    fn the_index_digest_names_the_image_index_blob() {
+        let images = [image(Arch::Amd64, "a"), image(Arch::Arm64, "b")];
+        let archive = multi_arch_archive("registry.local/x:v1", &images).unwrap();
+        let digest = index_digest(&archive).unwrap();
+        let blob = files(&archive)
+            .into_iter()
+            .find(|(p, _)| *p == format!("blobs/sha256/{}", digest.trim_start_matches("sha256:")))
+            .expect("the digest's blob is in the archive");
+        assert_eq!(
+            format!("sha256:{}", sandbox_runtime::manifests::sha256_hex(&blob.1)),
+            digest
+        );
+        assert!(index_digest(b"not a tar").is_err());
     }
 
     #[test]

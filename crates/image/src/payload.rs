@@ -165,6 +165,7 @@ mod tests {
             names: vec!["b".into(), "a".into()],
             optional: vec!["extra/c".into(), "d".into()],
             versioned: None,
+            pinned: Default::default(),
         }
     }
 

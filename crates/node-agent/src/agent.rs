@@ -146,6 +146,7 @@ impl AgentError {
     pub fn reason(&self) -> &'static str {
         match self {
             AgentError::Lock(_) => "LockNotAcquired",
+            AgentError::Binaries(e) if e.is_pin_violation() => "BinaryNotAsPinned",
             AgentError::Binaries(_) => "BinaryInstallFailed",
             AgentError::Host(HostError::Changed(_)) => "ContainerdConfigChanging",
             AgentError::Host(_) => "ContainerdConfigInvalid",
@@ -307,6 +308,7 @@ pub async fn install(options: &Options, restarter: &dyn Restarter) -> Result<Rep
             &options.host.path(&plan.binary_dir(&options.binary_path)),
             &plan.binaries.names,
             &plan.binaries.optional,
+            &binaries::Expected::for_host(&plan.binaries.pinned),
         )?,
         ..Report::default()
     };

@@ -55,6 +55,58 @@ pub enum BinaryError {
     Unlisted(String),
     #[error("the image's checksums file, line {line}, is malformed")]
     Malformed { line: usize },
+    /// The image's binary is not the one the seed recorded for it (the image vector's
+    /// checksums): the image changed after it was recorded, its own checksums file agreeing
+    /// or not.
+    #[error(
+        "{name}: the image's binary has sha256 {image}, the seed expects {seed} (recorded in the image vector); the image was changed after it was recorded, nothing was installed"
+    )]
+    NotAsPinned {
+        name: String,
+        image: String,
+        seed: String,
+    },
+    #[error(
+        "{name} is not among the binaries the seed recorded for {arch} (the image vector's checksums); nothing was installed"
+    )]
+    Unpinned { name: String, arch: String },
+}
+
+impl BinaryError {
+    /// Whether the seed's record refused the image (as opposed to a damaged or unreadable one).
+    pub fn is_pin_violation(&self) -> bool {
+        matches!(
+            self,
+            BinaryError::NotAsPinned { .. } | BinaryError::Unpinned { .. }
+        )
+    }
+}
+
+/// What the seed expects of one architecture's binaries, if it recorded anything: `pinned`
+/// (the plan's, by architecture) for `arch`. A plan that pins other architectures only pins
+/// this one to nothing: every binary is then [`BinaryError::Unpinned`].
+pub struct Expected<'a> {
+    pub arch: &'a str,
+    pub sums: Option<&'a std::collections::BTreeMap<String, String>>,
+}
+
+impl<'a> Expected<'a> {
+    /// Nothing recorded: the image's checksums file decides.
+    pub const NONE: Expected<'static> = Expected {
+        arch: "",
+        sums: None,
+    };
+
+    /// From the plan's `pinned` for this machine.
+    pub fn for_host(pinned: &'a sandbox_runtime::node_plan::Pins) -> Self {
+        static EMPTY: std::collections::BTreeMap<String, String> =
+            std::collections::BTreeMap::new();
+        let arch = sandbox_runtime::node_plan::host_arch();
+        Expected {
+            arch,
+            sums: (!pinned.is_empty()).then(|| pinned.get(arch).unwrap_or(&EMPTY)),
+        }
+    }
 }
 
 /// Reads a `sha256sum` file: `<hex>  <name>` per line.
@@ -85,16 +137,18 @@ pub fn install(
     target: &Path,
     names: &[String],
 ) -> Result<Vec<String>, BinaryError> {
-    install_with_optional(source, checksums, target, names, &[])
+    install_with_optional(source, checksums, target, names, &[], &Expected::NONE)
 }
 
-/// [`install`], plus those of `optional` that the checksums file lists.
+/// [`install`], plus those of `optional` that the checksums file lists, each also checked
+/// against what the seed `expected`.
 pub fn install_with_optional(
     source: &Path,
     checksums: &str,
     target: &Path,
     names: &[String],
     optional: &[String],
+    expected_by_seed: &Expected<'_>,
 ) -> Result<Vec<String>, BinaryError> {
     let sums_path = source.join(checksums);
     let sums = parse_checksums(
@@ -115,6 +169,19 @@ pub fn install_with_optional(
             .ok_or_else(|| BinaryError::Unlisted(name.clone()))?;
         let path = source.join(name);
         let actual = sha256_file(&path)?;
+        if let Some(seed) = expected_by_seed.sums {
+            let seed = seed.get(name).ok_or_else(|| BinaryError::Unpinned {
+                name: name.clone(),
+                arch: expected_by_seed.arch.to_string(),
+            })?;
+            if *seed != actual {
+                return Err(BinaryError::NotAsPinned {
+                    name: name.clone(),
+                    image: actual,
+                    seed: seed.clone(),
+                });
+            }
+        }
         if actual != expected {
             return Err(BinaryError::Checksum {
                 path,
@@ -213,6 +280,59 @@ mod tests {
             sums.push_str(&format!("{}  {name}\n", sha256_hex(content)));
         }
         fs::write(dir.join(CHECKSUMS), sums).unwrap();
+    }
+
+    #[test]
+    fn a_tampered_image_with_matching_checksums_is_refused_when_the_seed_pinned_the_binaries() {
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let pinned: sandbox_runtime::node_plan::Pins = [(
+            sandbox_runtime::node_plan::host_arch().to_string(),
+            [
+                ("runtime".to_string(), sha256_hex(b"v1")),
+                ("shim".to_string(), sha256_hex(b"shim v1")),
+            ]
+            .into(),
+        )]
+        .into();
+        let names = strings(&["runtime", "shim"]);
+        let install = |pins: &sandbox_runtime::node_plan::Pins| {
+            install_with_optional(
+                src.path(),
+                CHECKSUMS,
+                dst.path(),
+                &names,
+                &[],
+                &Expected::for_host(pins),
+            )
+        };
+        // Whoever pushed the tag replaced the runtime and wrote a checksums file to match.
+        image(src.path(), &[("runtime", b"evil"), ("shim", b"shim v1")]);
+        let e = install(&pinned).unwrap_err();
+        assert!(e.is_pin_violation(), "{e}");
+        assert!(
+            e.to_string()
+                .contains("runtime: the image's binary has sha256")
+                && e.to_string().contains("the seed expects"),
+            "{e}"
+        );
+        assert!(!dst.path().join("runtime").exists() && !dst.path().join("shim").exists());
+        // Without the seed's record, the image's own checksums file is all there is.
+        assert_eq!(install(&Default::default()).unwrap(), names);
+        // A binary the seed did not record, or an architecture it recorded nothing for.
+        fs::remove_dir_all(dst.path()).unwrap();
+        image(src.path(), &[("runtime", b"v1"), ("shim", b"shim v1")]);
+        assert_eq!(install(&pinned).unwrap(), names);
+        let mut partial = pinned.clone();
+        partial.values_mut().for_each(|m| {
+            m.remove("shim");
+        });
+        assert!(matches!(
+            install(&partial),
+            Err(BinaryError::Unpinned { .. })
+        ));
+        let other: sandbox_runtime::node_plan::Pins =
+            [("s390x".to_string(), Default::default())].into();
+        assert!(matches!(install(&other), Err(BinaryError::Unpinned { .. })));
     }
 
     #[test]

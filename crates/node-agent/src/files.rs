@@ -147,6 +147,16 @@ fn remove_stale_temps(dir: &Path, path: &Path) {
     }
 }
 
+/// Creates the temporary file `tmp`, which must not exist: `O_CREAT|O_EXCL` never follows a
+/// link planted at that name (it fails instead of truncating the link's target).
+fn create_temp(tmp: &Path, mode: u32) -> std::io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(tmp)
+}
+
 /// A last check of the target just before the rename.
 type Check<'a> = dyn Fn(&Path) -> Result<(), FileError> + 'a;
 
@@ -169,13 +179,7 @@ fn write(
     name.push(std::process::id().to_string());
     let tmp = path.with_file_name(name);
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(failed("creating", &tmp))?;
+        let mut file = create_temp(&tmp, mode).map_err(failed("creating", &tmp))?;
         fill(&mut file).map_err(failed("writing", &tmp))?;
         // The mode given to open() is filtered by the umask; set it exactly.
         file.set_permissions(fs::Permissions::from_mode(mode))
@@ -263,6 +267,22 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["config.toml"]);
+    }
+
+    #[test]
+    fn a_link_planted_at_the_temporary_name_is_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let tmp = dir.path().join("config.toml.runtime-sandbox.tmp.77");
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        let e = create_temp(&tmp, 0o644).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists, "{e}");
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        // A stale plain file is not reused either: the caller removes it first.
+        fs::remove_file(&tmp).unwrap();
+        fs::write(&tmp, b"stale").unwrap();
+        assert!(create_temp(&tmp, 0o644).is_err());
     }
 
     #[test]

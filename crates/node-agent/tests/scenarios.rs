@@ -325,6 +325,48 @@ async fn debian_containerd_1_6_is_refused_before_anything_changes() {
     assert_eq!(runc.output, "ok");
 }
 
+/// Whoever can push the node agent's tag can replace runsc and write a SHA256SUMS to match;
+/// the seed's record of the binaries (the image vector's checksums, carried in the plan) still
+/// refuses it, before anything on the node changes, with the reason the health condition shows.
+#[tokio::test]
+async fn a_tampered_image_with_matching_checksums_is_refused_on_the_node() {
+    let f = Fixture::new(Flavor::V2);
+    let original = std::fs::read(f.node.config_path()).unwrap();
+    let genuine = image(f.work.path(), b"");
+    let sums = std::fs::read_to_string(genuine.join("SHA256SUMS")).unwrap();
+    let recorded: std::collections::BTreeMap<String, String> = sums
+        .lines()
+        .filter_map(|l| l.split_once("  "))
+        .map(|(sum, name)| (name.to_string(), sum.to_string()))
+        .collect();
+    let mut pinned = plan(json!({}));
+    pinned.binaries.pinned = [(
+        sandbox_runtime::node_plan::host_arch().to_string(),
+        recorded,
+    )]
+    .into();
+    let tampered = image(f.work.path(), b"#tampered");
+    let err = agent::install(&f.options(&tampered, pinned.clone()), &f.restarter)
+        .await
+        .unwrap_err();
+    println!("{}: {err}", err.reason());
+    assert_eq!(err.reason(), "BinaryNotAsPinned");
+    assert!(
+        err.to_string()
+            .contains("runsc: the image's binary has sha256")
+            && err.to_string().contains("the seed expects"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(f.node.config_path()).unwrap(), original);
+    assert!(!f.node.path(&version_dir("v1")).join("runsc").exists());
+    assert_eq!(f.restarts(), 0);
+    // The genuine image passes the same plan, on a real containerd.
+    agent::install(&f.options(&genuine, pinned), &f.restarter)
+        .await
+        .unwrap();
+    assert!(f.node.path(&version_dir("v1")).join("runsc").exists());
+}
+
 #[tokio::test]
 async fn lifecycle_on_containerd_2() {
     lifecycle(Fixture::new(Flavor::V2)).await;

@@ -13,7 +13,7 @@ use sandbox_api::{ContainerRuntime, Shoot};
 
 use crate::installation::{self, Agent, PoolInput, SHOOT_NAMESPACE};
 use crate::manifests::{ObjectSet, RenderError};
-use crate::node_plan::NodePlan;
+use crate::node_plan::{NodePlan, Pins};
 pub use crate::provider_config::{ConfigError, ConfigWarning};
 
 /// Every runtime this extension serves.
@@ -135,6 +135,19 @@ impl Description {
     pub fn pool_managed_resource(&self, pool: &str) -> String {
         format!("{}{pool}", self.pool_managed_resource_prefix)
     }
+
+    /// The seed Secret (shoot namespace) whose kubeconfig gardener-resource-manager's token
+    /// requestor fills with a token of [`Self::health_service_account`]: the controller's only
+    /// access to the shoot, `shoot-access-<shared ManagedResource>`.
+    pub fn shoot_access_secret(&self) -> String {
+        format!("shoot-access-{}", self.shared_managed_resource)
+    }
+
+    /// The shoot ServiceAccount (in `kube-system`) the health check reads nodes as; it may
+    /// get and list nodes, nothing else.
+    pub fn health_service_account(&self) -> String {
+        format!("{}-health", self.shared_managed_resource)
+    }
 }
 
 /// A runtime's validated providerConfig, and what it means on a node.
@@ -211,6 +224,17 @@ pub trait Actuator: Send + Sync + 'static {
         cr: &ContainerRuntime,
         shoot: &Shoot,
         image: &str,
+    ) -> Result<Desired, ActuatorError> {
+        self.desired_pinned(cr, shoot, image, &Pins::new())
+    }
+    /// [`Actuator::desired`], with the checksums the seed expects of the image's binaries
+    /// (the image vector's, by architecture): the node agent installs nothing else.
+    fn desired_pinned(
+        &self,
+        cr: &ContainerRuntime,
+        shoot: &Shoot,
+        image: &str,
+        pinned: &Pins,
     ) -> Result<Desired, ActuatorError>;
     /// The node cleanup of `cr`'s pool in `shoot`. Needs no providerConfig: an invalid one
     /// must not keep nodes from being cleaned.
@@ -248,16 +272,19 @@ impl<R: Runtime> Actuator for R {
             .unwrap_or_default()
     }
 
-    fn desired(
+    fn desired_pinned(
         &self,
         cr: &ContainerRuntime,
         shoot: &Shoot,
         image: &str,
+        pinned: &Pins,
     ) -> Result<Desired, ActuatorError> {
         let config = R::Config::parse(cr.spec.provider_config.as_ref())?;
         let pool = &cr.spec.worker_pool.name;
         R::DESCRIPTION.agent.check_pool(pool)?;
-        let plan = config.node_plan(image);
+        let mut plan = config.node_plan(image);
+        plan.binaries.pinned = pinned.clone();
+        check_binary_path(&cr.spec.binary_path, &plan)?;
         let installer = installation::installation_objects(
             &R::DESCRIPTION.agent,
             &pool_input(cr, &plan, image),
@@ -290,6 +317,7 @@ impl<R: Runtime> Actuator for R {
         let pool = &cr.spec.worker_pool.name;
         description.agent.check_pool(pool)?;
         let plan = self.cleanup_config().node_plan(image);
+        check_binary_path(&cr.spec.binary_path, &plan)?;
         let objects =
             installation::cleanup_objects(&description.agent, &pool_input(cr, &plan, image))?;
         Ok(Cleanup {
@@ -306,6 +334,13 @@ impl<R: Runtime> Actuator for R {
             ),
         })
     }
+}
+
+/// `spec.binaryPath` becomes a hostPath a root container writes into: refused unless it is a
+/// plain binary folder ([`installation::check_binary_path`]).
+fn check_binary_path(path: &str, plan: &NodePlan) -> Result<(), ConfigError> {
+    let target = plan.binaries.versioned.as_ref().map(|v| v.target.as_str());
+    installation::check_binary_path(path, target)
 }
 
 fn pool_input<'a>(cr: &'a ContainerRuntime, plan: &'a NodePlan, image: &'a str) -> PoolInput<'a> {
@@ -332,6 +367,14 @@ fn shared<R: Runtime>(
         .collect();
     let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
     R::DESCRIPTION.agent.add_shared_objects(&mut set, &labels)?;
+    installation::add_health_reader(
+        &mut set,
+        &R::DESCRIPTION.health_service_account(),
+        &format!(
+            "gardener.cloud:{}:health",
+            R::DESCRIPTION.shared_managed_resource
+        ),
+    )?;
     Ok(ManagedResourceContent {
         name: R::DESCRIPTION.shared_managed_resource.into(),
         data: set.into_data(),

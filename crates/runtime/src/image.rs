@@ -20,10 +20,25 @@ pub struct ImageSource {
     pub repository: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
+    /// The sha256 of the runtime binaries in the image, by architecture and binary name, as
+    /// recorded when the image was built (`agent-image` writes them): the node agent installs
+    /// only binaries that match (docs/security.md). Not part of Gardener's image vector
+    /// format; Gardener passes the overwrite through untouched.
+    #[serde(default, skip_serializing_if = "crate::node_plan::Pins::is_empty")]
+    pub binaries: crate::node_plan::Pins,
 }
 
 impl ImageSource {
-    /// `repository:tag`, or `repository@sha256:...` when the tag is a digest.
+    /// Whether the reference names the image by its digest (content), not only by a movable
+    /// tag: `tag: sha256:...` or `tag: v1.2.3@sha256:...`.
+    pub fn pinned_by_digest(&self) -> bool {
+        self.tag
+            .as_deref()
+            .is_some_and(|t| t.starts_with("sha256:") || t.contains("@sha256:"))
+    }
+
+    /// `repository:tag`, `repository@sha256:...` when the tag is a digest, or
+    /// `repository:tag@sha256:...` for a tag pinned by digest.
     pub fn reference(&self) -> String {
         match &self.tag {
             Some(tag) if tag.starts_with("sha256:") => format!("{}@{tag}", self.repository),
@@ -112,5 +127,24 @@ mod tests {
             merged.find("nope"),
             Err(ImageVectorError::Missing(_))
         ));
+    }
+
+    #[test]
+    fn a_release_entry_pins_the_tag_by_digest_and_records_the_binaries() {
+        let entry = ImageVector::parse(
+            "images:\n- name: runtime-gvisor-installation\n  repository: r.io/agent\n  tag: v1@sha256:abc\n  binaries:\n    amd64:\n      runsc: 00ff\n",
+        )
+        .unwrap();
+        let source = entry.find(NODE_AGENT_IMAGE).unwrap();
+        assert!(source.pinned_by_digest());
+        assert_eq!(source.reference(), "r.io/agent:v1@sha256:abc");
+        assert_eq!(source.binaries["amd64"]["runsc"], "00ff");
+        assert_eq!(
+            crate::node_plan::payload_version(&source.reference()),
+            "v1",
+            "the node's version folder still follows the tag"
+        );
+        let ours = ImageVector::parse(DEFAULT_IMAGE_VECTOR).unwrap();
+        assert!(!ours.find(NODE_AGENT_IMAGE).unwrap().pinned_by_digest());
     }
 }

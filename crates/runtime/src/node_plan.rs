@@ -168,6 +168,25 @@ pub struct Binaries {
     /// handlers may still use it (its shim, runtime or VM run from it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub versioned: Option<Versioned>,
+    /// The binaries' sha256 as the seed expects them, by architecture (`amd64`, `arm64`), from
+    /// the image vector: when present, a binary is installed only if it hashes to the seed's
+    /// value, whatever the image's own checksums file says (docs/security.md). Empty: the
+    /// image's checksums file is all there is.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pinned: Pins,
+}
+
+/// Binary checksums by architecture, then by binary name (as `names` spells it).
+pub type Pins = BTreeMap<String, BTreeMap<String, String>>;
+
+/// This machine's architecture as images name it (`amd64`, `arm64`), or Rust's name for one
+/// we build no image for.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
 }
 
 /// Where a versioned install goes.
@@ -194,11 +213,16 @@ impl Versioned {
     }
 }
 
-/// A payload version as a folder name: the image tag (or the digest's first 12 hex digits),
-/// with anything but `[A-Za-z0-9._-]` replaced, so it can never leave its folder.
+/// A payload version as a folder name: the image tag (also of `repository:tag@digest`, a tag
+/// pinned by digest), else the digest's first 12 hex digits, with anything but
+/// `[A-Za-z0-9._-]` replaced, so it can never leave its folder.
 pub fn payload_version(image: &str) -> String {
     let tail = image.rsplit('/').next().unwrap_or(image);
     let raw = match (tail.split_once('@'), tail.split_once(':')) {
+        (Some((named, _)), _) if named.contains(':') => named
+            .split_once(':')
+            .map(|(_, tag)| tag.to_string())
+            .unwrap_or_default(),
         (Some((_, digest)), _) => digest
             .trim_start_matches("sha256:")
             .chars()
@@ -496,6 +520,23 @@ impl NodePlan {
         for (i, name) in self.binaries.optional.iter().enumerate() {
             check_relative(&format!("binaries.optional[{i}]"), name)?;
         }
+        for (arch, sums) in &self.binaries.pinned {
+            if !matches!(arch.as_str(), "amd64" | "arm64") {
+                return Err(invalid(
+                    "binaries.pinned",
+                    format!("{arch:?} is not an architecture; allowed: amd64, arm64"),
+                ));
+            }
+            for (name, sum) in sums {
+                check_relative(&format!("binaries.pinned.{arch}"), name)?;
+                if sum.len() != 64 || !sum.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(invalid(
+                        format!("binaries.pinned.{arch}.{name}"),
+                        format!("{sum:?} is not a sha256 in hex"),
+                    ));
+                }
+            }
+        }
         if let Some(versioned) = &self.binaries.versioned {
             check_path("binaries.versioned.target", &versioned.target, OPT_DIR)?;
             check_name("binaries.versioned.version", &versioned.version)?;
@@ -584,6 +625,7 @@ mod tests {
                 names: vec!["example".into()],
                 optional: Vec::new(),
                 versioned: None,
+                pinned: Default::default(),
             },
             drop_in: "/etc/containerd/conf.d/example.toml".into(),
             lock: "/run/runtime-sandbox/example.lock".into(),

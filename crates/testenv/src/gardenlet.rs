@@ -343,7 +343,12 @@ impl Shoot {
 
     /// Sets an operation annotation and a new timestamp, as gardenlet does.
     pub async fn annotate(&self, name: &str, operation: &str) -> String {
-        let ts = now_annotation();
+        self.annotate_at(name, operation, now_annotation()).await
+    }
+
+    /// [`Self::annotate`] with gardenlet's clock reading `ts` (a gardenlet whose clock runs
+    /// ahead of the controller's).
+    pub async fn annotate_at(&self, name: &str, operation: &str, ts: String) -> String {
         self.runtimes()
             .patch(
                 name,
@@ -443,6 +448,59 @@ impl Shoot {
             .into_iter()
             .map(|(k, v)| (k, String::from_utf8(v.0).unwrap()))
             .collect()
+    }
+
+    /// gardener-resource-manager's part in the health check's access when the "shoot" is the
+    /// same API server `cp` (no gardener-resource-manager runs): the node-reader RBAC from
+    /// `runtime`'s shared ManagedResource applied, the ServiceAccount created, and its token
+    /// (TokenRequest API) and the CA written into the shoot-access Secret's kubeconfig, as the
+    /// token requestor writes them. Returns the token's kubeconfig. (The e2e test's real
+    /// gardener-resource-manager does all this itself.)
+    pub async fn issue_node_reader_token(
+        &self,
+        cp: &crate::ControlPlane,
+        runtime: &str,
+    ) -> kube::config::Kubeconfig {
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let shared = format!("extension-runtime-{runtime}");
+        let service_account = format!("{shared}-health");
+        for (key, manifest) in self.mr_manifests(&shared).await {
+            if key.starts_with("clusterrole") && key.contains("health") {
+                let object: Value = serde_saphyr::from_str(&manifest).unwrap();
+                crate::chart::ok_if_exists(crate::chart::create(&self.client, &object).await)
+                    .unwrap();
+            }
+        }
+        let sa: ServiceAccount =
+            serde_json::from_value(json!({"metadata": {"name": service_account}})).unwrap();
+        crate::chart::ok_if_exists(
+            Api::<ServiceAccount>::namespaced(self.client.clone(), "kube-system")
+                .create(&PostParams::default(), &sa)
+                .await
+                .map(|_| ()),
+        )
+        .unwrap();
+        let issued = cp
+            .service_account_kubeconfig("kube-system", &service_account, None)
+            .await
+            .unwrap();
+        let rendered = serde_json::to_value(&issued).unwrap();
+        let name = format!("shoot-access-{shared}");
+        let secret = self.secrets().get(&name).await.unwrap();
+        let mut kubeconfig: Value =
+            serde_saphyr::from_slice(&secret.data.unwrap()["kubeconfig"].0).unwrap();
+        kubeconfig["users"][0]["user"] = rendered["users"][0]["user"].clone();
+        kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"] =
+            rendered["clusters"][0]["cluster"]["certificate-authority-data"].clone();
+        self.secrets()
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"stringData": {"kubeconfig": kubeconfig.to_string()}})),
+            )
+            .await
+            .unwrap();
+        issued
     }
 
     /// Replaces the shoot's worker pools in the Cluster, as gardenlet does before it deletes

@@ -157,6 +157,14 @@ pub fn write_gvisor_payload(gvisor_dir: &Path, runsc_trailer: &[u8], dest: &Path
 
 /// The gVisor node agent's image `name`: per `(arch, product binary, gVisor build folder)`.
 pub fn gvisor_agent_image(name: &str, platforms: &[(Arch, &Path, &Path)]) -> Result<Vec<u8>> {
+    Ok(recorded_gvisor_agent_image(name, platforms)?.0)
+}
+
+/// [`gvisor_agent_image`], and the binaries' checksums the image vector records for it.
+pub fn recorded_gvisor_agent_image(
+    name: &str,
+    platforms: &[(Arch, &Path, &Path)],
+) -> Result<(Vec<u8>, sandbox_runtime::node_plan::Pins)> {
     let platforms: Vec<sandbox_image::AgentPlatform<'_>> = platforms
         .iter()
         .map(
@@ -167,7 +175,7 @@ pub fn gvisor_agent_image(name: &str, platforms: &[(Arch, &Path, &Path)]) -> Res
             },
         )
         .collect();
-    sandbox_image::agent_image(
+    sandbox_image::recorded_agent_image(
         name,
         &gvisor_binaries(),
         sandbox_image::ChecksumsFile::IfPresent,

@@ -289,6 +289,9 @@ impl ControlPlane {
             format!("--tls-private-key-file={}", pki.serving_key.display()),
             format!("--client-ca-file={}", pki.ca_cert.display()),
             format!("--service-account-issuer=https://127.0.0.1:{secure_port}"),
+            // As Gardener's kube-apiservers: tokens for audience `gardener` (which
+            // gardener-resource-manager's token requestor asks for) are accepted too.
+            format!("--api-audiences=https://127.0.0.1:{secure_port},gardener"),
             format!(
                 "--service-account-key-file={}",
                 pki.service_account_public_key.display()

@@ -445,6 +445,32 @@ impl TestNode {
         }
         Ok(())
     }
+
+    /// Names the imported image `name` also `alias` (e.g. `repository@sha256:...`, which a
+    /// pull by digest would have recorded, so that the kubelet finds a digest reference).
+    pub fn tag_image(&self, name: &str, alias: &str) -> Result<()> {
+        let output = Command::new(&self.ctr)
+            .arg("--address")
+            .arg(self.socket())
+            .args([
+                "--namespace",
+                "k8s.io",
+                "images",
+                "tag",
+                "--force",
+                name,
+                alias,
+            ])
+            .output()
+            .map_err(io_err(&self.ctr))?;
+        if !output.status.success() {
+            return Err(Error::Tools(format!(
+                "ctr images tag {name} {alias} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Drop for TestNode {

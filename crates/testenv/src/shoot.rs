@@ -291,23 +291,6 @@ impl TestShoot {
         &self.seed_namespace
     }
 
-    /// What gardenlet keeps for extensions in the shoot namespace: the `gardener-internal`
-    /// Secret with a kubeconfig for the shoot (here the shoot's admin, reached at 127.0.0.1).
-    pub async fn publish_shoot_access(&self, seed: &kube::Client) -> Result<()> {
-        use k8s_openapi::api::core::v1::Secret;
-        let path = self.control_plane.kubeconfig_path();
-        let kubeconfig = std::fs::read_to_string(path).map_err(io_err(path))?;
-        let secret: Secret = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "gardener-internal", "namespace": self.seed_namespace},
-            "stringData": {"kubeconfig": kubeconfig},
-        }))
-        .map_err(|e| Error::Tools(e.to_string()))?;
-        Api::<Secret>::namespaced(seed.clone(), &self.seed_namespace)
-            .create(&PostParams::default(), &secret)
-            .await?;
-        Ok(())
-    }
-
     /// Builds the node agent's image `repository:tag` for this machine's architecture from the
     /// product `binary` and the pinned gVisor, imports it into the node's containerd (the
     /// kubelet never pulls it), and writes an image vector overwrite naming it
@@ -325,16 +308,30 @@ impl TestShoot {
                 std::env::consts::ARCH
             ))
         })?;
-        let archive =
-            crate::images::gvisor_agent_image(&image, &[(arch, binary, &Tool::Gvisor.path()?)])
-                .map_err(|e| Error::Tools(format!("building {image}: {e}")))?;
-        self.node.import_archive(&image, &archive)?;
-        let path = self.control_plane.root().join("imagevector-overwrite.yaml");
-        std::fs::write(
-            &path,
-            format!("images:\n- name: runtime-gvisor-installation\n  repository: {repository}\n  tag: {tag}\n"),
+        let (archive, recorded) = crate::images::recorded_gvisor_agent_image(
+            &image,
+            &[(arch, binary, &Tool::Gvisor.path()?)],
         )
-        .map_err(io_err(&path))?;
+        .map_err(|e| Error::Tools(format!("building {image}: {e}")))?;
+        self.node.import_archive(&image, &archive)?;
+        // As a release pins it: the tag (the node's version folder) pinned by the digest the
+        // image is served under, and the binaries the seed expects (the agent enforces them).
+        let digest = sandbox_image::index_digest(&archive)
+            .map_err(|e| Error::Tools(format!("{image}: {e}")))?;
+        self.node
+            .tag_image(&image, &format!("{repository}@{digest}"))?;
+        let entry = sandbox_runtime::image::ImageVector {
+            images: vec![sandbox_runtime::image::ImageSource {
+                name: sandbox_runtime::image::NODE_AGENT_IMAGE.into(),
+                source_repository: None,
+                repository: repository.into(),
+                tag: Some(format!("{tag}@{digest}")),
+                binaries: recorded,
+            }],
+        };
+        let path = self.control_plane.root().join("imagevector-overwrite.yaml");
+        let text = serde_saphyr::to_string(&entry).map_err(|e| Error::Tools(e.to_string()))?;
+        std::fs::write(&path, text).map_err(io_err(&path))?;
         Ok(path)
     }
 

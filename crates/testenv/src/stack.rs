@@ -1,7 +1,7 @@
 //! The whole stack for a gVisor pool, as the end-to-end test and the shoot benchmark run it:
 //! a seed control plane with the shoot's namespace and Cluster, the test shoot with one node
-//! labelled for gVisor and our node agent's image in its containerd, the shoot-access Secret,
-//! and the controller (the product binary) running with the chart's identity and RBAC.
+//! labelled for gVisor and our node agent's image in its containerd, and the controller (the
+//! product binary) running with the chart's identity and RBAC.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -55,7 +55,6 @@ impl Stack {
             .rsplit_once(':')
             .ok_or_else(|| Error::Tools(format!("{}: no tag", options.image)))?;
         let overwrite = shoot.provide_node_agent_image(repository, tag, options.binary)?;
-        shoot.publish_shoot_access(&admin).await?;
         let (_rbac, kubeconfig) = chart::install_identity(&seed, &[]).await?;
         let kubeconfig_path = seed.root().join("kubeconfig-chart-serviceaccount");
         std::fs::write(
@@ -66,6 +65,11 @@ impl Stack {
         let controller = Command::new(options.binary)
             .args(&options.controller_args)
             .arg(format!("--kubeconfig={}", kubeconfig_path.display()))
+            // The health check's node-reader token is for the test shoot's API server.
+            .arg(format!(
+                "--shoot-api-server={}",
+                shoot.control_plane().server_url()
+            ))
             .envs(options.controller_env.iter().copied())
             .env("IMAGEVECTOR_OVERWRITE", &overwrite)
             .stdout(Stdio::null())

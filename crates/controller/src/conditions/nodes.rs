@@ -82,7 +82,12 @@ pub(super) fn check_nodes(input: &Input<'_>, rollout: &Check) -> Check {
             None => Check::Ok,
         };
     }
-    let mut names: Vec<String> = not_ready.iter().map(|n| n.describe()).collect();
+    // Each named node's detail is cut, so that ten of them and the count of the rest fit the
+    // condition's size.
+    let mut names: Vec<String> = not_ready
+        .iter()
+        .map(|n| super::cut(&n.describe(), super::NODE_DETAIL_MAX))
+        .collect();
     names.sort();
     let detail = format!(
         "{} of {} nodes of pool {} have {} ready; not ready: {}",
@@ -90,7 +95,7 @@ pub(super) fn check_nodes(input: &Input<'_>, rollout: &Check) -> Check {
         nodes.len(),
         input.pool,
         input.runtime,
-        names.join(", ")
+        super::name_some(&names)
     );
     // While the installer rolls out and no agent reported a failure, nodes are on their way.
     let reported_failure = not_ready.iter().any(|n| n.reported_failure());
@@ -119,7 +124,8 @@ fn versions(nodes: &[NodeState]) -> Option<String> {
             .into_iter()
             .map(|(version, mut names)| {
                 names.sort();
-                format!("{version} on {}", names.join(", "))
+                let names: Vec<String> = names.into_iter().map(String::from).collect();
+                format!("{version} on {}", super::name_some(&names))
             })
             .collect::<Vec<_>>()
             .join("; "),

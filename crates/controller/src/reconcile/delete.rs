@@ -102,11 +102,12 @@ impl Target<'_> {
         // shared ManagedResource present in between and reports Succeeded without it.
         let shared = self.actuator.description().shared_managed_resource;
         let _lock = self.ctx.shared.lock(ns, shared).await;
-        if !self.shared_still_required(cr).await?
-            && !self.delete_managed_resource(shared).await?
-            && wait
-        {
-            return Ok(Some(pending(shared)));
+        if !self.shared_still_required(cr).await? {
+            // The shoot-access token goes with the RBAC that gives it meaning.
+            self.delete_shoot_access().await?;
+            if !self.delete_managed_resource(shared).await? && wait {
+                return Ok(Some(pending(shared)));
+            }
         }
         Ok(None)
     }

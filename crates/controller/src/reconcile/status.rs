@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// The events.k8s.io API's limit for an Event's note, in bytes.
+pub(crate) const EVENT_NOTE_MAX: usize = 1024;
+
 impl Target<'_> {
     /// One operation as the contract frames it: Processing, the work, then Succeeded, or
     /// Error (with an Event) when the work fails. Returns the object as last written.
@@ -27,8 +30,11 @@ impl Target<'_> {
         cr: &ContainerRuntime,
         op: LastOperationType,
     ) -> Result<ContainerRuntime> {
-        self.status(cr, contract::processing_patch(op, Timestamp::now()))
-            .await
+        self.status(
+            cr,
+            contract::processing_patch(op, contract::status_time(cr, Timestamp::now())),
+        )
+        .await
     }
 
     /// Status: `op` Succeeded for the current generation; lastError cleared.
@@ -40,7 +46,7 @@ impl Target<'_> {
         let generation = cr.metadata.generation;
         self.status(
             cr,
-            contract::succeeded_patch(op, generation, Timestamp::now()),
+            contract::succeeded_patch(op, generation, contract::status_time(cr, Timestamp::now())),
         )
         .await
     }
@@ -64,10 +70,10 @@ impl Target<'_> {
     ) -> (Error, Option<ContainerRuntime>) {
         let patch = contract::error_patch(
             op,
-            &error.to_string(),
+            &crate::conditions::cut(&error.to_string(), crate::conditions::MESSAGE_MAX),
             &error.codes(),
             cr.metadata.generation,
-            Timestamp::now(),
+            contract::status_time(cr, Timestamp::now()),
         );
         let written = match self.status(cr, patch).await {
             Ok(cr) => Some(cr),
@@ -91,7 +97,8 @@ impl Target<'_> {
         let event = KubeEvent {
             type_,
             reason: reason.into(),
-            note: Some(note),
+            // The API refuses a note over 1 KiB (and the Event with it): cut, not dropped.
+            note: Some(crate::conditions::cut(&note, EVENT_NOTE_MAX)),
             action: "Reconcile".into(),
             secondary: None,
         };

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use sandbox_image::{AgentPlatform, Arch, ChecksumsFile};
 use sandbox_runtime::actuator::{ACTUATORS, actuator};
-use sandbox_runtime::image::{DEFAULT_IMAGE_VECTOR, ImageVector};
+use sandbox_runtime::image::{DEFAULT_IMAGE_VECTOR, ImageSource, ImageVector};
 
 #[derive(Parser)]
 #[command(about = "Build a runtime's node agent OCI image archive from local files")]
@@ -36,6 +36,12 @@ struct Args {
     /// Where to write the archive.
     #[arg(long)]
     out: PathBuf,
+    /// Also write the image vector entry that pins this image: by the digest it is served
+    /// under, with the sha256 of every binary it carries per architecture (what the node
+    /// agent installs, and nothing else; docs/security.md). A release copies it into
+    /// crates/runtime/images.yaml or an operator's IMAGEVECTOR_OVERWRITE.
+    #[arg(long)]
+    image_vector_entry: Option<PathBuf>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -73,8 +79,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         ChecksumsFile::IfPresent
     };
-    let archive = sandbox_image::agent_image(&name, &binaries, checksums, &platforms)?;
+    let (archive, recorded) =
+        sandbox_image::recorded_agent_image(&name, &binaries, checksums, &platforms)?;
     let archs: Vec<Arch> = pairs.iter().map(|p| p.0).collect();
     sandbox_image::write_archive(&args.out, &name, &archive, &archs)?;
+    if let Some(path) = args.image_vector_entry {
+        let repository = name
+            .rsplit_once('@')
+            .map(|(r, _)| r)
+            .or_else(|| {
+                name.rsplit_once(':')
+                    .filter(|(_, t)| !t.contains('/'))
+                    .map(|(r, _)| r)
+            })
+            .unwrap_or(&name);
+        let entry = ImageVector {
+            images: vec![ImageSource {
+                name: runtime.description().image_name.to_string(),
+                source_repository: None,
+                repository: repository.to_string(),
+                tag: Some(sandbox_image::index_digest(&archive)?),
+                binaries: recorded,
+            }],
+        };
+        std::fs::write(&path, serde_saphyr::to_string(&entry)?)?;
+        println!("{}: the image vector entry pinning it", path.display());
+    }
     Ok(())
 }

@@ -132,6 +132,7 @@ pub fn node_plan(config: &GVisorConfig, image: &str) -> NodePlan {
             .map(|s| format!("{SIDECAR_DIR}/{s}"))
             .collect(),
         versioned: Some(versioned),
+        pinned: Default::default(),
     };
     NodePlan::new(head, vec![handler(&dir)], vec![runsc_toml], binaries)
 }

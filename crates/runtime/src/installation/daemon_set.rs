@@ -150,8 +150,10 @@ fn agent_daemon_set(ds: AgentDaemonSet<'_>) -> DaemonSet {
     let mut volume_mounts = vec![
         mount("binaries", &host(binaries), false),
         mount("containerd-config", &host(node_plan::CONTAINERD_DIR), false),
-        mount("containerd-run", &host("/run/containerd"), false),
-        mount("dbus", &host(DBUS_DIR), false),
+        // The agent only connects to the sockets there: read-only (a socket on a read-only
+        // mount still accepts connections).
+        mount("containerd-run", &host("/run/containerd"), true),
+        mount("dbus", &host(DBUS_DIR), true),
         mount("lock", &host(node_plan::LOCK_DIR), false),
     ];
     // A versioned plan that replaces an unversioned install removes its binaries from
@@ -269,7 +271,10 @@ fn agent_daemon_set(ds: AgentDaemonSet<'_>) -> DaemonSet {
             ),
             ..ResourceRequirements::default()
         }),
-        // Root to write root-owned host files and talk to systemd; nothing more.
+        // Root to write root-owned host files and talk to systemd; nothing more. Every file
+        // and folder it writes is root's, so uid 0 needs no capability: not CHOWN (it changes
+        // no owner), not DAC_OVERRIDE (it is the owner), not FOWNER (it sets modes of its own
+        // files only).
         security_context: Some(SecurityContext {
             run_as_user: Some(0),
             run_as_non_root: Some(false),
@@ -278,7 +283,7 @@ fn agent_daemon_set(ds: AgentDaemonSet<'_>) -> DaemonSet {
             read_only_root_filesystem: Some(true),
             capabilities: Some(Capabilities {
                 drop: Some(vec!["ALL".into()]),
-                add: Some(vec!["CHOWN".into(), "DAC_OVERRIDE".into(), "FOWNER".into()]),
+                add: None,
             }),
             ..SecurityContext::default()
         }),

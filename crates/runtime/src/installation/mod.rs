@@ -15,6 +15,7 @@ mod rbac;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 pub use daemon_set::{cleanup_objects, installation_objects};
+pub use rbac::add_health_reader;
 
 use crate::node_plan::NodePlan;
 
@@ -104,6 +105,74 @@ impl Agent {
     }
 }
 
+/// Host folders the node agent mounts besides `spec.binaryPath`, and kernel interfaces no
+/// binary belongs in: `spec.binaryPath` may be none of them, inside none of them, and contain
+/// none of them.
+pub const RESERVED_HOST_PATHS: &[&str] = &[
+    crate::node_plan::CONTAINERD_DIR,
+    "/run/containerd",
+    DBUS_DIR,
+    crate::node_plan::LOCK_DIR,
+    "/dev",
+    "/proc",
+    "/sys",
+];
+
+/// Checks `spec.binaryPath` before it becomes a hostPath volume that a root container writes
+/// binaries into: absolute, normalised (no `.`, `..`, empty component or trailing `/`), not
+/// `/`, at most 255 bytes of printable ASCII, and overlapping neither [`RESERVED_HOST_PATHS`]
+/// nor `versioned_target` (the plan's own binary folder, if it has one).
+pub fn check_binary_path(
+    path: &str,
+    versioned_target: Option<&str>,
+) -> Result<(), crate::actuator::ConfigError> {
+    let refuse = |why: String| {
+        let shown: String = path.chars().take(80).collect();
+        Err(crate::actuator::ConfigError {
+            field: "spec.binaryPath".into(),
+            message: format!(
+                "{shown:?} {why}; allowed: an absolute, normalised folder such as /var/bin/containerruntimes that is not / and neither contains nor lies in {}",
+                RESERVED_HOST_PATHS.join(", ")
+            ),
+        })
+    };
+    if path.len() > 255 || !path.bytes().all(|b| b.is_ascii_graphic()) {
+        return refuse("is longer than 255 bytes or not printable ASCII".into());
+    }
+    let Some(rest) = path.strip_prefix('/') else {
+        return refuse("is not absolute".into());
+    };
+    if rest.is_empty() {
+        return refuse("is the root folder".into());
+    }
+    if rest
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return refuse("is not normalised".into());
+    }
+    let overlaps = |other: &str| {
+        let within = |inner: &str, outer: &str| {
+            inner == outer
+                || inner
+                    .strip_prefix(outer)
+                    .is_some_and(|r| r.starts_with('/'))
+        };
+        within(path, other) || within(other, path)
+    };
+    if let Some(other) = RESERVED_HOST_PATHS
+        .iter()
+        .copied()
+        .chain(versioned_target)
+        .find(|other| overlaps(other))
+    {
+        return refuse(format!(
+            "overlaps {other}, which the node agent mounts or must not write"
+        ));
+    }
+    Ok(())
+}
+
 /// Kubernetes' limit for a label value (and a DNS label).
 const LABEL_VALUE_MAX: usize = 63;
 
@@ -115,5 +184,54 @@ mod tests {
     fn the_agents_defaults_are_the_daemon_sets_paths() {
         assert_eq!(HEALTH_BIND_ADDRESS, format!(":{HEALTH_PORT}"));
         assert!(DBUS_SOCKET.starts_with(&format!("{DBUS_DIR}/")));
+    }
+
+    #[test]
+    fn binary_paths_that_would_mount_more_than_a_binary_folder_are_refused() {
+        for ok in ["/var/bin/containerruntimes", "/usr/local/bin", "/opt/bin"] {
+            assert!(
+                check_binary_path(ok, Some("/opt/runtime-sandbox/kata")).is_ok(),
+                "{ok}"
+            );
+        }
+        for (bad, why) in [
+            ("/", "root folder"),
+            ("", "not absolute"),
+            ("var/bin", "not absolute"),
+            ("/var/bin/", "not normalised"),
+            ("/var//bin", "not normalised"),
+            ("/var/bin/../../etc", "not normalised"),
+            ("/var/./bin", "not normalised"),
+            ("/etc", "overlaps /etc/containerd"),
+            ("/etc/containerd/bin", "overlaps /etc/containerd"),
+            ("/run", "overlaps /run/containerd"),
+            ("/run/dbus", "overlaps /run/dbus"),
+            ("/run/runtime-sandbox/x", "overlaps /run/runtime-sandbox"),
+            ("/dev", "overlaps /dev"),
+            ("/proc/1/root", "overlaps /proc"),
+            ("/sys/kernel", "overlaps /sys"),
+            ("/opt/runtime-sandbox", "overlaps /opt/runtime-sandbox/kata"),
+            ("/var/bin\ncontainerruntimes", "not printable"),
+            ("/var/bin containerruntimes", "not printable"),
+        ] {
+            let e = check_binary_path(bad, Some("/opt/runtime-sandbox/kata")).unwrap_err();
+            assert_eq!(e.field, "spec.binaryPath");
+            assert!(e.message.contains(why), "{bad}: {}", e.message);
+            assert!(
+                e.message
+                    .contains("allowed: an absolute, normalised folder"),
+                "{}",
+                e.message
+            );
+        }
+        let long = format!("/{}", "a".repeat(300));
+        assert!(
+            check_binary_path(&long, None)
+                .unwrap_err()
+                .message
+                .contains("longer than 255")
+        );
+        // /etc/containerdx is not inside /etc/containerd.
+        assert!(check_binary_path("/etc/containerdx", None).is_ok());
     }
 }

@@ -1,5 +1,6 @@
 //! What the node agents of all pools of a runtime share: their ServiceAccount, the permission
-//! to label nodes, and the policy that narrows it to their own node's labels.
+//! to label nodes, and the policy that narrows it to their own node's labels; and what the
+//! controller's health check may read in the shoot (nodes, nothing else).
 
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
@@ -69,4 +70,46 @@ impl Agent {
             labels,
         )
     }
+}
+
+/// The health check's permission in the shoot: `get` and `list` on nodes for
+/// `service_account` in `kube-system` (which gardener-resource-manager's token requestor
+/// creates and issues the token of), as ClusterRole and binding `name`.
+pub fn add_health_reader(
+    set: &mut ObjectSet,
+    service_account: &str,
+    name: &str,
+) -> Result<(), RenderError> {
+    let cluster_role = ClusterRole {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..ObjectMeta::default()
+        },
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["nodes".into()]),
+            verbs: vec!["get".into(), "list".into()],
+            ..PolicyRule::default()
+        }]),
+        ..ClusterRole::default()
+    };
+    let binding = ClusterRoleBinding {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..ObjectMeta::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: name.into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: service_account.into(),
+            namespace: Some(SHOOT_NAMESPACE.into()),
+            ..Subject::default()
+        }]),
+    };
+    set.add(&cluster_role)?;
+    set.add(&binding)
 }

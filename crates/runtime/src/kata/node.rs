@@ -223,6 +223,7 @@ pub fn node_plan(config: &KataConfig, image: &str) -> NodePlan {
         names,
         optional,
         versioned: Some(versioned),
+        pinned: Default::default(),
     };
     NodePlan {
         // The devmapper snapshotter's configuration appears there only while the pool exists
@@ -271,6 +272,11 @@ mod tests {
         assert_eq!(
             payload_version("r.io/kata@sha256:0123456789abcdef0123"),
             "0123456789ab"
+        );
+        assert_eq!(
+            payload_version("r.io/kata:v3.20.0@sha256:0123456789abcdef0123"),
+            "v3.20.0",
+            "a tag pinned by digest keeps the tag's folder"
         );
         assert_eq!(payload_version("r.io/kata:.."), "unversioned");
         assert_eq!(payload_version("r.io/kata:a$(x)"), "a__x_");
