@@ -640,6 +640,14 @@ async fn check_nothing_orphaned(
             missing.is_empty(),
             "{ns}: referenced Secrets missing: {missing:?}"
         );
+        // The health check's shoot-access Secret lives exactly as long as the shared
+        // ManagedResource whose RBAC gives its token meaning (docs/security.md).
+        let shoot_access = "shoot-access-extension-runtime-gvisor".to_string();
+        assert_eq!(
+            names.contains(&shoot_access),
+            mr_names.contains(SHARED_MR),
+            "{ns}: the shoot-access Secret and the shared ManagedResource ({SHARED_MR}) come and go together"
+        );
         // A Secret nothing references must be one gardener-resource-manager's garbage collector
         // takes (its label): the content a ManagedResource referenced before an update (e.g.
         // the installer's, replaced by the node cleanup's), as in Gardener; or one created just
@@ -648,7 +656,7 @@ async fn check_nothing_orphaned(
             s.metadata
                 .name
                 .as_ref()
-                .is_some_and(|n| !referenced.contains(n))
+                .is_some_and(|n| !referenced.contains(n) && *n != shoot_access)
         }) {
             let labels = secret.metadata.labels.clone().unwrap_or_default();
             assert_eq!(

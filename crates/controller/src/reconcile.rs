@@ -246,11 +246,14 @@ impl Target<'_> {
     async fn ensure_shoot_access(&self) -> Result<()> {
         let description = self.actuator.description();
         let name = description.shoot_access_secret();
-        if self
-            .ctx
-            .caches
-            .shoot_access(&self.namespace, &name)
-            .is_some()
+        // After our own deletion the cache may still show it: create (409 is fine) then.
+        let shared = &self.ctx.shared;
+        if !shared.deleted_since_written(&self.namespace, &name)
+            && self
+                .ctx
+                .caches
+                .shoot_access(&self.namespace, &name)
+                .is_some()
         {
             return Ok(());
         }
@@ -261,13 +264,17 @@ impl Target<'_> {
             .create(&PostParams::default(), &secret)
             .await
         {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-            Err(source) => Err(Error::Kube {
-                action: format!("creating secret {name}"),
-                source,
-            }),
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(source) => {
+                return Err(Error::Kube {
+                    action: format!("creating secret {name}"),
+                    source,
+                });
+            }
         }
+        shared.written(&self.namespace, &name);
+        Ok(())
     }
 
     /// Deletes the runtime's shoot-access Secret (with the shared ManagedResource).
@@ -277,13 +284,17 @@ impl Target<'_> {
             .delete(&name, &Default::default())
             .await
         {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-            Err(source) => Err(Error::Kube {
-                action: format!("deleting secret {name}"),
-                source,
-            }),
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(source) => {
+                return Err(Error::Kube {
+                    action: format!("deleting secret {name}"),
+                    source,
+                });
+            }
         }
+        self.ctx.shared.mark_deleted(&self.namespace, &name);
+        Ok(())
     }
 
     pub(super) async fn ensure(&self, content: &ManagedResourceContent) -> Result<()> {

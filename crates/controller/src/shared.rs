@@ -39,7 +39,8 @@ impl SharedResources {
         lock.lock_owned().await
     }
 
-    /// Notes that this process deleted ManagedResource `name` in `namespace`.
+    /// Notes that this process deleted ManagedResource (or shoot-access Secret) `name` in
+    /// `namespace`.
     pub(crate) fn mark_deleted(&self, namespace: &str, name: &str) {
         self.deleted
             .lock()
@@ -47,7 +48,7 @@ impl SharedResources {
             .insert((namespace.to_string(), name.to_string()));
     }
 
-    /// Whether the cache may still show ManagedResource `name` after our deletion.
+    /// Whether the cache may still show object `name` after our deletion.
     pub(crate) fn deleted_since_written(&self, namespace: &str, name: &str) -> bool {
         self.deleted
             .lock()
@@ -55,7 +56,7 @@ impl SharedResources {
             .contains(&(namespace.to_string(), name.to_string()))
     }
 
-    /// ManagedResource `name` was written again: the cache may be trusted once more.
+    /// Object `name` was written again: the cache may be trusted once more.
     pub(crate) fn written(&self, namespace: &str, name: &str) {
         self.deleted
             .lock()
