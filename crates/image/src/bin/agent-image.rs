@@ -84,21 +84,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let archs: Vec<Arch> = pairs.iter().map(|p| p.0).collect();
     sandbox_image::write_archive(&args.out, &name, &archive, &archs)?;
     if let Some(path) = args.image_vector_entry {
-        let repository = name
-            .rsplit_once('@')
-            .map(|(r, _)| r)
-            .or_else(|| {
-                name.rsplit_once(':')
-                    .filter(|(_, t)| !t.contains('/'))
-                    .map(|(r, _)| r)
-            })
-            .unwrap_or(&name);
+        // `repository[:tag][@digest]`: the tag stays (it names the node's version folder),
+        // the digest of what was just built pins it.
+        let named = name.rsplit_once('@').map_or(name.as_str(), |(n, _)| n);
+        let (repository, tag) = match named.rsplit_once(':') {
+            Some((repository, tag)) if !tag.contains('/') => (repository, Some(tag)),
+            _ => (named, None),
+        };
+        let digest = sandbox_image::index_digest(&archive)?;
         let entry = ImageVector {
             images: vec![ImageSource {
                 name: runtime.description().image_name.to_string(),
                 source_repository: None,
                 repository: repository.to_string(),
-                tag: Some(sandbox_image::index_digest(&archive)?),
+                tag: Some(match tag {
+                    Some(tag) => format!("{tag}@{digest}"),
+                    None => digest,
+                }),
                 binaries: recorded,
             }],
         };
