@@ -462,24 +462,44 @@ impl Shoot {
         runtime: &str,
     ) -> kube::config::Kubeconfig {
         use k8s_openapi::api::core::v1::ServiceAccount;
+        use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+        let created = |result: Result<(), kube::Error>| match result {
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            other => other.unwrap(),
+        };
         let shared = format!("extension-runtime-{runtime}");
         let service_account = format!("{shared}-health");
+        let pp = PostParams::default();
         for (key, manifest) in self.mr_manifests(&shared).await {
-            if key.starts_with("clusterrole") && key.contains("health") {
-                let object: Value = serde_saphyr::from_str(&manifest).unwrap();
-                crate::chart::ok_if_exists(crate::chart::create(&self.client, &object).await)
-                    .unwrap();
+            if !key.contains("health") {
+                continue;
+            }
+            if key.starts_with("clusterrole____") {
+                let role: ClusterRole = serde_saphyr::from_str(&manifest).unwrap();
+                created(
+                    Api::all(self.client.clone())
+                        .create(&pp, &role)
+                        .await
+                        .map(|_| ()),
+                );
+            } else if key.starts_with("clusterrolebinding____") {
+                let binding: ClusterRoleBinding = serde_saphyr::from_str(&manifest).unwrap();
+                created(
+                    Api::all(self.client.clone())
+                        .create(&pp, &binding)
+                        .await
+                        .map(|_| ()),
+                );
             }
         }
         let sa: ServiceAccount =
             serde_json::from_value(json!({"metadata": {"name": service_account}})).unwrap();
-        crate::chart::ok_if_exists(
+        created(
             Api::<ServiceAccount>::namespaced(self.client.clone(), "kube-system")
-                .create(&PostParams::default(), &sa)
+                .create(&pp, &sa)
                 .await
                 .map(|_| ()),
-        )
-        .unwrap();
+        );
         let issued = cp
             .service_account_kubeconfig("kube-system", &service_account, None)
             .await
