@@ -130,7 +130,7 @@ async fn check(
             ctx,
             clients,
             cr,
-            actuator.description().node_ready_label,
+            actuator.description(),
             &actuator.component_ready_labels(cr),
         )
         .await
@@ -169,14 +169,12 @@ async fn pool_nodes(
     ctx: &Context,
     clients: &ShootClients,
     cr: &ContainerRuntime,
-    ready_label: &str,
+    runtime: &sandbox_runtime::actuator::Description,
     components: &[(String, String)],
 ) -> Result<Vec<NodeState>, String> {
     let namespace = cr.namespace().unwrap_or_default();
-    let description = actuator(&cr.spec.type_)
-        .ok_or_else(|| format!("no runtime {}", cr.spec.type_))?
-        .description();
-    let client = clients.get(ctx, &namespace, description).await?;
+    let ready_label = runtime.node_ready_label;
+    let client = clients.get(ctx, &namespace, runtime).await?;
     let selector = cr
         .spec
         .worker_pool
@@ -232,39 +230,41 @@ fn node_state(
         .as_ref()
         .and_then(|r| r.version.as_deref())
         .map(|v| cut_reason(v).to_string());
-    let own = own.filter(|r| !r.ready);
+    let (reason, message) = cut_report(own.filter(|r| !r.ready));
     let components_not_ready = components
         .iter()
         .filter(|(_, label)| node.labels().get(label).is_none_or(|v| v != "true"))
         .map(|(name, label)| {
-            let r = report(&state_annotation(label));
+            let (reason, message) = cut_report(report(&state_annotation(label)));
             ComponentState {
                 name: name.clone(),
-                reason: r
-                    .as_ref()
-                    .and_then(|r| r.reason.as_deref())
-                    .map(|v| cut_reason(v).into()),
-                message: r
-                    .as_ref()
-                    .and_then(|r| r.message.as_deref())
-                    .map(cut_message),
+                reason,
+                message,
             }
         })
         .collect();
     NodeState {
         name: node.name_any(),
         ready,
-        reason: own
-            .as_ref()
-            .and_then(|r| r.reason.as_deref())
-            .map(|v| cut_reason(v).into()),
-        message: own
-            .as_ref()
-            .and_then(|r| r.message.as_deref())
-            .map(cut_message),
+        reason,
+        message,
         components_not_ready,
         version,
     }
+}
+
+/// A report's reason and message, cut on read.
+fn cut_report(report: Option<NodeReport>) -> (Option<String>, Option<String>) {
+    let Some(report) = report else {
+        return (None, None);
+    };
+    (
+        report.reason.as_deref().map(|r| cut_reason(r).to_string()),
+        report
+            .message
+            .as_deref()
+            .map(|m| crate::conditions::cut(m, MESSAGE_MAX)),
+    )
 }
 
 /// A reported reason as a short identifier (`ContainerdTooOld`); anything else becomes
@@ -276,11 +276,6 @@ fn cut_reason(reason: &str) -> &str {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b));
     if identifier { reason } else { "InvalidReason" }
-}
-
-/// A reported message cut to [`MESSAGE_MAX`] bytes (at a character boundary, marked).
-fn cut_message(message: &str) -> String {
-    crate::conditions::cut(message, MESSAGE_MAX)
 }
 
 impl ShootClients {

@@ -165,7 +165,7 @@ async fn ensure_managed_resource(
 
 /// Treats "not found" as done (deleting or patching what is already gone) and "already
 /// exists" as done (creating what a concurrent writer created): both are the wanted outcome.
-fn ok_if(codes: &[u16], result: Result<(), kube::Error>) -> Result<(), kube::Error> {
+pub(crate) fn ok_if(codes: &[u16], result: Result<(), kube::Error>) -> Result<(), kube::Error> {
     match result {
         Err(kube::Error::Api(e)) if codes.contains(&e.code) => Ok(()),
         other => other,

@@ -260,19 +260,11 @@ impl Target<'_> {
         let server =
             crate::shoot_access::server(&self.ctx.config.shoot_api_server, &self.namespace);
         let secret = crate::shoot_access::secret(&self.namespace, description, &server);
-        match Api::<Secret>::namespaced(self.ctx.client.clone(), &self.namespace)
+        let created = Api::<Secret>::namespaced(self.ctx.client.clone(), &self.namespace)
             .create(&PostParams::default(), &secret)
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(source) => {
-                return Err(Error::Kube {
-                    action: format!("creating secret {name}"),
-                    source,
-                });
-            }
-        }
+            .await;
+        managedresource::ok_if(&[409], created.map(|_| ()))
+            .map_err(kube_err(format!("creating secret {name}")))?;
         shared.written(&self.namespace, &name);
         Ok(())
     }
@@ -280,19 +272,11 @@ impl Target<'_> {
     /// Deletes the runtime's shoot-access Secret (with the shared ManagedResource).
     pub(super) async fn delete_shoot_access(&self) -> Result<()> {
         let name = self.actuator.description().shoot_access_secret();
-        match Api::<Secret>::namespaced(self.ctx.client.clone(), &self.namespace)
+        let deleted = Api::<Secret>::namespaced(self.ctx.client.clone(), &self.namespace)
             .delete(&name, &Default::default())
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(source) => {
-                return Err(Error::Kube {
-                    action: format!("deleting secret {name}"),
-                    source,
-                });
-            }
-        }
+            .await;
+        managedresource::ok_if(&[404], deleted.map(|_| ()))
+            .map_err(kube_err(format!("deleting secret {name}")))?;
         self.ctx.shared.mark_deleted(&self.namespace, &name);
         Ok(())
     }

@@ -121,11 +121,6 @@ pub fn kubeconfig(secret: &Secret, server: &str) -> Result<Kubeconfig, String> {
         {
             return refuse("names files on the controller's file system");
         }
-        if auth.token.is_none() {
-            return Err(format!(
-                "secret {name}: gardener-resource-manager has not issued the token yet"
-            ));
-        }
     }
     for cluster in &kubeconfig.clusters {
         let Some(c) = &cluster.cluster else { continue };

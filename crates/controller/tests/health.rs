@@ -114,8 +114,8 @@ async fn the_shoot_access_secret_is_read_once_per_version_and_never_polled_while
         .unwrap();
 
     // A kubeconfig that would run a program on the seed is refused, not used.
-    fill(
-        &secrets,
+    s.fill_shoot_access(
+        "gvisor",
         json!({"exec": {"apiVersion": "client.authentication.k8s.io/v1",
         "command": "/bin/sh", "args": ["-c", "touch /tmp/pwned"]}}),
         json!(null),
@@ -194,22 +194,4 @@ async fn the_shoot_access_secret_is_read_once_per_version_and_never_polled_while
     .await;
     let gone = secret_requests(&cp, &s.ns, SECRET);
     assert_eq!(controller_gets(&gone), 3, "{gone:?}");
-}
-
-/// Writes `user` into the Secret's kubeconfig, as gardener-resource-manager writes the token
-/// (the CA is the same API server's).
-async fn fill(secrets: &Api<Secret>, user: serde_json::Value, ca: serde_json::Value) {
-    let secret = secrets.get(SECRET).await.unwrap();
-    let mut kubeconfig: serde_json::Value =
-        serde_json::from_slice(&secret.data.as_ref().unwrap()["kubeconfig"].0).unwrap();
-    kubeconfig["users"][0]["user"] = user;
-    kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"] = ca;
-    secrets
-        .patch(
-            SECRET,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"stringData": {"kubeconfig": kubeconfig.to_string()}})),
-        )
-        .await
-        .unwrap();
 }

@@ -16,11 +16,7 @@ impl Arch {
 
     /// This machine's architecture, if it is one we build for.
     pub fn host() -> Option<Arch> {
-        match std::env::consts::ARCH {
-            "x86_64" => Some(Arch::Amd64),
-            "aarch64" => Some(Arch::Arm64),
-            _ => None,
-        }
+        sandbox_runtime::node_plan::host_arch().parse().ok()
     }
 
     /// The name OCI image configurations and indexes use (`amd64`, `arm64`).

@@ -505,13 +505,24 @@ impl Shoot {
             .await
             .unwrap();
         let rendered = serde_json::to_value(&issued).unwrap();
-        let name = format!("shoot-access-{shared}");
+        self.fill_shoot_access(
+            runtime,
+            rendered["users"][0]["user"].clone(),
+            rendered["clusters"][0]["cluster"]["certificate-authority-data"].clone(),
+        )
+        .await;
+        issued
+    }
+
+    /// Writes `user` and the CA data `ca` into `runtime`'s shoot-access Secret's kubeconfig,
+    /// where gardener-resource-manager's token requestor writes the token and the CA.
+    pub async fn fill_shoot_access(&self, runtime: &str, user: Value, ca: Value) {
+        let name = format!("shoot-access-extension-runtime-{runtime}");
         let secret = self.secrets().get(&name).await.unwrap();
         let mut kubeconfig: Value =
             serde_saphyr::from_slice(&secret.data.unwrap()["kubeconfig"].0).unwrap();
-        kubeconfig["users"][0]["user"] = rendered["users"][0]["user"].clone();
-        kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"] =
-            rendered["clusters"][0]["cluster"]["certificate-authority-data"].clone();
+        kubeconfig["users"][0]["user"] = user;
+        kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"] = ca;
         self.secrets()
             .patch(
                 &name,
@@ -520,7 +531,6 @@ impl Shoot {
             )
             .await
             .unwrap();
-        issued
     }
 
     /// Replaces the shoot's worker pools in the Cluster, as gardenlet does before it deletes

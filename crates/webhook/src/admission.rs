@@ -345,10 +345,11 @@ pub async fn follow_files(
         match loaded {
             Ok((cert, key)) => match certificate.set(&cert, &key) {
                 Ok(true) => {
-                    if let Some(not_after) = certificate.not_after() {
+                    let not_after = certificate.not_after();
+                    if let Some(not_after) = not_after {
                         metrics.certificate_expires(not_after);
                     }
-                    info!(file = %cert_file.display(), not_after = certificate.not_after().unwrap_or_default(), "serving the certificate from its file")
+                    info!(file = %cert_file.display(), not_after = not_after.unwrap_or_default(), "serving the certificate from its file")
                 }
                 Ok(false) => {}
                 Err(e) => {
