@@ -271,6 +271,26 @@ build_gvisor_extension() {
   publish "$dir" "$work" gardener-extension-runtime-gvisor
 }
 
+# The CNCF distribution registry (`registry serve <config>`), for the OSC install tests.
+build_registry() {
+  local dir
+  dir=$(tool_path registry)
+  [ -x "$dir/registry" ] && return 0
+  need_go
+  echo "building the distribution registry $DISTRIBUTION_VERSION from the Go module proxy..." >&2
+  local work; work=$(mktemp -d)
+  mkdir -p "$TOOLS_DIR"
+  local mod=github.com/distribution/distribution/v3
+  (
+    cd "$work"
+    run_go "go mod init" "$work/log" go mod init sandbox.local/registry-build
+    run_go "resolving the registry's dependencies" "$work/log" go get "$mod/cmd/registry@$DISTRIBUTION_VERSION"
+    CGO_ENABLED=0 run_go "building the registry" "$work/log" go build -trimpath \
+      -ldflags "-s -w -X $mod/version.version=$DISTRIBUTION_VERSION" -o "$work/registry" "$mod/cmd/registry"
+  )
+  publish "$dir" "$work" registry
+}
+
 # Gardener's own programs and the Helm it renders charts with, in one `go build` (they share
 # most of their dependencies): gardener-apiserver (the garden's API for ControllerRegistration,
 # ControllerDeployment, Shoot), gardener-resource-manager, gardener-node-agent (owner of a
@@ -399,7 +419,8 @@ tool_path() {
     gvisor-extension) echo "$TOOLS_DIR/gardener-extension-runtime-gvisor-$GVISOR_EXTENSION_VERSION" ;;
     gardener) echo "$TOOLS_DIR/gardener-$GARDENER_VERSION-helm-$HELM_VERSION-3" ;;
     kata) echo "$TOOLS_DIR/kata-shim-$KATA_RUNTIME_VERSION" ;;
-    *) die "unknown tool '$1' (known: kube-apiserver, etcd, kubernetes-node, gardener-crds, gvisor, gvisor-arm64, gvisor-previous, containerd, containerd17, gvisor-extension, gardener, kata)" ;;
+    registry) echo "$TOOLS_DIR/registry-$DISTRIBUTION_VERSION" ;;
+    *) die "unknown tool '$1' (known: kube-apiserver, etcd, kubernetes-node, gardener-crds, gvisor, gvisor-arm64, gvisor-previous, containerd, containerd17, gvisor-extension, gardener, kata, registry)" ;;
   esac
 }
 
@@ -417,10 +438,11 @@ ensure() {
     gvisor-extension) build_gvisor_extension ;;
     gardener) build_gardener ;;
     kata) build_kata ;;
+    registry) build_registry ;;
     # What a control plane needs (make demo, make control-plane): nothing for nodes.
     control-plane) fetch_gardener_crds; build_etcd; build_kube_apiserver ;;
-    all) fetch_gardener_crds; build_etcd; build_kubernetes; build_gvisor; build_gvisor_arm64; build_gvisor_previous; build_containerd; build_containerd17; build_gvisor_extension; build_gardener; build_kata ;;
-    *) die "unknown tool '$1' (known: kube-apiserver, etcd, kubernetes-node, gardener-crds, gvisor, gvisor-arm64, gvisor-previous, containerd, containerd17, gvisor-extension, gardener, kata, all)" ;;
+    all) fetch_gardener_crds; build_etcd; build_kubernetes; build_gvisor; build_gvisor_arm64; build_gvisor_previous; build_containerd; build_containerd17; build_gvisor_extension; build_gardener; build_kata; build_registry ;;
+    *) die "unknown tool '$1' (known: kube-apiserver, etcd, kubernetes-node, gardener-crds, gvisor, gvisor-arm64, gvisor-previous, containerd, containerd17, gvisor-extension, gardener, kata, registry, all)" ;;
   esac
 }
 
@@ -446,6 +468,7 @@ case ${1:-} in
     echo "SANDBOX_GARDENER=$(tool_path gardener)"
     echo "SANDBOX_KUBERNETES_NODE=$(tool_path kubernetes-node)"
     echo "SANDBOX_KATA=$(tool_path kata)"
+    echo "SANDBOX_REGISTRY=$(tool_path registry)"
     ;;
   *) die "usage: hack/tools.sh ensure [tool|all] | path <tool> | env" ;;
 esac

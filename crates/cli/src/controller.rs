@@ -13,6 +13,7 @@ use sandbox_controller::metrics::{self, Metrics};
 use sandbox_controller::{ControllerConfig, Error as ControllerError};
 use sandbox_probes::Readiness;
 use sandbox_runtime::image::{DEFAULT_IMAGE_VECTOR, ImageVector, NODE_AGENT_IMAGE};
+use sandbox_runtime::osc::InstallationMode;
 use tracing::{error, info, warn};
 
 use crate::common::{ProcessFlags, bind_address, client, serve_probes, shutdown_signal};
@@ -85,6 +86,11 @@ pub struct Args {
     /// How often the webhook's certificates and registration are checked and renewed when due.
     #[arg(long, default_value_t = 300)]
     webhook_config_sync_period_seconds: u64,
+    /// How the runtimes reach the nodes: `daemonset` (the installer DaemonSet's node agent)
+    /// or `osc` (the pools' OperatingSystemConfigs, applied by gardener-node-agent before the
+    /// kubelet starts; needs the OSC webhook). docs/operations.md, "Installation modes".
+    #[arg(long, default_value = "daemonset", value_parser = ["daemonset", "osc"])]
+    installation_mode: String,
     /// Webhooks to switch off (comma-separated): `kata-devmapper`. A disabled webhook is
     /// deregistered.
     #[arg(long, value_delimiter = ',', value_parser = ["kata-devmapper"])]
@@ -92,9 +98,15 @@ pub struct Args {
 }
 
 /// The webhook server's options, or None when it is disabled.
-fn webhook_options(args: &Args) -> anyhow::Result<Option<sandbox_webhook::Options>> {
+fn webhook_options(
+    args: &Args,
+    install: sandbox_webhook::osc::Install,
+) -> anyhow::Result<Option<sandbox_webhook::Options>> {
     use sandbox_webhook::registration::{Config, Mode};
     if args.disable_webhooks.iter().any(|w| w == "kata-devmapper") {
+        if install.mode == InstallationMode::Osc {
+            bail!("--installation-mode=osc needs the OSC webhook: do not disable kata-devmapper");
+        }
         return Ok(None);
     }
     let mode = match args.webhook_config_mode.as_str() {
@@ -126,7 +138,12 @@ fn webhook_options(args: &Args) -> anyhow::Result<Option<sandbox_webhook::Option
         ),
     )?;
     Ok(Some(sandbox_webhook::Options {
-        registration: Config { mode, namespace },
+        registration: Config {
+            mode,
+            namespace,
+            installation: install.mode,
+        },
+        install,
         bind,
         renew_period: Duration::from_secs(args.webhook_config_sync_period_seconds.max(1)),
     }))
@@ -198,7 +215,25 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let client = client(args.kubeconfig.as_ref()).await?;
     info!(version = env!("CARGO_PKG_VERSION"), gardener_version = args.gardener_version.as_deref().unwrap_or("unknown"), %image, "starting the controller");
 
-    let webhook = match webhook_options(&args)? {
+    let mode: InstallationMode = args
+        .installation_mode
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
+    let install = sandbox_webhook::osc::Install {
+        mode,
+        images: images
+            .iter()
+            .map(|(name, image)| {
+                let pins = pinned.get(name).cloned().unwrap_or_default();
+                (name.clone(), (image.clone(), pins))
+            })
+            .collect(),
+    };
+    info!(installation_mode = %mode, "runtimes reach the nodes through {}", match mode {
+        InstallationMode::DaemonSet => "the installer DaemonSets",
+        InstallationMode::Osc => "the pools' OperatingSystemConfigs",
+    });
+    let webhook = match webhook_options(&args, install)? {
         Some(options) => tokio::spawn(sandbox_webhook::run(
             client.clone(),
             options,
@@ -239,6 +274,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             args.health_check_sync_period_seconds.max(1),
         ),
         shoot_api_server: args.shoot_api_server.clone(),
+        installation_mode: mode,
         ..ControllerConfig::default()
     };
 

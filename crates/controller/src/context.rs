@@ -49,6 +49,10 @@ pub struct ControllerConfig {
     /// The shoot's API server as seen from the seed, `{namespace}` standing for the shoot
     /// namespace (`--shoot-api-server`; [`crate::shoot_access::DEFAULT_SERVER`]).
     pub shoot_api_server: String,
+    /// How the runtimes reach the nodes (`--installation-mode`): in `osc` no installer
+    /// DaemonSet is deployed, nodes are labelled from the handlers their kubelet reports, and
+    /// a deletion waits until no node of the pool reports them.
+    pub installation_mode: sandbox_runtime::osc::InstallationMode,
 }
 
 impl ControllerConfig {
@@ -87,6 +91,7 @@ impl Default for ControllerConfig {
             max_backoff: Duration::from_secs(300),
             health_sync_period: Duration::from_secs(30),
             shoot_api_server: crate::shoot_access::DEFAULT_SERVER.to_string(),
+            installation_mode: Default::default(),
         }
     }
 }

@@ -59,6 +59,9 @@ pub enum Error {
     /// The image vector is unusable (an operator's problem).
     #[error(transparent)]
     ImageVector(#[from] sandbox_runtime::image::ImageVectorError),
+    /// The runtime cannot be delivered through an OperatingSystemConfig (a bug).
+    #[error(transparent)]
+    Osc(#[from] sandbox_runtime::osc::OscError),
     /// Rendering failed (a bug).
     #[error(transparent)]
     Render(#[from] sandbox_runtime::manifests::RenderError),
@@ -78,6 +81,7 @@ impl From<sandbox_runtime::actuator::ActuatorError> for Error {
         match e {
             sandbox_runtime::actuator::ActuatorError::Configuration(e) => Error::Configuration(e),
             sandbox_runtime::actuator::ActuatorError::Render(e) => Error::Render(e),
+            sandbox_runtime::actuator::ActuatorError::Osc(e) => Error::Osc(e),
         }
     }
 }
@@ -103,7 +107,7 @@ impl Error {
             Error::ManagedResourceDeleting { .. } => "managedresource_deleting",
             Error::LeadershipLost { .. } | Error::LeadershipNotRenewed { .. } => "leadership",
             Error::ImageVector(_) => "image_vector",
-            Error::Render(_) => "render",
+            Error::Render(_) | Error::Osc(_) => "render",
             Error::InvalidObject(_) => "invalid_object",
         }
     }

@@ -33,6 +33,9 @@ pub enum ActuatorError {
     /// The owner's providerConfig is unusable.
     #[error(transparent)]
     Configuration(#[from] ConfigError),
+    /// The plan cannot go through an OperatingSystemConfig.
+    #[error(transparent)]
+    Osc(#[from] crate::osc::OscError),
     /// An object does not serialise (a bug, not bad input).
     #[error(transparent)]
     Render(#[from] RenderError),
@@ -236,6 +239,20 @@ pub trait Actuator: Send + Sync + 'static {
         image: &str,
         pinned: &Pins,
     ) -> Result<Desired, ActuatorError>;
+    /// The desired state of `cr` in installation mode `osc`: the shared objects (the
+    /// RuntimeClass among them) as [`Actuator::desired`] renders them, and a pool
+    /// ManagedResource without an installer (the OSC carries the runtime to the nodes).
+    fn desired_osc(&self, cr: &ContainerRuntime, shoot: &Shoot) -> Result<Desired, ActuatorError>;
+    /// The pool's OperatingSystemConfig entries in installation mode `osc`
+    /// ([`crate::osc::install`]) for its providerConfig, with the binaries from `image`.
+    fn osc_install(
+        &self,
+        provider_config: Option<&serde_json::Value>,
+        image: &str,
+        pinned: &Pins,
+    ) -> Result<crate::osc::RuntimeEntries, ActuatorError>;
+    /// The entries that take the runtime off a pool's nodes ([`crate::osc::removal`]).
+    fn osc_removal(&self, image: &str) -> Result<crate::osc::RuntimeEntries, ActuatorError>;
     /// The node cleanup of `cr`'s pool in `shoot`. Needs no providerConfig: an invalid one
     /// must not keep nodes from being cleaned.
     fn cleanup(
@@ -305,6 +322,46 @@ impl<R: Runtime> Actuator for R {
             },
             warnings,
         })
+    }
+
+    fn desired_osc(&self, cr: &ContainerRuntime, shoot: &Shoot) -> Result<Desired, ActuatorError> {
+        let config = R::Config::parse(cr.spec.provider_config.as_ref())?;
+        let pool = &cr.spec.worker_pool.name;
+        R::DESCRIPTION.agent.check_pool(pool)?;
+        let warnings = config
+            .warnings()
+            .into_iter()
+            .map(|w| Warning {
+                reason: w.reason,
+                message: format!("{} {}", w.field, w.message),
+            })
+            .collect();
+        Ok(Desired {
+            shared: shared(self, shoot, Some((pool, &config)))?,
+            pool: ManagedResourceContent {
+                name: R::DESCRIPTION.pool_managed_resource(pool),
+                data: BTreeMap::new(),
+            },
+            warnings,
+        })
+    }
+
+    fn osc_install(
+        &self,
+        provider_config: Option<&serde_json::Value>,
+        image: &str,
+        pinned: &Pins,
+    ) -> Result<crate::osc::RuntimeEntries, ActuatorError> {
+        let mut plan = R::Config::parse(provider_config)?.node_plan(image);
+        plan.binaries.pinned = pinned.clone();
+        let everything = self.cleanup_config().node_plan(image);
+        Ok(crate::osc::install(&plan, &everything, image)?)
+    }
+
+    fn osc_removal(&self, image: &str) -> Result<crate::osc::RuntimeEntries, ActuatorError> {
+        Ok(crate::osc::removal(
+            &self.cleanup_config().node_plan(image),
+        )?)
     }
 
     fn cleanup(

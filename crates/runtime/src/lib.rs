@@ -15,6 +15,7 @@ pub mod kata;
 pub mod manifests;
 pub mod node_label_policy;
 pub mod node_plan;
+pub mod osc;
 pub mod provider_config;
 pub mod quantity;
 pub mod scheduling;

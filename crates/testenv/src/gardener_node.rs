@@ -45,6 +45,8 @@ pub const GENERATION_FILE: &str = "/etc/sandbox-test/osc-generation";
 /// The node's folders gardener-node-agent writes to, bind-mounted in its namespace.
 const AGENT_FOLDERS: &[&str] = &[
     "/etc/containerd",
+    // Where OSC files of our runtimes go (the node's containerd sees the same folder).
+    "/opt/runtime-sandbox",
     "/etc/systemd",
     "/etc/sandbox-test",
     "/run/containerd",
@@ -149,6 +151,10 @@ pub struct GardenerNodeAgent {
     dir: tempfile::TempDir,
     cgroup_driver: CgroupDriver,
     generation: u32,
+    /// Whether each generation changes a CRI plugin value (a containerd restart per change).
+    vary_cri: bool,
+    /// The OSC written last (what an OSC webhook sees as `oldObject`).
+    last: serde_json::Value,
 }
 
 impl GardenerNodeAgent {
@@ -243,6 +249,8 @@ impl GardenerNodeAgent {
             dir,
             cgroup_driver,
             generation: 0,
+            vary_cri: true,
+            last: serde_json::Value::Null,
         };
         agent.apply_next(Duration::from_secs(120)).await?;
         Ok(agent)
@@ -303,8 +311,29 @@ impl GardenerNodeAgent {
     /// Writes the next generation of the OSC and waits until gardener-node-agent applied it
     /// (the Node carries its checksum). Returns the generation.
     pub async fn apply_next(&mut self, timeout: Duration) -> Result<u32> {
+        self.apply_next_with(timeout, |_| {}).await
+    }
+
+    /// From now on, OSC generations differ only in [`GENERATION_FILE`] and what the caller
+    /// adds: gardener-node-agent restarts containerd only for the caller's changes.
+    pub fn keep_cri_settings(&mut self) {
+        self.vary_cri = false;
+    }
+
+    /// [`GardenerNodeAgent::apply_next`] with the OSC changed by `mutate` first (what a
+    /// webhook on OSCs adds).
+    pub async fn apply_next_with(
+        &mut self,
+        timeout: Duration,
+        mutate: impl FnOnce(&mut serde_json::Value),
+    ) -> Result<u32> {
         self.generation += 1;
-        let osc = operating_system_config(self.node.flavor(), self.cgroup_driver, self.generation);
+        let cri_generation = if self.vary_cri { self.generation } else { 1 };
+        let mut osc =
+            operating_system_config(self.node.flavor(), self.cgroup_driver, cri_generation);
+        osc["spec"]["files"][0]["content"]["inline"]["data"] = json!(self.generation.to_string());
+        mutate(&mut osc);
+        self.last = osc.clone();
         let yaml = serde_json::to_string(&osc).map_err(|e| Error::Tools(e.to_string()))?;
         let checksum = sandbox_runtime::manifests::sha256_hex(yaml.as_bytes());
         let secret = json!({
@@ -352,6 +381,11 @@ impl GardenerNodeAgent {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// The OSC written last, as stored (an OSC webhook's `oldObject` for the next write).
+    pub fn last_osc(&self) -> &serde_json::Value {
+        &self.last
     }
 
     /// The systemd stand-in the agent talks to.

@@ -36,6 +36,8 @@ mod pki;
 #[cfg(feature = "nodes")]
 pub mod pods;
 #[cfg(feature = "nodes")]
+pub mod registry;
+#[cfg(feature = "nodes")]
 pub mod restarter;
 mod server;
 #[cfg(feature = "nodes")]

@@ -43,11 +43,14 @@ pub enum Tool {
     KubernetesNode,
     /// Folder with Kata's `containerd-shim-kata-v2`.
     Kata,
+    /// Folder with the CNCF distribution registry's `registry` (the local registry nodes
+    /// pull our node image from in the OperatingSystemConfig install tests).
+    Registry,
 }
 
 impl Tool {
     /// Every tool, in the order `hack/tools.sh env` prints them.
-    pub const ALL: [Tool; 12] = [
+    pub const ALL: [Tool; 13] = [
         Tool::KubeApiserver,
         Tool::Etcd,
         Tool::GardenerCrds,
@@ -60,6 +63,7 @@ impl Tool {
         Tool::Gardener,
         Tool::KubernetesNode,
         Tool::Kata,
+        Tool::Registry,
     ];
 
     /// Its name for `hack/tools.sh ensure|path`.
@@ -77,6 +81,7 @@ impl Tool {
             Tool::Gardener => "gardener",
             Tool::KubernetesNode => "kubernetes-node",
             Tool::Kata => "kata",
+            Tool::Registry => "registry",
         }
     }
 
@@ -95,6 +100,7 @@ impl Tool {
             Tool::Gardener => "SANDBOX_GARDENER",
             Tool::KubernetesNode => "SANDBOX_KUBERNETES_NODE",
             Tool::Kata => "SANDBOX_KATA",
+            Tool::Registry => "SANDBOX_REGISTRY",
         }
     }
 

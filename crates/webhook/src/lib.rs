@@ -17,11 +17,10 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::post;
 use axum::{Json, Router};
-use kube::Api;
 use serde_json::Value;
 use tracing::{info, warn};
 
-use crate::osc::ClusterApi;
+use crate::osc::{ClusterApi, Install};
 use crate::tls::{Certificate, TlsListener};
 
 /// Largest AdmissionReview we read (the API server's own request limit is 3 MiB).
@@ -50,21 +49,24 @@ pub struct Options {
     pub bind: SocketAddr,
     /// How often certificates and the registration are checked (and renewed when due).
     pub renew_period: Duration,
+    /// What the OSC webhook installs (the installation mode and the node images).
+    pub install: Install,
 }
 
 /// The webhook routes (without TLS), for the server and for tests.
-pub fn router(clusters: ClusterApi) -> Router {
+pub fn router(clusters: ClusterApi, install: Install) -> Router {
     Router::new()
         .route(
             osc::PATH,
             post(
-                |State(clusters): State<ClusterApi>, Json(body): Json<Value>| async move {
-                    Json(osc::review(body, &clusters).await)
+                |State((clusters, install)): State<(ClusterApi, std::sync::Arc<Install>)>,
+                 Json(body): Json<Value>| async move {
+                    Json(osc::review(body, &clusters, &install).await)
                 },
             ),
         )
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(clusters)
+        .with_state((clusters, std::sync::Arc::new(install)))
 }
 
 /// Registers the webhook (certificates, configuration) and serves it until `shutdown`.
@@ -111,7 +113,7 @@ pub async fn run(
             }
         })
     };
-    let app = router(ClusterApi(Api::all(client)));
+    let app = router(ClusterApi::new(client), options.install);
     serve::serve(listener, app, limits, shutdown).await;
     renewal.abort();
     Ok(())

@@ -53,6 +53,9 @@ pub struct Config {
     pub mode: Mode,
     /// Namespace of our Service and Secrets (and the owner of the configuration).
     pub namespace: String,
+    /// The installation mode: in `osc` the webhook must see every OSC it is meant for
+    /// (`failurePolicy: Fail`).
+    pub installation: sandbox_runtime::osc::InstallationMode,
 }
 
 /// Registration errors.
@@ -126,9 +129,12 @@ impl Config {
 
 /// The MutatingWebhookConfiguration: OSCs of shoot namespaces, only those of a worker pool
 /// and (CEL match condition) only reconcile OSCs, so the API server calls us for nothing
-/// else. `failurePolicy: Ignore`: we cannot tell Kata pools from others before the call, and
-/// with `Fail` an outage of ours would block every OSC write of the seed; an OSC written
-/// without our unit only leaves `kata-fc` unlabelled until the next write (docs/kata.md).
+/// else. In installation mode `daemonset`, `failurePolicy: Ignore`: we cannot tell Kata pools
+/// from others before the call, and with `Fail` an outage of ours would block every OSC write
+/// of the seed; an OSC written without our unit only leaves `kata-fc` unlabelled until the
+/// next write (docs/kata.md). In mode `osc`, `Fail`: an OSC written without our entries would
+/// take the runtime's binaries off the pool's nodes (gardener-node-agent deletes files no OSC
+/// lists), which is worse than a delayed OSC write (docs/operations.md).
 /// `reinvocationPolicy: IfNeeded`: another extension's OSC webhook may rewrite files after us.
 pub fn webhook_configuration(
     config: &Config,
@@ -159,7 +165,13 @@ pub fn webhook_configuration(
             name: osc::NAME.into(),
             admission_review_versions: vec!["v1".into()],
             client_config: config.client_config(osc::PATH, ca_bundle),
-            failure_policy: Some("Ignore".into()),
+            failure_policy: Some(
+                match config.installation {
+                    sandbox_runtime::osc::InstallationMode::Osc => "Fail",
+                    sandbox_runtime::osc::InstallationMode::DaemonSet => "Ignore",
+                }
+                .into(),
+            ),
             match_policy: Some("Exact".into()),
             match_conditions: Some(vec![MatchCondition {
                 name: "reconcile-purpose".into(),
@@ -357,6 +369,7 @@ mod tests {
         let service = Config {
             mode: Mode::Service { port: 443 },
             namespace: "extension-runtime-sandbox-x".into(),
+            installation: Default::default(),
         };
         assert_eq!(
             service.server_names().0,
@@ -371,6 +384,7 @@ mod tests {
                 host_port: h.into(),
             },
             namespace: "x".into(),
+            installation: Default::default(),
         };
         assert_eq!(
             url("127.0.0.1:9443").server_names().1,
@@ -391,5 +405,12 @@ mod tests {
             Some("https://127.0.0.1:9443/webhooks/kata-devmapper")
         );
         assert_eq!(webhook.failure_policy.as_deref(), Some("Ignore"));
+        let osc = Config {
+            installation: sandbox_runtime::osc::InstallationMode::Osc,
+            ..url("127.0.0.1:9443")
+        };
+        let config = webhook_configuration(&osc, "PEM", None);
+        let webhook = &config.webhooks.as_ref().unwrap()[0];
+        assert_eq!(webhook.failure_policy.as_deref(), Some("Fail"));
     }
 }

@@ -110,9 +110,11 @@ async fn the_api_server_calls_the_webhook_for_pools_offering_firecracker_only() 
                 host_port: format!("127.0.0.1:{port}"),
             },
             namespace: extension_ns.clone(),
+            installation: Default::default(),
         },
         bind: format!("127.0.0.1:{port}").parse().unwrap(),
         renew_period: Duration::from_secs(2),
+        install: Default::default(),
     };
     let server = tokio::spawn(sandbox_webhook::run(
         client.clone(),
