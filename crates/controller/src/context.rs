@@ -108,6 +108,9 @@ pub(crate) struct Context {
     pub(crate) observer: Arc<dyn Observer>,
     /// Order between the writes to a shoot's ManagedResources across its pools.
     pub(crate) shared: crate::shared::SharedResources,
+    /// Shoot clients with our shoot-access tokens (the health check; in installation mode
+    /// `osc` also the node labels and the deletion's wait).
+    pub(crate) shoot_clients: crate::health_check::ShootClients,
 }
 
 impl Context {

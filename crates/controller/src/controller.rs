@@ -90,6 +90,7 @@ pub async fn run(
         failures: Mutex::new(HashMap::new()),
         observer,
         shared: Default::default(),
+        shoot_clients: Default::default(),
     });
     // Reconciles read the caches, so they start once the caches hold their initial lists.
     // Waited for here, once: kube's Store::wait_until_ready wakes only the last of several

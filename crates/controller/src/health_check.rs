@@ -28,6 +28,7 @@ use kube::{Client, ResourceExt};
 use sandbox_api::ContainerRuntime;
 use sandbox_runtime::actuator::actuator;
 use sandbox_runtime::node_plan::{NodeReport, state_annotation};
+use sandbox_runtime::osc::InstallationMode;
 use serde_json::json;
 use tracing::{debug, warn};
 
@@ -58,7 +59,7 @@ pub(crate) struct ShootClients(Mutex<HashMap<String, Versioned>>);
 
 /// Runs the health checks every `ctx.config.health_sync_period` until dropped.
 pub(crate) async fn run(ctx: Arc<Context>, store: Store<Guarded>) {
-    let clients = ShootClients::default();
+    let clients = &ctx.shoot_clients;
     // The first round comes one period after start, not at once: a restart or a leader
     // handover finds the conditions the previous instance wrote (at most one period old) and
     // does not read every shoot's nodes in one burst, and a restart with up-to-date objects
@@ -76,7 +77,7 @@ pub(crate) async fn run(ctx: Arc<Context>, store: Store<Guarded>) {
             .collect();
         futures::stream::iter(objects)
             .for_each_concurrent(CONCURRENCY, |cr| {
-                let (ctx, clients) = (&ctx, &clients);
+                let (ctx, clients) = (&ctx, clients);
                 async move {
                     if let Err(e) = check(ctx, clients, &cr).await {
                         warn!(namespace = cr.namespace().unwrap_or_default(), name = %cr.name_any(), error = %e, "health check failed");
@@ -123,6 +124,24 @@ async fn check(
     let pool_name = actuator.description().pool_managed_resource(pool);
     let shared = ctx.caches.managed_resource(&namespace, shared_name);
     let pool_mr = ctx.caches.managed_resource(&namespace, &pool_name);
+    // Installation mode osc: the labels come from what the kubelets report, set here first.
+    if !hibernated && ctx.config.installation_mode == InstallationMode::Osc {
+        let labelled = match clients.get(ctx, &namespace, actuator.description()).await {
+            Ok(client) => {
+                crate::node_labels::label_pool(
+                    &client,
+                    cr,
+                    actuator,
+                    ctx.config.image_for(actuator),
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = labelled {
+            warn!(%namespace, name = %cr.name_any(), error = %e, "labelling the pool's nodes failed");
+        }
+    }
     let nodes = if hibernated {
         Ok(Vec::new())
     } else {
@@ -175,18 +194,7 @@ async fn pool_nodes(
     let namespace = cr.namespace().unwrap_or_default();
     let ready_label = runtime.node_ready_label;
     let client = clients.get(ctx, &namespace, runtime).await?;
-    let selector = cr
-        .spec
-        .worker_pool
-        .selector
-        .match_labels
-        .clone()
-        .unwrap_or_default()
-        .iter()
-        .filter(|(k, _)| *k == sandbox_api::containerruntime::POOL_LABELS[0])
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let selector = crate::node_labels::pool_selector(cr);
     let api = Api::<Node>::all(client);
     let mut params = ListParams::default().labels(&selector).limit(NODE_PAGE);
     let annotation = state_annotation(ready_label);
@@ -283,7 +291,7 @@ impl ShootClients {
     /// Secret exists and its version come from the seed watch ([`crate::cache::Caches`]): the
     /// Secret itself is read only when its version differs from the one the cached client was
     /// built from, so a converged seed costs no Secret reads at all.
-    async fn get(
+    pub(crate) async fn get(
         &self,
         ctx: &Context,
         namespace: &str,

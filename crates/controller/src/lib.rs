@@ -19,6 +19,7 @@ pub mod heartbeat;
 pub mod leader_election;
 pub mod managedresource;
 pub mod metrics;
+mod node_labels;
 mod reconcile;
 mod shared;
 pub mod shoot_access;

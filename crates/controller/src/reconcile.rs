@@ -17,6 +17,7 @@ use sandbox_api::{ClusterShoot, ContainerRuntime, LastOperationType, Shoot};
 use sandbox_runtime::actuator::{
     Actuator, ActuatorError, Desired, ManagedResourceContent, actuator,
 };
+use sandbox_runtime::osc::InstallationMode;
 use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
@@ -178,7 +179,11 @@ impl Target<'_> {
         info!(namespace = %self.namespace, name = %cr.name_any(), operation = operation_label(op), "reconciling");
         let image = self.ctx.config.image_for(self.actuator);
         let pinned = self.ctx.config.pinned_for(self.actuator);
-        let desired = self.actuator.desired_pinned(&cr, shoot, image, pinned);
+        let desired = match self.ctx.config.installation_mode {
+            InstallationMode::DaemonSet => self.actuator.desired_pinned(&cr, shoot, image, pinned),
+            // The OSC carries the runtime to the nodes (the seed webhook); no installer.
+            InstallationMode::Osc => self.actuator.desired_osc(&cr, shoot),
+        };
         self.reconcile(cr, op, desired, consume).await
     }
 

@@ -337,7 +337,12 @@ impl<R: Runtime> Actuator for R {
             })
             .collect();
         Ok(Desired {
-            shared: shared(self, shoot, Some((pool, &config)))?,
+            shared: shared_for(
+                self,
+                shoot,
+                Some((pool, &config)),
+                crate::osc::InstallationMode::Osc,
+            )?,
             pool: ManagedResourceContent {
                 name: R::DESCRIPTION.pool_managed_resource(pool),
                 data: BTreeMap::new(),
@@ -418,20 +423,47 @@ fn shared<R: Runtime>(
     shoot: &Shoot,
     current: Option<(&str, &R::Config)>,
 ) -> Result<ManagedResourceContent, RenderError> {
+    shared_for(
+        runtime,
+        shoot,
+        current,
+        crate::osc::InstallationMode::DaemonSet,
+    )
+}
+
+/// The shared objects; in installation mode `osc` the controller also labels nodes (its
+/// shoot token may patch nodes, narrowed to the ready labels by a policy).
+fn shared_for<R: Runtime>(
+    runtime: &R,
+    shoot: &Shoot,
+    current: Option<(&str, &R::Config)>,
+    mode: crate::osc::InstallationMode,
+) -> Result<ManagedResourceContent, RenderError> {
     let mut set = runtime.runtime_classes(shoot, current)?;
     let labels: Vec<String> = std::iter::once(R::DESCRIPTION.node_ready_label.to_string())
         .chain(runtime.component_labels())
         .collect();
     let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
     R::DESCRIPTION.agent.add_shared_objects(&mut set, &labels)?;
-    installation::add_health_reader(
-        &mut set,
-        &R::DESCRIPTION.health_service_account(),
-        &format!(
-            "gardener.cloud:{}:health",
-            R::DESCRIPTION.shared_managed_resource
-        ),
-    )?;
+    let health = format!(
+        "gardener.cloud:{}:health",
+        R::DESCRIPTION.shared_managed_resource
+    );
+    match mode {
+        crate::osc::InstallationMode::DaemonSet => installation::add_health_reader(
+            &mut set,
+            &R::DESCRIPTION.health_service_account(),
+            &health,
+        )?,
+        crate::osc::InstallationMode::Osc => installation::add_node_labeller(
+            &mut set,
+            &R::DESCRIPTION.health_service_account(),
+            &health,
+            // A policy's name is a DNS subdomain (no colons).
+            &format!("{}-node-labeller", R::DESCRIPTION.shared_managed_resource),
+            &labels,
+        )?,
+    }
     Ok(ManagedResourceContent {
         name: R::DESCRIPTION.shared_managed_resource.into(),
         data: set.into_data(),

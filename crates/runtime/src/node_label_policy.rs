@@ -34,6 +34,28 @@ pub fn node_label_policy(
     service_account: &str,
     labels: &[&str],
 ) -> Result<(ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding), RenderError> {
+    policy(name, namespace, service_account, labels, true)
+}
+
+/// The policy for the controller's node labeller (installation mode `osc`): as
+/// [`node_label_policy`], on any node (the controller labels every node of the shoot's pools
+/// from what their kubelets report; its token is bound to no node).
+pub fn labeller_policy(
+    name: &str,
+    namespace: &str,
+    service_account: &str,
+    labels: &[&str],
+) -> Result<(ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding), RenderError> {
+    policy(name, namespace, service_account, labels, false)
+}
+
+fn policy(
+    name: &str,
+    namespace: &str,
+    service_account: &str,
+    labels: &[&str],
+    own_node_only: bool,
+) -> Result<(ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding), RenderError> {
     let user = format!("system:serviceaccount:{namespace}:{service_account}");
     let label_keys: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
     let annotation_keys: Vec<String> = labels
@@ -74,14 +96,18 @@ pub fn node_label_policy(
             }]},
             "matchConditions": [{"name": "node-agent", "expression": format!("request.userInfo.username == '{user}'")}],
             "validations": [
-                {
+                if own_node_only { json!({
                     "expression": format!(
                         "request.operation == 'UPDATE' && '{NODE_NAME_EXTRA}' in request.userInfo.extra && \
                          request.userInfo.extra['{NODE_NAME_EXTRA}'] == [object.metadata.name]"
                     ),
                     "message": "the node agent may change only the node its pod runs on",
                     "reason": "Forbidden",
-                },
+                }) } else { json!({
+                    "expression": "request.operation == 'UPDATE'",
+                    "message": "the node labeller may only update nodes",
+                    "reason": "Forbidden",
+                }) },
                 {
                     "expression": format!(
                         "has(object.metadata.labels) && {unchanged_except_label} && \
@@ -116,6 +142,19 @@ pub fn node_label_policy(
         serde_json::from_value(policy).map_err(err)?,
         serde_json::from_value(binding).map_err(err)?,
     ))
+}
+
+/// Adds the labeller's policy and its binding to `set`.
+pub fn add_labeller_policy(
+    set: &mut ObjectSet,
+    name: &str,
+    namespace: &str,
+    service_account: &str,
+    labels: &[&str],
+) -> Result<(), RenderError> {
+    let (policy, binding) = labeller_policy(name, namespace, service_account, labels)?;
+    set.add(&policy)?;
+    set.add(&binding)
 }
 
 /// Adds the policy and its binding to `set`.

@@ -207,7 +207,7 @@ pub fn install(
         entries.files.push(json!({
             "path": file.path,
             "permissions": FILE_PERMISSIONS,
-            "content": {"inline": {"data": file.content}},
+            "content": {"inline": {"encoding": "", "data": file.content}},
         }));
     }
     Ok(entries)
@@ -312,6 +312,70 @@ fn owned(runtime: &str, everything: &NodePlan, target: &str) -> RuntimeEntries {
         owned_folder: format!("{}/", target.trim_end_matches('/')),
         ..RuntimeEntries::default()
     }
+}
+
+/// Why a handler counts as not ready in mode `osc`, in one word.
+pub const NOT_REPORTED: &str = "HandlerNotReported";
+/// Why a handler the OSC cannot carry is not ready.
+pub const NOT_IN_OSC: &str = "NotInstalledByOsc";
+
+/// The ready labels of a node in installation mode `osc`, from the handlers its kubelet
+/// reports (`status.runtimeHandlers`: the handlers containerd has loaded, as CRI's status
+/// lists them), each with the report its state annotation carries. A handler's own label is
+/// on when the kubelet reports it; the plan's label when it reports every handler the OSC
+/// carries. The label keys and the reports are the node agent's, so the ready label and the
+/// `EveryNodeReady` condition mean the same in both modes. `version` is the release the OSC
+/// installs.
+pub fn node_readiness(
+    plan: &NodePlan,
+    reported: &BTreeSet<String>,
+    version: Option<&str>,
+) -> Vec<(String, crate::node_plan::NodeReport)> {
+    use crate::node_plan::NodeReport;
+    let missing = |h: &Handler| -> Option<NodeReport> {
+        if !h.written_only_if.is_empty() {
+            return Some(NodeReport::failed(
+                NOT_IN_OSC,
+                &format!(
+                    "handler {} is not installed in installation mode osc (it needs a host check first); use mode daemonset",
+                    h.name
+                ),
+            ));
+        }
+        (!reported.contains(&h.name)).then(|| {
+            NodeReport::failed(
+                NOT_REPORTED,
+                &format!(
+                    "the kubelet does not report runtime handler {} (status.runtimeHandlers): gardener-node-agent has not applied the OperatingSystemConfig yet, or containerd is older than 2.0 and reports no handlers",
+                    h.name
+                ),
+            )
+        })
+    };
+    let with_version = |mut r: NodeReport| {
+        r.version = version.map(str::to_string);
+        r
+    };
+    let mut out = Vec::new();
+    let carried: Vec<&Handler> = plan
+        .handlers
+        .iter()
+        .filter(|h| h.written_only_if.is_empty())
+        .collect();
+    let first_missing = carried.iter().find_map(|h| missing(h));
+    out.push((
+        plan.ready_label.clone(),
+        with_version(first_missing.unwrap_or_else(NodeReport::ready)),
+    ));
+    for h in &plan.handlers {
+        if let Some(label) = &h.ready_label {
+            out.push((
+                label.clone(),
+                with_version(missing(h).unwrap_or_else(NodeReport::ready)),
+            ));
+        }
+    }
+    out
 }
 
 /// Why an OSC is left alone.
@@ -620,6 +684,50 @@ mod tests {
         let mut removed = removal(&everything).unwrap();
         removed.retain_previous(&third);
         assert!(removed.files.is_empty());
+    }
+
+    #[test]
+    fn a_node_is_ready_when_its_kubelet_reports_every_handler_the_osc_carries() {
+        let (plan, _) = plans(json!({}));
+        let none = node_readiness(&plan, &BTreeSet::new(), Some("v1"));
+        assert_eq!(none.len(), 1);
+        assert_eq!(none[0].0, plan.ready_label);
+        assert!(!none[0].1.ready);
+        assert_eq!(none[0].1.reason.as_deref(), Some(NOT_REPORTED));
+        assert!(none[0].1.message.as_deref().unwrap().contains("runsc"));
+        let both = BTreeSet::from(["runc".to_string(), "runsc".to_string()]);
+        let ready = node_readiness(&plan, &both, Some("v1"));
+        assert!(ready[0].1.ready);
+        assert_eq!(ready[0].1.version.as_deref(), Some("v1"));
+
+        // Kata: a label per hypervisor; Firecracker is not carried by an OSC.
+        let kata = crate::kata::Kata.cleanup_config().node_plan(IMAGE);
+        let names: BTreeSet<String> = kata.handlers.iter().map(|h| h.name.clone()).collect();
+        let states = node_readiness(&kata, &names, None);
+        assert_eq!(
+            states.len(),
+            1 + kata
+                .handlers
+                .iter()
+                .filter(|h| h.ready_label.is_some())
+                .count()
+        );
+        for (label, report) in &states[1..] {
+            let handler = kata
+                .handlers
+                .iter()
+                .find(|h| h.ready_label.as_ref() == Some(label))
+                .unwrap();
+            assert_eq!(
+                report.ready,
+                handler.written_only_if.is_empty(),
+                "{label}: {report:?}"
+            );
+        }
+        assert!(
+            states[0].1.ready,
+            "the plan's label needs only what the OSC carries"
+        );
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub const NODE_NAME: &str = "gardener-built-node";
 pub const MIRRORED_REGISTRY: &str = "registry.example";
 /// The annotation gardener-node-agent sets on the Node to the checksum it applied.
 pub const APPLIED_ANNOTATION: &str = "checksum/cloud-config-data";
+/// The OSC gardener-node-agent applied last (written after everything else).
+const LAST_APPLIED: &str = "/var/lib/gardener-node-agent/last-applied-osc.yaml";
 /// A file of the OSC whose content is the OSC's generation: each change is a new OSC.
 pub const GENERATION_FILE: &str = "/etc/sandbox-test/osc-generation";
 
@@ -113,7 +115,7 @@ pub fn operating_system_config(
             "files": [{
                 "path": GENERATION_FILE,
                 "permissions": 0o644,
-                "content": {"inline": {"data": generation.to_string()}},
+                "content": {"inline": {"encoding": "", "data": generation.to_string()}},
             }],
         },
     })
@@ -144,10 +146,13 @@ pub struct GardenerNodeAgent {
     server: Server,
     /// `/usr/bin/env`'s arguments that start the agent again.
     args: Vec<String>,
-    systemd: FakeSystemd,
-    bus: SystemBus,
+    /// The bus and systemd stand-in of its own (None on a test shoot's node, which has both).
+    own: Option<(FakeSystemd, SystemBus)>,
     node: Arc<TestNode>,
     client: kube::Client,
+    /// The Node it looks for; created up front unless the kubelet registers it.
+    node_name: String,
+    created_node: bool,
     dir: tempfile::TempDir,
     cgroup_driver: CgroupDriver,
     generation: u32,
@@ -155,6 +160,8 @@ pub struct GardenerNodeAgent {
     vary_cri: bool,
     /// The OSC written last (what an OSC webhook sees as `oldObject`).
     last: serde_json::Value,
+    /// How often [`GardenerNodeAgent::supervise`] started it again.
+    restarts: u32,
 }
 
 impl GardenerNodeAgent {
@@ -204,7 +211,36 @@ impl GardenerNodeAgent {
             .map_err(|e| Error::Tools(format!("creating Node {NODE_NAME}: {e}")))?;
 
         let config_dir = dir.path().join("config");
-        std::fs::create_dir_all(&config_dir).map_err(io_err(&config_dir))?;
+        Self::write_config(control_plane, &node, &config_dir, NODE_NAME)?;
+
+        let args = Self::arguments(control_plane, &node, &bus.address(), NODE_NAME, &config_dir)?;
+        let mut agent = GardenerNodeAgent {
+            server: Self::launch(&args, dir.path())?,
+            args,
+            own: Some((systemd, bus)),
+            node,
+            client,
+            node_name: NODE_NAME.into(),
+            created_node: true,
+            dir,
+            cgroup_driver,
+            generation: 0,
+            vary_cri: true,
+            last: serde_json::Value::Null,
+            restarts: 0,
+        };
+        agent.apply_next(Duration::from_secs(120)).await?;
+        Ok(agent)
+    }
+
+    /// gardener-node-agent's configuration file in `config_dir`, and the machine's name.
+    fn write_config(
+        control_plane: &ControlPlane,
+        node: &TestNode,
+        config_dir: &Path,
+        node_name: &str,
+    ) -> Result<()> {
+        std::fs::create_dir_all(config_dir).map_err(io_err(config_dir))?;
         let version = crate::pinned_version("GARDENER_VERSION")?;
         let kubernetes = crate::pinned_version("KUBERNETES_VERSION")?;
         let config = json!({
@@ -234,32 +270,17 @@ impl GardenerNodeAgent {
         let base = node.path("/var/lib/gardener-node-agent");
         std::fs::create_dir_all(&base).map_err(io_err(&base))?;
         let machine = base.join("machine-name");
-        std::fs::write(&machine, NODE_NAME).map_err(io_err(&machine))?;
+        std::fs::write(&machine, node_name).map_err(io_err(&machine))?;
         let config_file = config_dir.join(format!("config-{version}.yaml"));
         std::fs::write(&config_file, config.to_string()).map_err(io_err(&config_file))?;
-
-        let args = Self::arguments(control_plane, &node, &bus, &config_dir)?;
-        let mut agent = GardenerNodeAgent {
-            server: Self::launch(&args, dir.path())?,
-            args,
-            systemd,
-            bus,
-            node,
-            client,
-            dir,
-            cgroup_driver,
-            generation: 0,
-            vary_cri: true,
-            last: serde_json::Value::Null,
-        };
-        agent.apply_next(Duration::from_secs(120)).await?;
-        Ok(agent)
+        Ok(())
     }
 
     fn arguments(
         control_plane: &ControlPlane,
         node: &TestNode,
-        bus: &SystemBus,
+        bus_address: &str,
+        node_name: &str,
         config_dir: &Path,
     ) -> Result<Vec<String>> {
         let binary = Tool::Gardener.path()?.join("gardener-node-agent");
@@ -269,7 +290,7 @@ impl GardenerNodeAgent {
         };
         let args = vec![
             format!("KUBECONFIG={}", control_plane.kubeconfig_path().display()),
-            format!("DBUS_SYSTEM_BUS_ADDRESS={}", bus.address()),
+            format!("DBUS_SYSTEM_BUS_ADDRESS={bus_address}"),
             format!(
                 "PATH={}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                 containerd.display()
@@ -279,7 +300,7 @@ impl GardenerNodeAgent {
             LAUNCHER.into(),
             "gardener-node-agent-launcher".into(),
             node.root().display().to_string(),
-            NODE_NAME.into(),
+            node_name.into(),
             AGENT_FOLDERS.join(" "),
             binary.display().to_string(),
             format!("--config-dir={}", config_dir.display()),
@@ -295,6 +316,25 @@ impl GardenerNodeAgent {
             dir,
             None,
         )
+    }
+
+    /// systemd's `Restart=always` of `gardener-node-agent.service`: the agent exits on
+    /// purpose once the kubelet registered its Node (to watch only that Node from then on),
+    /// and after it restarted itself for a new version of its own; it is started again here,
+    /// a few times at most.
+    fn supervise(&mut self) -> Result<()> {
+        if self.server.is_running() {
+            return Ok(());
+        }
+        if self.restarts >= 5 {
+            return Err(Error::NotReady {
+                server: "gardener-node-agent",
+                seconds: 0,
+                log_tail: self.server.log_tail(40),
+            });
+        }
+        self.restarts += 1;
+        self.start_again()
     }
 
     /// Stops the agent (as a node's shutdown does).
@@ -336,6 +376,7 @@ impl GardenerNodeAgent {
         self.last = osc.clone();
         let yaml = serde_json::to_string(&osc).map_err(|e| Error::Tools(e.to_string()))?;
         let checksum = sandbox_runtime::manifests::sha256_hex(yaml.as_bytes());
+        let written_at = std::time::SystemTime::now();
         let secret = json!({
             "apiVersion": "v1",
             "kind": "Secret",
@@ -355,16 +396,82 @@ impl GardenerNodeAgent {
             )
             .await
             .map_err(|e| Error::Tools(format!("writing the OSC Secret: {e}")))?;
-        self.wait_applied(&checksum, timeout).await?;
+        if self.created_node {
+            self.wait_applied(&checksum, timeout).await?;
+        } else {
+            self.wait_written(written_at, timeout).await?;
+        }
         Ok(self.generation)
     }
 
-    async fn wait_applied(&self, checksum: &str, timeout: Duration) -> Result<()> {
+    /// Without a Node (before the kubelet registers it) gardener-node-agent applies the OSC
+    /// all the same and then waits for the Node: applied means our generation's file is
+    /// written and its last-applied OSC is newer than the Secret.
+    async fn wait_written(
+        &mut self,
+        since: std::time::SystemTime,
+        timeout: Duration,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let generation = self.generation.to_string();
+        loop {
+            let file = std::fs::read_to_string(self.node.path(GENERATION_FILE)).unwrap_or_default();
+            let applied = std::fs::metadata(self.node.path(LAST_APPLIED))
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t >= since);
+            if file == generation && applied {
+                return Ok(());
+            }
+            self.supervise()?;
+            if Instant::now() > deadline {
+                return Err(Error::NotReady {
+                    server: "gardener-node-agent",
+                    seconds: timeout.as_secs(),
+                    log_tail: self.server.log_tail(40),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Starts gardener-node-agent on a test shoot's `node` (whose D-Bus is at `bus_address`
+    /// and whose systemd stand-in restarts its containerd) for the shoot `control_plane`, as
+    /// on a machine's first boot: no Node exists yet (the kubelet, started later, registers
+    /// `node_name`). The OSC Secret is written by [`GardenerNodeAgent::apply_next_with`].
+    pub async fn start_on_shoot_node(
+        control_plane: &ControlPlane,
+        node: Arc<TestNode>,
+        node_name: &str,
+        bus_address: &str,
+    ) -> Result<Self> {
+        let client = control_plane.client().await?;
+        let dir = tempfile::tempdir().map_err(io_err(std::env::temp_dir()))?;
+        let config_dir = dir.path().join("config");
+        Self::write_config(control_plane, &node, &config_dir, node_name)?;
+        let args = Self::arguments(control_plane, &node, bus_address, node_name, &config_dir)?;
+        Ok(GardenerNodeAgent {
+            server: Self::launch(&args, dir.path())?,
+            args,
+            own: None,
+            node,
+            client,
+            node_name: node_name.into(),
+            created_node: false,
+            dir,
+            cgroup_driver: CgroupDriver::Cgroupfs,
+            generation: 0,
+            vary_cri: false,
+            last: serde_json::Value::Null,
+            restarts: 0,
+        })
+    }
+
+    async fn wait_applied(&mut self, checksum: &str, timeout: Duration) -> Result<()> {
         let nodes: Api<Node> = Api::all(self.client.clone());
         let deadline = Instant::now() + timeout;
         loop {
             let applied = nodes
-                .get(NODE_NAME)
+                .get(&self.node_name)
                 .await
                 .ok()
                 .and_then(|n| n.metadata.annotations)
@@ -372,7 +479,8 @@ impl GardenerNodeAgent {
             if applied.as_deref() == Some(checksum) {
                 return Ok(());
             }
-            if !self.server.is_running() || Instant::now() > deadline {
+            self.supervise()?;
+            if Instant::now() > deadline {
                 return Err(Error::NotReady {
                     server: "gardener-node-agent",
                     seconds: timeout.as_secs(),
@@ -388,14 +496,14 @@ impl GardenerNodeAgent {
         &self.last
     }
 
-    /// The systemd stand-in the agent talks to.
+    /// The systemd stand-in the agent talks to (its own; a test shoot's node has its own).
     pub fn systemd(&self) -> &FakeSystemd {
-        &self.systemd
+        &self.own.as_ref().expect("a bus of its own").0
     }
 
-    /// The system bus both agents restart containerd over.
+    /// The system bus both agents restart containerd over (its own, as for `systemd`).
     pub fn bus(&self) -> &SystemBus {
-        &self.bus
+        &self.own.as_ref().expect("a bus of its own").1
     }
 
     /// The node.

@@ -59,6 +59,9 @@ const NODE_FOLDERS: &[&str] = &[
     "/var/lib/kubelet",
     "/var/log/pods",
     "/var/log/containers",
+    // Where gardener-node-agent points containerd's CNI (links to Debian's plugins).
+    "/opt/cni/bin",
+    "/var/lib/gardener-node-agent",
 ];
 
 /// Creates the node's namespaces and holds them: a user namespace that maps every id but the
@@ -138,6 +141,19 @@ impl TestShoot {
         seed: &ControlPlane,
         seed_namespace: &str,
         labels: &[(&str, &str)],
+    ) -> Result<Self> {
+        Self::start_with(seed, seed_namespace, labels, true).await
+    }
+
+    /// [`TestShoot::start`]; without `kubelet` the node's machine is up (containerd, D-Bus)
+    /// but its kubelet has not started: [`TestShoot::start_kubelet`] and
+    /// [`TestShoot::wait_node_ready`] follow, as on a machine's first boot after
+    /// gardener-node-agent applied its OperatingSystemConfig.
+    pub async fn start_with(
+        seed: &ControlPlane,
+        seed_namespace: &str,
+        labels: &[(&str, &str)],
+        kubelet: bool,
     ) -> Result<Self> {
         let machine = machine_lock().await?;
         let host_ip: IpAddr = HOST_ADDRESS.parse().expect("constant address");
@@ -261,9 +277,16 @@ impl TestShoot {
         };
         shoot.register_service_host_webhook().await?;
         shoot.write_kubelet_config(labels)?;
-        shoot.start_kubelet()?;
-        shoot.wait_node_ready(START_TIMEOUT).await?;
+        if kubelet {
+            shoot.start_kubelet()?;
+            shoot.wait_node_ready(START_TIMEOUT).await?;
+        }
         Ok(shoot)
+    }
+
+    /// The node's system bus (D-Bus address).
+    pub fn bus_address(&self) -> String {
+        self.bus.address()
     }
 
     /// The shoot's API server.
@@ -651,6 +674,16 @@ fn configure_cni(node: &TestNode) -> Result<()> {
         return Err(Error::Tools(format!(
             "{CNI_BIN}/bridge is missing: install Debian's containernetworking-plugins (hack/prereqs.sh does)"
         )));
+    }
+    // gardener-node-agent sets containerd's CNI folder to /opt/cni/bin: the same plugins.
+    let opt_cni = node.path("/opt/cni/bin");
+    std::fs::create_dir_all(&opt_cni).map_err(io_err(&opt_cni))?;
+    for entry in std::fs::read_dir(CNI_BIN).map_err(io_err(CNI_BIN))? {
+        let entry = entry.map_err(io_err(CNI_BIN))?;
+        let link = opt_cni.join(entry.file_name());
+        if !link.exists() {
+            std::os::unix::fs::symlink(entry.path(), &link).map_err(io_err(&link))?;
+        }
     }
     let conf_dir = node.path("/etc/cni/net.d");
     std::fs::create_dir_all(&conf_dir).map_err(io_err(&conf_dir))?;

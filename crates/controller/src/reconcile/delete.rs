@@ -76,7 +76,16 @@ impl Target<'_> {
         // runs until every node of the pool verified the runtime is gone. Skipped when the
         // pool's ManagedResource is missing or already going (nothing installed, or an
         // earlier pass finished the cleanup).
-        if clean_nodes && managedresource::is_live(client, ns, &pool_mr).await? {
+        // Installation mode osc: the seed webhook puts `op: remove` entries into the pool's
+        // OSC while this ContainerRuntime exists; done once no node reports the handler
+        // (then the labels go). As the cleanup: only while the pool's ManagedResource is live
+        // (a later pass, after the shoot access went with the shared objects, skips it).
+        let osc = self.ctx.config.installation_mode == InstallationMode::Osc;
+        if clean_nodes && osc && managedresource::is_live(client, ns, &pool_mr).await? {
+            if let Some(pending) = self.osc_nodes_pending(cr).await {
+                return Ok(Some(pending));
+            }
+        } else if clean_nodes && !osc && managedresource::is_live(client, ns, &pool_mr).await? {
             let cleanup =
                 self.actuator
                     .cleanup(cr, shoot, self.ctx.config.image_for(self.actuator))?;
@@ -110,6 +119,45 @@ impl Target<'_> {
             }
         }
         Ok(None)
+    }
+
+    /// In installation mode osc: what the nodes of `cr`'s pool still wait for, or None once
+    /// no node reports the runtime's handlers and their labels are gone.
+    async fn osc_nodes_pending(&self, cr: &ContainerRuntime) -> Option<Pending> {
+        let description = self.actuator.description();
+        let pool = &cr.spec.worker_pool.name;
+        let image = self.ctx.config.image_for(self.actuator);
+        let waiting = |detail: String| Pending {
+            what: format!(
+                "the nodes of pool {pool} still run {}",
+                description.display_name
+            ),
+            detail,
+        };
+        let client = match self
+            .ctx
+            .shoot_clients
+            .get(self.ctx, &self.namespace, description)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => return Some(waiting(e)),
+        };
+        match crate::node_labels::still_reporting(&client, cr, self.actuator, image).await {
+            Ok(nodes) if nodes.is_empty() => {}
+            Ok(nodes) => {
+                return Some(waiting(format!(
+                    "{} node(s) still report its handler ({}); gardener-node-agent removes it with the OperatingSystemConfig's op: remove entry",
+                    nodes.len(),
+                    nodes.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+            Err(e) => return Some(waiting(e)),
+        }
+        match crate::node_labels::unlabel_pool(&client, cr, self.actuator).await {
+            Ok(()) => None,
+            Err(e) => Some(waiting(e)),
+        }
     }
 
     /// Deletes ManagedResource `name` (and its Secrets); returns whether it is gone.

@@ -15,7 +15,7 @@ mod rbac;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 pub use daemon_set::{cleanup_objects, installation_objects};
-pub use rbac::add_health_reader;
+pub use rbac::{add_health_reader, add_node_labeller};
 
 use crate::node_plan::NodePlan;
 

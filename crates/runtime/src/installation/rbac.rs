@@ -80,6 +80,35 @@ pub fn add_health_reader(
     service_account: &str,
     name: &str,
 ) -> Result<(), RenderError> {
+    add_node_access(set, service_account, name, &["get", "list"])
+}
+
+/// The controller's permission in the shoot in installation mode `osc`: as
+/// [`add_health_reader`], and `patch` on nodes, which [`crate::node_label_policy::labeller_policy`]
+/// narrows to the runtime's ready labels and their state annotations.
+pub fn add_node_labeller(
+    set: &mut ObjectSet,
+    service_account: &str,
+    name: &str,
+    policy: &str,
+    labels: &[&str],
+) -> Result<(), RenderError> {
+    add_node_access(set, service_account, name, &["get", "list", "patch"])?;
+    crate::node_label_policy::add_labeller_policy(
+        set,
+        policy,
+        SHOOT_NAMESPACE,
+        service_account,
+        labels,
+    )
+}
+
+fn add_node_access(
+    set: &mut ObjectSet,
+    service_account: &str,
+    name: &str,
+    verbs: &[&str],
+) -> Result<(), RenderError> {
     let cluster_role = ClusterRole {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -88,7 +117,7 @@ pub fn add_health_reader(
         rules: Some(vec![PolicyRule {
             api_groups: Some(vec![String::new()]),
             resources: Some(vec!["nodes".into()]),
-            verbs: vec!["get".into(), "list".into()],
+            verbs: verbs.iter().map(|v| v.to_string()).collect(),
             ..PolicyRule::default()
         }]),
         ..ClusterRole::default()
