@@ -473,6 +473,48 @@ async fn fresh_node(mode: InstallationMode) -> Figures {
     })
     .await;
     assert_eq!(everyone.reason, "HealthCheckSuccessful");
+    if mode == InstallationMode::Osc {
+        // The labeller's token (issued by the real gardener-resource-manager) may change our
+        // ready label, and nothing else on a node: the shoot's policy refuses the rest.
+        let access = eventually(60, "the shoot-access token", async || {
+            let secret = seed
+                .secrets()
+                .get("shoot-access-extension-runtime-gvisor")
+                .await
+                .ok()?;
+            let text = String::from_utf8(secret.data?.get("kubeconfig")?.0.clone()).ok()?;
+            let kubeconfig = kube::config::Kubeconfig::from_yaml(&text).ok()?;
+            let token = serde_json::to_value(&kubeconfig).ok()?["users"][0]["user"]["token"]
+                .as_str()
+                .is_some_and(|t| !t.is_empty());
+            token.then_some(kubeconfig)
+        })
+        .await;
+        let labeller = sandbox_testenv::client_for(access).await.unwrap();
+        let as_labeller: Api<Node> = Api::all(labeller);
+        for (what, patch) in [
+            (
+                "another label",
+                json!({"metadata": {"labels": {"evil": "true"}}}),
+            ),
+            (
+                "a taint",
+                json!({"spec": {"taints": [{"key": "evil", "effect": "NoSchedule"}]}}),
+            ),
+            (
+                "the ready label set to another value",
+                json!({"metadata": {"labels": {NODE_READY_LABEL: "yes"}}}),
+            ),
+        ] {
+            match as_labeller
+                .patch(NODE_NAME, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Err(kube::Error::Api(e)) if e.code == 403 || e.code == 422 => {}
+                other => panic!("the labeller's token changed {what}: {other:?}"),
+            }
+        }
+    }
 
     // A flag change, as gardenlet makes it: the Cluster and the ContainerRuntime, a reconcile,
     // and (osc) the pool's OSC written again.

@@ -181,9 +181,10 @@ async fn through_the_osc(flavor: Flavor) {
         "config.toml:\n{}",
         config_toml()
     );
-    assert!(
-        !node.path(sandbox_runtime::gvisor::node::DROP_IN).exists(),
-        "a drop-in in osc mode"
+    assert_eq!(
+        runsc_definitions(&node),
+        ["config.toml"],
+        "the handler is defined in config.toml only (the drop-in path holds a comment)"
     );
     let run = pods::run_pod(&pods, "runsc", &["dmesg"], &logs)
         .await
@@ -327,4 +328,176 @@ async fn gvisor_through_the_osc_on_containerd_2_4() {
 #[tokio::test(flavor = "multi_thread")]
 async fn gvisor_through_the_osc_on_containerd_1_7() {
     through_the_osc(Flavor::V17).await;
+}
+
+/// The files that define the `runsc` table: `config.toml` and the node agent's drop-in.
+fn runsc_definitions(node: &TestNode) -> Vec<&'static str> {
+    let defines = |path: PathBuf| {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let doc: toml_edit::DocumentMut = text.parse().unwrap_or_default();
+        ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime"]
+            .iter()
+            .any(|plugin| {
+                doc.get("plugins")
+                    .and_then(|p| p.get(plugin))
+                    .and_then(|p| p.get("containerd"))
+                    .and_then(|c| c.get("runtimes"))
+                    .and_then(|r| r.get("runsc"))
+                    .is_some()
+            })
+    };
+    let mut out = Vec::new();
+    if defines(node.config_path()) {
+        out.push("config.toml");
+    }
+    if defines(node.path(sandbox_runtime::gvisor::node::DROP_IN)) {
+        out.push("drop-in");
+    }
+    out
+}
+
+async fn assert_running(pods: &Pods, pod: &pods::RunningPod, when: &str) {
+    let (state, _) = pods::container_state(pods, &pod.container).await.unwrap();
+    assert_eq!(
+        format!("{state:?}"),
+        "ContainerRunning",
+        "the gVisor pod {when}"
+    );
+}
+
+/// A live node switches from installation mode daemonset (our agent installed gVisor, a gVisor
+/// pod runs) to osc (gardener-node-agent takes the handler and the files over) and back; the
+/// pod runs throughout, and the handler is defined once.
+async fn switching_modes(flavor: Flavor) {
+    use sandbox_node_agent::agent::{self, Options};
+    use sandbox_node_agent::host::Host;
+    use sandbox_node_agent::restart::Systemd;
+    use sandbox_runtime::gvisor::{GVisorConfig, node_plan};
+
+    let control_plane = ControlPlane::start().await.unwrap();
+    let node = Arc::new(TestNode::new(flavor).unwrap());
+    node.start().unwrap();
+    node.import_images().unwrap();
+    let registry = Registry::start().await.unwrap();
+    let pin = sandbox_testenv::pinned_version("GVISOR_VERSION").unwrap();
+    let gvisor_dir = Tool::Gvisor.path().unwrap();
+    let (image, pins) = push_image(
+        &registry,
+        &gvisor_dir,
+        &format!("v0.2.0-gvisor-{}", pin_version(&pin)),
+    )
+    .await;
+    let mut gardener = GardenerNodeAgent::start(&control_plane, node.clone())
+        .await
+        .unwrap();
+    gardener.keep_cri_settings();
+    let host = registry.host();
+    let cri = Cri::new(node.socket());
+    apply(&mut gardener, &cri, mutate(&host, vec![]))
+        .await
+        .unwrap();
+    let pods = Pods::new(node.socket());
+    let logs: PathBuf = node.path("/var/log/pods");
+    let gvisor = &GVisor;
+
+    // Mode daemonset: our agent installs the same release the OSC names.
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("image");
+    sandbox_testenv::images::write_gvisor_payload(&gvisor_dir, b"", &source).unwrap();
+    let plan = node_plan(&GVisorConfig::default(), &image);
+    let mut options = Options::new(
+        Host::new(node.root()),
+        plan.clone(),
+        sandbox_testenv::node::BINARY_PATH.to_string(),
+    );
+    options.source = source;
+    let restarter = Systemd::new(gardener.bus().socket(), "containerd.service");
+    let report = agent::install(&options, &restarter).await.unwrap();
+    assert_eq!(report.restarts, 1);
+    let pod = pods::start_pod(&pods, "runsc", &["sleep", "3600"], &logs)
+        .await
+        .unwrap();
+    let before = runsc_definitions(&node);
+
+    // To mode osc: the installer DaemonSet is gone (nothing runs our agent); gardenlet's next
+    // OSC carries the handler, the files and the emptied drop-in.
+    let starts = node.starts();
+    let mut entries = gvisor.osc_install(None, &image, &pins).unwrap();
+    entries.retain_previous(gardener.last_osc());
+    apply(&mut gardener, &cri, mutate(&host, vec![entries]))
+        .await
+        .unwrap();
+    let to_osc = node.starts() - starts;
+    assert_running(&pods, &pod, "after the switch to osc").await;
+    assert_eq!(
+        std::fs::read_to_string(node.path(sandbox_runtime::gvisor::node::DROP_IN))
+            .unwrap_or_default(),
+        // On 1.x our agent wrote no drop-in; the placeholder is there all the same.
+        osc::DROP_IN_PLACEHOLDER
+    );
+    assert_eq!(
+        runsc_definitions(&node),
+        ["config.toml"],
+        "before: {before:?}"
+    );
+    assert_eq!(
+        cri.handler("runsc", "io.containerd.runsc.v1")
+            .await
+            .unwrap(),
+        HandlerState::Loaded
+    );
+    let run = pods::run_pod(&pods, "runsc", &["dmesg"], &logs)
+        .await
+        .unwrap();
+    assert!(run.output.contains("Starting gVisor..."), "{}", run.output);
+
+    // Back to mode daemonset: the agent runs again; gardenlet's next OSC has no plugin entry
+    // but still lists the release's files (gardener-node-agent would delete them), and no
+    // placeholder: gardener-node-agent deletes the drop-in path, and the agent's next check
+    // writes it again.
+    let starts = node.starts();
+    agent::install(&options, &restarter).await.unwrap();
+    let kept = osc::keep_after_switch(gvisor.osc_removal(&image).unwrap(), gardener.last_osc());
+    apply(&mut gardener, &cri, mutate(&host, vec![kept]))
+        .await
+        .unwrap();
+    agent::install(&options, &restarter).await.unwrap();
+    let back = node.starts() - starts;
+    assert_running(&pods, &pod, "after the switch back to daemonset").await;
+    for name in ["runsc", "containerd-shim-runsc-v1", "runsc.toml"] {
+        let dir = plan.binaries.versioned.as_ref().unwrap().dir();
+        assert!(
+            node.path(&format!("{dir}/{name}")).exists(),
+            "{dir}/{name} was deleted"
+        );
+    }
+    let expected: &[&str] = match flavor {
+        Flavor::V17 => &["config.toml"],
+        _ => &["drop-in"],
+    };
+    assert_eq!(runsc_definitions(&node), expected);
+    assert_eq!(
+        cri.handler("runsc", "io.containerd.runsc.v1")
+            .await
+            .unwrap(),
+        HandlerState::Loaded
+    );
+    let run = pods::run_pod(&pods, "runsc", &["dmesg"], &logs)
+        .await
+        .unwrap();
+    assert!(run.output.contains("Starting gVisor..."), "{}", run.output);
+    pods::stop_and_remove_pod(&pods, pod).await.unwrap();
+    println!(
+        "mode switch on containerd {flavor:?}: daemonset -> osc {to_osc} containerd restart(s), osc -> daemonset {back}; the gVisor pod ran throughout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn switching_a_live_node_between_modes_keeps_its_gvisor_pod_on_containerd_2_4() {
+    switching_modes(Flavor::V2).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn switching_a_live_node_between_modes_keeps_its_gvisor_pod_on_containerd_1_7() {
+    switching_modes(Flavor::V17).await;
 }

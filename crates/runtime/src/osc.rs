@@ -100,6 +100,8 @@ pub struct RuntimeEntries {
     pub owned_handlers: BTreeSet<String>,
     /// Folder whose files are the runtime's (its versioned target, with a trailing `/`).
     pub owned_folder: String,
+    /// Further files that are the runtime's (the node agent's drop-in).
+    pub owned_files: Vec<String>,
     /// Handlers left out of the OSC, with why (e.g. Firecracker, whose devmapper snapshotter
     /// the OSC cannot make conditional on the pool's existence).
     pub skipped: Vec<(String, String)>,
@@ -210,8 +212,21 @@ pub fn install(
             "content": {"inline": {"encoding": "", "data": file.content}},
         }));
     }
+    // The node agent's drop-in, emptied: after a switch from installation mode daemonset it
+    // would still define the handler (containerd 2.x merges imports over config.toml, so an
+    // old release's drop-in would even win over the OSC's entry). A comment only: valid for
+    // every containerd, and it replaces no plugin table on 1.x.
+    entries.files.push(json!({
+        "path": plan.drop_in,
+        "permissions": FILE_PERMISSIONS,
+        "content": {"inline": {"encoding": "", "data": DROP_IN_PLACEHOLDER}},
+    }));
+    entries.owned_files.push(plan.drop_in.clone());
     Ok(entries)
 }
+
+/// What the node agent's drop-in holds in installation mode `osc`.
+pub const DROP_IN_PLACEHOLDER: &str = "# gardener-extension-runtime-sandbox: installation mode osc, the handlers are in config.toml\n";
 
 impl RuntimeEntries {
     /// The version folder the entries' binaries go to, if any.
@@ -310,8 +325,32 @@ fn owned(runtime: &str, everything: &NodePlan, target: &str) -> RuntimeEntries {
         runtime: runtime.to_string(),
         owned_handlers: everything.handlers.iter().map(|h| h.name.clone()).collect(),
         owned_folder: format!("{}/", target.trim_end_matches('/')),
+        owned_files: vec![everything.drop_in.clone()],
         ..RuntimeEntries::default()
     }
+}
+
+/// Installation mode `daemonset` on a pool that was in mode `osc`: the node agent installs
+/// the same release into the same folder, but gardener-node-agent deletes every file no OSC
+/// lists any more, its binaries and `runsc.toml` among them (running sandboxes would lose
+/// their release). So the files the stored OSC (`old`) listed in the runtime's folder stay
+/// listed, with the same content the agent writes; the plugin entries and the drop-in
+/// placeholder go (the agent writes its drop-in there). Nothing when `old` has none.
+pub fn keep_after_switch(mut owned: RuntimeEntries, old: &Value) -> RuntimeEntries {
+    owned.plugins.clear();
+    owned.files = old
+        .pointer("/spec/files")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|f| {
+            f["path"]
+                .as_str()
+                .is_some_and(|p| p.starts_with(&owned.owned_folder))
+        })
+        .cloned()
+        .collect();
+    owned
 }
 
 /// Why a handler counts as not ready in mode `osc`, in one word.
@@ -383,6 +422,8 @@ pub fn node_readiness(
 pub enum Skip {
     /// Not containerd (or no `criConfig`): nothing of ours can run there.
     NotContainerd,
+    /// No `criConfig.containerd` (a gardenlet older than v1.103): no plugin entries possible.
+    NoContainerdSection,
     /// Already as wanted.
     UpToDate,
 }
@@ -393,6 +434,15 @@ pub enum Skip {
 pub fn apply(osc: &mut Value, runtimes: &[RuntimeEntries]) -> Result<(), Skip> {
     if osc.pointer("/spec/criConfig/name").and_then(Value::as_str) != Some("containerd") {
         return Err(Skip::NotContainerd);
+    }
+    // gardenlet fills `criConfig.containerd` (with the sandbox image it requires) for every
+    // containerd pool since Gardener v1.103, the release with plugin entries; we cannot
+    // invent the sandbox image.
+    if !osc
+        .pointer("/spec/criConfig/containerd")
+        .is_some_and(Value::is_object)
+    {
+        return Err(Skip::NoContainerdSection);
     }
     let owns_plugin = |entry: &Value| {
         let path: Vec<&str> = entry["path"]
@@ -412,6 +462,7 @@ pub fn apply(osc: &mut Value, runtimes: &[RuntimeEntries]) -> Result<(), Skip> {
         let path = entry["path"].as_str().unwrap_or_default();
         runtimes.iter().any(|r| {
             path.starts_with(&r.owned_folder)
+                || r.owned_files.iter().any(|f| f == path)
                 || r.files.iter().any(|f| f["path"].as_str() == Some(path))
         })
     };
@@ -436,9 +487,6 @@ pub fn apply(osc: &mut Value, runtimes: &[RuntimeEntries]) -> Result<(), Skip> {
         .collect();
     let spec = &mut osc["spec"];
     let containerd = &mut spec["criConfig"]["containerd"];
-    if !containerd.is_object() {
-        *containerd = json!({});
-    }
     if plugins.is_empty() {
         if let Some(map) = containerd.as_object_mut() {
             map.remove("plugins");
@@ -452,13 +500,6 @@ pub fn apply(osc: &mut Value, runtimes: &[RuntimeEntries]) -> Result<(), Skip> {
         }
     } else {
         spec["files"] = Value::Array(files);
-    }
-    // An empty `containerd` we made for nothing goes again.
-    if osc["spec"]["criConfig"]["containerd"] == json!({})
-        && before.pointer("/spec/criConfig/containerd").is_none()
-        && let Some(cri) = osc["spec"]["criConfig"].as_object_mut()
-    {
-        cri.remove("containerd");
     }
     if *osc == before {
         Err(Skip::UpToDate)
@@ -523,8 +564,13 @@ mod tests {
             [
                 format!("{dir}/runsc"),
                 format!("{dir}/containerd-shim-runsc-v1"),
-                format!("{dir}/runsc.toml")
+                format!("{dir}/runsc.toml"),
+                plan.drop_in.clone(),
             ]
+        );
+        assert_eq!(
+            entries.files[3]["content"]["inline"]["data"],
+            DROP_IN_PLACEHOLDER
         );
         assert_eq!(entries.files[0]["content"]["imageRef"]["image"], IMAGE);
         assert_eq!(
@@ -560,7 +606,7 @@ mod tests {
                 .iter()
                 .any(|f| f["path"].as_str().unwrap().ends_with(&sidecar))
         );
-        assert_eq!(entries.files.len(), 4);
+        assert_eq!(entries.files.len(), 5);
     }
 
     #[test]
@@ -591,8 +637,8 @@ mod tests {
         let upgraded = install(&config.node_plan(next), &everything, next).unwrap();
         apply(&mut o, std::slice::from_ref(&upgraded)).unwrap();
         let files = o["spec"]["files"].as_array().unwrap();
-        assert_eq!(files.len(), 4, "{files:#?}");
-        assert!(files[1..].iter().all(|f| {
+        assert_eq!(files.len(), 5, "{files:#?}");
+        assert!(files[1..4].iter().all(|f| {
             f["path"]
                 .as_str()
                 .unwrap()
@@ -731,6 +777,46 @@ mod tests {
     }
 
     #[test]
+    fn back_in_daemonset_mode_the_osc_keeps_listing_the_release_s_files_only() {
+        let (plan, everything) = plans(json!({}));
+        let mut o = osc();
+        apply(&mut o, &[install(&plan, &everything, IMAGE).unwrap()]).unwrap();
+        let stored = o.clone();
+        // gardenlet's next OSC, in daemonset mode.
+        let mut next = osc();
+        let kept = keep_after_switch(removal(&everything).unwrap(), &stored);
+        apply(&mut next, &[kept]).unwrap();
+        let paths: Vec<&str> = next["spec"]["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["path"].as_str().unwrap())
+            .collect();
+        let dir = plan.binaries.versioned.as_ref().unwrap().dir();
+        assert_eq!(
+            paths,
+            [
+                "/etc/other".to_string(),
+                format!("{dir}/runsc"),
+                format!("{dir}/containerd-shim-runsc-v1"),
+                format!("{dir}/runsc.toml")
+            ]
+        );
+        assert_eq!(
+            next["spec"]["criConfig"]["containerd"]["plugins"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1,
+            "no plugin entry of ours"
+        );
+        // A pool that never was in osc mode: nothing.
+        let mut plain = osc();
+        let kept = keep_after_switch(removal(&everything).unwrap(), &osc());
+        assert_eq!(apply(&mut plain, &[kept]), Err(Skip::UpToDate));
+    }
+
+    #[test]
     fn only_containerd_oscs_are_touched() {
         let (plan, everything) = plans(json!({}));
         let entries = install(&plan, &everything, IMAGE).unwrap();
@@ -739,7 +825,12 @@ mod tests {
             apply(&mut o, std::slice::from_ref(&entries)),
             Err(Skip::NotContainerd)
         );
-        let mut bare = json!({"spec": {"criConfig": {"name": "containerd"}}});
+        let mut old_gardenlet = json!({"spec": {"criConfig": {"name": "containerd"}}});
+        assert_eq!(
+            apply(&mut old_gardenlet, std::slice::from_ref(&entries)),
+            Err(Skip::NoContainerdSection)
+        );
+        let mut bare = json!({"spec": {"criConfig": {"name": "containerd", "containerd": {"sandboxImage": "p"}}}});
         apply(&mut bare, &[entries]).unwrap();
         assert_eq!(
             bare["spec"]["criConfig"]["containerd"]["plugins"][0]["op"],

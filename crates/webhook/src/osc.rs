@@ -176,6 +176,19 @@ async fn respond(
         },
         Err(Skip::UpToDate | Skip::NoFirecracker | Skip::NotReconcile | Skip::NoPool) => {}
     }
+    let old = request
+        .old_object
+        .as_ref()
+        .and_then(|o| serde_json::to_value(o).ok());
+    if install.mode == InstallationMode::DaemonSet
+        && let Some(old) = &old
+    {
+        // Back from mode osc: the release's files stay listed (the agent owns the same).
+        let kept = kept_after_switch(install, &shoot, pool, old);
+        if !kept.is_empty() && osc_install::apply(&mut target, &kept).is_ok() {
+            info!(%namespace, osc = name, %pool, "OSC keeps the files of installation mode osc");
+        }
+    }
     if install.mode == InstallationMode::Osc {
         let runtimes = match shoots.container_runtimes(namespace).await {
             Ok(r) => r,
@@ -183,19 +196,18 @@ async fn respond(
         };
         let mut entries = runtime_entries(install, &shoot, pool, &runtimes);
         // The OSC as stored: the previous release's files stay through an upgrade.
-        if let Some(old) = request
-            .old_object
-            .as_ref()
-            .and_then(|o| serde_json::to_value(o).ok())
-        {
+        if let Some(old) = &old {
             for e in &mut entries {
-                e.retain_previous(&old);
+                e.retain_previous(old);
             }
         }
         match osc_install::apply(&mut target, &entries) {
             Ok(()) => {
                 let names: Vec<&str> = entries.iter().map(|e| e.runtime.as_str()).collect();
                 info!(%namespace, osc = name, %pool, runtimes = ?names, "OSC carries the pool's runtimes");
+            }
+            Err(osc_install::Skip::NoContainerdSection) => {
+                warn!(%namespace, osc = name, %pool, "the OSC has no criConfig.containerd (gardenlet older than v1.103?): installation mode osc cannot add the runtime");
             }
             Err(osc_install::Skip::UpToDate | osc_install::Skip::NotContainerd) => {}
         }
@@ -211,6 +223,29 @@ async fn respond(
             response
         }
     }
+}
+
+/// In installation mode daemonset: for each runtime `pool` offers, the files of mode osc the
+/// stored OSC still lists ([`osc_install::keep_after_switch`]); empty when it lists none.
+fn kept_after_switch(
+    install: &Install,
+    shoot: &Shoot,
+    pool: &str,
+    old: &Value,
+) -> Vec<RuntimeEntries> {
+    ACTUATORS
+        .iter()
+        .filter(|a| {
+            let kind = a.description().runtime_type;
+            shoot.worker(pool).and_then(|w| w.runtime(kind)).is_some()
+        })
+        .filter_map(|a| {
+            let (image, _) = install.images.get(a.description().image_name)?;
+            let owned = a.osc_removal(image).ok()?;
+            let kept = osc_install::keep_after_switch(owned, old);
+            (!kept.files.is_empty()).then_some(kept)
+        })
+        .collect()
 }
 
 /// Each runtime's entries for `pool`: installed where the pool offers it, removed where it no

@@ -296,3 +296,137 @@ async fn the_api_server_calls_the_webhook_for_pools_offering_firecracker_only() 
 async fn handshake_trusting(ca_pem: &str, port: u16) -> bool {
     sandbox_testenv::tls_handshake(ca_pem, port, "127.0.0.1").await
 }
+
+/// Installation mode `osc`: the configuration fails closed, an OSC the webhook cannot decide
+/// on (no Cluster) is refused rather than admitted without the runtime, and a pool offering
+/// gVisor gets the handler and its files from the node image the image vector names.
+#[tokio::test]
+async fn in_installation_mode_osc_the_webhook_fails_closed_and_carries_the_runtime() {
+    use sandbox_runtime::osc::InstallationMode;
+    let cp = ControlPlane::start().await.unwrap();
+    let _logs = cp.logs_on_panic();
+    let client = cp.client().await.unwrap();
+    let extension_ns = cp
+        .namespace(&client, "extension-runtime-sandbox")
+        .await
+        .unwrap();
+    let shoot_ns = cp.namespace(&client, "shoot--p--osc").await.unwrap();
+    let orphan_ns = cp.namespace(&client, "shoot--p--nocluster").await.unwrap();
+    for ns in [&shoot_ns, &orphan_ns] {
+        Api::<Namespace>::all(client.clone())
+            .patch(
+                ns,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"gardener.cloud/role": "shoot"}}})),
+            )
+            .await
+            .unwrap();
+    }
+    gardenlet::create_cluster(
+        &client,
+        &shoot_ns,
+        ShootBuilder::new("osc")
+            .namespace("garden-p")
+            .worker(json!({"name": "sandbox", "cri": {"name": "containerd",
+                "containerRuntimes": [{"type": "gvisor"}]}}))
+            .build(),
+    )
+    .await;
+    let image = format!(
+        "registry.example/node-agent:v1-gvisor-20260905-160fafc42237@sha256:{}",
+        "ab".repeat(32)
+    );
+    let port = free_port().unwrap();
+    let options = sandbox_webhook::Options {
+        registration: registration::Config {
+            mode: Mode::Url {
+                host_port: format!("127.0.0.1:{port}"),
+            },
+            namespace: extension_ns.clone(),
+            installation: InstallationMode::Osc,
+        },
+        bind: format!("127.0.0.1:{port}").parse().unwrap(),
+        renew_period: Duration::from_secs(30),
+        install: sandbox_webhook::osc::Install {
+            mode: InstallationMode::Osc,
+            images: [(
+                sandbox_runtime::image::NODE_AGENT_IMAGE.to_string(),
+                (image.clone(), Default::default()),
+            )]
+            .into(),
+        },
+    };
+    let _server = tokio::spawn(sandbox_webhook::run(
+        client.clone(),
+        options,
+        std::future::pending(),
+    ));
+    let configs = Api::<MutatingWebhookConfiguration>::all(client.clone());
+    let config = eventually(30, "the MutatingWebhookConfiguration", async || {
+        configs.get_opt(NAME).await.unwrap()
+    })
+    .await;
+    assert_eq!(
+        config.webhooks.as_ref().unwrap()[0]
+            .failure_policy
+            .as_deref(),
+        Some("Fail")
+    );
+    let mut pool_osc = osc("cloud-config-sandbox", "sandbox", "reconcile");
+    pool_osc.data["spec"]["criConfig"] = json!({"name": "containerd", "containerd": {"sandboxImage": "registry.example/pause:3.10"}});
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let oscs = osc_api(&client, &shoot_ns);
+    let mutated = eventually(30, "the API server calls the webhook", async || {
+        let created = match oscs.create(&dry_run, &pool_osc).await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("creating the OSC: {e}");
+                return None;
+            }
+        };
+        created.data["spec"]["criConfig"]["containerd"]["plugins"]
+            .is_array()
+            .then_some(created)
+    })
+    .await;
+    let plugin = &mutated.data["spec"]["criConfig"]["containerd"]["plugins"][0];
+    assert_eq!(plugin["op"], "add");
+    assert_eq!(plugin["path"][3], "runsc");
+    let files = mutated.data["spec"]["files"].as_array().unwrap();
+    let runsc = files
+        .iter()
+        .find(|f| {
+            f["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("/20260905-160fafc42237/runsc"))
+        })
+        .unwrap_or_else(|| panic!("{files:#?}"));
+    assert_eq!(runsc["content"]["imageRef"]["image"], image.as_str());
+    assert_eq!(
+        files[0]["path"], "/etc/gardener/x",
+        "gardenlet's files kept, first"
+    );
+
+    // No Cluster: refused, with the reason.
+    let refused = osc_api(&client, &orphan_ns)
+        .create(&dry_run, &pool_osc)
+        .await
+        .unwrap_err();
+    match refused {
+        kube::Error::Api(e) => assert!(
+            e.message
+                .contains("cannot tell which runtimes pool sandbox offers")
+                && e.message.contains("no Cluster"),
+            "{e:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // Another pool of the shoot offers nothing: admitted unchanged.
+    let mut plain = osc("cloud-config-plain", "plain", "reconcile");
+    plain.data["spec"]["criConfig"] = json!({"name": "containerd", "containerd": {"sandboxImage": "registry.example/pause:3.10"}});
+    let admitted = oscs.create(&dry_run, &plain).await.unwrap();
+    assert_eq!(admitted.data["spec"], plain.data["spec"]);
+}
