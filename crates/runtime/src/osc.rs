@@ -357,6 +357,8 @@ pub fn keep_after_switch(mut owned: RuntimeEntries, old: &Value) -> RuntimeEntri
 pub const NOT_REPORTED: &str = "HandlerNotReported";
 /// Why a handler the OSC cannot carry is not ready.
 pub const NOT_IN_OSC: &str = "NotInstalledByOsc";
+/// Why a handler whose host requirements nobody checked is not ready.
+pub const HOST_NOT_VERIFIED: &str = "HostNotVerified";
 
 /// The ready labels of a node in installation mode `osc`, from the handlers its kubelet
 /// reports (`status.runtimeHandlers`: the handlers containerd has loaded, as CRI's status
@@ -378,6 +380,20 @@ pub fn node_readiness(
                 &format!(
                     "handler {} is not installed in installation mode osc (it needs a host check first); use mode daemonset",
                     h.name
+                ),
+            ));
+        }
+        // The node agent checks a handler's host requirements (KVM, vhost-vsock, ...) before
+        // its label goes on; in this mode nothing on the node does, and a label must mean the
+        // same in both modes: it stays off.
+        if !h.requires.is_empty() {
+            let needs: Vec<&str> = h.requires.iter().map(|r| r.purpose.as_str()).collect();
+            return Some(NodeReport::failed(
+                HOST_NOT_VERIFIED,
+                &format!(
+                    "handler {} needs {} on the host, which nothing checks in installation mode osc; use mode daemonset for it",
+                    h.name,
+                    needs.join(", ")
                 ),
             ));
         }
@@ -764,15 +780,17 @@ mod tests {
                 .iter()
                 .find(|h| h.ready_label.as_ref() == Some(label))
                 .unwrap();
-            assert_eq!(
-                report.ready,
-                handler.written_only_if.is_empty(),
-                "{label}: {report:?}"
-            );
+            assert!(!report.ready, "{label}: {report:?}");
+            let expected = if handler.written_only_if.is_empty() {
+                HOST_NOT_VERIFIED
+            } else {
+                NOT_IN_OSC
+            };
+            assert_eq!(report.reason.as_deref(), Some(expected), "{label}");
         }
         assert!(
-            states[0].1.ready,
-            "the plan's label needs only what the OSC carries"
+            !states[0].1.ready,
+            "Kata's hypervisors need host checks nobody makes in this mode"
         );
     }
 
