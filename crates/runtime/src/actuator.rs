@@ -306,14 +306,7 @@ impl<R: Runtime> Actuator for R {
             &R::DESCRIPTION.agent,
             &pool_input(cr, &plan, image),
         )?;
-        let warnings = config
-            .warnings()
-            .into_iter()
-            .map(|w| Warning {
-                reason: w.reason,
-                message: format!("{} {}", w.field, w.message),
-            })
-            .collect();
+        let warnings = warnings_of(&config);
         Ok(Desired {
             shared: shared(self, shoot, Some((pool, &config)))?,
             pool: ManagedResourceContent {
@@ -328,14 +321,7 @@ impl<R: Runtime> Actuator for R {
         let config = R::Config::parse(cr.spec.provider_config.as_ref())?;
         let pool = &cr.spec.worker_pool.name;
         R::DESCRIPTION.agent.check_pool(pool)?;
-        let warnings = config
-            .warnings()
-            .into_iter()
-            .map(|w| Warning {
-                reason: w.reason,
-                message: format!("{} {}", w.field, w.message),
-            })
-            .collect();
+        let warnings = warnings_of(&config);
         Ok(Desired {
             shared: shared_for(
                 self,
@@ -418,6 +404,18 @@ fn pool_input<'a>(cr: &'a ContainerRuntime, plan: &'a NodePlan, image: &'a str) 
 /// The ManagedResource shared by the shoot's pools of runtime `R`: its RuntimeClasses, and
 /// its node agents' ServiceAccount with the permission to label nodes (RBAC), narrowed to
 /// their own node's labels (a ValidatingAdmissionPolicy).
+/// What the owner should know about `config`, as the controller publishes it.
+fn warnings_of<C: RuntimeConfig>(config: &C) -> Vec<Warning> {
+    config
+        .warnings()
+        .into_iter()
+        .map(|w| Warning {
+            reason: w.reason,
+            message: format!("{} {}", w.field, w.message),
+        })
+        .collect()
+}
+
 fn shared<R: Runtime>(
     runtime: &R,
     shoot: &Shoot,

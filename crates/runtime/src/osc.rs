@@ -483,24 +483,23 @@ pub fn apply(osc: &mut Value, runtimes: &[RuntimeEntries]) -> Result<(), Skip> {
         })
     };
     let before = osc.clone();
-    let plugins: Vec<Value> = osc
-        .pointer("/spec/criConfig/containerd/plugins")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|e| !owns_plugin(e))
-        .cloned()
-        .chain(runtimes.iter().flat_map(|r| r.plugins.iter().cloned()))
-        .collect();
-    let files: Vec<Value> = osc
-        .pointer("/spec/files")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|e| !owns_file(e))
-        .cloned()
-        .chain(runtimes.iter().flat_map(|r| r.files.iter().cloned()))
-        .collect();
+    // Everybody else's entries at `pointer`, then ours.
+    let merged = |pointer: &str,
+                  owned: &dyn Fn(&Value) -> bool,
+                  ours: &dyn Fn(&RuntimeEntries) -> &[Value]| {
+        osc.pointer(pointer)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|e| !owned(e))
+            .cloned()
+            .chain(runtimes.iter().flat_map(|r| ours(r).iter().cloned()))
+            .collect::<Vec<Value>>()
+    };
+    let plugins = merged("/spec/criConfig/containerd/plugins", &owns_plugin, &|r| {
+        &r.plugins
+    });
+    let files = merged("/spec/files", &owns_file, &|r| &r.files);
     let spec = &mut osc["spec"];
     let containerd = &mut spec["criConfig"]["containerd"];
     if plugins.is_empty() {

@@ -396,42 +396,8 @@ impl GardenerNodeAgent {
             )
             .await
             .map_err(|e| Error::Tools(format!("writing the OSC Secret: {e}")))?;
-        if self.created_node {
-            self.wait_applied(&checksum, timeout).await?;
-        } else {
-            self.wait_written(written_at, timeout).await?;
-        }
+        self.wait_applied(&checksum, written_at, timeout).await?;
         Ok(self.generation)
-    }
-
-    /// Without a Node (before the kubelet registers it) gardener-node-agent applies the OSC
-    /// all the same and then waits for the Node: applied means our generation's file is
-    /// written and its last-applied OSC is newer than the Secret.
-    async fn wait_written(
-        &mut self,
-        since: std::time::SystemTime,
-        timeout: Duration,
-    ) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        let generation = self.generation.to_string();
-        loop {
-            let file = std::fs::read_to_string(self.node.path(GENERATION_FILE)).unwrap_or_default();
-            let applied = std::fs::metadata(self.node.path(LAST_APPLIED))
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t >= since);
-            if file == generation && applied {
-                return Ok(());
-            }
-            self.supervise()?;
-            if Instant::now() > deadline {
-                return Err(Error::NotReady {
-                    server: "gardener-node-agent",
-                    seconds: timeout.as_secs(),
-                    log_tail: self.server.log_tail(40),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 
     /// Starts gardener-node-agent on a test shoot's `node` (whose D-Bus is at `bus_address`
@@ -466,17 +432,38 @@ impl GardenerNodeAgent {
         })
     }
 
-    async fn wait_applied(&mut self, checksum: &str, timeout: Duration) -> Result<()> {
+    /// Waits until gardener-node-agent applied the OSC with `checksum`: the Node it created
+    /// carries the checksum; without a Node (before the kubelet registers it) it applies the
+    /// OSC all the same and then waits for the Node, so applied means our generation's file is
+    /// written and its last-applied OSC is newer than the Secret (written at `since`).
+    async fn wait_applied(
+        &mut self,
+        checksum: &str,
+        since: std::time::SystemTime,
+        timeout: Duration,
+    ) -> Result<()> {
         let nodes: Api<Node> = Api::all(self.client.clone());
         let deadline = Instant::now() + timeout;
+        let generation = self.generation.to_string();
         loop {
-            let applied = nodes
-                .get(&self.node_name)
-                .await
-                .ok()
-                .and_then(|n| n.metadata.annotations)
-                .and_then(|a| a.get(APPLIED_ANNOTATION).cloned());
-            if applied.as_deref() == Some(checksum) {
+            let applied = if self.created_node {
+                nodes
+                    .get(&self.node_name)
+                    .await
+                    .ok()
+                    .and_then(|n| n.metadata.annotations)
+                    .and_then(|a| a.get(APPLIED_ANNOTATION).cloned())
+                    .as_deref()
+                    == Some(checksum)
+            } else {
+                let file =
+                    std::fs::read_to_string(self.node.path(GENERATION_FILE)).unwrap_or_default();
+                file == generation
+                    && std::fs::metadata(self.node.path(LAST_APPLIED))
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| t >= since)
+            };
+            if applied {
                 return Ok(());
             }
             self.supervise()?;
@@ -487,7 +474,7 @@ impl GardenerNodeAgent {
                     log_tail: self.server.log_tail(40),
                 });
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
