@@ -519,6 +519,17 @@ async fn fresh_node(mode: InstallationMode) -> Figures {
     // A flag change, as gardenlet makes it: the Cluster and the ContainerRuntime, a reconcile,
     // and (osc) the pool's OSC written again.
     let flags = json!({"net-raw": "true"});
+    let system: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
+    // The installer's pods before the change, by UID: a creationTimestamp has whole seconds
+    // only, and the rollout often creates the new pod within the second of the change.
+    let installers_before: Vec<String> = system
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.uid)
+        .collect();
     let restarts = containerd_restarts();
     let started = Instant::now();
     seed.set_workers(workers(true, Some(flags.clone()))).await;
@@ -546,25 +557,20 @@ async fn fresh_node(mode: InstallationMode) -> Figures {
         }
         InstallationMode::DaemonSet => {
             // The installer rolls out with the new plan; the new pod verifies and labels.
-            let system: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
             wait_until(
                 180,
                 "the installer's new pod verified the node",
                 async || {
                     let pods = system.list(&ListParams::default()).await.unwrap().items;
                     let fresh = pods.iter().any(|p| {
-                        p.metadata.creation_timestamp.as_ref().is_some_and(|t| {
-                            t.0.as_millisecond() as u128
-                                >= (std::time::SystemTime::now()
-                                    .duration_since(std::time::UNIX_EPOCH)
-                                    .unwrap()
-                                    .as_millis()
-                                    - started.elapsed().as_millis())
-                        }) && p
-                            .status
+                        p.metadata
+                            .uid
                             .as_ref()
-                            .and_then(|s| s.container_statuses.as_ref())
-                            .is_some_and(|c| c.iter().all(|c| c.ready))
+                            .is_some_and(|uid| !installers_before.contains(uid))
+                            && p.status
+                                .as_ref()
+                                .and_then(|s| s.container_statuses.as_ref())
+                                .is_some_and(|c| c.iter().all(|c| c.ready))
                     });
                     fresh.then_some(())
                 },
