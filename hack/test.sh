@@ -56,6 +56,20 @@ for line in sys.stdin:
 ' >>"$binaries"
 }
 
+# in_table_order: sorts $binaries (in the order cargo finished them) by the order of the tiers
+# being run and, within a tier, by hack/test-tiers' order: the longest first, so that the pool
+# ends together and a long test never starts last.
+in_table_order() {
+  local sorted
+  sorted=$(mktemp)
+  table | awk -v tiers="${tiers[*]}" '
+    BEGIN {n = split(tiers, t, " "); for (i = 1; i <= n; i++) rank[t[i]] = i}
+    FILENAME == "-" {order[$1] = sprintf("%03d %04d", rank[$2], FNR); next}
+    {n = split($1, d, "/"); key = d[n] "/" $2; print (key in order ? order[key] : "999 9999") "\t" $0}
+  ' - FS='\t' "$binaries" | sort -s -t "$(printf '\t')" -k1,1 | cut -f2- >"$sorted"
+  mv "$sorted" "$binaries"
+}
+
 # run_binaries JOBS: runs every test binary in $binaries, JOBS at a time, each in its crate's
 # folder as `cargo test` would. Most integration tests wait on processes (API servers,
 # containerd, a kubelet), not on the CPU, so running several at once shortens a tier without
@@ -109,8 +123,8 @@ run_tier() {
   esac
   # One cargo build per feature set with every target of the tier. --workspace (not -p) so
   # that dependencies get the features of the whole workspace, as in every other build,
-  # instead of being compiled again with the features of one package's graph. Targets are
-  # listed in hack/test-tiers' order, longest first, so the pool ends together.
+  # instead of being compiled again with the features of one package's graph (the run order is
+  # hack/test-tiers', in_table_order).
   local features targets
   while read -r features targets; do
     [ -n "$features" ] || continue
@@ -152,6 +166,7 @@ for f in "${featured[@]}"; do
 done
 # shellcheck disable=SC2086
 [ "${#plain[@]}" -eq 0 ] || build --workspace --locked ${plain[*]} "${cargo_args[@]}"
+in_table_order
 built=$SECONDS
 echo "=== built the test binaries in $((built - started)) s; running $(wc -l <"$binaries") of them, $jobs at a time ===" >&2
 run_binaries "$jobs"
