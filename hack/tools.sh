@@ -60,12 +60,15 @@ publish() {
   rm -rf "$work"
 }
 
-# kubernetes_module WORK: a Go module in WORK that requires k8s.io/kubernetes at
-# KUBERNETES_VERSION, with its staging modules mapped to their published releases (as a
-# dependency, k8s.io/kubernetes' own replaces of ./staging/... do not apply) and a tools.go
-# importing the packages given after WORK, then tidied.
+# kubernetes_module WORK PKG... [-- EDIT...]: a Go module in WORK that requires
+# k8s.io/kubernetes at KUBERNETES_VERSION, with its staging modules mapped to their published
+# releases (as a dependency, k8s.io/kubernetes' own replaces of ./staging/... do not apply), a
+# tools.go importing the PKGs and the `go mod edit` arguments EDIT, then tidied.
 kubernetes_module() {
   local work=$1; shift
+  local pkgs=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do pkgs+=("$1"); shift; done
+  [ "${1:-}" = -- ] && shift
   local staging=${KUBERNETES_VERSION/#v1./v0.}
   run_go "go mod init" "$work/log" go mod init sandbox.local/kubernetes-build
   run_go "downloading k8s.io/kubernetes@$KUBERNETES_VERSION" "$work/log" \
@@ -76,8 +79,8 @@ kubernetes_module() {
   while read -r mod; do
     args+=(-replace "$mod=$mod@$staging")
   done < <(sed -n -E 's#^[[:space:]]*(k8s\.io/[a-z0-9-]+) => \./staging/.*#\1#p' "$gomod")
-  go mod edit "${args[@]}"
-  { printf 'package main\n\nimport (\n'; for pkg in "$@"; do printf '\t_ "%s"\n' "$pkg"; done; printf ')\n'; } >tools.go
+  go mod edit "${args[@]}" "$@"
+  { printf 'package main\n\nimport (\n'; for pkg in "${pkgs[@]}"; do printf '\t_ "%s"\n' "$pkg"; done; printf ')\n'; } >tools.go
   run_go "resolving Kubernetes dependencies" "$work/log" go mod tidy
 }
 
@@ -103,61 +106,120 @@ build_kube_apiserver() {
 }
 
 # What a test shoot adds to kube-apiserver: kube-controller-manager, kube-scheduler and the
-# kubelet, in one `go build`. `make demo` needs only kube-apiserver (build_kube_apiserver);
-# `all` builds the four together (build_kubernetes), which shares one module download and
-# keeps both cores busy across the link steps.
-build_kubernetes_node() {
-  local dir
-  dir=$(tool_path kubernetes-node)
-  [ -x "$dir/kubelet" ] && [ -x "$dir/kube-controller-manager" ] && [ -x "$dir/kube-scheduler" ] && return 0
-  build_kubernetes_binaries "" kube-controller-manager kube-scheduler kubelet
+# kubelet. `make demo` needs only kube-apiserver (build_kube_apiserver, a module of
+# Kubernetes alone); everything else from Kubernetes, Gardener and etcd comes from the one
+# shared module (build_shared).
+build_kubernetes_node() { build_shared kubernetes-node; }
+
+# shared_module WORK: the one Go module that Kubernetes' programs, Gardener's, Helm (at the
+# version Gardener's go.mod requires, HELM_VERSION, checked here so a Gardener bump that moves
+# Helm is noticed) and etcd are built from, whatever subset a build asks for. One dependency
+# graph means the Go build cache compiles each package they share (client-go, apiserver, api,
+# grpc, otel, the etcd client) once, not once per program family: Gardener GARDENER_VERSION
+# requires k8s.io/* at exactly Kubernetes' staging versions, and the rest resolves to the
+# newest any of them requires (minimal version selection), as it would in Gardener's own build.
+shared_module() {
+  local work=$1 mod=github.com/gardener/gardener
+  # The etcd binary's main is a one-liner around etcdmain in the server module.
+  mkdir -p "$work/etcd"
+  printf 'package main\n\nimport (\n\t"os"\n\n\t"go.etcd.io/etcd/server/v3/etcdmain"\n)\n\nfunc main() { etcdmain.Main(os.Args) }\n' >"$work/etcd/main.go"
+  # Gardener's go.mod replaces its API module with ./pkg/apis, which does not apply to a
+  # dependency (it would resolve an older pkg/apis): require the same release of it.
+  kubernetes_module "$work" \
+    k8s.io/kubernetes/cmd/kube-apiserver/app k8s.io/kubernetes/cmd/kube-controller-manager/app \
+    k8s.io/kubernetes/cmd/kube-scheduler/app k8s.io/kubernetes/cmd/kubelet/app \
+    "$mod/cmd/gardener-apiserver/app" "$mod/cmd/gardener-resource-manager/app" \
+    "$mod/cmd/gardener-node-agent/app" helm.sh/helm/v4/pkg/cmd \
+    -- -require "$mod@$GARDENER_VERSION" -require "$mod/pkg/apis@$GARDENER_VERSION" \
+    -require "helm.sh/helm/v4@$HELM_VERSION" -require "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+  local helm etcd
+  helm=$(go list -m -f '{{.Version}}' helm.sh/helm/v4)
+  [ "$helm" = "$HELM_VERSION" ] ||
+    die "Gardener $GARDENER_VERSION resolves helm.sh/helm/v4 $helm, but hack/versions.env pins HELM_VERSION=$HELM_VERSION: update the pin"
+  etcd=$(go list -m -f '{{.Version}}' go.etcd.io/etcd/server/v3)
+  [ "$etcd" = "$ETCD_VERSION" ] ||
+    die "the shared module resolves go.etcd.io/etcd/server/v3 $etcd, not the pinned ETCD_VERSION=$ETCD_VERSION"
 }
 
-# Everything from k8s.io/kubernetes that `all` needs, building only what is missing.
-build_kubernetes() {
-  local node
-  node=$(tool_path kubernetes-node)
-  local want=()
-  [ -x "$(tool_path kube-apiserver)" ] || want+=(kube-apiserver)
-  [ -x "$node/kubelet" ] && [ -x "$node/kube-controller-manager" ] && [ -x "$node/kube-scheduler" ] \
-    || want+=(kube-controller-manager kube-scheduler kubelet)
-  case ${#want[@]} in
-    0) return 0 ;;
-    1) build_kube_apiserver ;;
-    3) build_kubernetes_node ;;
-    *) build_kubernetes_binaries "$(dirname "$(tool_path kube-apiserver)")" "${want[@]}" ;;
+# Gardener's programs report k8s.io/component-base's version (hack/get-build-ld-flags.sh in
+# Gardener); gardener-node-agent reads its configuration file by it (config-<version>.yaml).
+gardener_ldflags() {
+  local major=${GARDENER_VERSION#v}; major=${major%%.*}
+  local minor=${GARDENER_VERSION#v*.}; minor=${minor%%.*}
+  echo "-s -w -X k8s.io/component-base/version.gitVersion=$GARDENER_VERSION -X k8s.io/component-base/version.gitMajor=$major -X k8s.io/component-base/version.gitMinor=$minor -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION"
+}
+
+# The programs of each cache folder that build_shared fills.
+shared_group() {
+  case $1 in
+    kube-apiserver) echo kube-apiserver ;;
+    etcd) echo etcd ;;
+    kubernetes-node) echo kube-controller-manager kube-scheduler kubelet ;;
+    gardener) echo gardener-apiserver gardener-resource-manager gardener-node-agent helm ;;
+    *) die "build_shared: unknown group '$1'" ;;
   esac
 }
 
-# build_kubernetes_binaries APISERVER_DIR CMD...: one `go build` of the given k8s.io/kubernetes
-# commands; kube-apiserver (if listed) is published to APISERVER_DIR, the others to the
-# kubernetes-node folder.
-build_kubernetes_binaries() {
-  local apiserver_dir=$1; shift
-  local node_dir; node_dir=$(tool_path kubernetes-node)
+# The folder a shared group is published to, and whether it is complete.
+shared_dir() {
+  case $1 in
+    kube-apiserver | etcd) dirname "$(tool_path "$1")" ;;
+    *) tool_path "$1" ;;
+  esac
+}
+shared_complete() {
+  local dir program
+  dir=$(shared_dir "$1")
+  for program in $(shared_group "$1"); do [ -x "$dir/$program" ] || return 1; done
+}
+
+# build_shared GROUP...: the missing ones of the given groups (kube-apiserver, etcd,
+# kubernetes-node, gardener) in one `go build` from the shared module: the links run side by
+# side and every package is compiled once. Each group is published to its own cache folder.
+build_shared() {
+  local group want=()
+  for group in "$@"; do shared_complete "$group" || want+=("$group"); done
+  [ "${#want[@]}" -gt 0 ] || return 0
   need_go
-  echo "building $* $KUBERNETES_VERSION from the Go module proxy (takes several minutes once)..." >&2
+  local programs=() program pkgs=() mod=github.com/gardener/gardener
+  for group in "${want[@]}"; do
+    for program in $(shared_group "$group"); do
+      programs+=("$program")
+      case $program in
+        kube-*) pkgs+=("k8s.io/kubernetes/cmd/$program") ;;
+        kubelet) pkgs+=(k8s.io/kubernetes/cmd/kubelet) ;;
+        gardener-*) pkgs+=("$mod/cmd/$program") ;;
+        helm) pkgs+=(helm.sh/helm/v4/cmd/helm) ;;
+        etcd) pkgs+=(./etcd) ;;
+      esac
+    done
+  done
+  echo "building ${programs[*]} (Kubernetes $KUBERNETES_VERSION, Gardener $GARDENER_VERSION, Helm $HELM_VERSION, etcd $ETCD_VERSION) from the Go module proxy in one go build (takes several minutes once)..." >&2
   local work; work=$(mktemp -d)
   mkdir -p "$TOOLS_DIR"
-  local cmd apps=() pkgs=() node=()
-  for cmd in "$@"; do
-    apps+=("k8s.io/kubernetes/cmd/$cmd/app")
-    pkgs+=("k8s.io/kubernetes/cmd/$cmd")
-    [ "$cmd" = kube-apiserver ] || node+=("$cmd")
-  done
   (
     cd "$work"
-    kubernetes_module "$work" "${apps[@]}"
+    shared_module "$work"
     mkdir -p "$work/bin"
-    GOEXPERIMENT=$(go_experiment) CGO_ENABLED=0 run_go "building $*" "$work/log" \
-      go build -trimpath -ldflags "$(kubernetes_ldflags)" -o "$work/bin/" "${pkgs[@]}"
+    # Each program family keeps its own version flags (a pattern per family; -ldflags
+    # applies to the main packages it matches).
+    GOEXPERIMENT=$(go_experiment) CGO_ENABLED=0 run_go "building ${programs[*]}" "$work/log" \
+      go build -trimpath \
+      -ldflags "k8s.io/kubernetes/cmd/...=$(kubernetes_ldflags)" \
+      -ldflags "$mod/cmd/...=$(gardener_ldflags)" \
+      -ldflags "helm.sh/helm/v4/cmd/helm=$(gardener_ldflags)" \
+      -ldflags "sandbox.local/kubernetes-build/etcd=-s -w" \
+      -o "$work/bin/" "${pkgs[@]}"
   )
-  if [ -n "$apiserver_dir" ]; then
-    mkdir -p "$work/apiserver" && mv "$work/bin/kube-apiserver" "$work/apiserver/"
-    publish "$apiserver_dir" "$work/apiserver" kube-apiserver
-  fi
-  mv "$work"/bin/* "$work/"
-  publish "$node_dir" "$work" "${node[@]}"
+  for group in "${want[@]}"; do
+    local out="$work/out-$group"
+    mkdir -p "$out"
+    # shellcheck disable=SC2046
+    for program in $(shared_group "$group"); do mv "$work/bin/$program" "$out/"; done
+    # shellcheck disable=SC2046
+    publish "$(shared_dir "$group")" "$out" $(shared_group "$group")
+  done
+  rm -rf "$work"
 }
 
 build_etcd() {
@@ -291,54 +353,11 @@ build_registry() {
   publish "$dir" "$work" registry
 }
 
-# Gardener's own programs and the Helm it renders charts with, in one `go build` (they share
-# most of their dependencies): gardener-apiserver (the garden's API for ControllerRegistration,
-# ControllerDeployment, Shoot), gardener-resource-manager, gardener-node-agent (owner of a
-# Gardener node's containerd configuration), and helm at the version Gardener's
-# go.mod requires (HELM_VERSION, checked here so a Gardener bump that moves Helm is noticed).
-build_gardener() {
-  local dir
-  dir=$(tool_path gardener)
-  [ -x "$dir/gardener-apiserver" ] && [ -x "$dir/gardener-resource-manager" ] && [ -x "$dir/gardener-node-agent" ] && [ -x "$dir/helm" ] && return 0
-  need_go
-  echo "building gardener-apiserver, gardener-resource-manager, gardener-node-agent ($GARDENER_VERSION) and helm ($HELM_VERSION) from the Go module proxy (takes several minutes once)..." >&2
-  local work; work=$(mktemp -d)
-  mkdir -p "$TOOLS_DIR"
-  local mod=github.com/gardener/gardener
-  (
-    cd "$work"
-    run_go "go mod init" "$work/log" go mod init sandbox.local/gardener-build
-    # Gardener's go.mod replaces its API module with ./pkg/apis, which does not apply to a
-    # dependency (it would resolve an older pkg/apis): require the same release of it.
-    go mod edit -require "$mod@$GARDENER_VERSION" -require "$mod/pkg/apis@$GARDENER_VERSION" \
-      -require "helm.sh/helm/v4@$HELM_VERSION"
-    printf 'package main
-
-import (
-	_ "%s/cmd/gardener-apiserver/app"
-	_ "%s/cmd/gardener-resource-manager/app"
-	_ "%s/cmd/gardener-node-agent/app"
-	_ "helm.sh/helm/v4/pkg/cmd"
-)
-' "$mod" "$mod" "$mod" >tools.go
-    run_go "resolving Gardener's dependencies" "$work/log" go mod tidy
-    local helm
-    helm=$(go list -m -f '{{.Version}}' helm.sh/helm/v4)
-    [ "$helm" = "$HELM_VERSION" ] ||
-      die "Gardener $GARDENER_VERSION resolves helm.sh/helm/v4 $helm, but hack/versions.env pins HELM_VERSION=$HELM_VERSION: update the pin"
-    # Gardener's programs report k8s.io/component-base's version (hack/get-build-ld-flags.sh in
-    # Gardener); gardener-node-agent reads its configuration file by it (config-<version>.yaml).
-    local major=${GARDENER_VERSION#v}; major=${major%%.*}
-    local minor=${GARDENER_VERSION#v*.}; minor=${minor%%.*}
-    local ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$GARDENER_VERSION -X k8s.io/component-base/version.gitMajor=$major -X k8s.io/component-base/version.gitMinor=$minor -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION"
-    mkdir -p "$work/bin"
-    GOEXPERIMENT=$(go_experiment) CGO_ENABLED=0 run_go "building gardener-apiserver, gardener-resource-manager, gardener-node-agent and helm" "$work/log" \
-      go build -trimpath -ldflags "$ldflags" -o "$work/bin/" \
-      "$mod/cmd/gardener-apiserver" "$mod/cmd/gardener-resource-manager" "$mod/cmd/gardener-node-agent" helm.sh/helm/v4/cmd/helm
-    mv "$work"/bin/* "$work/"
-  )
-  publish "$dir" "$work" gardener-apiserver gardener-resource-manager gardener-node-agent helm
-}
+# Gardener's own programs and the Helm it renders charts with: gardener-apiserver (the garden's
+# API for ControllerRegistration, ControllerDeployment, Shoot), gardener-resource-manager,
+# gardener-node-agent (owner of a Gardener node's containerd configuration) and helm, from the
+# shared module (build_shared).
+build_gardener() { build_shared gardener; }
 
 # Kata's shim, built as the main module from its own go.mod and go.sum (its config-settings.go
 # is generated from the .in template first, with the values Kata's Makefile puts there).
@@ -441,7 +460,7 @@ ensure() {
     registry) build_registry ;;
     # What a control plane needs (make demo, make control-plane): nothing for nodes.
     control-plane) fetch_gardener_crds; build_etcd; build_kube_apiserver ;;
-    all) fetch_gardener_crds; build_etcd; build_kubernetes; build_gvisor; build_gvisor_arm64; build_gvisor_previous; build_containerd; build_containerd17; build_gvisor_extension; build_gardener; build_kata; build_registry ;;
+    all) fetch_gardener_crds; build_shared kube-apiserver etcd gardener kubernetes-node; build_gvisor; build_gvisor_arm64; build_gvisor_previous; build_containerd; build_containerd17; build_gvisor_extension; build_kata; build_registry ;;
     *) die "unknown tool '$1' (known: kube-apiserver, etcd, kubernetes-node, gardener-crds, gvisor, gvisor-arm64, gvisor-previous, containerd, containerd17, gvisor-extension, gardener, kata, registry, all)" ;;
   esac
 }
