@@ -325,13 +325,15 @@ async fn reboot(
     node.start().unwrap();
     gardener.start_again().unwrap();
     let cri = Cri::new(node.socket());
-    assert_eq!(
+    // The socket answers before the CRI plugin is initialized ("server is not initialized
+    // yet", seen under an empty-cache CI's load): ask until CRI answers, then judge.
+    let state = sandbox_testenv::eventually_or(30, "CRI after the reboot", async || {
         cri.handler("runsc", "io.containerd.runsc.v1")
             .await
-            .unwrap(),
-        HandlerState::Loaded,
-        "not loaded after the reboot"
-    );
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    assert_eq!(state, HandlerState::Loaded, "not loaded after the reboot");
     let pods = Pods::new(node.socket());
     let run = pods::run_pod(&pods, "runsc", &["dmesg"], &node.path("/var/log/pods"))
         .await
