@@ -111,6 +111,11 @@ build_kube_apiserver() {
 # shared module (build_shared).
 build_kubernetes_node() { build_shared kubernetes-node; }
 
+# The etcd binary's main: a one-liner around etcdmain in the server module.
+etcd_main() {
+  printf 'package main\n\nimport (\n\t"os"\n\n\t"go.etcd.io/etcd/server/v3/etcdmain"\n)\n\nfunc main() { etcdmain.Main(os.Args) }\n'
+}
+
 # shared_module WORK: the one Go module that Kubernetes' programs, Gardener's, Helm (at the
 # version Gardener's go.mod requires, HELM_VERSION, checked here so a Gardener bump that moves
 # Helm is noticed) and etcd are built from, whatever subset a build asks for. One dependency
@@ -120,9 +125,8 @@ build_kubernetes_node() { build_shared kubernetes-node; }
 # newest any of them requires (minimal version selection), as it would in Gardener's own build.
 shared_module() {
   local work=$1 mod=github.com/gardener/gardener
-  # The etcd binary's main is a one-liner around etcdmain in the server module.
   mkdir -p "$work/etcd"
-  printf 'package main\n\nimport (\n\t"os"\n\n\t"go.etcd.io/etcd/server/v3/etcdmain"\n)\n\nfunc main() { etcdmain.Main(os.Args) }\n' >"$work/etcd/main.go"
+  etcd_main >"$work/etcd/main.go"
   # Gardener's go.mod replaces its API module with ./pkg/apis, which does not apply to a
   # dependency (it would resolve an older pkg/apis): require the same release of it.
   kubernetes_module "$work" \
@@ -214,7 +218,6 @@ build_shared() {
   for group in "${want[@]}"; do
     local out="$work/out-$group"
     mkdir -p "$out"
-    # shellcheck disable=SC2046
     for program in $(shared_group "$group"); do mv "$work/bin/$program" "$out/"; done
     # shellcheck disable=SC2046
     publish "$(shared_dir "$group")" "$out" $(shared_group "$group")
@@ -232,8 +235,7 @@ build_etcd() {
   (
     cd "$work"
     run_go "go mod init" "$work/log" go mod init sandbox.local/etcd-build
-    # The etcd binary's main is a one-liner around etcdmain in the server module.
-    printf 'package main\n\nimport (\n\t"os"\n\n\t"go.etcd.io/etcd/server/v3/etcdmain"\n)\n\nfunc main() { etcdmain.Main(os.Args) }\n' >main.go
+    etcd_main >main.go
     go mod edit -require "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
     run_go "resolving etcd dependencies" "$work/log" go mod tidy
     CGO_ENABLED=0 run_go "building etcd" "$work/log" go build -trimpath -ldflags "-s -w" -o "$work/etcd" .
