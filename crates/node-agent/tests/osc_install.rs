@@ -578,11 +578,10 @@ async fn kata_through_the_osc_as_far_as_this_host_allows() {
     let cri = Cri::new(node.socket());
     let host = registry.host();
     let entries = Kata.osc_install(Some(&config), &image, &pins).unwrap();
-    let handler = Kata
-        .node_plan(Some(&config), &image)
-        .unwrap()
+    let plan = Kata.node_plan(Some(&config), &image).unwrap();
+    let handler = plan
         .handlers
-        .into_iter()
+        .iter()
         .find(|h| h.name == "kata-qemu")
         .unwrap();
     apply(&mut gardener, &cri, mutate(&host, vec![entries]))
@@ -596,13 +595,7 @@ async fn kata_through_the_osc_as_far_as_this_host_allows() {
         "config.toml:\n{}",
         std::fs::read_to_string(node.config_path()).unwrap()
     );
-    let dir = Kata
-        .node_plan(Some(&config), &image)
-        .unwrap()
-        .binaries
-        .versioned
-        .unwrap()
-        .dir();
+    let dir = plan.binaries.versioned.as_ref().unwrap().dir();
     for name in [
         kata_node::SHIM,
         "qemu-system-x86_64",
